@@ -1,0 +1,117 @@
+"""Typed errors raised by eoembed.
+
+Every error derives from :class:`EOEmbedError` (a ``RuntimeError``) and, where it
+fits, from the matching builtin (``ValueError``, ``KeyError``, ``ImportError``,
+``FileNotFoundError``) so that generic ``except`` clauses still work. Messages say
+what was wrong, what was expected and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class EOEmbedError(RuntimeError):
+    """Base class of every error eoembed raises on purpose."""
+
+
+# --- input cubes -----------------------------------------------------------------
+class InputError(EOEmbedError, ValueError):
+    """The input cube cannot be embedded as given."""
+
+
+class DimensionError(InputError):
+    """The cube's dimensions are missing, extra or unusable."""
+
+
+class MissingCRSError(InputError):
+    """The cube has no coordinate reference system."""
+
+
+class GeographicCRSError(InputError):
+    """The cube is in a geographic (degrees) CRS; a projected CRS in metres is needed."""
+
+
+class BandMismatchError(InputError):
+    """Bands are missing, duplicated or unknown for the chosen model."""
+
+
+class TooManyTimestepsError(InputError):
+    """The cube has more timesteps than the model accepts."""
+
+
+class ScaleError(InputError):
+    """The reflectance scale of the cube is ambiguous or inconsistent."""
+
+
+class TooSmallError(InputError):
+    """The cube is smaller than one patch."""
+
+
+class EmptyDataError(InputError):
+    """The cube (or the part asked for) holds no valid pixels."""
+
+
+class ParameterError(EOEmbedError, ValueError):
+    """An option has an invalid value."""
+
+
+# --- models and weights ----------------------------------------------------------
+class UnknownModelError(EOEmbedError, KeyError):
+    """No model is registered under the given name."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class WeightsError(EOEmbedError):
+    """Model weights could not be found, read or trusted."""
+
+
+class WeightsNotFoundError(WeightsError, FileNotFoundError):
+    """No weights were found locally and none could be downloaded."""
+
+
+class CorruptWeightsError(WeightsError, ValueError):
+    """A weights file exists but cannot be read as the expected checkpoint."""
+
+
+class UnsafeWeightsError(WeightsError, ValueError):
+    """A weights file holds pickled Python objects, which eoembed refuses to load."""
+
+
+class MissingOptionalDependency(EOEmbedError, ImportError):
+    """An optional dependency needed for this feature is not installed."""
+
+
+# --- data access (eoembed.data) --------------------------------------------------
+class DataSourceError(EOEmbedError):
+    """A catalogue or asset could not be reached or read."""
+
+
+class NoItemsFoundError(DataSourceError, LookupError):
+    """A STAC search returned no items."""
+
+
+class QueryError(EOEmbedError, ValueError):
+    """A search/data query (bbox, dates, collection, point, polygon) is invalid."""
+
+
+# --- search and few-shot (eoembed.index, eoembed.classify) -----------------------
+class IndexMismatchError(EOEmbedError, ValueError):
+    """A query or cube does not match the index (model, dimension, CRS)."""
+
+
+class LabelError(EOEmbedError, ValueError):
+    """Training labels are empty, single-class or outside the cube."""
+
+
+def require(module: str, extra: str, feature: str):  # pragma: no cover - trivial
+    """Import ``module`` or raise :class:`MissingOptionalDependency` naming the extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise MissingOptionalDependency(
+            f"{feature} needs the optional package {module!r}, which is not installed. "
+            f"Install it with: pip install 'eoembed[{extra}]'"
+        ) from err
