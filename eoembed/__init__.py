@@ -1,5 +1,27 @@
-"""eoembed: Earth-observation datacubes to georeferenced embedding cubes."""
+"""eoembed: Earth-observation datacubes to georeferenced embedding cubes.
+
+>>> import eoembed                       # registers the ``.eo`` accessor
+>>> emb = cube.eo.embed(model="tiny")    # doctest: +SKIP
+"""
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+import rioxarray as _rioxarray  # noqa: F401,E402  (registers .rio, used throughout)
+
+from eoembed import accessor as _accessor  # noqa: F401,E402  (registers .eo)
+from eoembed.embed import embed, embed_cost  # noqa: E402
+from eoembed.exceptions import EOEmbedError  # noqa: E402
+from eoembed.models import ModelSpec, get_model_spec, list_models, load_model  # noqa: E402
+
+__all__ = [
+    "EOEmbedError",
+    "ModelSpec",
+    "__version__",
+    "embed",
+    "embed_cost",
+    "get_model_spec",
+    "list_models",
+    "load_model",
+]

@@ -1,0 +1,375 @@
+"""Band names, reflectance scale, Sentinel-2 harmonization and validity.
+
+Everything here maps the *cube's* conventions onto the *model's*: which cube band
+feeds which model band (by name, never by position), what the numbers mean (DN or
+0–1 reflectance), whether the +1000 offset of Sentinel-2 processing baseline 04.00
+must be removed, and which pixels hold data.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from eoembed.exceptions import BandMismatchError, ScaleError
+from eoembed.models.registry import ModelSpec
+
+S2 = "sentinel2_l2a"
+S1 = "sentinel1"
+LANDSAT = "landsat"
+
+# Sentinel-2 bands (all 13 names, so that B10 is recognised and ignored by L2A models).
+_S2_NAMES = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
+# STAC electro-optical common names (https://github.com/stac-extensions/eo#common-band-names).
+_S2_COMMON = {
+    "coastal": "B01", "blue": "B02", "green": "B03", "red": "B04",
+    "rededge1": "B05", "rededge2": "B06", "rededge3": "B07", "rededge": "B05",
+    "nir": "B08", "nir08": "B8A", "nir09": "B09", "cirrus": "B10",
+    "swir16": "B11", "swir22": "B12",
+}
+_S2_RE = re.compile(r"^(?:s2[-_]?(?:l2a)?[-_]?)?b0?(\d{1,2}a?)$", re.IGNORECASE)
+_S1_RE = re.compile(r"^(?:s1[-_]?(?:sigma0|rtc|grd)?[-_]?|sigma0[-_]?)?(vv|vh|hh|hv)$", re.IGNORECASE)
+_LANDSAT_RE = re.compile(r"^(?:landsat|lc0?[89]|l[89])[:_-]?b(\d{1,2})$", re.IGNORECASE)
+
+#: Sentinel-2 acquisitions from this date carry the +1000 offset of baseline 04.00.
+HARMONIZATION_DATE = np.datetime64("2022-01-25")
+HARMONIZATION_OFFSET = 1000.0
+
+
+def canonical_band(label: object) -> tuple[str, str] | None:
+    """Map one band label to ``(modality, canonical band name)``, or None if unknown.
+
+    Recognises Sentinel-2 names (``B02``, ``B2``, ``b8a``, ``S2-L2A-B02``), STAC common
+    names (``blue``, ``nir08``, …), Sentinel-1 polarisations (``vv``, ``VH``,
+    ``S1-SIGMA0-VV``) and Landsat bands written with a prefix (``landsat:B4``).
+
+    Examples
+    --------
+    >>> canonical_band("S2-L2A-B8A"), canonical_band("swir16"), canonical_band("VH")
+    (('sentinel2_l2a', 'B8A'), ('sentinel2_l2a', 'B11'), ('sentinel1', 'vh'))
+    """
+    text = str(label).strip()
+    low = text.lower()
+    if low in _S2_COMMON:
+        return S2, _S2_COMMON[low]
+    m = _LANDSAT_RE.match(text)
+    if m:
+        return LANDSAT, f"B{int(m.group(1))}"
+    m = _S2_RE.match(text)
+    if m:
+        num = m.group(1).upper()
+        name = "B8A" if num == "8A" else f"B{int(num):02d}" if num.isdigit() else None
+        if name in _S2_NAMES:
+            return S2, name
+    m = _S1_RE.match(text)
+    if m:
+        return S1, m.group(1).lower()
+    return None
+
+
+@dataclass
+class BandPlan:
+    """How cube bands feed the model, modality by modality.
+
+    ``sources[modality][i]`` is the cube band index for the model's i-th band of that
+    modality, or -1 when the cube lacks it (filled the model's way, see
+    :func:`eoembed.models.olmoearth.OlmoEarthEncoder.normalize`).
+    """
+
+    modalities: dict[str, tuple[str, ...]]
+    sources: dict[str, list[int]]
+    cube_labels: list[str]
+    ignored: list[str] = field(default_factory=list)
+
+    @property
+    def missing(self) -> dict[str, list[str]]:
+        return {
+            m: [b for b, s in zip(self.modalities[m], self.sources[m]) if s < 0]
+            for m in self.modalities
+        }
+
+    @property
+    def used_bands(self) -> list[str]:
+        """Model band names that come from the cube, ``modality:band`` for non-S2."""
+        out = []
+        for m, names in self.modalities.items():
+            for b, s in zip(names, self.sources[m]):
+                if s >= 0:
+                    out.append(b if m == S2 else f"{m}:{b}")
+        return out
+
+
+def resolve_bands(
+    cube: xr.DataArray,
+    spec: ModelSpec,
+    *,
+    bands: dict[str, str] | None = None,
+    modalities: tuple[str, ...] | str = "auto",
+    extra_bands: str = "raise",
+    max_missing: int | None = None,
+) -> BandPlan:
+    """Match the cube's ``band`` labels to the model's band order.
+
+    Parameters
+    ----------
+    cube:
+        DataArray with a ``band`` dimension. Labels are read from the ``band`` index;
+        where a label is not recognised, a ``common_name`` coordinate (stackstac) is
+        tried.
+    spec:
+        The model.
+    bands:
+        Optional mapping ``{cube label: model band}`` that overrides recognition,
+        e.g. ``{"b_blue": "B02", "SAR_VV": "vv"}``.
+    modalities:
+        ``"auto"``: the model's required modalities plus any other supported modality
+        whose bands are all in the cube. Or an explicit tuple.
+    extra_bands:
+        ``"raise"`` (default) refuses labels that are not bands of the model;
+        ``"ignore"`` drops them.
+    max_missing:
+        Most Sentinel-2 bands that may be absent (default: a third of them). The
+        10 m bands B02, B03, B04 and B08 are never optional.
+
+    Raises
+    ------
+    BandMismatchError
+        Duplicate, unknown or too many missing bands, with the fix.
+    """
+    if "band" not in cube.dims:
+        raise BandMismatchError(
+            f"the cube has no 'band' dimension (dims: {cube.dims}). Stack bands with "
+            "`ds.to_dataarray('band')` or rename the band dimension to 'band'."
+        )
+    labels = [str(v) for v in cube["band"].values]
+    common = (
+        [str(v) for v in np.atleast_1d(cube["common_name"].values)]
+        if "common_name" in cube.coords and cube["common_name"].ndim <= 1
+        else [None] * len(labels)
+    )
+    if len(common) != len(labels):
+        common = [None] * len(labels)
+    mapping = {str(k): v for k, v in (bands or {}).items()}
+    found: dict[tuple[str, str], int] = {}
+    unknown: list[str] = []
+    ignored: list[str] = []
+    for i, (label, cname) in enumerate(zip(labels, common)):
+        if label in mapping:
+            target = canonical_band(mapping[label])
+            if target is None:
+                raise BandMismatchError(
+                    f"bands={{{label!r}: {mapping[label]!r}}}: {mapping[label]!r} is not a band "
+                    f"eoembed knows. Use Sentinel-2 names (B02…B12, B8A) or vv/vh."
+                )
+        else:
+            target = canonical_band(label) or (canonical_band(cname) if cname else None)
+        if target is None:
+            unknown.append(label)
+            continue
+        if target[0] not in spec.modalities or target[1] not in spec.modalities[target[0]]:
+            ignored.append(label)  # a real band this model does not read (e.g. B10)
+            continue
+        if target in found:
+            raise BandMismatchError(
+                f"bands {labels[found[target]]!r} and {label!r} both map to {target[1]} "
+                f"({target[0]}). Keep one, e.g. `cube.drop_sel(band={label!r})`."
+            )
+        found[target] = i
+    if unknown and extra_bands == "raise":
+        raise BandMismatchError(
+            f"unknown band label(s) {unknown}: eoembed recognises Sentinel-2 names "
+            "(B02…B12, B8A), STAC common names (blue, nir08, swir16…) and vv/vh. Rename "
+            "them, map them with bands={'label': 'B04'}, drop them with "
+            "`cube.drop_sel(band=[...])`, or pass extra_bands='ignore'."
+        )
+    ignored += unknown
+
+    present_mods = {m for (m, _b) in found}
+    if modalities == "auto":
+        chosen = [m for m in spec.modalities if m in spec.required_modalities]
+        for m in spec.modalities:
+            if m not in chosen and all((m, b) in found for b in spec.modalities[m]):
+                chosen.append(m)
+    else:
+        chosen = list(modalities)
+        for m in chosen:
+            if m not in spec.modalities:
+                raise BandMismatchError(
+                    f"{spec.name} does not read modality {m!r}; it reads {list(spec.modalities)}"
+                )
+    for m in spec.required_modalities:
+        if m not in present_mods:
+            raise BandMismatchError(
+                f"{spec.name} needs {m} bands, but none of the cube's band labels "
+                f"{labels} are {m} bands ({', '.join(spec.modalities[m])}). Check the "
+                "band names or map them with bands={'label': 'B04', ...}."
+            )
+    for m in present_mods - set(chosen):
+        ignored += [labels[i] for (mm, _b), i in found.items() if mm == m]
+
+    sources = {m: [found.get((m, b), -1) for b in spec.modalities[m]] for m in chosen}
+    plan = BandPlan({m: spec.modalities[m] for m in chosen}, sources, labels, ignored)
+
+    if S2 in plan.modalities and spec.needs_weights:
+        miss = plan.missing[S2]
+        limit = len(spec.modalities[S2]) // 3 if max_missing is None else max_missing
+        core_missing = [b for b in ("B02", "B03", "B04", "B08") if b in miss]
+        if core_missing or len(miss) > limit:
+            raise BandMismatchError(
+                f"the cube lacks Sentinel-2 band(s) {miss} of the {len(spec.modalities[S2])} "
+                f"{spec.name} reads; at most {limit} may be missing and the 10 m bands "
+                "B02, B03, B04, B08 are always required. Load the missing bands (e.g. "
+                "eoembed.data.sentinel2(..., bands=None) loads all), or raise "
+                "max_missing= if you accept degraded embeddings."
+            )
+    for m in chosen:
+        if m != S2 and plan.missing[m]:
+            raise BandMismatchError(
+                f"{m} needs all of {list(spec.modalities[m])}; the cube lacks {plan.missing[m]}"
+            )
+    return plan
+
+
+# --- scale -------------------------------------------------------------------------
+def _robust_max(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(np.percentile(finite, 99)) if finite.size else float("nan")
+
+
+def sample_values(arr, max_values: int = 200_000) -> np.ndarray:
+    """A strided subsample of ``arr`` (numpy or dask) that does not depend on chunking."""
+    shape = arr.shape
+    n = int(np.prod(shape))
+    step = max(1, int(np.ceil((n / max_values) ** (1 / 2))))
+    sub = arr[..., ::step, ::step]
+    return np.asarray(sub.compute() if hasattr(sub, "compute") else sub, dtype="float64")
+
+
+def detect_scale(cube: xr.DataArray, s2_index: list[int], scale: float | str = "auto") -> tuple[float, str]:
+    """Factor that turns the cube's Sentinel-2 values into DN (reflectance × 10 000).
+
+    Returns ``(factor, reason)``. ``scale="auto"`` decides from dtype, attrs and a
+    strided sample of the values; a number means "values are reflectance × scale"
+    (10000 for DN, 1 for 0–1 reflectance).
+
+    Raises
+    ------
+    ScaleError
+        When the values fit neither convention, or integers look like 0–1 reflectance.
+    """
+    if scale != "auto":
+        try:
+            s = float(scale)
+        except (TypeError, ValueError):
+            raise ScaleError(
+                f"scale={scale!r} is not understood. Use scale='auto', scale=10000 (values "
+                "are reflectance × 10 000, the L2A digital numbers) or scale=1 (0–1 reflectance)."
+            ) from None
+        if not s > 0:
+            raise ScaleError(f"scale must be positive, got {scale!r}")
+        return 10000.0 / s, f"given: values are reflectance × {s:g}"
+    hint = cube.attrs.get("eoembed:scale")
+    if hint is not None:
+        return 10000.0 / float(hint), f"from attrs['eoembed:scale']={hint}"
+    idx = [i for i in s2_index if i >= 0]
+    sample = sample_values(cube.isel(band=idx).data)
+    top = _robust_max(sample)
+    integer = np.issubdtype(cube.dtype, np.integer)
+    if not np.isfinite(top):
+        return 1.0, "no valid values to inspect; assumed DN"
+    if integer:
+        if top <= 1:
+            raise ScaleError(
+                f"the cube is {cube.dtype} but its values are all 0 or 1 (99th percentile "
+                f"{top:g}): it looks like 0–1 reflectance truncated to integers, which has "
+                "lost the data. Load reflectance as float, or as DN (reflectance × 10 000)."
+            )
+        return 1.0, f"integer {cube.dtype}: DN (reflectance × 10 000)"
+    if top <= 2.0:
+        return 10000.0, f"float values up to {top:.3g}: 0–1 reflectance"
+    if top >= 100.0:
+        return 1.0, f"float values up to {top:.4g}: DN (reflectance × 10 000)"
+    raise ScaleError(
+        f"cannot tell the reflectance scale: the 99th percentile of Sentinel-2 values is "
+        f"{top:.4g}, neither 0–1 reflectance (≤ 2) nor DN (≥ 100). State it: "
+        "embed(..., scale=10000) for DN or scale=1 for 0–1 reflectance (or "
+        "scale=100 for percent)."
+    )
+
+
+# --- harmonization -------------------------------------------------------------------
+def _baseline_number(value: object) -> float:
+    try:
+        return float(str(value).strip().lstrip("N").replace("_", "."))
+    except ValueError:
+        return float("nan")
+
+
+def harmonization_offsets(
+    cube: xr.DataArray, harmonize: bool | str = "auto"
+) -> tuple[np.ndarray, str]:
+    """DN offset to subtract from Sentinel-2 bands, per timestep.
+
+    Sentinel-2 L2A from processing baseline 04.00 (acquisitions from 2022-01-25) adds
+    +1000 to every reflectance DN. The offset is taken from a ``s2:processing_baseline``
+    coordinate along ``time`` when present (stackstac provides it), else from the
+    acquisition date. ``attrs["eoembed:harmonized"] = True`` means it was already
+    removed upstream (e.g. by :mod:`eoembed.data`).
+
+    Returns ``(offsets, how)`` with ``offsets`` of shape ``(T,)``.
+    """
+    ntime = cube.sizes.get("time", 1)
+    zeros = np.zeros(ntime, dtype="float64")
+    if harmonize is False or harmonize == "none":
+        return zeros, "off"
+    if cube.attrs.get("eoembed:harmonized") in (True, 1, "true", "True"):
+        return zeros, "already harmonized upstream"
+    if harmonize not in (True, "auto"):
+        raise ScaleError(f"harmonize must be 'auto', True or False, got {harmonize!r}")
+    if "s2:processing_baseline" in cube.coords:
+        pb = np.atleast_1d(cube["s2:processing_baseline"].values)
+        if pb.size == 1 and ntime > 1:
+            pb = np.repeat(pb, ntime)
+        numbers = np.array([_baseline_number(v) for v in pb])
+        offs = np.where(numbers >= 4.0, HARMONIZATION_OFFSET, 0.0)
+        return offs, "from s2:processing_baseline"
+    if "time" in cube.coords and np.issubdtype(cube["time"].dtype, np.datetime64):
+        times = np.atleast_1d(cube["time"].values).astype("datetime64[ns]")
+        offs = np.where(times >= HARMONIZATION_DATE, HARMONIZATION_OFFSET, 0.0)
+        return offs, "from acquisition date (>= 2022-01-25)"
+    if harmonize is True:
+        return np.full(ntime, HARMONIZATION_OFFSET), "forced"
+    warnings.warn(
+        "No acquisition dates or s2:processing_baseline: Sentinel-2 harmonization "
+        "(-1000 DN for baseline >= 04.00) was NOT applied. Pass harmonize=True if the "
+        "data is from 2022-01-25 or later.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return zeros, "unknown dates: not applied"
+
+
+def timestamps(cube: xr.DataArray) -> np.ndarray:
+    """``(T, 3)`` int array of (day, month 0–11, year) as OlmoEarth expects."""
+    if "time" not in cube.coords:
+        return np.array([[1, 6, 2022]] * cube.sizes.get("time", 1), dtype="int64")
+    t = pd.DatetimeIndex(np.atleast_1d(cube["time"].values))
+    return np.stack([t.day, t.month - 1, t.year], axis=1).astype("int64")
+
+
+def nodata_value(cube: xr.DataArray) -> float | None:
+    """The cube's declared nodata value (rioxarray, CF ``_FillValue`` or ``nodata`` attr)."""
+    for key in ("_FillValue", "nodata", "missing_value"):
+        for src in (cube.attrs, cube.encoding):
+            if key in src and src[key] is not None:
+                return float(src[key])
+    try:
+        nd = cube.rio.nodata
+    except Exception:  # pragma: no cover - rioxarray not able to tell
+        nd = None
+    return None if nd is None else float(nd)

@@ -1,0 +1,437 @@
+"""``embed()``: a (time, band, y, x) cube in, a georeferenced embedding cube out.
+
+An orchestrator (like ``stackstac.stack``): validate the cube → decide bands, scale,
+harmonization → plan the patch grid and tiles → run :func:`eoembed.encode.embed_block`
+eagerly (numpy) or as a dask graph (dask) → wrap the result with coordinates, CRS and
+provenance.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import rioxarray  # noqa: F401  (registers .rio)
+import xarray as xr
+
+import eoembed
+from eoembed import bands as _bands
+from eoembed.encode import BlockPlan, embed_block
+from eoembed.exceptions import (
+    DimensionError,
+    EmptyDataError,
+    GeographicCRSError,
+    InputError,
+    MissingCRSError,
+    ParameterError,
+    TooManyTimestepsError,
+)
+from eoembed.grid import GridSpec, grid_from_cube
+from eoembed.models import get_model_spec, load_model
+from eoembed.models.registry import ModelSpec
+
+#: Context defaults, in pixels at 10 m: 64-px tiles with a 16-px halo (32-px core),
+#: the crop/overlap the OlmoEarth reference pipelines use. See benchmarks/bench_seams.py.
+DEFAULT_TILE_PX = 64
+DEFAULT_HALO_PX = 16
+#: Spatial dask chunk of the work graph, in pixels (rounded to whole tile cores).
+WORK_CHUNK_PX = 512
+
+
+# --- input checks -------------------------------------------------------------------
+def as_cube(obj) -> xr.DataArray:
+    """Return ``obj`` as a DataArray with dims ``(time, band, y, x)``.
+
+    A Dataset with one variable per band is stacked along ``band``; a missing
+    ``time`` dim becomes a single timestep. ``lat``/``lon`` or other names are refused
+    with the fix.
+    """
+    if isinstance(obj, xr.Dataset):
+        names = [v for v, da in obj.data_vars.items() if {"y", "x"} <= set(da.dims)]
+        if not names:
+            raise DimensionError(
+                f"the Dataset has no variable with 'y' and 'x' dims (variables: "
+                f"{list(obj.data_vars)}, dims: {dict(obj.sizes)})."
+            )
+        crs = obj.rio.crs
+        obj = obj[names].to_dataarray("band")
+        if crs is not None and obj.rio.crs is None:
+            obj = obj.rio.write_crs(crs)
+    if not isinstance(obj, xr.DataArray):
+        raise InputError(
+            f"embed() needs an xarray DataArray (time, band, y, x) or Dataset, got "
+            f"{type(obj).__name__}. Wrap numpy arrays with xr.DataArray(..., dims=...) and "
+            "set the CRS with .rio.write_crs(...)."
+        )
+    dims = set(obj.dims)
+    if not {"y", "x"} <= dims:
+        hint = ""
+        if {"lat", "lon"} & dims or {"latitude", "longitude"} & dims:
+            hint = (" It looks geographic (lat/lon): reproject to a projected CRS in metres "
+                    "with .rio.reproject('EPSG:326xx') and rename to y/x.")
+        raise DimensionError(
+            f"the cube's dims are {tuple(obj.dims)}; eoembed needs spatial dims named 'y' and "
+            f"'x'. Rename them, e.g. cube.rename({{'rows': 'y', 'cols': 'x'}}).{hint}"
+        )
+    if "band" not in dims:
+        if len(dims) == 2 + ("time" in dims):
+            raise DimensionError(
+                f"the cube has no 'band' dim (dims {tuple(obj.dims)}); eoembed needs several "
+                "bands. Add them with xr.concat([...], dim='band') or ds.to_dataarray('band')."
+            )
+        others = dims - {"y", "x", "time"}
+        raise DimensionError(
+            f"the cube's dims are {tuple(obj.dims)}; expected (time, band, y, x). If "
+            f"{sorted(others)} holds the bands, rename it: cube.rename({{{sorted(others)[0]!r}: 'band'}})."
+        )
+    extra = dims - {"time", "band", "y", "x"}
+    if extra:
+        raise DimensionError(
+            f"the cube has extra dims {sorted(extra)} besides (time, band, y, x). Select "
+            f"one value (cube.isel({sorted(extra)[0]}=0)) or stack them into 'band' or 'time'."
+        )
+    if "time" not in dims:
+        obj = obj.expand_dims("time")
+    elif "time" in obj.coords and not np.issubdtype(obj["time"].dtype, np.datetime64):
+        raise InputError(
+            f"the 'time' coordinate holds {obj['time'].dtype} values; eoembed needs dates "
+            "(datetime64) to build the model's timestamps. Convert with "
+            "cube.assign_coords(time=pd.to_datetime(cube.time.values))."
+        )
+    return obj.transpose("time", "band", "y", "x")
+
+
+def check_crs(cube: xr.DataArray, spec: ModelSpec) -> tuple[xr.DataArray, float]:
+    """CRS present and projected, pixels square; returns the cube and pixel size in metres."""
+    crs = cube.rio.crs
+    if crs is None and "epsg" in cube.coords:  # stackstac
+        cube = cube.rio.write_crs(int(cube["epsg"].values))
+        crs = cube.rio.crs
+    if crs is None:
+        raise MissingCRSError(
+            "the cube has no CRS. Set it with cube.rio.write_crs('EPSG:32631') (the EPSG "
+            "code of your data), or load it with eoembed.data.open_cube / rioxarray."
+        )
+    if not crs.is_projected:
+        raise GeographicCRSError(
+            f"the cube is in a geographic CRS ({crs.to_string()}), in degrees; patches need "
+            "metres. Reproject first: cube.rio.reproject(cube.rio.estimate_utm_crs(), "
+            "resolution=10)."
+        )
+    if cube.sizes["x"] < 2 or cube.sizes["y"] < 2:
+        res = cube.rio.resolution()
+    else:
+        res = cube.rio.resolution(recalc=True)
+    rx, ry = abs(float(res[0])), abs(float(res[1]))
+    if not math.isclose(rx, ry, rel_tol=1e-3):
+        raise InputError(
+            f"pixels are not square ({rx:g} × {ry:g} m). Resample to square pixels: "
+            f"cube.rio.reproject(cube.rio.crs, resolution={spec.native_resolution:g})."
+        )
+    if spec.needs_weights and not math.isclose(rx, spec.native_resolution, rel_tol=0.1):
+        warnings.warn(
+            f"pixel size is {rx:g} m; {spec.name} was trained at {spec.native_resolution:g} m. "
+            "Passing input_res to the encoder, but embeddings may be off-distribution.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return cube, rx
+
+
+def _tiling(spec: ModelSpec, patch_size, tile_size, halo) -> tuple[int, int, int]:
+    p = spec.default_patch_size if patch_size is None else int(patch_size)
+    if p not in spec.patch_sizes:
+        raise ParameterError(
+            f"patch_size={patch_size} is not supported by {spec.name}; choose one of "
+            f"{list(spec.patch_sizes)} (default {spec.default_patch_size})."
+        )
+    if halo is None:
+        halo = max(1, DEFAULT_HALO_PX // p) * p
+    if tile_size is None:
+        tile_size = max(1, (DEFAULT_TILE_PX - 2 * DEFAULT_HALO_PX) // p) * p + 2 * int(halo)
+    return p, int(tile_size), int(halo)
+
+
+# --- cost -----------------------------------------------------------------------------
+def embed_cost(cube, model: str | ModelSpec = "tiny", *, patch_size: int | None = None,
+               tile_size: int | None = None, halo: int | None = None, bands=None,
+               modalities="auto") -> dict:
+    """What :func:`embed` will cost, before running it.
+
+    Returns
+    -------
+    dict
+        ``tiles``, ``tokens`` (encoder tokens over all tiles, halo included),
+        ``tokens_per_tile``, ``patches`` (output vectors), ``halo_overhead`` (tokens per
+        output token), ``gmacs`` (estimated multiply-accumulates ×10⁹: QKV/out
+        projections, MLP and attention per layer), ``area_km2``, ``timesteps``,
+        ``tokens_per_patch_timestep``.
+    """
+    spec = get_model_spec(model)
+    cube = as_cube(cube)
+    cube, res = check_crs(cube, spec)
+    p, tile, h = _tiling(spec, patch_size, tile_size, halo)
+    grid = grid_from_cube(cube, patch_size=p, tile_size=tile, halo=h)
+    plan = _bands.resolve_bands(cube, spec, bands=bands, modalities=modalities, extra_bands="ignore")
+    t = cube.sizes["time"]
+    groups = sum(spec.token_groups.get(m, 1) for m in plan.modalities)
+    per_tile = (tile // p) ** 2 * t * groups
+    tokens = per_tile * grid.n_tiles
+    d, depth, r = spec.embedding_dim or 0, spec.depth, spec.mlp_ratio
+    macs_tile = depth * (4 * per_tile * d * d + 2 * r * per_tile * d * d + 2 * per_tile * per_tile * d)
+    core_tokens = (grid.core // p) ** 2 * t * groups
+    return {
+        "model": spec.name,
+        "tiles": grid.n_tiles,
+        "tokens_per_tile": per_tile,
+        "tokens": tokens,
+        "tokens_per_patch_timestep": groups,
+        "patches": grid.patches_y * grid.patches_x,
+        "timesteps": t,
+        "halo_overhead": per_tile / core_tokens,
+        "gmacs": macs_tile * grid.n_tiles / 1e9,
+        "area_km2": grid.height * grid.width * res * res / 1e6,
+    }
+
+
+# --- embed ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _EncoderRef:
+    """Picklable handle: each dask worker loads (and caches) its own model."""
+
+    name: str
+    weights: str | None
+    device: str | None
+
+    def get(self):
+        return load_model(self.name, weights=self.weights, device=self.device)
+
+
+def _block_fn(block, *, ref: _EncoderRef, plan: BlockPlan, offsets_y, offsets_x, block_info=None):
+    iy, ix = block_info[0]["chunk-location"][2:]
+    return embed_block(block, ref.get(), plan, (offsets_y[iy], offsets_x[ix]))
+
+
+def embed(
+    cube,
+    model: str | ModelSpec = "tiny",
+    *,
+    weights=None,
+    device: str | None = "auto",
+    patch_size: int | None = None,
+    tile_size: int | None = None,
+    halo: int | None = None,
+    batch_size: int = 16,
+    pool_time: bool = True,
+    bands: dict[str, str] | None = None,
+    modalities="auto",
+    scale: float | str = "auto",
+    harmonize: bool | str = "auto",
+    min_valid: float = 0.5,
+    max_missing_bands: int | None = None,
+    extra_bands: str = "raise",
+    progress: bool = True,
+) -> xr.DataArray:
+    """Embed a datacube: one vector per patch, on the cube's own grid.
+
+    Parameters
+    ----------
+    cube:
+        DataArray ``(time, band, y, x)`` (or a Dataset with one variable per band),
+        projected CRS via rioxarray (or stackstac's ``epsg`` coord), numpy or dask.
+        Bands are matched by name (``B02``, ``blue``, ``S2-L2A-B02``, ``vv``…), never
+        by position. NaN (or the declared nodata) marks missing pixels.
+    model:
+        ``"tiny"`` (= OlmoEarth v1.1 Tiny), any name from :func:`eoembed.list_models`,
+        or ``"spectral"`` (a weight-free baseline).
+    weights:
+        Folder or ``.pth`` file with the checkpoint (see :func:`eoembed.load_model`).
+    device:
+        ``"auto"`` (CUDA with bf16 autocast when available, else CPU), ``"cpu"``, ``"cuda"``.
+    patch_size:
+        Pixels per patch side (default 4: one 40 m vector per 4×4 pixels at 10 m).
+    tile_size, halo:
+        Encoder context in pixels: a tile is a core plus ``halo`` on each side; only
+        core patches are kept (default 64 and 16). Multiples of ``patch_size``.
+    batch_size:
+        Tiles per encoder call. Tiles are grouped by missing-data pattern so a batch
+        never changes a tile's result.
+    pool_time:
+        True: one vector per patch (mean over timesteps and band groups); False: one
+        per patch and timestep, with a ``time`` dim.
+    bands:
+        ``{cube label: model band}`` for labels eoembed does not recognise.
+    modalities:
+        ``"auto"`` (Sentinel-2, plus Sentinel-1 when vv and vh are present) or a tuple.
+    scale:
+        ``"auto"`` or the factor such that values = reflectance × scale (10000 for L2A
+        digital numbers, 1 for 0–1 reflectance).
+    harmonize:
+        ``"auto"``: remove the +1000 DN offset of processing baseline ≥ 04.00 (from
+        ``s2:processing_baseline`` or acquisition date ≥ 2022-01-25); True/False force.
+    min_valid:
+        Fraction of a patch's pixels that must hold data for the patch-timestep to be
+        seen by the encoder; smaller gaps are filled with the patch mean.
+    max_missing_bands:
+        Sentinel-2 bands that may be absent (default a third; B02/B03/B04/B08 never).
+    extra_bands:
+        ``"raise"`` or ``"ignore"`` labels that are not bands of the model.
+    progress:
+        Show a progress bar (eager runs).
+
+    Returns
+    -------
+    xarray.DataArray
+        Named ``"embedding"``, float32, dims ``("embedding", "y", "x")`` or
+        ``("time", "embedding", "y", "x")`` with ``pool_time=False``. ``x``/``y`` are
+        patch centres in the cube's CRS, written with rioxarray (``.rio.crs``,
+        ``.rio.transform()`` = input transform × patch size). Lazy (dask, chunked on
+        y/x) when the input is dask, numpy otherwise. Patches without data are NaN.
+        ``attrs`` hold the model, weight revision and hash, licence, patch size, bands
+        used, harmonization and eoembed version.
+    """
+    spec = get_model_spec(model)
+    cube = as_cube(cube)
+    cube, res = check_crs(cube, spec)
+    ntime = cube.sizes["time"]
+    if ntime > spec.max_timesteps:
+        raise TooManyTimestepsError(
+            f"the cube has {ntime} timesteps; {spec.name} accepts at most {spec.max_timesteps}. "
+            "Composite them first (e.g. eoembed.data.sentinel2(..., composite='monthly') or "
+            "cube.resample(time='1MS').median()), or select a subset with cube.isel(time=...)."
+        )
+    if batch_size < 1:
+        raise ParameterError(f"batch_size must be >= 1, got {batch_size}")
+    if not 0 < min_valid <= 1:
+        raise ParameterError(f"min_valid must be in (0, 1], got {min_valid}")
+    p, tile, h = _tiling(spec, patch_size, tile_size, halo)
+    grid = grid_from_cube(cube, patch_size=p, tile_size=tile, halo=h)
+    plan = _bands.resolve_bands(
+        cube, spec, bands=bands, modalities=modalities, extra_bands=extra_bands, max_missing=max_missing_bands
+    )
+    used = sorted({s for src in plan.sources.values() for s in src if s >= 0})
+    remap = {s: i for i, s in enumerate(used)}
+    sources = {m: [remap[s] if s >= 0 else -1 for s in src] for m, src in plan.sources.items()}
+    sub = cube.isel(band=used)
+    s2_idx = sources.get("sentinel2_l2a", [])
+    nodata = _bands.nodata_value(cube)
+    if nodata is not None and not np.isnan(nodata):
+        sub = sub.where(sub != nodata)
+    factor, scale_how = _bands.detect_scale(sub, s2_idx, scale)
+    offsets, harm_how = _bands.harmonization_offsets(cube, harmonize)
+    if not sub.chunks and not np.isfinite(sub.isel(band=[i for i in s2_idx if i >= 0]).values).any():
+        raise EmptyDataError(
+            "the cube holds no valid Sentinel-2 pixels (all NaN or nodata). Check the area "
+            "and dates, the nodata value, or the cloud mask that produced it."
+        )
+    s1_linear = False
+    if "sentinel1" in sources:
+        s1 = _bands.sample_values(sub.isel(band=[i for i in sources["sentinel1"] if i >= 0]).data)
+        s1 = s1[np.isfinite(s1)]
+        s1_linear = bool(s1.size and s1.min() >= 0 and np.percentile(s1, 99) < 2.0)
+    missing = plan.missing.get("sentinel2_l2a", [])
+    if missing and spec.needs_weights:
+        how = ("copied from the nearest band in wavelength (v1 was not trained with band dropout)"
+               if spec.version == "v1" else f"set to 0 after normalization ({spec.version} was trained with band dropout)")
+        warnings.warn(
+            f"Sentinel-2 band(s) {', '.join(missing)} are not in the cube: {how}.",
+            UserWarning,
+            stacklevel=2,
+        )
+
+    encoder = load_model(spec, weights=weights, device=device)
+    bplan = BlockPlan(
+        modality_sources=sources,
+        scale_factor=float(factor),
+        s2_offsets=tuple(float(o) for o in offsets),
+        s1_linear=s1_linear,
+        nodata=None,  # already turned into NaN above
+        timestamps=tuple(tuple(int(v) for v in r) for r in _bands.timestamps(cube)),
+        patch_size=p,
+        tile_size=tile,
+        halo=h,
+        height=grid.height,
+        width=grid.width,
+        min_valid=float(min_valid),
+        batch_size=int(batch_size),
+        pool_time=bool(pool_time),
+        input_res=float(res),
+    )
+    py, px = grid.padded_shape
+    ny, nx = grid.patches_y, grid.patches_x
+    if sub.chunks is None:
+        arr = np.asarray(sub.values, dtype="float32")
+        padded = np.full((ntime, len(used), py + 2 * h, px + 2 * h), np.nan, dtype="float32")
+        padded[:, :, h : h + grid.height, h : h + grid.width] = arr
+        from tqdm.auto import tqdm
+
+        with tqdm(total=grid.n_tiles, desc=f"embed {spec.name}", unit="tile", disable=not progress) as bar:
+            data = embed_block(padded, encoder, bplan, (0, 0), progress=bar.update)
+        data = data[..., :ny, :nx]
+    else:
+        data = _lazy(sub, encoder, bplan, grid, weights, device)
+    return _wrap(data, cube, grid, spec, encoder, plan, bplan, scale_how, harm_how, pool_time)
+
+
+def _lazy(sub: xr.DataArray, encoder, plan: BlockPlan, grid: GridSpec, weights, device):
+    """The dask graph: rechunk to whole tile cores, add halos, embed block by block."""
+    import dask.array as da
+
+    h, core, p = plan.halo, grid.core, plan.patch_size
+    py, px = grid.padded_shape
+    step = max(1, WORK_CHUNK_PX // core) * core
+    arr = sub.data.astype("float32")
+    arr = da.pad(arr, ((0, 0), (0, 0), (0, py - grid.height), (0, px - grid.width)), constant_values=np.nan)
+    arr = arr.rechunk({0: -1, 1: -1, 2: step, 3: step})
+    cy, cx = arr.chunks[2], arr.chunks[3]
+    arr = da.overlap.overlap(arr, depth={0: 0, 1: 0, 2: h, 3: h}, boundary={0: "none", 1: "none", 2: np.nan, 3: np.nan})
+    ref = _EncoderRef(encoder.spec.name, None if weights is None else str(weights), getattr(encoder, "device", device))
+    dim = encoder.output_dim(plan.modality_sources, sub.sizes["time"], plan.pool_time)
+    out_y = tuple(c // p for c in cy)
+    out_x = tuple(c // p for c in cx)
+    off_y = tuple(int(v) for v in np.cumsum((0,) + cy[:-1]))
+    off_x = tuple(int(v) for v in np.cumsum((0,) + cx[:-1]))
+    kw = dict(ref=ref, plan=plan, offsets_y=off_y, offsets_x=off_x, dtype="float32", meta=np.array((), dtype="float32"))
+    if plan.pool_time:
+        out = da.map_blocks(_block_fn, arr, drop_axis=[0], chunks=((dim,), out_y, out_x), **kw)
+    else:
+        out = da.map_blocks(_block_fn, arr, chunks=((sub.sizes["time"],), (dim,), out_y, out_x), **kw)
+    return out[..., : grid.patches_y, : grid.patches_x]
+
+
+def _wrap(data, cube, grid: GridSpec, spec, encoder, plan, bplan: BlockPlan, scale_how, harm_how, pool_time):
+    x, y = grid.patch_centers()
+    dim = data.shape[-3]
+    coords = {"embedding": np.arange(dim), "y": y, "x": x}
+    dims = ("embedding", "y", "x")
+    if not pool_time:
+        coords["time"] = cube["time"].values
+        dims = ("time",) + dims
+    attrs = dict(encoder.provenance())
+    missing = plan.missing.get("sentinel2_l2a", [])
+    attrs.update({
+        "eoembed:embedding_dim": int(dim),
+        "eoembed:patch_size": int(grid.patch_size),
+        "eoembed:patch_size_m": float(grid.patch_size * abs(grid.transform.a)),
+        "eoembed:tile_size": int(grid.tile_size),
+        "eoembed:halo": int(grid.halo),
+        "eoembed:input_res": float(bplan.input_res),
+        "eoembed:bands": plan.used_bands,
+        "eoembed:bands_filled": missing,
+        "eoembed:harmonization": f"{harm_how}; offsets {sorted(set(bplan.s2_offsets))}",
+        "eoembed:scale": scale_how,
+        "eoembed:pool_time": int(bool(pool_time)),
+        "eoembed:min_valid": float(bplan.min_valid),
+        "eoembed:timesteps": int(cube.sizes["time"]),
+        "eoembed:version": eoembed.__version__,
+    })
+    if "time" in cube.coords and np.issubdtype(cube["time"].dtype, np.datetime64):
+        t = cube["time"].values
+        attrs["eoembed:time_range"] = [str(np.datetime_as_string(t.min(), unit="D")),
+                                       str(np.datetime_as_string(t.max(), unit="D"))]
+    out = xr.DataArray(data, coords=coords, dims=dims, name="embedding", attrs=attrs)
+    out = out.rio.write_crs(cube.rio.crs).rio.write_transform(grid.out_transform)
+    out.encoding.pop("_FillValue", None)
+    return out

@@ -1,0 +1,274 @@
+"""The OlmoEarth encoders (Allen Institute for AI) through ``olmoearth-pretrain-minimal``.
+
+Versions and what differs for eoembed:
+
+* **v1** (Nano/Tiny/Base/Large): Sentinel-2 is tokenized as 3 band groups
+  (10/20/60 m), so 3 tokens per patch per timestep; absolute 2-D position
+  encodings, so tiles must be square. Missing bands are copied from the nearest
+  band in wavelength (the package's ``NormalizerV1``).
+* **v1.1** (Nano/Tiny/Base): one token per patch per timestep (~3x cheaper); trained
+  with band dropout, missing bands are set to 0 (``NormalizerV1_1``); square tiles.
+* **v1.2** (Nano/Tiny/Small/Base): as v1.1 with RoPE position encodings, so
+  rectangular tiles are allowed.
+
+Weights: ``allenai/OlmoEarth-v1{,_1,_2}-<Size>`` on Hugging Face, pinned to the
+revisions below. They, and every embedding computed with them, fall under the
+OlmoEarth Artifact License.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from eoembed.exceptions import CorruptWeightsError, MissingOptionalDependency, ParameterError
+from eoembed.models.registry import ModelSpec, register_model
+from eoembed.models.weights import WeightsSource, load_state_dict, resolve_weights
+
+LICENSE = "OlmoEarth Artifact License"
+S2_BANDS = ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12", "B01", "B09")
+S1_BANDS = ("vv", "vh")
+LANDSAT_BANDS = ("B8", "B1", "B2", "B3", "B4", "B5", "B6", "B7", "B9", "B10", "B11")
+
+# size → (embedding dim, depth); params are approximate encoder sizes
+_SIZES = {"nano": (128, 4), "tiny": (192, 12), "small": (384, 12), "base": (768, 12), "large": (1024, 24)}
+_PARAMS = {"nano": 1_700_000, "tiny": 12_500_000, "small": 40_000_000, "base": 90_000_000, "large": 300_000_000}
+
+# Hugging Face commits the weights are read from (pinned: a moved branch cannot change results).
+_REVISIONS = {
+    ("v1", "nano"): "529248a4dc3c54014c56b7504641cec98de31d1c",
+    ("v1", "tiny"): "885784437d4e2d632b7bf51b4233426c6f4479dc",
+    ("v1", "base"): "4bd1392a4539404d2c74276c39f3cb4cfff466cc",
+    ("v1", "large"): "b2c9f41de3d8454cb37f0cd9cc3e79ec7c4af435",
+    ("v1.1", "nano"): "6c16c7da0d05a1c4f32c2a7f9233e07c9ebfa61a",
+    ("v1.1", "tiny"): "74fab5714f763d6b94f8b1536bdd3300d77f45e8",
+    ("v1.1", "base"): "4ef31d45f80c1d4fcce18f9cde40c1b5e4d96cf4",
+    ("v1.2", "nano"): "e1f693ae2a7d5b57871a978e9d09e22d05206747",
+    ("v1.2", "tiny"): "12a9fdbfeff905d7e147e7497f9f7a95c518eefc",
+    ("v1.2", "small"): "a207c9a789483f95de1e9fb06acadb3da3775863",
+    ("v1.2", "base"): "581aa9baaa7aed4348c0903617eb92ee9f89e2ec",
+}
+# short names mean v1.1, the cheapest per token
+_SHORT = {("v1.1", "nano"): "nano", ("v1.1", "tiny"): "tiny", ("v1.1", "base"): "base"}
+
+
+def _repo(version: str, size: str) -> str:
+    v = {"v1": "v1", "v1.1": "v1_1", "v1.2": "v1_2"}[version]
+    return f"allenai/OlmoEarth-{v}-{size.capitalize()}"
+
+
+def _make_spec(version: str, size: str) -> ModelSpec:
+    dim, depth = _SIZES[size]
+    name = f"olmoearth-{version}-{size}"
+    aliases = [f"olmoearth-{version.replace('.', '_')}-{size}"] if "." in version else []
+    if (version, size) in _SHORT:
+        aliases.append(_SHORT[(version, size)])
+    return ModelSpec(
+        name=name,
+        family="olmoearth",
+        version=version,
+        size=size,
+        embedding_dim=dim,
+        modalities={"sentinel2_l2a": S2_BANDS, "sentinel1": S1_BANDS, "landsat": LANDSAT_BANDS},
+        required_modalities=("sentinel2_l2a",),
+        token_groups={"sentinel2_l2a": 3 if version == "v1" else 1, "sentinel1": 1,
+                      "landsat": 2 if version == "v1" else 1},
+        max_timesteps=12,
+        patch_sizes=tuple(range(1, 9)),
+        default_patch_size=4,
+        square_tiles=version in ("v1", "v1.1"),
+        native_resolution=10.0,
+        hf_repo=_repo(version, size),
+        hf_revision=_REVISIONS[(version, size)],
+        license=LICENSE,
+        params=_PARAMS[size],
+        depth=depth,
+        needs_weights=True,
+        description=f"OlmoEarth {version} {size.capitalize()} ({dim}-d)",
+        aliases=tuple(aliases),
+    )
+
+
+# --- loading ------------------------------------------------------------------------
+_CACHE: OrderedDict = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 4
+
+
+def _require_torch():
+    try:
+        import olmoearth_pretrain_minimal  # noqa: F401
+        import torch
+    except ImportError as err:
+        raise MissingOptionalDependency(
+            "OlmoEarth models need torch and olmoearth-pretrain-minimal. On a CPU machine: "
+            "pip install torch==2.13.0 && pip install 'eoembed[models]'"
+        ) from err
+    return torch
+
+
+def resolve_device(device: str | None) -> str:
+    """``"auto"``/None → ``"cuda"`` when a GPU is visible, else ``"cpu"``."""
+    torch = _require_torch()
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ParameterError(f"device={device!r} but torch sees no CUDA device; use device='cpu'")
+    if not (str(device) == "cpu" or str(device).startswith("cuda") or str(device) == "mps"):
+        raise ParameterError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return str(device)
+
+
+def _build_module(spec: ModelSpec, source: WeightsSource):
+    """Build the architecture (from config.json when present) and load the state dict."""
+    torch = _require_torch()
+    from olmoearth_pretrain_minimal import OlmoEarthPretrain_v1, load_model_from_path
+
+    if source.config is not None:
+        try:
+            cfg = json.loads(Path(source.config).read_text())
+            emb = cfg["model"]["encoder_config"]["embedding_size"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise CorruptWeightsError(
+                f"{source.config} is not an OlmoEarth config.json ({type(err).__name__}: {err})."
+            ) from err
+        if emb != spec.embedding_dim:
+            raise CorruptWeightsError(
+                f"the checkpoint at {source.config.parent} is for a {emb}-d encoder, but "
+                f"{spec.name} is {spec.embedding_dim}-d. Pick the matching model name or the "
+                "right weights folder."
+            )
+        model = load_model_from_path(source.config.parent, load_weights=False)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = OlmoEarthPretrain_v1(spec.size, spec.version).model
+        model.encoder.restrict_input_modalities(list(spec.modalities))
+    state = load_state_dict(source.weights)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CorruptWeightsError(
+            f"{source.weights} does not fit {spec.name}: {str(err).splitlines()[0][:300]}… "
+            "Check that the weights are for this model version and size."
+        ) from err
+    del state
+    encoder = model.encoder.eval()
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    return encoder, torch
+
+
+def load_olmoearth(spec: ModelSpec, weights=None, device: str | None = None) -> "OlmoEarthEncoder":
+    """Load (or reuse from an in-process cache) the encoder for ``spec``."""
+    device = resolve_device(device)
+    source = resolve_weights(spec, weights)
+    key = (spec.name, str(source.weights), source.weights.stat().st_mtime_ns, device)
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    module, torch = _build_module(spec, source)
+    enc = OlmoEarthEncoder(spec, module.to(device), device, source)
+    with _CACHE_LOCK:
+        _CACHE[key] = enc
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return enc
+
+
+class OlmoEarthEncoder:
+    """:class:`eoembed.encode.Encoder` around an OlmoEarth encoder module."""
+
+    def __init__(self, spec: ModelSpec, module, device: str, source: WeightsSource):
+        from olmoearth_pretrain_minimal import NormalizerV1, NormalizerV1_1, NormalizerV1_2
+
+        self.spec = spec
+        self.module = module
+        self.device = device
+        self.source = source
+        self._sha = None
+        norm_cls = {"v1": NormalizerV1, "v1.1": NormalizerV1_1, "v1.2": NormalizerV1_2}[spec.version]
+        self._normalizer = norm_cls()
+
+    # -- Encoder protocol ------------------------------------------------------------
+    def normalize(self, modality: str, data: np.ndarray) -> np.ndarray:
+        """The package's own per-version normalizer and missing-band fill."""
+        from olmoearth_pretrain_minimal.olmoearth_pretrain_v1.utils.constants import Modality
+
+        with warnings.catch_warnings():
+            # eoembed reports missing bands once per call, not once per block
+            warnings.simplefilter("ignore", UserWarning)
+            out = self._normalizer.normalize(Modality.get(modality), data)
+        return np.asarray(out, dtype="float32")
+
+    def group_key(self, visible: dict[str, np.ndarray]) -> int:
+        """Number of visible tokens: equal counts mean no padding inside a batch."""
+        return int(sum(v.sum() * self.spec.token_groups[m] for m, v in visible.items()))
+
+    def output_dim(self, plan_bands, ntime, pool_time) -> int:
+        return int(self.spec.embedding_dim)
+
+    def encode(self, batch, *, pool_time: bool) -> np.ndarray:
+        import torch
+        from olmoearth_pretrain_minimal.olmoearth_pretrain_v1.utils.datatypes import (
+            MaskedOlmoEarthSample,
+            MaskValue,
+        )
+
+        p = batch.patch_size
+        fields = {"timestamps": torch.as_tensor(batch.timestamps, device=self.device)}
+        for m, x in batch.data.items():
+            vis = batch.visible[m]  # (B, h, w, T)
+            pix = np.repeat(np.repeat(vis, p, axis=1), p, axis=2)  # (B, H, W, T)
+            mask = np.where(pix, MaskValue.ONLINE_ENCODER.value, MaskValue.MISSING.value)
+            mask = np.repeat(mask[..., None], self.spec.token_groups[m], axis=-1)
+            fields[m] = torch.as_tensor(x, device=self.device)
+            fields[f"{m}_mask"] = torch.as_tensor(mask, device=self.device)
+        sample = MaskedOlmoEarthSample(**fields)
+        use_amp = self.device.startswith("cuda")
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            out = self.module(sample, patch_size=p, input_res=batch.input_res, fast_pass=False)
+        tam = out["tokens_and_masks"]
+        total, count = None, None
+        for m in batch.data:
+            tok = getattr(tam, m).float()  # (B, h, w, T, S, D)
+            keep = (getattr(tam, f"{m}_mask") == MaskValue.ONLINE_ENCODER.value).float()  # (B,h,w,T,S)
+            s = (tok * keep[..., None]).sum(dim=-2)  # (B,h,w,T,D)
+            c = keep.sum(dim=-1)  # (B,h,w,T)
+            total = s if total is None else total + s
+            count = c if count is None else count + c
+        if pool_time:
+            total, count = total.sum(dim=3), count.sum(dim=3)
+        emb = total / count.clamp(min=1)[..., None]
+        emb = torch.where(count[..., None] > 0, emb, torch.full_like(emb, float("nan")))
+        return emb.cpu().numpy().astype("float32")
+
+    def provenance(self) -> dict:
+        if self._sha is None:
+            self._sha = self.source.sha256()
+        return {
+            "eoembed:model": self.spec.name,
+            "eoembed:model_family": self.spec.family,
+            "eoembed:model_version": self.spec.version,
+            "eoembed:weights_repo": self.spec.hf_repo,
+            "eoembed:weights_revision": self.source.revision,
+            "eoembed:weights_origin": self.source.origin,
+            "eoembed:weights_sha256": self._sha,
+            "eoembed:license": self.spec.license,
+            "eoembed:device": self.device,
+        }
+
+
+for _version, _sizes in {
+    "v1": ("nano", "tiny", "base", "large"),
+    "v1.1": ("nano", "tiny", "base"),
+    "v1.2": ("nano", "tiny", "small", "base"),
+}.items():
+    for _size in _sizes:
+        register_model(_make_spec(_version, _size), loader=load_olmoearth)
