@@ -284,7 +284,7 @@ def embed(
     Returns
     -------
     xarray.DataArray
-        Named ``"embedding"``, float32, dims ``("embedding", "y", "x")`` or
+        Named ``"embeddings"`` (its vector dim is ``"embedding"``), float32, dims ``("embedding", "y", "x")`` or
         ``("time", "embedding", "y", "x")`` with ``pool_time=False``. ``x``/``y`` are
         patch centres in the cube's CRS, written with rioxarray (``.rio.crs``,
         ``.rio.transform()`` = input transform × patch size). Lazy (dask, chunked on
@@ -404,7 +404,7 @@ def _lazy(sub: xr.DataArray, encoder, plan: BlockPlan, grid: GridSpec, weights, 
 def _wrap(data, cube, grid: GridSpec, spec, encoder, plan, bplan: BlockPlan, scale_how, harm_how, pool_time):
     x, y = grid.patch_centers()
     dim = data.shape[-3]
-    coords = {"embedding": np.arange(dim), "y": y, "x": x}
+    coords = {"y": y, "x": x}  # no coord on "embedding": the DataArray carries that name
     dims = ("embedding", "y", "x")
     if not pool_time:
         coords["time"] = cube["time"].values
@@ -431,7 +431,7 @@ def _wrap(data, cube, grid: GridSpec, spec, encoder, plan, bplan: BlockPlan, sca
         t = cube["time"].values
         attrs["eoembed:time_range"] = [str(np.datetime_as_string(t.min(), unit="D")),
                                        str(np.datetime_as_string(t.max(), unit="D"))]
-    out = xr.DataArray(data, coords=coords, dims=dims, name="embedding", attrs=attrs)
+    out = xr.DataArray(data, coords=coords, dims=dims, name="embeddings", attrs=attrs)
     out = out.rio.write_crs(cube.rio.crs).rio.write_transform(grid.out_transform)
     out.encoding.pop("_FillValue", None)
     return out

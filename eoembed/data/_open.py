@@ -157,7 +157,7 @@ def open_cube(path, *, nodata="auto", keep_extra: bool = False, chunks=None, tim
     if len(paths) > 1:
         raise InputError("several files are only supported for GeoTIFF stacks")
     if suffix == ".zarr" or os.path.isdir(first):
-        ds = xr.open_zarr(first, chunks=chunks if chunks is not None else None)
+        ds = xr.open_zarr(first, chunks=chunks, decode_coords="all")
         arrays = [v for v in ds.data_vars.values() if {"band", "y", "x"} <= set(v.dims)]
         if len(arrays) == 1:
             cube = arrays[0]

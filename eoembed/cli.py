@@ -1,0 +1,122 @@
+"""Command line: ``eoembed models | cost | embed | demo``.
+
+Errors eoembed raises on purpose are printed as one actionable line (exit code 2);
+anything else is a bug and shows its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from eoembed.exceptions import EOEmbedError
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="tiny", help="model name (see `eoembed models`), default tiny")
+    p.add_argument("--weights", default=None, help="folder with config.json + weights.pth, or a .pth file")
+    p.add_argument("--patch-size", type=int, default=None, help="pixels per patch (default: the model's)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+
+
+def _cmd_models(args) -> int:
+    from eoembed.models import get_model_spec, list_models
+
+    specs = [get_model_spec(n) for n in list_models(args.filter)]
+    if args.json:
+        print(json.dumps([s.to_dict() for s in specs], indent=1))
+        return 0
+    print(f"{'name':24} {'aliases':22} {'dim':>5} {'max T':>5} {'square':>6}  weights")
+    for s in specs:
+        src = f"{s.hf_repo}@{s.hf_revision[:8]}" if s.hf_repo else "none"
+        print(f"{s.name:24} {','.join(s.aliases):22} {str(s.embedding_dim or 'var'):>5} "
+              f"{s.max_timesteps:>5} {str(s.square_tiles):>6}  {src}")
+    return 0
+
+
+def _cmd_cost(args) -> int:
+    from eoembed.data import open_cube
+    from eoembed.embed import embed_cost
+
+    cost = embed_cost(open_cube(args.input), args.model, patch_size=args.patch_size)
+    print(json.dumps(cost, indent=1))
+    return 0
+
+
+def _cmd_embed(args) -> int:
+    from eoembed.data import open_cube
+    from eoembed.embed import embed
+
+    from eoembed.io import save_embeddings
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:  # check before spending minutes embedding
+        print(f"error: {out} exists; pass --overwrite to replace it (nothing was changed).", file=sys.stderr)
+        return 2
+    cube = open_cube(args.input, chunks={} if args.lazy else None)
+    emb = embed(cube, args.model, weights=args.weights, patch_size=args.patch_size,
+                tile_size=args.tile_size, halo=args.halo, device=args.device,
+                pool_time=not args.per_timestep, batch_size=args.batch_size)
+    save_embeddings(emb, out, overwrite=args.overwrite)
+    print(f"wrote {out}: {dict(emb.sizes)} ({emb.attrs['eoembed:model']}, {emb.attrs['eoembed:license']})")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from eoembed.demo import run_demo
+
+    summary = run_demo(sample=args.sample, weights=args.weights, model=args.model, out=args.out,
+                       patch_size=args.patch_size, device=args.device, overwrite=args.overwrite)
+    print(json.dumps(summary, indent=1, default=str))
+    print(f"\npicture: {summary['picture']}\nembeddings: {summary['zarr']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eoembed", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="list the models")
+    p.add_argument("filter", nargs="?", default="*", help="glob over names, e.g. '*v1.2*'")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("cost", help="tokens, GMACs and area before embedding")
+    p.add_argument("input")
+    _add_model_args(p)
+    p.set_defaults(func=_cmd_cost)
+
+    p = sub.add_parser("embed", help="embed a cube file (GeoTIFF/COG, NetCDF, Zarr) into a Zarr store")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", required=True, help="OUTPUT.zarr (or .nc)")
+    _add_model_args(p)
+    p.add_argument("--tile-size", type=int, default=None)
+    p.add_argument("--halo", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--per-timestep", action="store_true", help="one vector per patch and timestep")
+    p.add_argument("--lazy", action="store_true", help="read and embed chunk by chunk with dask")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_embed)
+
+    p = sub.add_parser("demo", help="embed a small real cube and save a PCA-RGB picture")
+    p.add_argument("--sample", default=None, help="a local cube file instead of downloading")
+    p.add_argument("--out", default="eoembed-demo", help="output folder (default ./eoembed-demo)")
+    p.add_argument("--overwrite", action="store_true")
+    _add_model_args(p)
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except EOEmbedError as err:
+        print(f"error ({type(err).__name__}): {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
