@@ -94,7 +94,7 @@ class GridSpec:
     @cached_property
     def out_transform(self) -> Affine:
         """Transform of the embedding grid: one cell per patch."""
-        return self.transform * Affine.scale(self.patch_size)
+        return self.transform @ Affine.scale(self.patch_size)
 
     def patch_centers(self) -> tuple[np.ndarray, np.ndarray]:
         """``(x, y)`` of patch centres in the source CRS (1-D, along x and y)."""

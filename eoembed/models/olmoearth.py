@@ -124,6 +124,13 @@ def resolve_device(device: str | None) -> str:
     return str(device)
 
 
+def _config_version(encoder_config: dict) -> str:
+    """Tell v1 / v1.1 / v1.2 apart from a checkpoint's encoder config."""
+    if not encoder_config.get("use_linear_patch_embed") and not encoder_config.get("tokenization_config"):
+        return "v1"
+    return "v1.2" if "rope" in str(encoder_config.get("position_encoding", "")) else "v1.1"
+
+
 def _build_module(spec: ModelSpec, source: WeightsSource):
     """Build the architecture (from config.json when present) and load the state dict."""
     torch = _require_torch()
@@ -137,6 +144,13 @@ def _build_module(spec: ModelSpec, source: WeightsSource):
             raise CorruptWeightsError(
                 f"{source.config} is not an OlmoEarth config.json ({type(err).__name__}: {err})."
             ) from err
+        found = _config_version(cfg["model"]["encoder_config"])
+        if found != spec.version:
+            raise CorruptWeightsError(
+                f"the checkpoint at {source.config.parent} is an OlmoEarth {found} model, but "
+                f"{spec.name} is {spec.version}. Use model='olmoearth-{found}-{spec.size}' or the "
+                f"{spec.hf_repo} weights."
+            )
         if emb != spec.embedding_dim:
             raise CorruptWeightsError(
                 f"the checkpoint at {source.config.parent} is for a {emb}-d encoder, but "

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,18 +125,27 @@ def load_state_dict(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise UnsafeWeightsError(
-            f"{path} holds pickled Python objects that torch.load(weights_only=True) refuses "
-            f"({str(err).splitlines()[0][:200]}). eoembed only loads plain tensor state dicts. "
-            "Re-save it with torch.save(model.state_dict(), path), or download the "
-            "published weights.pth."
-        ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
-        raise CorruptWeightsError(
-            f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: "
-            f"{str(err).splitlines()[0][:200]}). The download may be incomplete; delete it "
-            "and download it again."
-        ) from err
+        text = str(err)
+        if "global" in text.lower() or "unsupported" in text.lower():
+            raise UnsafeWeightsError(
+                f"{path} holds pickled Python objects that torch.load(weights_only=True) refuses "
+                f"({_first_line(text)}). eoembed only loads plain tensor state dicts. Re-save it "
+                "with torch.save(model.state_dict(), path), or download the published weights.pth."
+            ) from err
+        raise _corrupt(path, err) from err
+    except Exception as err:  # truncated zip, garbage bytes, legacy pickles: all unreadable
+        raise _corrupt(path, err) from err
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise CorruptWeightsError(f"{path} does not hold a state dict (got {type(state).__name__}).")
     return state
+
+
+def _first_line(text: str) -> str:
+    return (text.strip().splitlines() or [""])[0][:200]
+
+
+def _corrupt(path: Path, err: BaseException) -> CorruptWeightsError:
+    return CorruptWeightsError(
+        f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {_first_line(str(err))}). "
+        "The download may be incomplete; delete it and download it again."
+    )
