@@ -23,7 +23,9 @@ def _pyproject_names() -> set[str]:
 
 def _environment_names() -> set[str]:
     names = set()
-    for line in (ROOT / "environment.yml").read_text().splitlines():
+    text = (ROOT / "environment.yml").read_text()
+    deps = text[text.index("dependencies:"):]
+    for line in deps.splitlines():
         m = re.match(r"^\s*-\s+([A-Za-z0-9_.\-]+(?:\[[^\]]*\])?)\s*([<>=!~].*)?$", line)
         if m and m.group(1) not in ("pip", "-e"):
             names.add(_name(m.group(1)))
