@@ -187,3 +187,13 @@ def test_embed_cost_reports_tokens_gmacs_and_area():
     assert v11["area_km2"] == pytest.approx(1.28 * 1.28)
     default = eoembed.embed_cost(cube, "tiny")
     assert default["halo_overhead"] == pytest.approx(4.0)
+
+
+def test_halo_tile_core_equals_a_single_window_run(checkpoints):
+    """A core patch with a halo is embedded exactly as its whole context window alone."""
+    cube = synthetic_cube(height=100, width=100, times=2, seed=4)
+    ck = checkpoints["v1.1"]
+    tiled = eoembed.embed(cube, "nano", weights=ck, tile_size=64, halo=16, progress=False)
+    window = cube.isel(y=slice(16, 80), x=slice(16, 80))  # tile (1, 1): core 32..64 px + 16 px halo
+    alone = eoembed.embed(window, "nano", weights=ck, tile_size=64, halo=0, progress=False)
+    np.testing.assert_allclose(tiled.values[:, 8:16, 8:16], alone.values[:, 4:12, 4:12], atol=1e-5)
