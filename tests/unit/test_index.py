@@ -439,6 +439,20 @@ def test_approximate_index_reaches_recall(kind):
     assert idx.recall(k=10) >= 0.95
 
 
+def test_numpy_flat_path_equals_faiss():
+    emb, _ = make_emb(30, 30, 16, seed=14)
+    idx = build_index(emb)
+    q = idx.vectors(np.arange(0, 900, 37))
+    s1, i1 = idx.search_vectors(q, 25)
+    idx.numpy_flat = False
+    s2, i2 = idx.search_vectors(q, 25)
+    np.testing.assert_allclose(s1, s2, atol=1e-5)
+    assert (i1 == i2).mean() > 0.99  # ties may swap
+    idx.numpy_flat = True
+    s3, i3 = idx.search_vectors(q[:2], 2000)  # k > ntotal: padded like FAISS
+    assert (i3[:, 900:] == -1).all() and sorted(i3[0, :900]) == list(range(900))
+
+
 def test_auto_kind_uses_choose_index_key():
     d = 8
     data, _ = _clustered(3_000, d, seed=12)

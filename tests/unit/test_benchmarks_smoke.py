@@ -1,0 +1,31 @@
+"""Smoke-run benchmarks/bench_search.py --quick (sizes scaled down; < 60 s on 2 cores)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_bench_search_quick(tmp_path):
+    pytest.importorskip("faiss")
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_search.py"), "--quick", "--json", str(out)],
+                       capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["quick"] is True
+    assert res["exact"]["topk_agreement"] == 1.0
+    for row in res["ann"]:
+        assert row["recall@10"] >= 0.95, row
+    sim = res["similarity_map"]
+    # chunk-wise: peak memory stays a few chunks (2 worker threads), far below the cube
+    assert sim["peak_in_chunks"] < 8
+    assert sim["peak_mb"] < sim["cube_gb"] * 1000 / 2
+    assert "[similarity]" in r.stdout and "[exact]" in r.stdout and "[ann]" in r.stdout
