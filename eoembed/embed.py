@@ -36,8 +36,8 @@ from eoembed.models.registry import ModelSpec
 #: the crop/overlap the OlmoEarth reference pipelines use. See benchmarks/bench_seams.py.
 DEFAULT_TILE_PX = 64
 DEFAULT_HALO_PX = 16
-#: Spatial dask chunk of the work graph, in pixels (rounded to whole tile cores).
-WORK_CHUNK_PX = 512
+#: Largest spatial dask chunk of the work graph, in pixels.
+WORK_CHUNK_PX_MAX = 1024
 
 
 # --- input checks -------------------------------------------------------------------
@@ -381,7 +381,10 @@ def _lazy(sub: xr.DataArray, encoder, plan: BlockPlan, grid: GridSpec, weights, 
 
     h, core, p = plan.halo, grid.core, plan.patch_size
     py, px = grid.padded_shape
-    step = max(1, WORK_CHUNK_PX // core) * core
+    # work chunks: the input's chunking rounded to whole tile cores (it sets parallelism only;
+    # results do not depend on it), capped so one block stays a few hundred MB at most
+    first = max(sub.chunks[2][0], sub.chunks[3][0])
+    step = min(max(1, round(first / core)), max(1, WORK_CHUNK_PX_MAX // core)) * core
     arr = sub.data.astype("float32")
     arr = da.pad(arr, ((0, 0), (0, 0), (0, py - grid.height), (0, px - grid.width)), constant_values=np.nan)
     arr = arr.rechunk({0: -1, 1: -1, 2: step, 3: step})
