@@ -201,7 +201,7 @@ def _cos_block(block: np.ndarray, q: np.ndarray, axis: int) -> np.ndarray:
     sq = np.einsum(f"{letters},{letters}->{other}", block, block)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = dots / np.sqrt(sq)
-    return out.astype(np.float32, copy=False)
+    return np.clip(out, -1.0, 1.0).astype(np.float32, copy=False)  # rounding; NaN stays NaN
 
 
 def similarity_map(emb: xr.DataArray, vector: Any, *, name: str = "similarity") -> xr.DataArray:
