@@ -25,3 +25,14 @@ __all__ = [
     "list_models",
     "load_model",
 ]
+
+_SUBMODULES = {"data", "index", "classify", "reduce", "evaluate", "io", "testing", "bands", "grid", "models", "cli"}
+
+
+def __getattr__(name: str):
+    """``eoembed.reduce``, ``eoembed.index``… are imported on first use (they pull optional deps)."""
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"eoembed.{name}")
+    raise AttributeError(f"module 'eoembed' has no attribute {name!r}")
