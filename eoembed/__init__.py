@@ -29,10 +29,16 @@ __all__ = [
 _SUBMODULES = {"data", "index", "classify", "reduce", "evaluate", "io", "testing", "bands", "grid", "models", "cli"}
 
 
-def __getattr__(name: str):
-    """``eoembed.reduce``, ``eoembed.index``… are imported on first use (they pull optional deps)."""
-    if name in _SUBMODULES:
-        import importlib
+_LAZY = {"build_index": "index", "EmbeddingIndex": "index", "fewshot": "classify", "pca_rgb": "reduce",
+         "open_cube": "data", "open_embeddings": "io", "save_embeddings": "io"}
 
+
+def __getattr__(name: str):
+    """``eoembed.reduce``, ``eoembed.build_index``… are imported on first use (optional deps)."""
+    import importlib
+
+    if name in _SUBMODULES:
         return importlib.import_module(f"eoembed.{name}")
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"eoembed.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'eoembed' has no attribute {name!r}")

@@ -37,6 +37,7 @@ class EOAccessor(_EOBase):
     """``cube.eo.embed(...)``, ``emb.eo.index()``, ``emb.eo.fewshot(labels)``, ``emb.eo.pca_rgb()``…"""
 
     index = _wrap("eoembed.index", "build_index")
+    similarity = _wrap("eoembed.index", "similarity_map")
     fewshot = _wrap("eoembed.classify", "fewshot")
     pca = _wrap("eoembed.reduce", "pca")
     pca_rgb = _wrap("eoembed.reduce", "pca_rgb")
