@@ -13,7 +13,7 @@ nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
 TUTORIALS = Path(__file__).resolve().parents[2] / "tutorials"
-NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
+NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb")) + sorted((TUTORIALS.parent / "notebooks").glob("*.ipynb"))
 SAMPLE = TUTORIALS.parent.parent / "shared" / "data" / "worldcereal" / "worldcereal_preprocessed_inputs.nc"
 
 
@@ -61,7 +61,7 @@ def test_tutorials_found_and_committed_without_outputs():
 def test_tutorial_runs(path, venv_kernel):
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=300, kernel_name=venv_kernel,
-                                     resources={"metadata": {"path": str(TUTORIALS)}})
+                                     resources={"metadata": {"path": str(path.parent)}})
     client.execute()  # raises CellExecutionError on any failing cell
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
@@ -72,6 +72,8 @@ def test_tutorial_runs(path, venv_kernel):
         assert "OlmoEarth Artifact License" in stdout
         assert "EPSG:32631" in stdout
         assert "RANDOM-WEIGHT" in stdout  # no EOEMBED_WEIGHTS in the test: it must say so
+    if path.name == "quickstart.ipynb":
+        assert images and "EPSG:32631" in stdout and "rank" in stdout
     if path.name.startswith("02_"):
         assert images, "expected similarity and class maps"
         assert "accuracy" in stdout and "spatial-block CV" in stdout
