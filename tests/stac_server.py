@@ -53,7 +53,10 @@ def write_tif(path: Path, array: np.ndarray, *, x0: float, y0: float, res: float
 
     path.parent.mkdir(parents=True, exist_ok=True)
     profile = dict(
-        driver="COG",
+        driver="GTiff",
+        tiled=True,
+        blockxsize=32,
+        blockysize=32,
         width=array.shape[1],
         height=array.shape[0],
         count=1,
@@ -61,9 +64,7 @@ def write_tif(path: Path, array: np.ndarray, *, x0: float, y0: float, res: float
         crs=f"EPSG:{epsg}",
         transform=from_origin(x0, y0, res, res),
         nodata=nodata,
-        blocksize=32,
         compress="deflate",
-        overviews="NONE",
     )
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(array, 1)
@@ -250,8 +251,8 @@ def _parse_dt(text: str | None):
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-class StacServer:
-    """The test server (see module doc). Use as a context manager."""
+class _ServerState:
+    """The server itself, run inside the child process (see :class:`StacServer`)."""
 
     def __init__(self, root: Path, *, require_sas: bool = True) -> None:
         self.root = Path(root)
@@ -269,7 +270,7 @@ class StacServer:
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------------
-    def __enter__(self) -> StacServer:
+    def __enter__(self) -> _ServerState:
         handler = type("Handler", (_Handler,), {"server_state": self})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
@@ -388,7 +389,7 @@ class StacServer:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server_state: StacServer
+    server_state: _ServerState
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args) -> None:  # keep pytest output clean
@@ -401,7 +402,7 @@ class _Handler(BaseHTTPRequestHandler):
         host = parts.netloc or self.headers.get("Host", "")
         return host, parts.path, parse_qs(parts.query)
 
-    def _send(self, status: int, body: bytes = b"", ctype: str = "application/json", headers=None) -> None:
+    def _send(self, status: int, body: bytes = b"", ctype: str = "application/json", headers=None, record=True) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -410,6 +411,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+        if not record:
+            return
         host, path, _ = self._target()
         self.server_state.record(self.command, (host if BLOB_DOMAIN in host else "") + path, status)
 
@@ -440,6 +443,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self) -> None:
+        if self.path == "/_ctl/state":
+            return self._control("state", None)
         if self._fault():
             return
         host, path, qs = self._target()
@@ -474,6 +479,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        if self.path.startswith("/_ctl/"):
+            return self._control(self.path[6:], json.loads(body or b"null"))
         if self._fault():
             return
         _, path, _ = self._target()
@@ -483,6 +490,31 @@ class _Handler(BaseHTTPRequestHandler):
         self._json({"code": "NotFound"}, 404)
 
     # -- endpoints ---------------------------------------------------------------------
+    def _control(self, what: str, payload: Any) -> None:
+        st = self.server_state
+        if what == "items":
+            st.add_items(payload)
+        elif what == "fault":
+            st.add_fault(**payload)
+        elif what == "expire":
+            st.expire_tokens()
+        elif what == "config":
+            for k, v in payload.items():
+                setattr(st, k, v)
+        elif what == "reset":
+            with st._lock:
+                st.items.clear()
+                st.collections.clear()
+                st.faults.clear()
+                st.log.clear()
+                st.page_size = 2
+                st.require_sas = True
+        elif what != "state":
+            return self._send(404, b"{}", record=False)
+        with st._lock:
+            state = {"log": list(st.log), "token_requests": st.token_requests}
+        self._send(200, json.dumps(state).encode(), record=False)
+
     def _search(self, params: dict[str, Any], method: str) -> None:
         st = self.server_state
         matched = st.search(params)
@@ -577,3 +609,178 @@ def _landing(base: str) -> dict:
 
 def hit_counter(log: list[tuple[str, str, int]]) -> collections.Counter:
     return collections.Counter(p for _, p, _ in log)
+
+
+# =====================================================================================
+# the server runs in a child process
+# =====================================================================================
+class StacServer:
+    """Client for the test server, which runs in a child process.
+
+    Why a process: some rasterio calls hold the GIL while GDAL waits for the network;
+    a server thread in the same interpreter could then never answer (deadlock).
+    State (items, faults, request log, tokens) is driven through ``/_ctl/`` endpoints.
+    """
+
+    def __init__(self, root: Path, *, require_sas: bool = True) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._require_sas = require_sas
+        self._proc = None
+        self.port = 0
+
+    def __enter__(self) -> StacServer:
+        import subprocess
+        import sys
+
+        self._proc = subprocess.Popen(
+            [sys.executable, __file__, str(self.root)],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.PIPE,
+            text=True,
+        )
+        line = self._proc.stdout.readline()
+        if not line.strip().isdigit():
+            self._proc.kill()
+            raise RuntimeError(f"test STAC server did not start: {line!r}")
+        self.port = int(line)
+        self.require_sas = self._require_sas
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._proc is not None:
+            self._proc.stdin.close()
+            try:
+                self._proc.wait(timeout=5)
+            except Exception:
+                self._proc.kill()
+            self._proc = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def proxy(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _ctl(self, what: str, payload: Any = None) -> dict:
+        import urllib.request
+
+        if what == "state":
+            req = urllib.request.Request(f"{self.url}/_ctl/state")
+        else:
+            req = urllib.request.Request(f"{self.url}/_ctl/{what}", data=json.dumps(payload).encode(), method="POST")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def add_items(self, items: list[dict]) -> None:
+        self._ctl("items", items)
+
+    def add_fault(self, match: str, kind: str, times: int = 1, method: str | None = None) -> None:
+        self._ctl("fault", {"match": match, "kind": kind, "times": times, "method": method})
+
+    def expire_tokens(self) -> None:
+        self._ctl("expire", {})
+
+    def reset(self) -> None:
+        self._ctl("reset", {})
+
+    @property
+    def log(self) -> list[tuple[str, str, int]]:
+        return [tuple(x) for x in self._ctl("state")["log"]]
+
+    @property
+    def token_requests(self) -> int:
+        return self._ctl("state")["token_requests"]
+
+    @property
+    def page_size(self) -> int:  # pragma: no cover - write-only in tests
+        raise AttributeError("page_size is write-only")
+
+    @page_size.setter
+    def page_size(self, value: int) -> None:
+        self._ctl("config", {"page_size": int(value)})
+
+    @property
+    def require_sas(self) -> bool:  # pragma: no cover
+        return self._require_sas
+
+    @require_sas.setter
+    def require_sas(self, value: bool) -> None:
+        self._require_sas = bool(value)
+        self._ctl("config", {"require_sas": bool(value)})
+
+    def hits(self, contains: str, method: str | None = None, status: int | None = None) -> int:
+        return sum(
+            1
+            for m, p, s in self.log
+            if contains in p and (method is None or m == method) and (status is None or s == status)
+        )
+
+
+def _serve(root: str) -> None:
+    import sys
+
+    with _ServerState(Path(root)) as state:
+        print(state.port, flush=True)
+        sys.stdin.read()  # until the parent closes our stdin (or dies)
+
+
+if __name__ == "__main__":
+    import sys
+
+    _serve(sys.argv[1])
+
+
+def write_simple_item(
+    root: Path,
+    *,
+    item_id: str,
+    datetime: str,
+    epsg: int,
+    x0: float,
+    y0: float,
+    res: float,
+    assets: dict[str, tuple[np.ndarray, Any]],
+    properties: dict[str, Any],
+    asset_base: str,
+    container: str,
+    collection: str,
+) -> dict:
+    """Write one COG per asset (``name -> (array, nodata)``) and return the item dict."""
+    from pyproj import Transformer
+
+    out_assets = {}
+    shape = None
+    for name, (arr, nodata) in assets.items():
+        rel = f"{container}/{item_id}/{name}.tif"
+        write_tif(root / "blob" / rel, arr, x0=x0, y0=y0, res=res, epsg=epsg, nodata=nodata)
+        shape = arr.shape
+        out_assets[name] = {
+            "href": f"{asset_base}/{rel}",
+            "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+            "roles": ["data"],
+        }
+    assert shape is not None
+    tr = Transformer.from_crs(epsg, 4326, always_xy=True)
+    w, s, e, n = tr.transform_bounds(x0, y0 - shape[0] * res, x0 + shape[1] * res, y0, densify_pts=21)
+    props = {
+        "datetime": datetime,
+        "proj:epsg": epsg,
+        "proj:shape": list(shape),
+        "proj:transform": [res, 0.0, x0, 0.0, -res, y0],
+        **properties,
+    }
+    return {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "stac_extensions": ["https://stac-extensions.github.io/projection/v1.1.0/schema.json"],
+        "id": item_id,
+        "collection": collection,
+        "bbox": [w, s, e, n],
+        "geometry": {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]},
+        "properties": props,
+        "assets": out_assets,
+        "links": [],
+    }
