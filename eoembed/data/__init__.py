@@ -2,6 +2,22 @@
 
 from __future__ import annotations
 
+from eoembed.data._composite import TimestepLimitError
 from eoembed.data._open import open_cube
+from eoembed.data._reader import AssetReadError
+from eoembed.data._retry import RetryPolicy
+from eoembed.data._sample import SampleUnavailableError, fetch_sample
+from eoembed.data.stac import landsat, search_items, sentinel1, sentinel2
 
-__all__ = ["open_cube"]
+__all__ = [
+    "open_cube",
+    "sentinel2",
+    "sentinel1",
+    "landsat",
+    "search_items",
+    "fetch_sample",
+    "RetryPolicy",
+    "AssetReadError",
+    "SampleUnavailableError",
+    "TimestepLimitError",
+]

@@ -74,12 +74,14 @@ def scl_valid(scl: xr.DataArray, mask_classes: Iterable[int] = DEFAULT_SCL_MASK)
 def qa_pixel_valid(qa: xr.DataArray, mask_bits: Iterable[int] = DEFAULT_QA_MASK_BITS) -> xr.DataArray:
     """Per-pixel validity from a Landsat Collection 2 ``QA_PIXEL`` layer.
 
+    Bit 0 (fill) always makes a pixel invalid, whatever ``mask_bits`` says.
+
     Returns
     -------
     xarray.DataArray
         Boolean, True where none of ``mask_bits`` is set and QA is not NaN. Lazy.
     """
-    bits = 0
+    bits = 1  # fill
     for b in mask_bits:
         if not 0 <= int(b) < 16:
             raise ParameterError(f"QA_PIXEL bit {b!r} is outside 0..15.")

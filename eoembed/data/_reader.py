@@ -25,7 +25,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from stackstac.rio_reader import AutoParallelRioReader
 
 from eoembed.data._retry import DEFAULT_RETRY, RetryPolicy, classify_error
 from eoembed.data._signing import Signer
@@ -84,7 +83,7 @@ class RetryingReader:
             gdal_env=gdal_env,
             errors_as_nodata=errors_as_nodata,
         )
-        self._inner: AutoParallelRioReader | None = None
+        self._inner: Any = None  # stackstac.rio_reader.AutoParallelRioReader
         self._generation = 0
         self._lock = threading.Lock()
 
@@ -100,6 +99,8 @@ class RetryingReader:
 
     def _current(self, *, refresh: bool = False, seen_generation: int | None = None):
         """The inner reader; rebuild it (re-signing) when asked and not already done."""
+        from stackstac.rio_reader import AutoParallelRioReader  # data extra; imported lazily
+
         with self._lock:
             stale = seen_generation is not None and seen_generation == self._generation
             if self._inner is None or stale:
@@ -154,7 +155,7 @@ class RetryingReader:
                     )
                 elif kind == "transient":
                     hint = (
-                        f"The network or server kept failing after {tries} tries. Try again later, "
+                        f"The network or server kept failing after {tries} attempts (each with GDAL's own HTTP retries). Try again later, "
                         "or raise the number of attempts with retry=RetryPolicy(max_attempts=...)."
                     )
                 else:

@@ -51,7 +51,7 @@ def sample_key(source: str, bbox: Sequence[float], start: Any, end: Any, options
 def _open(store: Path) -> xr.DataArray:
     import rioxarray  # noqa: F401
 
-    ds = xr.open_zarr(store, consolidated=None)
+    ds = xr.open_zarr(store, consolidated=False, decode_coords="all")
     cube = ds[_VAR]
     crs = cube.attrs.pop("eoembed:crs", None) or ds.attrs.get("eoembed:crs")
     if crs:
@@ -124,7 +124,7 @@ def fetch_sample(
         cache.mkdir(parents=True, exist_ok=True)
         tmp = cache / f".{store.name}.{uuid.uuid4().hex[:8]}.partial"
         ds = _to_dataset(cube)
-        ds.to_zarr(tmp, mode="w", consolidated=True, compute=True)
+        ds.to_zarr(tmp, mode="w", consolidated=False, compute=True)
     except NoItemsFoundError:
         raise
     except DataSourceError as err:

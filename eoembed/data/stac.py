@@ -51,7 +51,7 @@ from eoembed.data._composite import (
 )
 from eoembed.data._retry import DEFAULT_RETRY, RetryPolicy, classify_error
 from eoembed.data._signing import PC_STAC_URL, Signer, resolve_signer, strip_sas
-from eoembed.exceptions import DataSourceError, NoItemsFoundError, ParameterError, QueryError
+from eoembed.exceptions import DataSourceError, NoItemsFoundError, ParameterError, QueryError, require
 
 __all__ = [
     "PC_STAC_URL",
@@ -422,6 +422,8 @@ def search_items(
     """
     bbox = _check_bbox(bbox)
     t0, t1 = _check_dates(start, end)
+    require("pystac", "data", "STAC search")
+    require("pystac_client", "data", "STAC search")
     policy = retry or DEFAULT_RETRY
     q: dict[str, Any] = dict(query or {})
     if max_cloud is not None:
@@ -551,7 +553,7 @@ def _stack(
     policy: RetryPolicy,
     gdal_env: Mapping[str, Any] | None,
 ) -> xr.DataArray:
-    import stackstac
+    stackstac = require("stackstac", "data", "Building a datacube from STAC items")
     from rasterio.enums import Resampling
 
     from eoembed.data._reader import reader_factory

@@ -490,6 +490,12 @@ def test_fetch_sample_writes_once_then_reads_offline(s2_plain, tmp_path):
     assert list(second["s2:processing_baseline"].values) == list(first["s2:processing_baseline"].values)
     assert second.attrs["eoembed:harmonized"] in (True, 1)
     np.testing.assert_allclose(second.values, first.values, atol=0)
+    # the demo's `--sample PATH` route reads the same store with open_cube
+    from eoembed.data import open_cube
+
+    again = open_cube(stores[0], chunks={})
+    assert again.dims == ("time", "band", "y", "x") and again.rio.crs.to_epsg() == 32632
+    np.testing.assert_allclose(again.values, first.values, atol=0)
     # a different request is a different store
     fetch_sample(s2_plain.bbox, "2024-01-01", "2024-01-31", cache, **opts)
     assert len(list(cache.glob("eoembed-sample-*.zarr"))) == 2
