@@ -825,7 +825,8 @@ def sentinel2(
         period without any scene is an all-NaN timestep. ``band`` holds S2 names,
         ``common_name`` the STAC common names; ``x``/``y`` are pixel centres in
         ``cube.rio.crs``. Along ``time``: ``s2:processing_baseline`` (highest
-        baseline among contributing scenes, ``""`` if none), ``eoembed:n_scenes``,
+        baseline among contributing scenes, ``""`` if none; ``"04.00"`` is inferred
+        from the date for items without the property), ``eoembed:n_scenes``,
         ``eoembed:period_start``/``eoembed:period_end``. ``attrs`` include
         ``eoembed:scale = 10000`` and ``eoembed:harmonized``.
 
