@@ -140,7 +140,8 @@ def check_crs(cube: xr.DataArray, spec: ModelSpec) -> tuple[xr.DataArray, float]
     return cube, rx
 
 
-def _tiling(spec: ModelSpec, patch_size, tile_size, halo) -> tuple[int, int, int]:
+def _grid(cube: xr.DataArray, spec: ModelSpec, patch_size, tile_size, halo) -> GridSpec:
+    """The patch grid and tiling for ``cube``, with the model's defaults filled in."""
     p = spec.default_patch_size if patch_size is None else int(patch_size)
     if p not in spec.patch_sizes:
         raise ParameterError(
@@ -151,7 +152,7 @@ def _tiling(spec: ModelSpec, patch_size, tile_size, halo) -> tuple[int, int, int
         halo = max(1, DEFAULT_HALO_PX // p) * p
     if tile_size is None:
         tile_size = max(1, (DEFAULT_TILE_PX - 2 * DEFAULT_HALO_PX) // p) * p + 2 * int(halo)
-    return p, int(tile_size), int(halo)
+    return grid_from_cube(cube, patch_size=p, tile_size=int(tile_size), halo=int(halo))
 
 
 # --- cost -----------------------------------------------------------------------------
@@ -172,8 +173,8 @@ def embed_cost(cube, model: str | ModelSpec = "tiny", *, patch_size: int | None 
     spec = get_model_spec(model)
     cube = as_cube(cube)
     cube, res = check_crs(cube, spec)
-    p, tile, h = _tiling(spec, patch_size, tile_size, halo)
-    grid = grid_from_cube(cube, patch_size=p, tile_size=tile, halo=h)
+    grid = _grid(cube, spec, patch_size, tile_size, halo)
+    p, tile = grid.patch_size, grid.tile_size
     plan = _bands.resolve_bands(cube, spec, bands=bands, modalities=modalities, extra_bands="ignore")
     t = cube.sizes["time"]
     groups = sum(spec.token_groups.get(m, 1) for m in plan.modalities)
@@ -306,8 +307,8 @@ def embed(
         raise ParameterError(f"batch_size must be >= 1, got {batch_size}")
     if not 0 < min_valid <= 1:
         raise ParameterError(f"min_valid must be in (0, 1], got {min_valid}")
-    p, tile, h = _tiling(spec, patch_size, tile_size, halo)
-    grid = grid_from_cube(cube, patch_size=p, tile_size=tile, halo=h)
+    grid = _grid(cube, spec, patch_size, tile_size, halo)
+    p, tile, h = grid.patch_size, grid.tile_size, grid.halo
     plan = _bands.resolve_bands(
         cube, spec, bands=bands, modalities=modalities, extra_bands=extra_bands, max_missing=max_missing_bands
     )
@@ -347,7 +348,6 @@ def embed(
         scale_factor=float(factor),
         s2_offsets=tuple(float(o) for o in offsets),
         s1_linear=s1_linear,
-        nodata=None,  # already turned into NaN above
         timestamps=tuple(tuple(int(v) for v in r) for r in _bands.timestamps(cube)),
         patch_size=p,
         tile_size=tile,

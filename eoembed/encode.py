@@ -78,7 +78,6 @@ class BlockPlan:
     scale_factor: float  # S2 values × factor = DN
     s2_offsets: tuple[float, ...]  # per-timestep DN offset to subtract (harmonization)
     s1_linear: bool  # S1 given as linear power → convert to dB
-    nodata: float | None
     timestamps: tuple[tuple[int, int, int], ...]
     patch_size: int
     tile_size: int
@@ -99,8 +98,6 @@ def _modality_values(block: np.ndarray, plan: BlockPlan, modality: str) -> np.nd
     for i, s in enumerate(sources):
         if s >= 0:
             out[:, i] = block[:, s]
-    if plan.nodata is not None:
-        out[out == plan.nodata] = np.nan
     if modality == "sentinel2_l2a":
         out *= np.float32(plan.scale_factor)
         offs = np.asarray(plan.s2_offsets, dtype="float32")[:, None, None, None]
