@@ -105,11 +105,6 @@ class GridSpec:
         y = t.f + rows * t.e
         return x, y
 
-    def patch_pixel_window(self, row: int, col: int) -> tuple[slice, slice]:
-        """Pixel rows/cols of the input that patch ``(row, col)`` covers."""
-        p = self.patch_size
-        return slice(row * p, min((row + 1) * p, self.height)), slice(col * p, min((col + 1) * p, self.width))
-
     @property
     def n_tiles(self) -> int:
         return self.tiles_y * self.tiles_x

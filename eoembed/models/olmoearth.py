@@ -28,7 +28,7 @@ import numpy as np
 
 from eoembed.exceptions import CorruptWeightsError, MissingOptionalDependency, ParameterError
 from eoembed.models.registry import ModelSpec, register_model
-from eoembed.models.weights import WeightsSource, load_state_dict, resolve_weights
+from eoembed.models.weights import WeightsSource, _first_line, load_state_dict, resolve_weights
 
 LICENSE = "OlmoEarth Artifact License"
 S2_BANDS = ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12", "B01", "B09")
@@ -168,7 +168,7 @@ def _build_module(spec: ModelSpec, source: WeightsSource):
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise CorruptWeightsError(
-            f"{source.weights} does not fit {spec.name}: {str(err).splitlines()[0][:300]}… "
+            f"{source.weights} does not fit {spec.name}: {_first_line(str(err))}… "
             "Check that the weights are for this model version and size."
         ) from err
     del state
