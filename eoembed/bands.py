@@ -363,13 +363,22 @@ def timestamps(cube: xr.DataArray) -> np.ndarray:
 
 
 def nodata_value(cube: xr.DataArray) -> float | None:
-    """The cube's declared nodata value (rioxarray, CF ``_FillValue`` or ``nodata`` attr)."""
-    for key in ("_FillValue", "nodata", "missing_value"):
-        for src in (cube.attrs, cube.encoding):
-            if key in src and src[key] is not None:
-                return float(src[key])
+    """The nodata value still present in the cube's values, or None.
+
+    Follows rioxarray's rule (``cube.rio.nodata``): a ``_FillValue`` in ``attrs`` (or
+    ``missing_value``/``fill_value``/``nodata``, or the file's nodata) is still in the
+    data and marks missing pixels; a ``_FillValue`` in ``encoding``
+    (``rio.encoded_nodata``) means xarray already decoded those pixels to NaN on
+    reading, so the old fill value is *not* a marker any more — after decoding (and
+    ``scale_factor``/``add_offset``) a real pixel may equal it. Returns NaN then.
+    """
     try:
         nd = cube.rio.nodata
-    except Exception:  # pragma: no cover - rioxarray not able to tell
+    except Exception:  # pragma: no cover - rioxarray cannot tell (odd dims)
         nd = None
+        if cube.encoding.get("_FillValue") is None:
+            for key in ("_FillValue", "missing_value", "fill_value", "nodata"):
+                if cube.attrs.get(key) is not None:
+                    nd = cube.attrs[key]
+                    break
     return None if nd is None else float(nd)

@@ -1,0 +1,59 @@
+"""eoembed.bands: nodata, scale detection, harmonization decisions, band preparation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import eoembed
+from eoembed import bands as B
+from eoembed.testing import synthetic_cube
+
+
+# ---- nodata on decoded data (issue 8, A5) -----------------------------------------
+def _write_decoded(tmp_path, stored: np.ndarray, **encoding) -> xr.DataArray:
+    cube = synthetic_cube(height=stored.shape[-2], width=stored.shape[-1], times=stored.shape[0], seed=3)
+    dec = stored.astype("float64")
+    fill = encoding.get("_FillValue")
+    dec = np.where(stored == fill, np.nan, dec * encoding.get("scale_factor", 1.0) + encoding.get("add_offset", 0.0))
+    raw = cube.copy(data=dec)  # what the file means; to_netcdf encodes it back to ``stored``
+    raw.encoding = {}
+    raw.name = "reflectance"
+    path = tmp_path / "cube.nc"
+    raw.drop_vars("spatial_ref", errors="ignore").to_netcdf(path, encoding={"reflectance": encoding})
+    back = xr.open_dataarray(path)  # mask_and_scale=True: the fill becomes NaN
+    return back.rio.write_crs(cube.rio.crs).rio.write_transform(cube.rio.transform())
+
+
+def test_decoded_fill_does_not_mask_real_values(tmp_path):
+    """uint16 DN stored with _FillValue=0 and add_offset=-1000 (the baseline-04 offset):
+    stored 1000 decodes to a real 0.0, stored 0 (the fill) to NaN."""
+    cube = synthetic_cube(height=16, width=16, times=1, seed=3)
+    stored = np.clip(np.asarray(cube.values), 1100, 60000).astype("uint16")
+    stored[:, :, :4, :4] = 1000  # real dark pixels -> 0.0 after decoding
+    stored[:, :, 12:, 12:] = 0   # nodata
+    dec = _write_decoded(tmp_path, stored, dtype="uint16", _FillValue=0, add_offset=-1000.0, scale_factor=1.0)
+    assert dec.encoding["_FillValue"] == 0 and float(dec[0, 0, 0, 0]) == 0.0
+    assert np.isnan(dec[0, 0, 13, 13])
+    nd = B.nodata_value(dec)
+    assert nd is None or np.isnan(nd), f"decoded cube reported nodata {nd}: real zeros would be masked"
+    # end to end: the dark patch is embedded, the nodata patch is NaN
+    emb = eoembed.embed(dec, "spectral", patch_size=4, scale=10000, harmonize=False, progress=False)
+    assert np.isfinite(emb.isel(y=0, x=0)).all()
+    assert np.isnan(emb.isel(y=3, x=3)).all()
+
+
+def test_undecoded_fill_still_masks(tmp_path):
+    cube = synthetic_cube(height=8, width=8, times=1, seed=3)
+    stored = np.clip(np.asarray(cube.values), 1, 60000).astype("uint16")
+    stored[:, :, :4, :4] = 0
+    path = tmp_path / "raw.nc"
+    raw = cube.copy(data=stored).drop_vars("spatial_ref", errors="ignore")
+    raw.name = "r"
+    raw.to_netcdf(path, encoding={"r": {"_FillValue": 0}})
+    back = xr.open_dataarray(path, mask_and_scale=False).rio.write_crs(cube.rio.crs)
+    assert B.nodata_value(back) == 0.0
+    emb = eoembed.embed(back.rio.write_transform(cube.rio.transform()), "spectral", patch_size=4,
+                        harmonize=False, progress=False)
+    assert np.isnan(emb.isel(y=0, x=0)).all() and np.isfinite(emb.isel(y=1, x=1)).all()
