@@ -236,6 +236,16 @@ def resolve_bands(
 
 
 # --- scale -------------------------------------------------------------------------
+#: Physically possible Sentinel-2 values in DN (reflectance × 10 000), before or after
+#: harmonization. Processing (atmospheric correction, the baseline-04 offset removed)
+#: leaves small negatives: down to -1000 DN, so anything below -2000 DN is not
+#: reflectance. Real surfaces stay below ~2.0 reflectance (20 000 DN; bright clouds,
+#: snow, +1000 offset) and uint16 storage tops out at 65 535, so above 100 000 DN the
+#: values are not reflectance in any convention.
+DN_MIN = -2000.0
+DN_MAX = 100_000.0
+
+
 def _robust_max(values: np.ndarray) -> float:
     finite = values[np.isfinite(values)]
     return float(np.percentile(finite, 99)) if finite.size else float("nan")
@@ -250,6 +260,33 @@ def sample_values(arr, max_values: int = 200_000) -> np.ndarray:
     return np.asarray(sub.compute() if hasattr(sub, "compute") else sub, dtype="float64")
 
 
+def _check_physical(sample: np.ndarray, factor: float, how: str, dtype) -> None:
+    """Refuse values that are no Sentinel-2 reflectance under the chosen scale."""
+    finite = sample[np.isfinite(sample)]
+    if not finite.size:
+        return
+    p01, p1, p50, p99 = np.percentile(finite, [0.1, 1, 50, 99])
+    seen = (f"percentiles of the Sentinel-2 values: 0.1% {p01:.4g}, 1% {p1:.4g}, median {p50:.4g}, "
+            f"99% {p99:.4g} ({dtype}; {how})")
+    expect = ("Expected L2A reflectance: DN 0–~20 000 (scale=10000, +1000 from baseline 04.00) or "
+              "0–~2 (scale=1), with at most small negatives (≥ -0.1 reflectance).")
+    if p50 * factor < 0:
+        raise ScaleError(
+            f"most values are negative, which no reflectance is: {seen}. {expect} An offset was "
+            "probably removed twice or from the wrong data (check harmonization / add_offset)."
+        )
+    if p01 * factor < DN_MIN:
+        wrapped = " Signed integers this negative usually mean uint16 DN read as int16 (wrapped): " \
+                  "load as uint16 or `cube.astype('uint16')`." if np.issubdtype(dtype, np.signedinteger) else ""
+        raise ScaleError(f"values far below zero: {seen}. {expect}{wrapped}")
+    if p99 * factor > DN_MAX:
+        raise ScaleError(
+            f"values far beyond any Sentinel-2 range: {seen}. {expect} Check the units (a "
+            "scale_factor applied twice, radiance instead of reflectance?) and pass scale= if "
+            "the values are reflectance × some factor."
+        )
+
+
 def detect_scale(cube: xr.DataArray, s2_index: list[int], scale: float | str = "auto") -> tuple[float, str]:
     """Factor that turns the cube's Sentinel-2 values into DN (reflectance × 10 000).
 
@@ -260,8 +297,19 @@ def detect_scale(cube: xr.DataArray, s2_index: list[int], scale: float | str = "
     Raises
     ------
     ScaleError
-        When the values fit neither convention, or integers look like 0–1 reflectance.
+        When the values fit neither convention, integers look like 0–1 reflectance, or
+        the values are physically impossible under the scale (mostly negative, below
+        -0.2 reflectance — e.g. int16 that wrapped —, or above 10 reflectance); the
+        message gives the percentiles seen and what is expected.
     """
+    idx = [i for i in s2_index if i >= 0]
+    sample = sample_values(cube.isel(band=idx).data) if idx else np.zeros(0)
+    factor, how = _scale_factor(cube, sample, scale)
+    _check_physical(sample, factor, how, cube.dtype)
+    return factor, how
+
+
+def _scale_factor(cube: xr.DataArray, sample: np.ndarray, scale: float | str) -> tuple[float, str]:
     if scale != "auto":
         try:
             s = float(scale)
@@ -276,8 +324,6 @@ def detect_scale(cube: xr.DataArray, s2_index: list[int], scale: float | str = "
     hint = cube.attrs.get("eoembed:scale")
     if hint is not None:
         return 10000.0 / float(hint), f"from attrs['eoembed:scale']={hint}"
-    idx = [i for i in s2_index if i >= 0]
-    sample = sample_values(cube.isel(band=idx).data)
     top = _robust_max(sample)
     integer = np.issubdtype(cube.dtype, np.integer)
     if not np.isfinite(top):

@@ -57,3 +57,42 @@ def test_undecoded_fill_still_masks(tmp_path):
     emb = eoembed.embed(back.rio.write_transform(cube.rio.transform()), "spectral", patch_size=4,
                         harmonize=False, progress=False)
     assert np.isnan(emb.isel(y=0, x=0)).all() and np.isfinite(emb.isel(y=1, x=1)).all()
+
+
+# ---- scale detection refuses impossible values (issue 8, A6) ------------------------
+def _s2(values: np.ndarray) -> xr.DataArray:
+    c = synthetic_cube(height=16, width=16, times=1, seed=4)
+    return c.copy(data=values.reshape(c.shape).astype(values.dtype))
+
+
+def _dn():
+    c = synthetic_cube(height=16, width=16, times=1, seed=4)
+    return np.asarray(c.values, dtype="float64")
+
+
+@pytest.mark.parametrize("case, make, match", [
+    ("mostly negative 0-1", lambda v: v / 1e4 - 0.5, "most values are negative"),
+    ("mostly negative DN (offset removed from wrong data)", lambda v: v - 30000, "most values are negative"),
+    ("millions", lambda v: v * 500, "far beyond any Sentinel-2 range"),
+    # bright uint16 DN (e.g. 40000 on saturated cloud/snow) read as int16 wrap to -25536
+    ("int16 wrapped", lambda v: np.where(np.arange(v.size).reshape(v.shape) % 5 == 0, 40000, v)
+     .astype("uint16").view("int16"), "wrapped"),
+])
+def test_scale_refuses_impossible_values(case, make, match):
+    cube = _s2(make(_dn()))
+    with pytest.raises(eoembed.exceptions.ScaleError, match=match) as e:
+        B.detect_scale(cube, list(range(cube.sizes["band"])))
+    assert "percentiles" in str(e.value) and "Expected" in str(e.value)
+    with pytest.raises(eoembed.exceptions.ScaleError):
+        eoembed.embed(cube, "spectral", progress=False)
+
+
+@pytest.mark.parametrize("make, factor", [
+    (lambda v: v - 1000, 1.0),  # harmonized DN: dark pixels down to about -600
+    (lambda v: (v - 1000) / 1e4, 10000.0),  # 0-1 reflectance, small negatives (-0.1)
+    (lambda v: v.astype("uint16"), 1.0),
+])
+def test_scale_tolerates_small_negatives(make, factor):
+    v = make(_dn())
+    cube = _s2(v)
+    assert B.detect_scale(cube, list(range(cube.sizes["band"])))[0] == factor
