@@ -16,29 +16,21 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from eoembed import sensors
 from eoembed.exceptions import BandMismatchError, ScaleError
 from eoembed.models.registry import ModelSpec
 
-S2 = "sentinel2_l2a"
-S1 = "sentinel1"
-LANDSAT = "landsat"
+# Sensor tables live in eoembed.sensors (one owner); names kept here for callers.
+S2, S1, LANDSAT = sensors.S2, sensors.S1, sensors.LANDSAT
+HARMONIZATION_DATE = sensors.HARMONIZATION_DATE
+HARMONIZATION_OFFSET = sensors.HARMONIZATION_OFFSET
 
-# Sentinel-2 bands (all 13 names, so that B10 is recognised and ignored by L2A models).
-_S2_NAMES = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
-# STAC electro-optical common names (https://github.com/stac-extensions/eo#common-band-names).
-_S2_COMMON = {
-    "coastal": "B01", "blue": "B02", "green": "B03", "red": "B04",
-    "rededge1": "B05", "rededge2": "B06", "rededge3": "B07", "rededge": "B05",
-    "nir": "B08", "nir08": "B8A", "nir09": "B09", "cirrus": "B10",
-    "swir16": "B11", "swir22": "B12",
-}
+_S2_NAMES = sensors.S2_ALL_BANDS
+#: STAC common name (and aliases) -> Sentinel-2 band.
+_S2_COMMON = {**{c: b for b, c in sensors.S2_COMMON_NAMES.items()}, **sensors.COMMON_NAME_ALIASES}
 _S2_RE = re.compile(r"^(?:s2[-_]?(?:l2a)?[-_]?)?b0?(\d{1,2}a?)$", re.IGNORECASE)
 _S1_RE = re.compile(r"^(?:s1[-_]?(?:sigma0|rtc|grd)?[-_]?|sigma0[-_]?)?(vv|vh|hh|hv)$", re.IGNORECASE)
 _LANDSAT_RE = re.compile(r"^(?:landsat|lc0?[89]|l[89])[:_-]?b(\d{1,2})$", re.IGNORECASE)
-
-#: Sentinel-2 acquisitions from this date carry the +1000 offset of baseline 04.00.
-HARMONIZATION_DATE = np.datetime64("2022-01-25")
-HARMONIZATION_OFFSET = 1000.0
 
 
 def canonical_band(label: object) -> tuple[str, str] | None:
@@ -349,55 +341,67 @@ def _scale_factor(cube: xr.DataArray, sample: np.ndarray, scale: float | str) ->
 
 
 # --- harmonization -------------------------------------------------------------------
-def _baseline_number(value: object) -> float:
-    try:
-        return float(str(value).strip().lstrip("N").replace("_", "."))
-    except ValueError:
-        return float("nan")
+#: Per-timestep coordinates that carry a scene's own word on the offset (stackstac puts
+#: item properties there).
+_HARMONIZATION_COORDS = (sensors.APPLIED_PROPERTY, *sensors.BASELINE_PROPERTIES)
+
+
+def harmonization_decisions(
+    cube: xr.DataArray, harmonize: bool | str = "auto"
+) -> tuple[np.ndarray, list[str]]:
+    """DN offset to subtract from Sentinel-2 bands per timestep, and why.
+
+    Sentinel-2 L2A from processing baseline 04.00 (acquisitions from 2022-01-25) adds
+    +1000 to every reflectance DN. Each timestep follows :func:`eoembed.sensors.s2_offset`
+    on its own coordinates: an ``earthsearch:boa_offset_applied`` flag, then the
+    baseline (``s2:processing_baseline``/``processing:version``), then the acquisition
+    date. ``attrs["eoembed:harmonized"] = True`` means it was already removed upstream
+    (e.g. by :mod:`eoembed.data`, which reads each item's metadata).
+
+    Returns ``(offsets, reasons)``: ``(T,)`` float offsets and one reason per timestep.
+    """
+    ntime = cube.sizes.get("time", 1)
+    zeros = np.zeros(ntime, dtype="float64")
+    if harmonize is False or harmonize == "none":
+        return zeros, ["off"] * ntime
+    if cube.attrs.get("eoembed:harmonized") in (True, 1, "true", "True"):
+        return zeros, ["already harmonized upstream"] * ntime
+    if harmonize not in (True, "auto"):
+        raise ScaleError(f"harmonize must be 'auto', True or False, got {harmonize!r}")
+    columns = {}
+    for name in _HARMONIZATION_COORDS:
+        if name in cube.coords:
+            v = np.atleast_1d(cube[name].values)
+            columns[name] = np.repeat(v, ntime) if v.size == 1 and ntime > 1 else v
+    dated = "time" in cube.coords and np.issubdtype(cube["time"].dtype, np.datetime64)
+    times = np.atleast_1d(cube["time"].values) if dated else [None] * ntime
+    if not columns and not dated:
+        if harmonize is True:
+            return np.full(ntime, HARMONIZATION_OFFSET), ["forced"] * ntime
+        warnings.warn(
+            "No acquisition dates or s2:processing_baseline: Sentinel-2 harmonization "
+            "(-1000 DN for baseline >= 04.00) was NOT applied. Pass harmonize=True if the "
+            "data is from 2022-01-25 or later.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return zeros, ["unknown dates: not applied"] * ntime
+    offsets, reasons = [], []
+    for t in range(ntime):
+        props = {k: (None if v[t] is None or (isinstance(v[t], str) and not v[t]) else v[t]) for k, v in columns.items()}
+        off, why = sensors.s2_offset(props, time=times[t])
+        offsets.append(off)
+        reasons.append(why)
+    return np.asarray(offsets, dtype="float64"), reasons
 
 
 def harmonization_offsets(
     cube: xr.DataArray, harmonize: bool | str = "auto"
 ) -> tuple[np.ndarray, str]:
-    """DN offset to subtract from Sentinel-2 bands, per timestep.
-
-    Sentinel-2 L2A from processing baseline 04.00 (acquisitions from 2022-01-25) adds
-    +1000 to every reflectance DN. The offset is taken from a ``s2:processing_baseline``
-    coordinate along ``time`` when present (stackstac provides it), else from the
-    acquisition date. ``attrs["eoembed:harmonized"] = True`` means it was already
-    removed upstream (e.g. by :mod:`eoembed.data`).
-
-    Returns ``(offsets, how)`` with ``offsets`` of shape ``(T,)``.
-    """
-    ntime = cube.sizes.get("time", 1)
-    zeros = np.zeros(ntime, dtype="float64")
-    if harmonize is False or harmonize == "none":
-        return zeros, "off"
-    if cube.attrs.get("eoembed:harmonized") in (True, 1, "true", "True"):
-        return zeros, "already harmonized upstream"
-    if harmonize not in (True, "auto"):
-        raise ScaleError(f"harmonize must be 'auto', True or False, got {harmonize!r}")
-    if "s2:processing_baseline" in cube.coords:
-        pb = np.atleast_1d(cube["s2:processing_baseline"].values)
-        if pb.size == 1 and ntime > 1:
-            pb = np.repeat(pb, ntime)
-        numbers = np.array([_baseline_number(v) for v in pb])
-        offs = np.where(numbers >= 4.0, HARMONIZATION_OFFSET, 0.0)
-        return offs, "from s2:processing_baseline"
-    if "time" in cube.coords and np.issubdtype(cube["time"].dtype, np.datetime64):
-        times = np.atleast_1d(cube["time"].values).astype("datetime64[ns]")
-        offs = np.where(times >= HARMONIZATION_DATE, HARMONIZATION_OFFSET, 0.0)
-        return offs, "from acquisition date (>= 2022-01-25)"
-    if harmonize is True:
-        return np.full(ntime, HARMONIZATION_OFFSET), "forced"
-    warnings.warn(
-        "No acquisition dates or s2:processing_baseline: Sentinel-2 harmonization "
-        "(-1000 DN for baseline >= 04.00) was NOT applied. Pass harmonize=True if the "
-        "data is from 2022-01-25 or later.",
-        UserWarning,
-        stacklevel=3,
-    )
-    return zeros, "unknown dates: not applied"
+    """:func:`harmonization_decisions` with the reasons joined into one string."""
+    offsets, reasons = harmonization_decisions(cube, harmonize)
+    uniq = list(dict.fromkeys(reasons))
+    return offsets, uniq[0] if len(uniq) == 1 else "; ".join(f"t{t}: {r}" for t, r in enumerate(reasons))
 
 
 def timestamps(cube: xr.DataArray) -> np.ndarray:

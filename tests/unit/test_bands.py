@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 
@@ -96,3 +97,51 @@ def test_scale_tolerates_small_negatives(make, factor):
     v = make(_dn())
     cube = _s2(v)
     assert B.detect_scale(cube, list(range(cube.sizes["band"])))[0] == factor
+
+
+# ---- harmonization: the item's own word first (issue 8, A7) -------------------------
+from eoembed import sensors  # noqa: E402
+
+_ES_ASSET = {"raster:bands": [{"scale": 0.0001, "offset": -0.1}]}
+
+
+@pytest.mark.parametrize("props, assets, offset, why", [
+    # Planetary Computer: baseline only
+    ({"s2:processing_baseline": "05.10", "datetime": "2024-01-05T10:30:00Z"}, {}, 1000, "s2:processing_baseline"),
+    ({"s2:processing_baseline": "03.01", "datetime": "2024-01-05T10:30:00Z"}, {}, 0, "s2:processing_baseline"),
+    # Earth Search: the applied flag wins over its (unreliable) raster:bands offset and the baseline
+    ({"earthsearch:boa_offset_applied": True, "s2:processing_baseline": "05.10"}, {"red": _ES_ASSET}, 0,
+     "boa_offset_applied"),
+    ({"earthsearch:boa_offset_applied": False, "s2:processing_baseline": "05.10"}, {"red": _ES_ASSET}, 1000,
+     "s2:processing_baseline"),
+    # Earth Search Collection 1 / Copernicus Data Space: raster:bands scale/offset
+    ({"processing:version": "05.11", "proj:code": "EPSG:32632"}, {"B04": _ES_ASSET}, 1000, "raster:bands"),
+    ({"processing:version": "05.11"}, {"B04": {"raster:bands": [{"scale": 0.0001, "offset": 0.0}]}}, 0,
+     "raster:bands"),
+    ({"processing:version": "N0400"}, {}, 1000, "processing:version"),
+    ({"s2:processing_baseline": "N0301", "datetime": "2024-02-01"}, {}, 0, "s2:processing_baseline"),
+    # nothing but the date
+    ({"datetime": "2022-01-24T10:00:00Z"}, {}, 0, "acquired 2022-01-24"),
+    ({"datetime": "2022-01-25T10:00:00+00:00"}, {}, 1000, "acquired 2022-01-25"),
+])
+def test_s2_offset_rule(props, assets, offset, why):
+    got, reason = sensors.s2_offset(props, assets)
+    assert got == offset and why in reason
+
+
+def test_parse_baseline_forms():
+    assert [sensors.parse_baseline(v) for v in ("05.10", "N0510", "04_00", "4.0", 5.1, "", None, "x")] == [
+        5.1, 5.1, 4.0, 4.0, 5.1, None, None, None]
+
+
+def test_embed_honours_an_applied_flag_coordinate():
+    """stackstac over Earth Search puts the flag along time: no second -1000."""
+    old = synthetic_cube(height=16, width=16, times=2, start="2021-05-01")
+    new = old.assign_coords(time=pd.date_range("2023-05-01", periods=2, freq="MS"))
+    flagged = new.assign_coords({"earthsearch:boa_offset_applied": ("time", [True, True])})
+    offs, reasons = B.harmonization_decisions(flagged)
+    assert offs.tolist() == [0, 0] and all("boa_offset_applied" in r for r in reasons)
+    a = eoembed.embed(old, "spectral", progress=False)
+    b = eoembed.embed(flagged, "spectral", progress=False)
+    np.testing.assert_allclose(a.values, b.values, atol=1e-5)
+    assert "boa_offset_applied" in b.attrs["eoembed:harmonization"]
