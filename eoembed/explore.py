@@ -205,9 +205,9 @@ class Explorer(_HBox):
                                   interpolation="nearest", layout=w.Layout(height=height, flex="1 1 60%"))
         self.map.add(ipyleaflet.LayersControl(position="topright"))
         self.map.add(ipyleaflet.ScaleControl(position="bottomleft"))
-        self._labels_group = ipyleaflet.LayerGroup(name="labels")
-        self._hits_group = ipyleaflet.LayerGroup(name="hits")
-        self._query_group = ipyleaflet.LayerGroup(name="query")
+        marker = {"radius": 6, "color": "#000000", "weight": 1, "fillOpacity": 0.95}
+        self._labels_group = ipyleaflet.GeoJSON(data=_fc([]), point_style=marker, name="labels")
+        self._hits_group = ipyleaflet.GeoJSON(data=_fc([]), point_style=marker, name="query & hits")
         self._legend = None
 
         # ---- panel ----------------------------------------------------------------------
@@ -252,7 +252,7 @@ class Explorer(_HBox):
             self._add_true_colour(cube)
         self._add_pca_layer()
         self.timings["layers"] = _time.perf_counter() - t0
-        for g in (self._labels_group, self._query_group, self._hits_group):
+        for g in (self._hits_group, self._labels_group):
             self.map.add(g)
         self.scatter = None
         if scatter:
@@ -265,7 +265,7 @@ class Explorer(_HBox):
             self._status_w, self._layer_w, self._opacity_w, self._colorbar_w, self._legend_w,
             self._report_w, self._hits_w,
             *([self.scatter_box] if self.scatter is not None else []),
-        ], layout=w.Layout(width="440px", overflow_y="auto", max_height="900px"))
+        ], layout=w.Layout(width="440px", overflow="auto", max_height="900px"))
         super().__init__([self.map, self.panel])
         self._refresh_layer_list()
         self._status(f"{ny}×{nx} patches ({self.crs.to_string()}); overview 1/{s}. Click the map to search.")
@@ -358,8 +358,7 @@ class Explorer(_HBox):
         self._positives, self._negatives = [], []
         self._query, self._similarity, self.hits = None, None, None
         self._remove_layer("similarity")
-        self._hits_group.clear_layers()
-        self._query_group.clear_layers()
+        self._hits_group.data = _fc([])
         self._colorbar_w.value = ""
         self._hits_w.value = ""
         if self.scatter is not None:
@@ -387,7 +386,7 @@ class Explorer(_HBox):
         self._check_inside(px, py, LabelError, "label")
         row = gpd.GeoDataFrame({"class": [cls]}, geometry=[Point(px, py)], crs=self.crs)
         self._labels = gpd.GeoDataFrame(pd.concat([self._labels, row], ignore_index=True), crs=self.crs)
-        self._add_label_marker(px, py, cls)
+        self._draw_labels()
         if self.labels_path:
             self.save_labels(self.labels_path)
         counts = self._labels["class"].value_counts()
@@ -397,7 +396,7 @@ class Explorer(_HBox):
     def clear_labels(self) -> None:
         """Remove every label (and the autosave file's content, if a path was given)."""
         self._labels = self._empty_labels()
-        self._labels_group.clear_layers()
+        self._draw_labels()
         if self.labels_path:
             self.save_labels(self.labels_path)
 
@@ -432,12 +431,12 @@ class Explorer(_HBox):
         codes = [int(v) for v in pm["class"].attrs["flag_values"]]
         colors = [self._class_color(n) for n in names]
         cls2d = self._display_2d(pm["class"]).compute()
-        from eoembed.viz import categorical_rgba
+        from eoembed.viz import categorical_indexed, colormap_indexed
 
-        self._put_raster("class", cls2d, categorical_rgba(cls2d.values, codes, colors))
+        self._put_raster("class", cls2d, *categorical_indexed(cls2d.values, codes, colors))
         conf = pm["probability"].max("label").compute()
         conf.name = "confidence"
-        self._put_raster("probability", conf, self._colormap(conf.values, 0.0, 1.0, "magma"))
+        self._put_raster("probability", conf, *colormap_indexed(conf.values, 0.0, 1.0, "magma"))
         self._set_legend(names, colors)
         from eoembed.exceptions import LabelError as _LE
 
@@ -554,19 +553,18 @@ class Explorer(_HBox):
             return da.mean("time") if self._time is None else da.sel(time=self._time)
         return da
 
-    def _colormap(self, values, vmin, vmax, cmap):
-        from eoembed.viz import colormap_rgba
+    def _put_raster(self, name: str, data: xr.DataArray, image: np.ndarray, palette: np.ndarray | None = None,
+                    warp=None) -> None:
+        """Warp an image on a source grid to Mercator and add/update the ``name`` overlay.
 
-        return colormap_rgba(values, vmin, vmax, cmap)
-
-    def _put_raster(self, name: str, data: xr.DataArray, rgba: np.ndarray, warp=None) -> None:
-        """Warp an RGBA image on a source grid to Mercator and add/update the ``name`` overlay."""
+        ``image`` is RGBA ``(y, x, 4)`` or palette indices ``(y, x)`` with ``palette``.
+        """
         import ipyleaflet
 
         from eoembed.viz import png_data_url
 
         warp = warp or self._warp
-        url = png_data_url(warp.apply(rgba))
+        url = png_data_url(warp.apply(image), palette)
         self.layer_data[name] = data
         layer = self.layers.get(name)
         if layer is None:
@@ -574,7 +572,7 @@ class Explorer(_HBox):
                                             name=name)
             self.layers[name] = layer
             # rasters go below the marker groups
-            groups = [g for g in (self._labels_group, self._query_group, self._hits_group) if g in self.map.layers]
+            groups = [g for g in (self._hits_group, self._labels_group) if g in self.map.layers]
             for g in groups:
                 self.map.remove(g)
             self.map.add(layer)
@@ -629,34 +627,27 @@ class Explorer(_HBox):
         self._put_raster("PCA-RGB", rgb, rgb_to_rgba(rgb.transpose("band", "y", "x").values))
 
     def _show_similarity(self, sim2d: xr.DataArray) -> None:
-        from eoembed.viz import colorbar_html
+        from eoembed.viz import colorbar_html, colormap_indexed
 
         v = sim2d.values
         step = max(1, v.size // 100_000)
         s = v.ravel()[::step]
         s = s[np.isfinite(s)]
         vmin, vmax = (float(np.percentile(s, 2)), float(s.max())) if len(s) else (0.0, 1.0)
-        self._put_raster("similarity", sim2d, self._colormap(v, vmin, vmax, self.cmap))
+        self._put_raster("similarity", sim2d, *colormap_indexed(v, vmin, vmax, self.cmap))
         self._colorbar_w.value = colorbar_html(vmin, vmax, self.cmap, "cosine similarity")
 
     def _show_hits(self) -> None:
-        import ipyleaflet
-
-        lon, lat = to_crs_xy(self.hits["x"].to_numpy(), self.hits["y"].to_numpy(), self.crs, "EPSG:4326")
-        self._hits_group.clear_layers()
-        for i, (la, lo) in enumerate(zip(lat, lon)):
-            self._hits_group.add(ipyleaflet.CircleMarker(location=(float(la), float(lo)), radius=5 if i else 7,
-                                                         color="#ffffff", weight=1, fill_color="#ff00ff",
-                                                         fill_opacity=0.9, name=f"hit {i + 1}"))
-        self._query_group.clear_layers()
-        for pts, col in ((self._positives, "#00c853"), (self._negatives, "#d50000")):
-            if not pts:
-                continue
-            qlon, qlat = to_crs_xy([p[0] for p in pts], [p[1] for p in pts], self.crs, "EPSG:4326")
-            for la, lo in zip(qlat, qlon):
-                self._query_group.add(ipyleaflet.CircleMarker(location=(float(la), float(lo)), radius=8,
-                                                              color="#000000", weight=2, fill_color=col,
-                                                              fill_opacity=1.0))
+        feats = []
+        pts = [(x, y, "#ff00ff", 7 if i == 0 else 5) for i, (x, y) in
+               enumerate(zip(self.hits["x"].to_numpy(), self.hits["y"].to_numpy()))]
+        pts += [(x, y, "#00c853", 9) for x, y in self._positives] + [(x, y, "#d50000", 9) for x, y in self._negatives]
+        if pts:
+            lon, lat = to_crs_xy([p[0] for p in pts], [p[1] for p in pts], self.crs, "EPSG:4326")
+            for (_, _, col, rad), lo, la in zip(pts, lon, lat):
+                feats.append(_point(lo, la, {"fillColor": col, "radius": rad,
+                                             "color": "#000000" if rad == 9 else "#ffffff"}))
+        self._hits_group.data = _fc(feats)
         rows = "".join(f"<tr><td>{r.rank}</td><td>{r.score:.3f}</td><td>{r.x:.0f}</td><td>{r.y:.0f}</td></tr>"
                        for r in self.hits.head(10).itertuples())
         self._hits_w.value = ("<table style='font-size:11px'><tr><th>rank</th><th>score</th><th>x</th>"
@@ -669,15 +660,16 @@ class Explorer(_HBox):
             self._class_codes[name] = len(self._class_codes)
         return class_color(self._class_codes[name])
 
-    def _add_label_marker(self, x: float, y: float, cls: str) -> None:
-        import ipyleaflet
-
-        lon, lat = to_crs_xy([x], [y], self.crs, "EPSG:4326")
-        self._labels_group.add(ipyleaflet.CircleMarker(location=(float(lat[0]), float(lon[0])), radius=6,
-                                                       color="#000000", weight=1, fill_color=self._class_color(cls),
-                                                       fill_opacity=1.0, name=cls))
-        if cls not in self._class_w.options:
-            self._class_w.options = [*self._class_w.options, cls]
+    def _draw_labels(self) -> None:
+        feats = []
+        if len(self._labels):
+            g = self._labels.geometry
+            lon, lat = to_crs_xy(g.x.to_numpy(), g.y.to_numpy(), self.crs, "EPSG:4326")
+            for lo, la, cls in zip(lon, lat, self._labels["class"]):
+                feats.append(_point(lo, la, {"fillColor": self._class_color(cls)}, {"class": cls}))
+                if cls not in self._class_w.options:
+                    self._class_w.options = [*self._class_w.options, cls]
+        self._labels_group.data = _fc(feats)
 
     def _set_legend(self, names: list[str], colors: list[str]) -> None:
         import ipyleaflet
@@ -712,9 +704,7 @@ class Explorer(_HBox):
         gdf = gdf[["class", "geometry"]].to_crs(self.crs)
         gdf = gdf.assign(geometry=gdf.geometry.representative_point(), **{"class": gdf["class"].astype(str)})
         self._labels = gpd.GeoDataFrame(gdf.reset_index(drop=True), crs=self.crs)
-        self._labels_group.clear_layers()
-        for g, c in zip(self._labels.geometry, self._labels["class"]):
-            self._add_label_marker(g.x, g.y, c)
+        self._draw_labels()
 
     # ---- embedding scatter ------------------------------------------------------------------
     def _build_scatter(self, kind: str, n: int) -> None:
@@ -749,7 +739,7 @@ class Explorer(_HBox):
                                     default_size=120, stroke="black")
         self._brush = bq.interacts.BrushSelector(x_scale=xs, y_scale=ys, marks=[self._sc], color="orange")
         self._lasso = bq.interacts.LassoSelector(marks=[self._sc])
-        ax = [bq.Axis(scale=xs, label=f"{kind.upper()} 1"), bq.Axis(scale=ys, orientation="vertical",
+        ax = [bq.Axis(scale=xs, label=f"{kind.upper()} 1"), bq.Axis(scale=ys, side="left",
                                                                      label=f"{kind.upper()} 2")]
         self.scatter = bq.Figure(marks=[self._sc, self._sc_query], axes=ax, interaction=self._brush,
                                  layout=w.Layout(width="420px", height="320px"),
@@ -791,6 +781,15 @@ class Explorer(_HBox):
         if np.isfinite(v).all():
             xy = self._scatter_proj.func(v[None, :].astype(np.float32))[0]
             self._sc_query.x, self._sc_query.y = [float(xy[0])], [float(xy[1])]
+
+
+def _fc(features: list) -> dict:
+    return {"type": "FeatureCollection", "features": features}
+
+
+def _point(lon: float, lat: float, style: dict, props: dict | None = None) -> dict:
+    return {"type": "Feature", "geometry": {"type": "Point", "coordinates": [float(lon), float(lat)]},
+            "properties": {**(props or {}), "style": style}}
 
 
 def _esc(s: str) -> str:

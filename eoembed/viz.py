@@ -22,9 +22,9 @@ import numpy as np
 
 __all__ = [
     "MercatorWarp",
-    "categorical_rgba",
+    "categorical_indexed",
     "colorbar_html",
-    "colormap_rgba",
+    "colormap_indexed",
     "legend_html",
     "png_data_url",
     "robust_stretch",
@@ -79,25 +79,34 @@ def _lut(cmap: str, n: int = 256) -> np.ndarray:
     return (matplotlib.colormaps[cmap](np.linspace(0, 1, n)) * 255 + 0.5).astype(np.uint8)
 
 
-def colormap_rgba(values: np.ndarray, vmin: float, vmax: float, cmap: str = "viridis") -> np.ndarray:
-    """``(y, x)`` floats → ``(y, x, 4)`` uint8 through a matplotlib colormap; NaN transparent."""
+def colormap_indexed(values: np.ndarray, vmin: float, vmax: float,
+                     cmap: str = "viridis") -> tuple[np.ndarray, np.ndarray]:
+    """``(y, x)`` floats through a matplotlib colormap as a palette image.
+
+    Returns ``(indices, palette)``: uint8 ``(y, x)`` and ``(256, 4)`` RGBA. Index 0 is
+    transparent (NaN); 1..255 run through the colormap from ``vmin`` to ``vmax``
+    (clipped). A quarter of the bytes of RGBA to warp and compress, which keeps a
+    map click fast.
+    """
     v = np.asarray(values, dtype=np.float32)
     ok = np.isfinite(v)
     span = (vmax - vmin) if vmax > vmin else 1.0
-    idx = np.clip(((np.where(ok, v, vmin) - vmin) / span * 255), 0, 255).astype(np.uint8)
-    out = _lut(cmap)[idx]
-    out[..., 3] = np.where(ok, 255, 0)
-    return out
+    idx = (1 + np.clip((np.where(ok, v, vmin) - vmin) / span, 0, 1) * 254 + 0.5).astype(np.uint8)
+    idx[~ok] = 0
+    palette = np.zeros((256, 4), np.uint8)
+    palette[1:] = _lut(cmap, 255)
+    return idx, palette
 
 
-def categorical_rgba(values: np.ndarray, codes: list[int], colors: list[str]) -> np.ndarray:
-    """Integer class map ``(y, x)`` → RGBA; ``codes[i]`` is drawn in ``colors[i]``, others transparent."""
+def categorical_indexed(values: np.ndarray, codes: list[int], colors: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Integer class map ``(y, x)`` → palette image; ``codes[i]`` drawn in ``colors[i]``, others transparent."""
     v = np.asarray(values)
-    out = np.zeros(v.shape + (4,), np.uint8)
-    for code, col in zip(codes, colors):
-        m = v == code
-        out[m] = _hex_rgba(col)
-    return out
+    idx = np.zeros(v.shape, np.uint8)
+    palette = np.zeros((256, 4), np.uint8)
+    for i, (code, col) in enumerate(zip(codes[:255], colors)):
+        idx[v == code] = i + 1
+        palette[i + 1] = _hex_rgba(col)
+    return idx, palette
 
 
 def _hex_rgba(col: str) -> tuple[int, int, int, int]:
@@ -105,12 +114,22 @@ def _hex_rgba(col: str) -> tuple[int, int, int, int]:
     return (int(col[0:2], 16), int(col[2:4], 16), int(col[4:6], 16), 255)
 
 
-def png_data_url(rgba: np.ndarray) -> str:
-    """``(y, x, 4)`` uint8 → ``data:image/png;base64,...`` (fast zlib level; no file, no server)."""
+def png_data_url(rgba: np.ndarray, palette: np.ndarray | None = None) -> str:
+    """Image → ``data:image/png;base64,...`` (fast zlib level; no file, no server).
+
+    ``rgba`` is ``(y, x, 4)`` uint8, or ``(y, x)`` uint8 palette indices with
+    ``palette`` ``(256, 4)`` RGBA (alpha kept through the PNG ``tRNS`` chunk).
+    """
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgba), mode="RGBA").save(buf, format="PNG", compress_level=1)
+    if palette is None:
+        img = Image.fromarray(np.ascontiguousarray(rgba), mode="RGBA")
+        img.save(buf, format="PNG", compress_level=1)
+    else:
+        img = Image.fromarray(np.ascontiguousarray(rgba, dtype=np.uint8), mode="L").convert("P")
+        img.putpalette(np.ascontiguousarray(palette[:, :3]).ravel().tolist())
+        img.save(buf, format="PNG", compress_level=1, transparency=bytes(palette[:, 3].tolist()))
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -141,8 +160,8 @@ class MercatorWarp:
         """Warp for a grid with affine ``transform`` (``a, b, c, d, e, f``, north-up) in ``crs``.
 
         The Mercator grid covers the source footprint (edges densified, so curved
-        edges are inside) with about the source's pixel count and at most
-        ``max_pixels`` on the long side.
+        edges are inside). Its long side has up to 4× the source's pixels (sharp patch
+        edges for small grids) but no more than ``max(max_pixels, source long side)``.
         """
         from pyproj import CRS, Transformer
 
@@ -156,7 +175,9 @@ class MercatorWarp:
         ey = np.r_[np.zeros_like(t), t * ny, np.full_like(t, ny), (1 - t) * ny]
         mx, my = fwd.transform(c + a * ex + b * ey, f + d * ex + e * ey)
         x0, x1, y0, y1 = float(np.min(mx)), float(np.max(mx)), float(np.min(my)), float(np.max(my))
-        long_side = min(max(nx, ny), int(max_pixels))
+        # small grids are oversampled (up to 4×) so nearest resampling misplaces no patch
+        # edge by more than 1/8 patch; large ones get about one Mercator pixel per source pixel
+        long_side = min(4 * max(nx, ny), max(int(max_pixels), max(nx, ny)))
         res = max(x1 - x0, y1 - y0) / long_side
         wx = max(1, int(math.ceil((x1 - x0) / res)))
         wy = max(1, int(math.ceil((y1 - y0) / res)))
