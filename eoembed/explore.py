@@ -218,9 +218,10 @@ class Explorer(_HBox):
                                         description="Query", style={"button_width": "80px"})
         self._class_w = w.Combobox(value="class 1", placeholder="class name", description="Class",
                                    options=[], ensure_option=False)
-        self._clear_w = w.Button(description="Clear", icon="eraser")
-        self._train_w = w.Button(description="Train", icon="graduation-cap", button_style="primary")
-        self._save_w = w.Button(description="Save labels", icon="save")
+        bl = w.Layout(width="auto", min_width="90px")
+        self._clear_w = w.Button(description="Clear", icon="eraser", layout=bl)
+        self._train_w = w.Button(description="Train", icon="graduation-cap", button_style="primary", layout=bl)
+        self._save_w = w.Button(description="Save labels", icon="save", layout=bl)
         self._layer_w = w.Dropdown(description="Layer", options=[])
         self._opacity_w = w.FloatSlider(value=1.0, min=0, max=1, step=0.05, description="Opacity")
         self._status_w = w.HTML("")
@@ -261,11 +262,11 @@ class Explorer(_HBox):
 
         self.panel = w.VBox([
             self._mode_w, self._query_w, self._class_w,
-            w.HBox([self._clear_w, self._train_w, self._save_w]),
+            w.HBox([self._clear_w, self._train_w, self._save_w], layout=w.Layout(flex="0 0 auto")),
             self._status_w, self._layer_w, self._opacity_w, self._colorbar_w, self._legend_w,
             self._report_w, self._hits_w,
             *([self.scatter_box] if self.scatter is not None else []),
-        ], layout=w.Layout(width="440px", overflow="auto", max_height="900px"))
+        ], layout=w.Layout(width="460px", min_width="460px"))
         super().__init__([self.map, self.panel])
         self._refresh_layer_list()
         self._status(f"{ny}×{nx} patches ({self.crs.to_string()}); overview 1/{s}. Click the map to search.")
