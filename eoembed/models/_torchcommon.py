@@ -173,6 +173,32 @@ def cached_load(spec: ModelSpec, ckpt: Checkpoint, weights, device, build: Calla
     return enc
 
 
+#: Sentinel-2 central wavelengths (nm), to fill a band the cube lacks from its nearest neighbour.
+S2_WAVELENGTH = {"B01": 443, "B02": 490, "B03": 560, "B04": 665, "B05": 705, "B06": 740, "B07": 783,
+                 "B08": 842, "B8A": 865, "B09": 945, "B11": 1610, "B12": 2190}
+
+
+def fill_nearest_band(data: np.ndarray, bands: tuple[str, ...]) -> np.ndarray:
+    """Copy a missing band value (NaN while other bands hold data) from the nearest band in
+    wavelength that has one, e.g. B8A from B08 when the cube has no B8A."""
+    data = np.array(data, dtype="float32", copy=True)
+    finite = np.isfinite(data)
+    if finite.all() or not finite.any():
+        return data
+    for i, b in enumerate(bands):
+        hole = ~finite[..., i] & finite.any(axis=-1)
+        if not hole.any():
+            continue
+        for j in sorted((j for j in range(len(bands)) if j != i),
+                        key=lambda j: abs(S2_WAVELENGTH[bands[j]] - S2_WAVELENGTH[b])):
+            take = hole & finite[..., j]
+            data[..., i] = np.where(take, data[..., j], data[..., i])
+            hole &= ~take
+            if not hole.any():
+                break
+    return data
+
+
 class TorchEncoder:
     """Shared parts of :class:`eoembed.encode.Encoder` for the plain-PyTorch families.
 
@@ -181,6 +207,9 @@ class TorchEncoder:
 
     mean: np.ndarray
     std: np.ndarray
+    #: Fill a band the cube lacks from the nearest model band in wavelength (only where the
+    #: model reads close neighbours, e.g. PhilEO's B08/B8A); otherwise it becomes the band mean.
+    fill_from_nearest_band: bool = False
 
     def __init__(self, spec: ModelSpec, module, device: str, source: WeightsSource, extra: dict | None = None):
         self.spec = spec
@@ -191,8 +220,12 @@ class TorchEncoder:
         self._sha = None
 
     def normalize(self, modality: str, data: np.ndarray) -> np.ndarray:
-        """``(x - mean) / std`` per band; missing values (NaN) become 0, the band mean."""
-        out = (np.asarray(data, dtype="float32") - self.mean.astype("float32")) / self.std.astype("float32")
+        """``(x - mean) / std`` per band; what is still missing becomes 0 (the band mean;
+        pixels without any data are masked anyway)."""
+        data = np.asarray(data, dtype="float32")
+        if self.fill_from_nearest_band:
+            data = fill_nearest_band(data, self.spec.modalities[modality])
+        out = (data - self.mean.astype("float32")) / self.std.astype("float32")
         return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype("float32")
 
     def output_dim(self, plan_bands, ntime, pool_time) -> int:
