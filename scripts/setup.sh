@@ -18,4 +18,7 @@ else
   python -m pip install -q torch==2.13.0
   python -m pip install -q -e '.[all,test]'
 fi
+# Test oracles (parity tests import their model code only). --no-deps: their requirements
+# (torchvision, lightning…) would replace the CPU build of torch.
+python -m pip install -q --no-deps timm==1.0.31 terratorch==1.2.13
 echo "eoembed installed in $(pwd)/.venv"
