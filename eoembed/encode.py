@@ -145,7 +145,7 @@ GPU_MEMORY_FRACTION = 0.5
 GPU_BATCH_MAX = 1024
 
 
-def auto_batch_size(encoder: Encoder, grid: GridSpec, ntime: int) -> int:
+def auto_batch_size(encoder: Encoder, grid: GridSpec | None, ntime: int) -> int:
     """Tiles per batch for ``encoder``'s device: fixed on CPU, sized to free memory on CUDA."""
     device = str(getattr(encoder, "device", "cpu"))
     if not device.startswith("cuda"):
