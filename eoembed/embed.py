@@ -27,6 +27,7 @@ from eoembed.exceptions import (
     MissingCRSError,
     ParameterError,
     TooManyTimestepsError,
+    user_stacklevel,
 )
 from eoembed.grid import GridSpec, grid_from_cube
 from eoembed.models import get_model_spec, load_model
@@ -135,7 +136,7 @@ def check_crs(cube: xr.DataArray, spec: ModelSpec) -> tuple[xr.DataArray, float]
             f"pixel size is {rx:g} m; {spec.name} was trained at {spec.native_resolution:g} m. "
             "Passing input_res to the encoder, but embeddings may be off-distribution.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
     return cube, rx
 
@@ -339,7 +340,7 @@ def embed(
         warnings.warn(
             f"Sentinel-2 band(s) {', '.join(missing)} are not in the cube: {how}.",
             UserWarning,
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
 
     encoder = load_model(spec, weights=weights, device=device)
@@ -348,7 +349,7 @@ def embed(
         scale_factor=float(factor),
         s2_offsets=tuple(float(o) for o in offsets),
         s1_linear=s1_linear,
-        timestamps=tuple(tuple(int(v) for v in r) for r in _bands.timestamps(cube)),
+        timestamps=tuple(tuple(int(v) for v in r) for r in _bands.timestamps(cube, spec)),
         patch_size=p,
         tile_size=tile,
         halo=h,
