@@ -17,7 +17,7 @@ import pandas as pd
 import xarray as xr
 
 from eoembed import sensors
-from eoembed.exceptions import BandMismatchError, ScaleError
+from eoembed.exceptions import BandMismatchError, MissingTimeError, ScaleError, user_stacklevel
 from eoembed.models.registry import ModelSpec
 
 # Sensor tables live in eoembed.sensors (one owner); names kept here for callers.
@@ -383,7 +383,7 @@ def harmonization_decisions(
             "(-1000 DN for baseline >= 04.00) was NOT applied. Pass harmonize=True if the "
             "data is from 2022-01-25 or later.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
         return zeros, ["unknown dates: not applied"] * ntime
     offsets, reasons = [], []
@@ -404,10 +404,32 @@ def harmonization_offsets(
     return offsets, uniq[0] if len(uniq) == 1 else "; ".join(f"t{t}: {r}" for t, r in enumerate(reasons))
 
 
-def timestamps(cube: xr.DataArray) -> np.ndarray:
-    """``(T, 3)`` int array of (day, month 0–11, year) as OlmoEarth expects."""
+#: Placeholder date for cubes without dates, for models that do not need them.
+_PLACEHOLDER_DATE = (1, 6, 2022)  # (day, month 0-11, year): 2022-07-01
+
+
+def timestamps(cube: xr.DataArray, spec: ModelSpec | None = None) -> np.ndarray:
+    """``(T, 3)`` int array of (day, month 0–11, year) as OlmoEarth expects.
+
+    A cube without ``time`` coordinates gets a placeholder date (2022-07-01), with a
+    warning for learned encoders; models with ``spec.needs_dates`` (OlmoEarth encodes
+    the month) refuse it with :class:`~eoembed.exceptions.MissingTimeError`.
+    """
     if "time" not in cube.coords:
-        return np.array([[1, 6, 2022]] * cube.sizes.get("time", 1), dtype="int64")
+        how = ("Set the acquisition date(s): cube.expand_dims(time=[np.datetime64('2024-06-15')]) for a "
+               "single image, or cube.assign_coords(time=[...]) when the cube has a time dim.")
+        if spec is not None and spec.needs_dates:
+            raise MissingTimeError(
+                f"the cube has no 'time' coordinate, but {spec.name} encodes the acquisition month, "
+                f"so a made-up date would change the embeddings. {how}"
+            )
+        if spec is not None and spec.needs_weights:
+            warnings.warn(
+                f"the cube has no 'time' coordinate; {spec.name} gets the placeholder date 2022-07-01. {how}",
+                UserWarning,
+                stacklevel=user_stacklevel(),
+            )
+        return np.array([_PLACEHOLDER_DATE] * cube.sizes.get("time", 1), dtype="int64")
     t = pd.DatetimeIndex(np.atleast_1d(cube["time"].values))
     return np.stack([t.day, t.month - 1, t.year], axis=1).astype("int64")
 

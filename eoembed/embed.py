@@ -27,6 +27,7 @@ from eoembed.exceptions import (
     MissingCRSError,
     ParameterError,
     TooManyTimestepsError,
+    user_stacklevel,
 )
 from eoembed.grid import GridSpec, default_tiling, grid_from_cube, seam_stats
 from eoembed.models import get_model_spec, load_model
@@ -131,7 +132,7 @@ def check_crs(cube: xr.DataArray, spec: ModelSpec) -> tuple[xr.DataArray, float]
             f"pixel size is {rx:g} m; {spec.name} was trained at {spec.native_resolution:g} m. "
             "Passing input_res to the encoder, but embeddings may be off-distribution.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
     return cube, rx
 
@@ -341,7 +342,7 @@ def embed(
         warnings.warn(
             f"Sentinel-2 band(s) {', '.join(missing)} are not in the cube: {how}.",
             UserWarning,
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
 
     encoder = load_model(spec, weights=weights, device=device)
@@ -350,7 +351,7 @@ def embed(
         scale_factor=float(factor),
         s2_offsets=tuple(float(o) for o in offsets),
         s1_linear=s1_linear,
-        timestamps=tuple(tuple(int(v) for v in r) for r in _bands.timestamps(cube)),
+        timestamps=tuple(tuple(int(v) for v in r) for r in _bands.timestamps(cube, spec)),
         grid=grid,
         min_valid=float(min_valid),
         batch_size=int(batch_size) if batch_size else auto_batch_size(encoder, grid, ntime),

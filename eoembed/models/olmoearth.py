@@ -113,6 +113,7 @@ def _make_spec(version: str, size: str) -> ModelSpec:
         params=_PARAMS[size],
         depth=depth,
         needs_weights=True,
+        needs_dates=True,
         description=f"OlmoEarth {version} {size.capitalize()} ({dim}-d)",
         aliases=tuple(aliases),
         weight_files=(

@@ -80,6 +80,9 @@ class ModelSpec:
         Encoder depth and MLP ratio (used by the cost estimate).
     needs_weights:
         False for baselines that have no learned parameters.
+    needs_dates:
+        True when the encoder reads acquisition dates (OlmoEarth's month encoding):
+        a cube without ``time`` coordinates is refused instead of getting a default date.
     description:
         One line for ``eoembed models``.
     weight_files:
@@ -114,6 +117,7 @@ class ModelSpec:
     depth: int = 0
     mlp_ratio: float = 4.0
     needs_weights: bool = True
+    needs_dates: bool = False
     description: str = ""
     aliases: tuple[str, ...] = ()
     weight_files: tuple[WeightFile, ...] = ()

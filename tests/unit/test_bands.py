@@ -145,3 +145,41 @@ def test_embed_honours_an_applied_flag_coordinate():
     b = eoembed.embed(flagged, "spectral", progress=False)
     np.testing.assert_allclose(a.values, b.values, atol=1e-5)
     assert "boa_offset_applied" in b.attrs["eoembed:harmonization"]
+
+
+# ---- small ones (issue 8, A8) --------------------------------------------------------
+def test_missing_band_warning_points_at_the_caller_also_through_the_accessor(checkpoints):
+    cube = synthetic_cube(height=16, width=16, times=1, seed=2).drop_sel(band=["B01", "B09"])
+    for call in (lambda: cube.eo.embed("nano", weights=checkpoints["v1.1"], progress=False),
+                 lambda: eoembed.embed(cube, "nano", weights=checkpoints["v1.1"], progress=False)):
+        with pytest.warns(UserWarning, match="B01, B09 are not in the cube") as rec:
+            call()
+        w = next(r for r in rec if "are not in the cube" in str(r.message))
+        assert w.filename == __file__, f"warning points into {w.filename}"
+
+
+def test_cube_without_time_is_refused_for_olmoearth_and_says_how(checkpoints):
+    cube = synthetic_cube(height=16, width=16, times=1, seed=2).isel(time=0, drop=True)
+    with pytest.raises(eoembed.exceptions.MissingTimeError, match=r"expand_dims\(time=\[np.datetime64") as e:
+        eoembed.embed(cube, "nano", weights=checkpoints["v1.1"], progress=False)
+    assert "month" in str(e.value)
+    assert eoembed.get_model_spec("nano").needs_dates and not eoembed.get_model_spec("spectral").needs_dates
+    # with a date it runs
+    dated = cube.expand_dims(time=[np.datetime64("2024-06-15")])
+    assert np.isfinite(eoembed.embed(dated, "nano", weights=checkpoints["v1.1"], progress=False)).any()
+
+
+def test_cube_without_time_warns_for_date_free_learned_models():
+    from dataclasses import replace
+
+    spec = replace(eoembed.get_model_spec("nano"), needs_dates=False)
+    cube = synthetic_cube(height=8, width=8, times=1, seed=2).isel(time=0, drop=True).expand_dims("time")
+    with pytest.warns(UserWarning, match="placeholder date 2022-07-01.*expand_dims") as rec:
+        ts = B.timestamps(cube, spec)
+    assert ts.tolist() == [[1, 6, 2022]] and rec[0].filename == __file__
+    # the spectral baseline reads no dates: no warning, no error
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        B.timestamps(cube, eoembed.get_model_spec("spectral"))
