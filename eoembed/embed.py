@@ -334,8 +334,9 @@ def embed(
         s1_linear = bool(s1.size and s1.min() >= 0 and np.percentile(s1, 99) < 2.0)
     missing = plan.missing.get("sentinel2_l2a", [])
     if missing and spec.needs_weights:
-        how = ("copied from the nearest band in wavelength (v1 was not trained with band dropout)"
-               if spec.version == "v1" else f"set to 0 after normalization ({spec.version} was trained with band dropout)")
+        how = spec.missing_bands_note or (
+            "copied from the nearest band in wavelength (v1 was not trained with band dropout)"
+            if spec.version == "v1" else f"set to 0 after normalization ({spec.version} was trained with band dropout)")
         warnings.warn(
             f"Sentinel-2 band(s) {', '.join(missing)} are not in the cube: {how}.",
             UserWarning,

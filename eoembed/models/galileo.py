@@ -95,9 +95,10 @@ def _make_spec(size: str) -> ModelSpec:
         needs_weights=True,
         description=f"Galileo {size.capitalize()} ({dim}-d), S1+S2+NDVI channel groups",
         weight_files=_files(size),
-        weights_repo=REPO,
+        weights_repo=REPO if size == "nano" else None,
         weights_revision=COMMIT if size == "nano" else None,
         weights_dirname=f"galileo-{size}",
+        missing_bands_note="the channel groups holding them are masked (Galileo drops missing groups)",
     )
 
 
