@@ -359,6 +359,8 @@ def embed(
         batch_size=int(batch_size),
         pool_time=bool(pool_time),
         input_res=float(res),
+        transform=tuple(grid.transform)[:6],
+        crs=cube.rio.crs.to_wkt(),
     )
     py, px = grid.padded_shape
     ny, nx = grid.patches_y, grid.patches_x

@@ -38,6 +38,13 @@ class TileBatch:
         Pixels per patch and metres per pixel.
     present:
         modality → ``(C,)`` bool: the cube has this band (absent ones were filled).
+    halo:
+        Context patches on each side of a tile (only the core is kept).
+    origins:
+        ``(B, 2)`` cube pixel ``(row, col)`` of each tile's first pixel (may be < 0).
+    transform, crs:
+        The cube's pixel transform (6 affine coefficients) and CRS (WKT), for
+        encoders that need each pixel's location (e.g. Presto's lat/lon).
     """
 
     data: dict[str, np.ndarray]
@@ -46,6 +53,10 @@ class TileBatch:
     patch_size: int
     input_res: float
     present: dict[str, np.ndarray]
+    halo: int = 0
+    origins: np.ndarray | None = None
+    transform: tuple[float, ...] | None = None
+    crs: str | None = None
 
 
 @runtime_checkable
@@ -88,6 +99,8 @@ class BlockPlan:
     batch_size: int
     pool_time: bool
     input_res: float
+    transform: tuple[float, ...] | None = None  # cube pixel transform (a, b, c, d, e, f)
+    crs: str | None = None  # cube CRS as WKT
 
 
 def _modality_values(block: np.ndarray, plan: BlockPlan, modality: str) -> np.ndarray:
@@ -202,6 +215,10 @@ def embed_block(block: np.ndarray, encoder: Encoder, plan: BlockPlan, origin: tu
                 patch_size=p,
                 input_res=plan.input_res,
                 present={m: np.array([s >= 0 for s in plan.modality_sources[m]]) for m in data},
+                halo=hp_,
+                origins=np.array([(origin[0] - h + i * core, origin[1] - h + j * core) for i, j in chunk]),
+                transform=plan.transform,
+                crs=plan.crs,
             )
             out = encoder.encode(batch, pool_time=plan.pool_time)
             for k, ij in enumerate(chunk):
