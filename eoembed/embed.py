@@ -183,6 +183,12 @@ def embed_cost(cube, model: str | ModelSpec = "tiny", *, patch_size: int | None 
     d, depth, r = spec.embedding_dim or 0, spec.depth, spec.mlp_ratio
     macs_tile = depth * (4 * per_tile * d * d + 2 * r * per_tile * d * d + 2 * per_tile * per_tile * d)
     core_tokens = (grid.core // p) ** 2 * t * groups
+    if spec.pixel_series:  # one sample per core pixel: T x groups tokens + a location token, no halo
+        per_sample = t * groups + 1
+        per_tile = core_tokens = per_sample * grid.core ** 2
+        tokens = per_tile * grid.n_tiles
+        macs_tile = grid.core ** 2 * depth * (4 * per_sample * d * d + 2 * r * per_sample * d * d
+                                              + 2 * per_sample * per_sample * d)
     return {
         "model": spec.name,
         "tiles": grid.n_tiles,

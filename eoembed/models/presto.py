@@ -63,6 +63,7 @@ SPEC = ModelSpec(
     weights_revision=COMMIT,
     weights_dirname="presto",
     missing_bands_note="the channel groups holding them are masked (Presto drops missing groups)",
+    pixel_series=True,
 )
 
 _CACHE: OrderedDict = OrderedDict()

@@ -94,6 +94,9 @@ class ModelSpec:
         Attention heads (for architectures built from the spec).
     missing_bands_note:
         How the model handles absent bands (ends the missing-band warning of ``embed``).
+    pixel_series:
+        True for per-pixel time-series encoders (Presto): one sample per pixel, no
+        spatial context, so no halo is encoded (used by the cost estimate).
     """
 
     name: str
@@ -124,6 +127,7 @@ class ModelSpec:
     weights_dirname: str | None = None
     num_heads: int | None = None
     missing_bands_note: str = ""
+    pixel_series: bool = False
 
     @property
     def source_repo(self) -> str | None:

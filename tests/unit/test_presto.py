@@ -163,4 +163,8 @@ def test_spec_and_cost():
     assert s.weights_source == "github:nasaharvest/presto@13173d02"
     assert s.weight_files[0].url.endswith("13173d028f035abcbcc3b13829314323a5c15d02/data/default_model.pt")
     cost = eoembed.embed_cost(make_cube(16, 3), "presto", patch_size=1)
-    assert cost["tokens_per_patch_timestep"] == 7 and cost["gmacs"] > 0
+    assert cost["tokens_per_patch_timestep"] == 7 and cost["halo_overhead"] == 1.0
+    assert cost["tokens"] == 32 * 32 * (3 * 7 + 1)  # one 32-px core covers the cube; no halo is encoded
+    d = 128
+    per_pixel = 2 * (4 * 22 * d * d + 2 * 4 * 22 * d * d + 2 * 22 * 22 * d)
+    assert cost["gmacs"] == pytest.approx(32 * 32 * per_pixel / 1e9)
