@@ -177,6 +177,13 @@ def embed_cost(cube, model: str | ModelSpec = "tiny", *, patch_size: int | None 
     tokens = per_tile * grid.n_tiles
     d, depth, r = spec.embedding_dim or 0, spec.depth, spec.mlp_ratio
     macs_tile = depth * (4 * per_tile * d * d + 2 * r * per_tile * d * d + 2 * per_tile * per_tile * d)
+    core_tokens = (grid.core // p) ** 2 * t * groups
+    if spec.pixel_series:  # one sample per core pixel: T x groups tokens + a location token, no halo
+        per_sample = t * groups + 1
+        per_tile = core_tokens = per_sample * grid.core ** 2
+        tokens = per_tile * grid.n_tiles
+        macs_tile = grid.core ** 2 * depth * (4 * per_sample * d * d + 2 * r * per_sample * d * d
+                                              + 2 * per_sample * per_sample * d)
     return {
         "model": spec.name,
         "tiles": grid.n_tiles,
@@ -337,8 +344,9 @@ def embed(
         s1_linear = bool(s1.size and s1.min() >= 0 and np.percentile(s1, 99) < 2.0)
     missing = plan.missing.get("sentinel2_l2a", [])
     if missing and spec.needs_weights:
-        how = ("copied from the nearest band in wavelength (v1 was not trained with band dropout)"
-               if spec.version == "v1" else f"set to 0 after normalization ({spec.version} was trained with band dropout)")
+        how = spec.missing_bands_note or (
+            "copied from the nearest band in wavelength (v1 was not trained with band dropout)"
+            if spec.version == "v1" else f"set to 0 after normalization ({spec.version} was trained with band dropout)")
         warnings.warn(
             f"Sentinel-2 band(s) {', '.join(missing)} are not in the cube: {how}.",
             UserWarning,
@@ -358,6 +366,8 @@ def embed(
         pool_time=bool(pool_time),
         input_res=float(res),
         lonlat=_center_lonlat(cube),
+        transform=tuple(grid.transform)[:6],
+        crs=cube.rio.crs.to_wkt(),
     )
     py, px = grid.padded_shape
     ny, nx = grid.patches_y, grid.patches_x

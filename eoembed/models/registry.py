@@ -95,6 +95,11 @@ class ModelSpec:
         name, else the model name).
     num_heads:
         Attention heads (for architectures built from the spec).
+    missing_bands_note:
+        How the model handles absent bands (ends the missing-band warning of ``embed``).
+    pixel_series:
+        True for per-pixel time-series encoders (Presto): one sample per pixel, no
+        spatial context, so no halo is encoded (used by the cost estimate).
     """
 
     name: str
@@ -125,6 +130,8 @@ class ModelSpec:
     weights_revision: str | None = None
     weights_dirname: str | None = None
     num_heads: int | None = None
+    missing_bands_note: str = ""
+    pixel_series: bool = False
 
     @property
     def source_repo(self) -> str | None:
@@ -146,8 +153,10 @@ class ModelSpec:
     @property
     def weights_source(self) -> str:
         """One line for listings: ``repo@commit`` or ``none``."""
-        if not self.needs_weights or not self.source_repo:
+        if not self.needs_weights:
             return "none"
+        if not self.source_repo:
+            return "local folder only (weights=PATH or $EOEMBED_WEIGHTS_DIR)"
         rev = self.source_revision or ""
         return f"{self.source_repo}@{rev[:8]}" if rev else self.source_repo
 
