@@ -52,6 +52,9 @@ class ModelSpec:
         Approximate encoder parameter count.
     depth, mlp_ratio:
         Encoder depth and MLP ratio (used by the cost estimate).
+    macs_per_pixel:
+        For convolutional encoders: multiply-accumulates per input pixel and timestep;
+        the cost estimate uses it instead of the transformer formula.
     needs_weights:
         False for baselines that have no learned parameters.
     description:
@@ -77,6 +80,7 @@ class ModelSpec:
     params: int | None = None
     depth: int = 0
     mlp_ratio: float = 4.0
+    macs_per_pixel: float | None = None
     needs_weights: bool = True
     description: str = ""
     aliases: tuple[str, ...] = ()
