@@ -199,3 +199,14 @@ def test_cost_counts_convolutions():
     assert cost["tiles"] == 1
     assert cost["gmacs"] == pytest.approx(spec.macs_per_pixel * 128 * 128 * 2 / 1e9)
     assert 25 < cost["gmacs"] < 40  # ~0.96 M MACs per pixel for Nano
+
+
+def test_dask_input_gives_the_numpy_result(tmp_path):
+    """Same tiling code as every family: a chunked cube embeds lazily to the same numbers."""
+    net = _random_net(SIZES["nano"][0], SIZES["nano"][1], seed=4)
+    _save_encoder(tmp_path / "phileo-geoaware-nano.pt", net)
+    cube = synthetic_cube(height=64, width=64, times=2, seed=6)
+    eager = eoembed.embed(cube, "phileo-nano", weights=tmp_path, device="cpu", progress=False)
+    lazy = eoembed.embed(cube.chunk({"x": 32, "y": 32}), "phileo-nano", weights=tmp_path, device="cpu")
+    assert lazy.chunks is not None
+    np.testing.assert_allclose(lazy.compute().values, eager.values, atol=1e-5, rtol=0)
