@@ -183,5 +183,7 @@ def test_registry_and_cost():
     cube = synthetic_cube(height=224, width=224, times=2)
     cost = eoembed.embed_cost(cube, "vitmae-rs-base", tile_size=224, halo=0)
     assert cost["tokens_per_tile"] == 14 * 14 * 2
-    # ViT-B/16 at 224 px: ~17.6 GMACs per image (timm's model card); 2 timesteps
-    assert 30 < cost["gmacs"] < 40
+    # ViT-B/16 at 224 px: 17.6 GMACs per image (timm's model card, patch embedding included)
+    assert cost["gmacs"] == pytest.approx(2 * 17.5, rel=0.03)
+    one = eoembed.embed_cost(synthetic_cube(height=224, width=224, times=1), "vitmae-rs-base", tile_size=224, halo=0)
+    assert cost["gmacs"] == pytest.approx(2 * one["gmacs"])  # timesteps are separate images
