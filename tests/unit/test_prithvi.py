@@ -249,3 +249,20 @@ def test_registry_and_cost():
     assert cost["tokens_per_tile"] == 14 * 14 * 4
     # ViT-L, 784 tokens, 24 blocks: 24·(12·784·1024² + 2·784²·1024) ≈ 267 GMACs
     assert 250 < cost["gmacs"] < 290
+
+
+def test_hugging_face_download_asks_for_the_published_file(monkeypatch, tl_ckpt):
+    import huggingface_hub
+
+    _, path = tl_ckpt
+    calls = []
+
+    def fake_download(repo_id, revision, filename):
+        calls.append((repo_id, revision, filename))
+        return str(path)
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    with pytest.raises(CorruptWeightsError, match="does not fit prithvi-eo-2.0-300m-tl"):  # the small test file
+        load_model("prithvi-eo-2.0-300m-tl", device="cpu")
+    assert calls == [("ibm-nasa-geospatial/Prithvi-EO-2.0-300M-TL", "main", "Prithvi_EO_V2_300M_TL.pt")]

@@ -187,3 +187,15 @@ def test_registry_and_cost():
     assert cost["gmacs"] == pytest.approx(2 * 17.5, rel=0.03)
     one = eoembed.embed_cost(synthetic_cube(height=224, width=224, times=1), "vitmae-rs-base", tile_size=224, halo=0)
     assert cost["gmacs"] == pytest.approx(2 * one["gmacs"])  # timesteps are separate images
+
+
+def test_training_checkpoint_with_pickled_args_is_refused(tmp_path, vit_ckpt):
+    """MAE *training* checkpoints also pickle an argparse.Namespace: weights_only refuses it."""
+    import argparse
+
+    from eoembed.exceptions import UnsafeWeightsError
+
+    model, _ = vit_ckpt
+    torch.save({"model": model.state_dict(), "args": argparse.Namespace(lr=1e-3)}, tmp_path / "checkpoint-799.pth")
+    with pytest.raises(UnsafeWeightsError, match="re-save|Re-save"):
+        load_model(TINY, weights=tmp_path / "checkpoint-799.pth", device="cpu")
