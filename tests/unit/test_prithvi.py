@@ -215,10 +215,23 @@ def test_partial_checkpoint_names_missing_keys(tmp_path, tl_ckpt):
         load_model(TL, weights=tmp_path / "partial.pt", device="cpu")
 
 
-def test_tl_checkpoint_for_plain_model_names_unexpected_keys(tl_ckpt):
+def test_plain_model_ignores_time_location_encoders(tl_ckpt):
+    """Like the reference loader, a model without coordinate encodings skips their weights."""
     _, path = tl_ckpt
-    with pytest.raises(CorruptWeightsError, match=r"unexpected keys: location_embed_enc\.scale"):
-        load_model(PLAIN, weights=path, device="cpu")
+    x, _, _ = _inputs(1, 4, 64)
+    with torch.no_grad():
+        plain = load_model(PLAIN, weights=path, device="cpu").module(x)
+        tl_without = load_model(TL, weights=path, device="cpu").module(x)
+    assert torch.equal(plain, tl_without)
+
+
+def test_unexpected_keys_are_named(tmp_path, tl_ckpt):
+    ref_model, _ = tl_ckpt
+    sd = {f"encoder.{k}": v for k, v in ref_model.state_dict().items()}
+    sd["encoder.blocks.0.attn.q_norm.weight"] = torch.ones(64)
+    torch.save(sd, tmp_path / "extra.pt")
+    with pytest.raises(CorruptWeightsError, match=r"unexpected keys: blocks\.0\.attn\.q_norm\.weight"):
+        load_model(TL, weights=tmp_path / "extra.pt", device="cpu")
 
 
 def test_wrong_version_checkpoint(tmp_path, plain_ckpt):
