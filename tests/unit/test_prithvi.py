@@ -279,3 +279,23 @@ def test_hugging_face_download_asks_for_the_published_file(monkeypatch, tl_ckpt)
     with pytest.raises(CorruptWeightsError, match="does not fit prithvi-eo-2.0-300m-tl"):  # the small test file
         load_model("prithvi-eo-2.0-300m-tl", device="cpu")
     assert calls == [("ibm-nasa-geospatial/Prithvi-EO-2.0-300M-TL", "main", "Prithvi_EO_V2_300M_TL.pt")]
+
+
+def test_cloudy_tiles_do_not_depend_on_their_batch(tl_ckpt):
+    """Tiles with different missing patches share batches (equal visible-token counts)
+    without changing each other's result."""
+    _, path = tl_ckpt
+    cube = synthetic_cube(height=96, width=96, times=3, seed=8)
+    rng = np.random.default_rng(0)
+    vals = cube.values
+    for _ in range(12):  # 16-px cloud squares on random timesteps
+        t, i, j = rng.integers(0, 3), rng.integers(0, 6), rng.integers(0, 6)
+        vals[t, :, i * 16:(i + 1) * 16, j * 16:(j + 1) * 16] = np.nan
+    cube = cube.copy(data=vals)
+    kw = dict(weights=path, device="cpu", harmonize=False, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        one = eoembed.embed(cube, TL, batch_size=1, **kw)
+        many = eoembed.embed(cube, TL, batch_size=16, **kw)
+    np.testing.assert_allclose(one.values, many.values, atol=1e-5, rtol=0)
+    assert np.isfinite(one.values).all()

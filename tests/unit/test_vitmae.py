@@ -199,3 +199,17 @@ def test_training_checkpoint_with_pickled_args_is_refused(tmp_path, vit_ckpt):
     torch.save({"model": model.state_dict(), "args": argparse.Namespace(lr=1e-3)}, tmp_path / "checkpoint-799.pth")
     with pytest.raises(UnsafeWeightsError, match="re-save|Re-save"):
         load_model(TINY, weights=tmp_path / "checkpoint-799.pth", device="cpu")
+
+
+def test_cloudy_tiles_do_not_depend_on_their_batch(vit_ckpt):
+    _, path = vit_ckpt
+    cube = synthetic_cube(height=96, width=96, times=2, seed=8)
+    vals = cube.values
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        t, i, j = rng.integers(0, 2), rng.integers(0, 6), rng.integers(0, 6)
+        vals[t, :, i * 16:(i + 1) * 16, j * 16:(j + 1) * 16] = np.nan
+    cube = cube.copy(data=vals)
+    one = eoembed.embed(cube, TINY, weights=path, device="cpu", batch_size=1, progress=False)
+    many = eoembed.embed(cube, TINY, weights=path, device="cpu", batch_size=16, progress=False)
+    np.testing.assert_allclose(one.values, many.values, atol=1e-5, rtol=0)
