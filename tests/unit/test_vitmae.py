@@ -213,3 +213,15 @@ def test_cloudy_tiles_do_not_depend_on_their_batch(vit_ckpt):
     one = eoembed.embed(cube, TINY, weights=path, device="cpu", batch_size=1, progress=False)
     many = eoembed.embed(cube, TINY, weights=path, device="cpu", batch_size=16, progress=False)
     np.testing.assert_allclose(one.values, many.values, atol=1e-5, rtol=0)
+
+
+def test_unequal_visible_counts_in_one_batch_are_refused():
+    from eoembed.models._vit import gather_visible, scatter_back
+
+    x = torch.randn(2, 4, 3)
+    keep = torch.tensor([[1, 1, 0, 1], [0, 1, 1, 1]], dtype=torch.bool)
+    tok, order = gather_visible(x, keep)
+    assert torch.equal(tok[0], x[0, [0, 1, 3]]) and torch.equal(tok[1], x[1, [1, 2, 3]])
+    assert torch.equal(scatter_back(tok, order, 4), x * keep[..., None])
+    with pytest.raises(ValueError, match=r"mixes tiles with \[2, 3\] visible tokens"):
+        gather_visible(x, torch.tensor([[1, 1, 0, 1], [0, 1, 0, 1]], dtype=torch.bool))
