@@ -176,7 +176,10 @@ def embed_cost(cube, model: str | ModelSpec = "tiny", *, patch_size: int | None 
     per_tile = (tile // p) ** 2 * t * groups
     tokens = per_tile * grid.n_tiles
     d, depth, r = spec.embedding_dim or 0, spec.depth, spec.mlp_ratio
-    macs_tile = depth * (4 * per_tile * d * d + 2 * r * per_tile * d * d + 2 * per_tile * per_tile * d)
+    span = per_tile if spec.attends_across_time else per_tile // t  # tokens one token attends to
+    macs_tile = depth * (4 * per_tile * d * d + 2 * r * per_tile * d * d + 2 * per_tile * span * d)
+    if spec.macs_per_pixel:  # convolutional encoder: cost scales with pixels, not tokens
+        macs_tile = spec.macs_per_pixel * tile * tile * t
     core_tokens = (grid.core // p) ** 2 * t * groups
     if spec.pixel_series:  # one sample per core pixel: T x groups tokens + a location token, no halo
         per_sample = t * groups + 1

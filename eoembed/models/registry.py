@@ -78,6 +78,12 @@ class ModelSpec:
         Approximate encoder parameter count.
     depth, mlp_ratio:
         Encoder depth and MLP ratio (used by the cost estimate).
+    attends_across_time:
+        False for image encoders that see each timestep on its own (attention cost then
+        grows linearly with the number of timesteps).
+    macs_per_pixel:
+        For convolutional encoders: multiply-accumulates per input pixel and timestep;
+        the cost estimate uses it instead of the transformer formula.
     needs_weights:
         False for baselines that have no learned parameters.
     needs_dates:
@@ -121,6 +127,8 @@ class ModelSpec:
     params: int | None = None
     depth: int = 0
     mlp_ratio: float = 4.0
+    attends_across_time: bool = True
+    macs_per_pixel: float | None = None
     needs_weights: bool = True
     needs_dates: bool = False
     description: str = ""
