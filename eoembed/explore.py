@@ -434,10 +434,10 @@ class Explorer(_HBox):
         cls2d = self._display_2d(pm["class"]).compute()
         from eoembed.viz import categorical_indexed, colormap_indexed
 
-        self._put_raster("class", cls2d, *categorical_indexed(cls2d.values, codes, colors))
         conf = pm["probability"].max("label").compute()
         conf.name = "confidence"
         self._put_raster("probability", conf, *colormap_indexed(conf.values, 0.0, 1.0, "magma"))
+        self._put_raster("class", cls2d, *categorical_indexed(cls2d.values, codes, colors))  # on top
         self._set_legend(names, colors)
         from eoembed.exceptions import LabelError as _LE
 
@@ -713,13 +713,16 @@ class Explorer(_HBox):
         import ipywidgets as w
 
         ov = self._display_2d(self._ov) if "time" in self._ov.dims else self._ov
-        vec = np.moveaxis(np.asarray(ov.values), 0, -1)  # (y, x, d)
-        ok = np.isfinite(vec).all(axis=-1) & (np.abs(np.nan_to_num(vec)).sum(axis=-1) > 0)
-        rr, cc = np.nonzero(ok)
+        arr = np.asarray(ov.values)  # (embedding, y, x), in memory already
+        ny, nx = arr.shape[1:]
         rng = np.random.default_rng(0)
-        pick = np.sort(rng.choice(len(rr), size=min(n, len(rr)), replace=False))
-        rr, cc = rr[pick], cc[pick]
-        v = vec[rr, cc].astype(np.float32)
+        # draw candidates, keep valid ones (finite, not all-zero): no pass over the whole cube
+        cand = np.unique(rng.choice(ny * nx, size=min(ny * nx, 3 * n), replace=False))
+        rr, cc = np.divmod(cand, nx)
+        v = arr[:, rr, cc].T.astype(np.float32)
+        ok = np.isfinite(v).all(axis=1) & (np.abs(np.nan_to_num(v)).sum(axis=1) > 0)
+        keep = np.sort(rng.permutation(np.flatnonzero(ok))[:n])
+        rr, cc, v = rr[keep], cc[keep], v[keep]
         if kind == "pca":
             self._scatter_proj = self._proj
         elif kind == "umap":
