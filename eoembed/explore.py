@@ -624,8 +624,9 @@ class Explorer(_HBox):
         from eoembed.viz import rgb_to_rgba
 
         self._proj = fit_pca(self._ov, 3, sample=20_000)
-        rgb = self._display_2d(self._proj.rgb(self._ov))
-        self._put_raster("PCA-RGB", rgb, rgb_to_rgba(rgb.transpose("band", "y", "x").values))
+        ov = self._display_2d(self._ov) if "time" in self._ov.dims else self._ov
+        rgb = _pca_rgb_2d(self._proj, ov)
+        self._put_raster("PCA-RGB", rgb, rgb_to_rgba(rgb.values))
 
     def _show_similarity(self, sim2d: xr.DataArray) -> None:
         from eoembed.viz import colorbar_html, colormap_indexed
@@ -785,6 +786,32 @@ class Explorer(_HBox):
         if np.isfinite(v).all():
             xy = self._scatter_proj.func(v[None, :].astype(np.float32))[0]
             self._sc_query.x, self._sc_query.y = [float(xy[0])], [float(xy[1])]
+
+
+def _pca_rgb_2d(proj, ov: xr.DataArray) -> xr.DataArray:
+    """``proj.rgb(ov)`` for a 2-D in-memory overview, in one BLAS pass over the vectors.
+
+    A fitted PCA is affine, ``func(v) = v @ W + b``; ``W`` and ``b`` are read off
+    ``func`` itself and applied as ``W.T @ X`` on the ``(embedding, y·x)`` layout, with
+    the same 2–98 % stretch (``proj.low``/``proj.high``) and the same validity rule
+    (finite, not all zero) as :meth:`eoembed.reduce.Projection.rgb`, which is used as is
+    for other reducers.
+    """
+    if proj.kind != "pca":
+        return proj.rgb(ov).transpose("band", "y", "x")
+    d, ny, nx = ov.shape
+    X = np.asarray(ov.values, dtype=np.float32).reshape(d, ny * nx)
+    b = proj.func(np.zeros((1, d), np.float32))[0, :3]
+    W = proj.func(np.eye(d, dtype=np.float32))[:, :3] - b
+    comp = W.T @ X + b[:, None]
+    with np.errstate(invalid="ignore"):
+        sq = np.einsum("dn,dn->n", X, X)
+        ok = np.isfinite(sq) & (sq > 0)
+    lo, hi = proj.low[:3, None], proj.high[:3, None]
+    out = np.clip((comp - lo) / np.where(hi > lo, hi - lo, 1.0), 0, 1).astype(np.float32)
+    out[:, ~ok] = np.nan
+    return xr.DataArray(out.reshape(3, ny, nx), dims=("band", "y", "x"),
+                        coords={"band": [1, 2, 3], "y": ov["y"], "x": ov["x"]}, name="rgb")
 
 
 def _fc(features: list) -> dict:

@@ -120,6 +120,17 @@ def test_large_grids_interpolate_the_projection_without_moving_pixels():
     assert wx * wy > 65_536 and same.mean() > 0.9999
 
 
+def test_pca_layer_equals_reduce_pca_rgb(emb_truth):
+    emb = emb_truth[0].copy()
+    emb[:, 3, 4] = np.nan  # masked patches stay transparent
+    emb[:, 5, 6] = 0.0
+    ex = eoembed.explore.explore(emb, scatter=None)
+    ref = eoembed.reduce.pca_rgb(emb).transpose("band", "y", "x").values
+    got = ex.layer_data["PCA-RGB"].values
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    assert np.isnan(got[:, 3, 4]).all() and np.isnan(got[:, 5, 6]).all()
+
+
 def test_true_colour_layer_uses_the_cube_grid_and_a_robust_stretch(emb_truth):
     import xarray as xr
     from affine import Affine
