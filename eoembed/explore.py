@@ -668,7 +668,9 @@ class Explorer(_HBox):
             g = self._labels.geometry
             lon, lat = to_crs_xy(g.x.to_numpy(), g.y.to_numpy(), self.crs, "EPSG:4326")
             for lo, la, cls in zip(lon, lat, self._labels["class"]):
-                feats.append(_point(lo, la, {"fillColor": self._class_color(cls)}, {"class": cls}))
+                # white ring: visible on top of a class map drawn in the same colour
+                feats.append(_point(lo, la, {"fillColor": self._class_color(cls), "color": "#ffffff", "weight": 2},
+                                    {"class": cls}))
                 if cls not in self._class_w.options:
                     self._class_w.options = [*self._class_w.options, cls]
         self._labels_group.data = _fc(feats)
