@@ -434,10 +434,10 @@ class Explorer(_HBox):
         cls2d = self._display_2d(pm["class"]).compute()
         from eoembed.viz import categorical_indexed, colormap_indexed
 
-        self._put_raster("class", cls2d, *categorical_indexed(cls2d.values, codes, colors))
         conf = pm["probability"].max("label").compute()
         conf.name = "confidence"
         self._put_raster("probability", conf, *colormap_indexed(conf.values, 0.0, 1.0, "magma"))
+        self._put_raster("class", cls2d, *categorical_indexed(cls2d.values, codes, colors))  # on top
         self._set_legend(names, colors)
         from eoembed.exceptions import LabelError as _LE
 
@@ -624,8 +624,9 @@ class Explorer(_HBox):
         from eoembed.viz import rgb_to_rgba
 
         self._proj = fit_pca(self._ov, 3, sample=20_000)
-        rgb = self._display_2d(self._proj.rgb(self._ov))
-        self._put_raster("PCA-RGB", rgb, rgb_to_rgba(rgb.transpose("band", "y", "x").values))
+        ov = self._display_2d(self._ov) if "time" in self._ov.dims else self._ov
+        rgb = _pca_rgb_2d(self._proj, ov)
+        self._put_raster("PCA-RGB", rgb, rgb_to_rgba(rgb.values))
 
     def _show_similarity(self, sim2d: xr.DataArray) -> None:
         from eoembed.viz import colorbar_html, colormap_indexed
@@ -667,7 +668,9 @@ class Explorer(_HBox):
             g = self._labels.geometry
             lon, lat = to_crs_xy(g.x.to_numpy(), g.y.to_numpy(), self.crs, "EPSG:4326")
             for lo, la, cls in zip(lon, lat, self._labels["class"]):
-                feats.append(_point(lo, la, {"fillColor": self._class_color(cls)}, {"class": cls}))
+                # white ring: visible on top of a class map drawn in the same colour
+                feats.append(_point(lo, la, {"fillColor": self._class_color(cls), "color": "#ffffff", "weight": 2},
+                                    {"class": cls}))
                 if cls not in self._class_w.options:
                     self._class_w.options = [*self._class_w.options, cls]
         self._labels_group.data = _fc(feats)
@@ -713,13 +716,16 @@ class Explorer(_HBox):
         import ipywidgets as w
 
         ov = self._display_2d(self._ov) if "time" in self._ov.dims else self._ov
-        vec = np.moveaxis(np.asarray(ov.values), 0, -1)  # (y, x, d)
-        ok = np.isfinite(vec).all(axis=-1) & (np.abs(np.nan_to_num(vec)).sum(axis=-1) > 0)
-        rr, cc = np.nonzero(ok)
+        arr = np.asarray(ov.values)  # (embedding, y, x), in memory already
+        ny, nx = arr.shape[1:]
         rng = np.random.default_rng(0)
-        pick = np.sort(rng.choice(len(rr), size=min(n, len(rr)), replace=False))
-        rr, cc = rr[pick], cc[pick]
-        v = vec[rr, cc].astype(np.float32)
+        # draw candidates, keep valid ones (finite, not all-zero): no pass over the whole cube
+        cand = np.unique(rng.choice(ny * nx, size=min(ny * nx, 3 * n), replace=False))
+        rr, cc = np.divmod(cand, nx)
+        v = arr[:, rr, cc].T.astype(np.float32)
+        ok = np.isfinite(v).all(axis=1) & (np.abs(np.nan_to_num(v)).sum(axis=1) > 0)
+        keep = np.sort(rng.permutation(np.flatnonzero(ok))[:n])
+        rr, cc, v = rr[keep], cc[keep], v[keep]
         if kind == "pca":
             self._scatter_proj = self._proj
         elif kind == "umap":
@@ -782,6 +788,32 @@ class Explorer(_HBox):
         if np.isfinite(v).all():
             xy = self._scatter_proj.func(v[None, :].astype(np.float32))[0]
             self._sc_query.x, self._sc_query.y = [float(xy[0])], [float(xy[1])]
+
+
+def _pca_rgb_2d(proj, ov: xr.DataArray) -> xr.DataArray:
+    """``proj.rgb(ov)`` for a 2-D in-memory overview, in one BLAS pass over the vectors.
+
+    A fitted PCA is affine, ``func(v) = v @ W + b``; ``W`` and ``b`` are read off
+    ``func`` itself and applied as ``W.T @ X`` on the ``(embedding, y·x)`` layout, with
+    the same 2–98 % stretch (``proj.low``/``proj.high``) and the same validity rule
+    (finite, not all zero) as :meth:`eoembed.reduce.Projection.rgb`, which is used as is
+    for other reducers.
+    """
+    if proj.kind != "pca":
+        return proj.rgb(ov).transpose("band", "y", "x")
+    d, ny, nx = ov.shape
+    X = np.asarray(ov.values, dtype=np.float32).reshape(d, ny * nx)
+    b = proj.func(np.zeros((1, d), np.float32))[0, :3]
+    W = proj.func(np.eye(d, dtype=np.float32))[:, :3] - b
+    comp = W.T @ X + b[:, None]
+    with np.errstate(invalid="ignore"):
+        sq = np.einsum("dn,dn->n", X, X)
+        ok = np.isfinite(sq) & (sq > 0)
+    lo, hi = proj.low[:3, None], proj.high[:3, None]
+    out = np.clip((comp - lo) / np.where(hi > lo, hi - lo, 1.0), 0, 1).astype(np.float32)
+    out[:, ~ok] = np.nan
+    return xr.DataArray(out.reshape(3, ny, nx), dims=("band", "y", "x"),
+                        coords={"band": [1, 2, 3], "y": ov["y"], "x": ov["x"]}, name="rgb")
 
 
 def _fc(features: list) -> dict:

@@ -2,7 +2,8 @@
 
 Starts ``jupyter lab`` on 127.0.0.1 (free port, no token) with a kernelspec that runs
 this interpreter, opens a notebook that builds the explorer on the shared WorldCereal
-sample, clicks the map on the pixel of a known patch, and checks both the DOM (a new
+sample (real Galileo-Nano embeddings from ``../shared/weights/galileo-nano``), clicks
+the map on the pixel of a known patch, and checks both the DOM (a new
 ``leaflet-image-layer``) and the kernel (``ex.hits``); then labels two classes in label
 mode, presses Train and checks the class layer, legend and CV text. Screenshots go to
 ``test-artifacts/``.
@@ -27,6 +28,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT.parent / "shared" / "data" / "worldcereal" / "worldcereal_preprocessed_inputs.nc"
+WEIGHTS = ROOT.parent / "shared" / "weights" / "galileo-nano"
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
 
@@ -35,9 +37,10 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install -y chromium; .ci/run does)"),
     pytest.mark.skipif(not SAMPLE.exists(), reason=f"sample cube not found at {SAMPLE}"),
+    pytest.mark.skipif(not WEIGHTS.exists(), reason=f"Galileo-Nano weights not found at {WEIGHTS}"),
 ]
 
-#: patches (row, col) of the 25×25-patch spectral embedding of the sample
+#: patches (row, col) of the 25×25-patch Galileo-Nano embedding of the sample (patch size 4, 40 m)
 SEARCH_PATCH = (12, 6)
 LABELS = {"field": [(3, 3), (20, 20), (3, 20)], "other": [(20, 3), (12, 12), (22, 9)]}
 
@@ -47,7 +50,7 @@ import numpy as np
 from pyproj import Transformer
 import eoembed
 cube = eoembed.open_cube({str(SAMPLE)!r})
-emb = cube.eo.embed(model="spectral", progress=False)
+emb = cube.eo.embed(model="galileo-nano", weights={str(WEIGHTS)!r}, progress=False)
 ex = emb.eo.explore(cube, k=10)
 ex"""
 
@@ -186,7 +189,7 @@ def test_explorer_in_jupyterlab(lab):
             page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=120_000)
             page.get_by_role("menuitem", name="Run", exact=True).click()
             page.get_by_text("Run All Cells", exact=True).click()
-            targets = _output_json(page, 1, "TARGETS", timeout=180_000)
+            targets = _output_json(page, 1, "TARGETS", timeout=900_000)  # embedding runs first
             state = _output_json(page, 2, "STATE")
             assert state["hit"] is None and state["error"] is None
             images = page.locator(".leaflet-container img.leaflet-image-layer")

@@ -102,6 +102,35 @@ def test_far_from_utm_zone_centre_the_warp_follows_the_rotation():
     assert (warp.rows < 0).any()
 
 
+def test_large_grids_interpolate_the_projection_without_moving_pixels():
+    """Above 256² Mercator pixels the inverse projection is exact on every 8th pixel, bilinear between."""
+    from affine import Affine
+    from pyproj import Transformer
+
+    tr = Affine(40, 0, 200_000, 0, -40, 6_500_000)  # zone edge: the strongest curvature in UTM
+    w = MercatorWarp.from_grid("EPSG:32631", tr, (600, 600))
+    x0, y0, x1, y1 = w.mercator_bounds
+    wy, wx = w.shape
+    res = (x1 - x0) / wx
+    gx, gy = np.meshgrid(x0 + res * (np.arange(wx) + 0.5), y1 - res * (np.arange(wy) + 0.5))
+    sx, sy = Transformer.from_crs("EPSG:3857", "EPSG:32631", always_xy=True).transform(gx, gy)
+    col, row = np.floor((sx - 200_000) / 40), np.floor((sy - 6_500_000) / -40)
+    inside = (row >= 0) & (row < 600) & (col >= 0) & (col < 600)
+    same = (np.where(inside, row, -1) == w.rows) & (np.where(inside, col, -1) == w.cols)
+    assert wx * wy > 65_536 and same.mean() > 0.9999
+
+
+def test_pca_layer_equals_reduce_pca_rgb(emb_truth):
+    emb = emb_truth[0].copy()
+    emb[:, 3, 4] = np.nan  # masked patches stay transparent
+    emb[:, 5, 6] = 0.0
+    ex = eoembed.explore.explore(emb, scatter=None)
+    ref = eoembed.reduce.pca_rgb(emb).transpose("band", "y", "x").values
+    got = ex.layer_data["PCA-RGB"].values
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    assert np.isnan(got[:, 3, 4]).all() and np.isnan(got[:, 5, 6]).all()
+
+
 def test_true_colour_layer_uses_the_cube_grid_and_a_robust_stretch(emb_truth):
     import xarray as xr
     from affine import Affine
