@@ -159,8 +159,9 @@ def main(argv=None) -> dict:
         cost = eoembed.embed_cost(cube, args.model, patch_size=p, tile_size=tile, halo=halo, blend=blend)
         row = {"tiling": label, "tile_size": tile, "halo": halo, "blend": blend,
                "tokens_per_patch_rel": round(cost["halo_overhead"], 3),
-               "seam_ratio": round(stats["ratio"], 3), "cross_over_in": round(stats["cross_over_in"], 3),
-               "pairs": stats["pairs"]}
+               "seam_ratio": round(stats["ratio"], 3) if stats else float("nan"),
+               "cross_over_in": round(stats["cross_over_in"], 3) if stats else float("nan"),
+               "pairs": stats["pairs"] if stats else [0, 0]}
         if not args.no_timing:
             t_embed, t_bare = [], []
             for _ in range(args.repeat):
