@@ -39,6 +39,9 @@ class TileBatch:
         Pixels per patch and metres per pixel.
     present:
         modality → ``(C,)`` bool: the cube has this band (absent ones were filled).
+    lonlat:
+        ``(lon, lat)`` in degrees of the cube's centre, for models with location
+        encodings (None when unknown).
     """
 
     data: dict[str, np.ndarray]
@@ -47,6 +50,7 @@ class TileBatch:
     patch_size: int
     input_res: float
     present: dict[str, np.ndarray]
+    lonlat: tuple[float, float] | None = None
 
 
 @runtime_checkable
@@ -85,6 +89,7 @@ class BlockPlan:
     batch_size: int
     pool_time: bool
     input_res: float
+    lonlat: tuple[float, float] | None = None  # cube centre (degrees), for location encodings
 
     @property
     def patch_size(self) -> int:
@@ -280,6 +285,7 @@ def embed_block(block: np.ndarray, encoder: Encoder, plan: BlockPlan, origin: tu
             patch_size=p,
             input_res=plan.input_res,
             present=present,
+            lonlat=plan.lonlat,
         )
 
     results: dict[tuple[int, int], np.ndarray] = {}
