@@ -48,19 +48,39 @@ def _cmd_cost(args) -> int:
 def _cmd_embed(args) -> int:
     from eoembed.data import open_cube
     from eoembed.embed import embed
-
-    from eoembed.io import save_embeddings
+    from eoembed.io import save_embeddings, to_zarr
 
     out = Path(args.output)
-    if out.exists() and not args.overwrite:  # check before spending minutes embedding
-        print(f"error: {out} exists; pass --overwrite to replace it (nothing was changed).", file=sys.stderr)
+    if out.exists() and not (args.overwrite or args.resume):  # check before spending minutes embedding
+        print(f"error: {out} exists; pass --overwrite to replace it or --resume to continue it "
+              "(nothing was changed).", file=sys.stderr)
         return 2
-    cube = open_cube(args.input, chunks={} if args.lazy else None)
-    emb = embed(cube, args.model, weights=args.weights, patch_size=args.patch_size,
-                tile_size=args.tile_size, halo=args.halo, device=args.device,
-                pool_time=not args.per_timestep, batch_size=args.batch_size)
-    save_embeddings(emb, out, overwrite=args.overwrite)
-    print(f"wrote {out}: {dict(emb.sizes)} ({emb.attrs['eoembed:model']}, {emb.attrs['eoembed:license']})")
+    streamed = args.lazy or args.resume or args.cluster
+    if streamed and out.suffix in (".nc", ".nc4"):
+        print("error: --lazy/--resume/--cluster write a Zarr store region by region; name the output "
+              "OUTPUT.zarr.", file=sys.stderr)
+        return 2
+    client = None
+    if args.cluster:
+        from eoembed.exceptions import require
+
+        distributed = require("distributed", "scale", "--cluster")
+        client = distributed.Client(args.cluster)
+    try:
+        cube = open_cube(args.input, chunks={} if streamed else None)
+        emb = embed(cube, args.model, weights=args.weights, patch_size=args.patch_size,
+                    tile_size=args.tile_size, halo=args.halo, blend=args.blend, device=args.device,
+                    pool_time=not args.per_timestep, batch_size=args.batch_size)
+        if streamed:
+            info = to_zarr(emb, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+            how = f" ({info['written']} regions written, {info['skipped']} already done)"
+        else:
+            save_embeddings(emb, out, overwrite=args.overwrite)
+            how = ""
+    finally:
+        if client is not None:
+            client.close()
+    print(f"wrote {out}: {dict(emb.sizes)} ({emb.attrs['eoembed:model']}, {emb.attrs['eoembed:license']}){how}")
     return 0
 
 
@@ -94,9 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--tile-size", type=int, default=None)
     p.add_argument("--halo", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--blend", action=argparse.BooleanOptionalAction, default=None,
+                   help="blend overlapping windows (default: the model family's)")
+    p.add_argument("--batch-size", type=int, default=None, help="tiles per encoder call (default: by device)")
     p.add_argument("--per-timestep", action="store_true", help="one vector per patch and timestep")
-    p.add_argument("--lazy", action="store_true", help="read and embed chunk by chunk with dask")
+    p.add_argument("--lazy", action="store_true", help="read, embed and write region by region with dask")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run into the same OUTPUT.zarr (finished regions are kept)")
+    p.add_argument("--cluster", default=None, metavar="ADDRESS",
+                   help="run on an existing dask.distributed scheduler, e.g. tcp://10.0.0.5:8786")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_embed)
 

@@ -29,7 +29,7 @@ from eoembed.exceptions import (
     TooManyTimestepsError,
     user_stacklevel,
 )
-from eoembed.grid import GridSpec, default_tiling, grid_from_cube, seam_stats
+from eoembed.grid import GridSpec, default_tiling, grid_from_cube, seam_attrs
 from eoembed.models import get_model_spec, load_model
 from eoembed.models.registry import ModelSpec
 
@@ -399,15 +399,6 @@ def _center_lonlat(cube: xr.DataArray) -> tuple[float, float]:
     return float(lon), float(lat)
 
 
-def _work_chunks(total: int, step: int, depth: int) -> tuple[int, ...]:
-    """Chunks of ``step`` pixels; a last chunk thinner than the context depth joins the one
-    before (dask's overlap would otherwise rechunk on its own and move the block origins)."""
-    chunks = [step] * (total // step) + ([total % step] if total % step else [])
-    while len(chunks) > 1 and chunks[-1] < depth:
-        chunks[-2:] = [chunks[-2] + chunks[-1]]
-    return tuple(chunks)
-
-
 def _lazy(sub: xr.DataArray, encoder, plan: BlockPlan, grid: GridSpec, weights, device):
     """The dask graph: rechunk to whole tile cores, add context, embed block by block."""
     import dask.array as da
@@ -420,9 +411,12 @@ def _lazy(sub: xr.DataArray, encoder, plan: BlockPlan, grid: GridSpec, weights, 
     step = min(max(1, round(first / core)), max(1, WORK_CHUNK_PX_MAX // core)) * core
     step = max(step, -(-h // core) * core)  # every chunk at least as deep as the context
     arr = sub.data.astype("float32")
-    arr = da.pad(arr, ((0, 0), (0, 0), (0, py - grid.height), (0, px - grid.width)), constant_values=np.nan)
-    cy, cx = _work_chunks(py, step, h), _work_chunks(px, step, h)
-    arr = arr.rechunk({0: -1, 1: -1, 2: cy, 3: cx})
+    # pad to whole work chunks: every block is alike (windows past the last tile are skipped),
+    # and the output has the regular chunks a Zarr store needs
+    ty, tx = -(-py // step) * step, -(-px // step) * step
+    arr = da.pad(arr, ((0, 0), (0, 0), (0, ty - grid.height), (0, tx - grid.width)), constant_values=np.nan)
+    arr = arr.rechunk({0: -1, 1: -1, 2: step, 3: step})
+    cy, cx = arr.chunks[2], arr.chunks[3]
     arr = da.overlap.overlap(arr, depth={0: 0, 1: 0, 2: h, 3: h}, boundary={0: "none", 1: "none", 2: np.nan, 3: np.nan})
     ref = _EncoderRef(encoder.spec.name, None if weights is None else str(weights), getattr(encoder, "device", device))
     dim = encoder.output_dim(plan.modality_sources, sub.sizes["time"], plan.pool_time)
@@ -436,14 +430,6 @@ def _lazy(sub: xr.DataArray, encoder, plan: BlockPlan, grid: GridSpec, weights, 
     else:
         out = da.map_blocks(_block_fn, arr, chunks=((sub.sizes["time"],), (dim,), out_y, out_x), **kw)
     return out[..., : grid.patches_y, : grid.patches_x]
-
-
-def seam_attrs(values, core_patches: int) -> dict:
-    """``eoembed:seam_ratio`` (worst phase / rest) and ``eoembed:seam_cross_over_in`` for the attrs."""
-    stats = seam_stats(values, core_patches)
-    if stats is None:
-        return {}
-    return {"eoembed:seam_ratio": round(stats["ratio"], 4), "eoembed:seam_cross_over_in": round(stats["cross_over_in"], 4)}
 
 
 def _wrap(data, cube, grid: GridSpec, spec, encoder, plan, bplan: BlockPlan, scale_how, harm_how, pool_time):
@@ -478,7 +464,7 @@ def _wrap(data, cube, grid: GridSpec, spec, encoder, plan, bplan: BlockPlan, sca
         attrs["eoembed:time_range"] = [str(np.datetime_as_string(t.min(), unit="D")),
                                        str(np.datetime_as_string(t.max(), unit="D"))]
     if isinstance(data, np.ndarray):  # lazy cubes get it when written (eoembed.io.to_zarr)
-        attrs.update(seam_attrs(data, grid.core // grid.patch_size))
+        attrs.update(seam_attrs(data, grid))
     out = xr.DataArray(data, coords=coords, dims=dims, name="embeddings", attrs=attrs)
     out = out.rio.write_crs(cube.rio.crs).rio.write_transform(grid.out_transform)
     out.encoding.pop("_FillValue", None)
