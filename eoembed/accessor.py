@@ -42,6 +42,7 @@ class EOAccessor(_EOBase):
     pca = _wrap("eoembed.reduce", "pca")
     pca_rgb = _wrap("eoembed.reduce", "pca_rgb")
     umap = _wrap("eoembed.reduce", "umap")
+    explore = _wrap("eoembed.explore", "explore")
 
 
 @xr.register_dataset_accessor("eo")

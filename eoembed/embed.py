@@ -358,6 +358,7 @@ def embed(
         batch_size=int(batch_size),
         pool_time=bool(pool_time),
         input_res=float(res),
+        lonlat=_center_lonlat(cube),
     )
     py, px = grid.padded_shape
     ny, nx = grid.patches_y, grid.patches_x
@@ -373,6 +374,16 @@ def embed(
     else:
         data = _lazy(sub, encoder, bplan, grid, weights, device)
     return _wrap(data, cube, grid, spec, encoder, plan, bplan, scale_how, harm_how, pool_time)
+
+
+def _center_lonlat(cube: xr.DataArray) -> tuple[float, float]:
+    """``(lon, lat)`` of the cube's centre in degrees (for models with location encodings)."""
+    from pyproj import Transformer
+
+    left, bottom, right, top = cube.rio.bounds(recalc=True)
+    tr = Transformer.from_crs(cube.rio.crs, "EPSG:4326", always_xy=True)
+    lon, lat = tr.transform((left + right) / 2, (bottom + top) / 2)
+    return float(lon), float(lat)
 
 
 def _lazy(sub: xr.DataArray, encoder, plan: BlockPlan, grid: GridSpec, weights, device):

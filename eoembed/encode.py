@@ -38,6 +38,9 @@ class TileBatch:
         Pixels per patch and metres per pixel.
     present:
         modality → ``(C,)`` bool: the cube has this band (absent ones were filled).
+    lonlat:
+        ``(lon, lat)`` in degrees of the cube's centre, for models with location
+        encodings (None when unknown).
     """
 
     data: dict[str, np.ndarray]
@@ -46,6 +49,7 @@ class TileBatch:
     patch_size: int
     input_res: float
     present: dict[str, np.ndarray]
+    lonlat: tuple[float, float] | None = None
 
 
 @runtime_checkable
@@ -88,6 +92,7 @@ class BlockPlan:
     batch_size: int
     pool_time: bool
     input_res: float
+    lonlat: tuple[float, float] | None = None  # cube centre (degrees), for location encodings
 
 
 def _modality_values(block: np.ndarray, plan: BlockPlan, modality: str) -> np.ndarray:
@@ -202,6 +207,7 @@ def embed_block(block: np.ndarray, encoder: Encoder, plan: BlockPlan, origin: tu
                 patch_size=p,
                 input_res=plan.input_res,
                 present={m: np.array([s >= 0 for s in plan.modality_sources[m]]) for m in data},
+                lonlat=plan.lonlat,
             )
             out = encoder.encode(batch, pool_time=plan.pool_time)
             for k, ij in enumerate(chunk):

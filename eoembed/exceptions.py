@@ -70,8 +70,16 @@ class WeightsNotFoundError(WeightsError, FileNotFoundError):
     """No weights were found locally and none could be downloaded."""
 
 
+class NetworkUnavailableError(WeightsNotFoundError):
+    """Weights must be downloaded but the server cannot be reached (offline, firewall)."""
+
+
 class CorruptWeightsError(WeightsError, ValueError):
     """A weights file exists but cannot be read as the expected checkpoint."""
+
+
+class WeightsHashMismatchError(CorruptWeightsError):
+    """A weights file's SHA-256 differs from the published value for its pinned revision."""
 
 
 class UnsafeWeightsError(WeightsError, ValueError):

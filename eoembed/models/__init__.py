@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from eoembed.models import galileo as _galileo  # noqa: F401  (registers the family)
 from eoembed.models import olmoearth as _olmoearth  # noqa: F401  (registers the family)
+from eoembed.models import prithvi as _prithvi  # noqa: F401
 from eoembed.models import spectral as _spectral  # noqa: F401
+from eoembed.models import vitmae as _vitmae  # noqa: F401
 from eoembed.models.registry import ModelSpec, get_loader, get_model_spec, list_models, register_model
 
 

@@ -1,0 +1,264 @@
+"""What the plain-PyTorch families (Prithvi, ViT-MAE, PhilEO) share.
+
+These families need only ``torch``: no upstream package. Each publishes one
+checkpoint file under its own name (``Prithvi_EO_V2_300M.pt``…), so finding it,
+checking its keys against the architecture, the per-band mean/std normalizer,
+pooling per-timestep outputs and the provenance attrs live here once.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from eoembed.exceptions import CorruptWeightsError, MissingOptionalDependency, ParameterError, WeightsNotFoundError
+from eoembed.models.registry import ModelSpec
+from eoembed.models.weights import WeightsSource, _offline, load_state_dict, resolve_weights, weights_cache_dir
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The published file of one model: its name and, where known, its SHA-256."""
+
+    filename: str
+    sha256: str | None = None  # None: not confirmed (the file could not be downloaded here)
+
+
+def require_torch():
+    """Import torch or say how to install it."""
+    try:
+        import torch
+    except ImportError as err:
+        raise MissingOptionalDependency(
+            "this model needs torch. On a CPU machine: pip install torch==2.13.0 && "
+            "pip install 'eoembed[models]'"
+        ) from err
+    return torch
+
+
+def resolve_device(device: str | None) -> str:
+    """``"auto"``/None → ``"cuda"`` when a GPU is visible, else ``"cpu"``."""
+    torch = require_torch()
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ParameterError(f"device={device!r} but torch sees no CUDA device; use device='cpu'")
+    if not (str(device) == "cpu" or str(device).startswith("cuda") or str(device) == "mps"):
+        raise ParameterError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return str(device)
+
+
+def _how_to_get(spec: ModelSpec, ckpt: Checkpoint) -> str:
+    if spec.hf_repo is None:
+        return (f"No public download is registered for {spec.name}: pass weights='/path/to/{ckpt.filename}' "
+                f"(the encoder state dict) to embed()/load_model(), or put the file in "
+                f"{weights_cache_dir() / spec.name}/.")
+    repo_dir = spec.hf_repo.split("/")[-1]
+    return (
+        f"Download https://huggingface.co/{spec.hf_repo}/resolve/{spec.hf_revision}/{ckpt.filename} into "
+        f"{weights_cache_dir() / repo_dir}/ (or set EOEMBED_WEIGHTS_DIR), or pass "
+        f"weights='/path/to/{ckpt.filename}' to embed()/load_model() or --weights on the command line."
+    )
+
+
+def find_checkpoint(spec: ModelSpec, ckpt: Checkpoint, weights=None) -> WeightsSource:
+    """Locate the published checkpoint file of ``spec``.
+
+    ``weights`` may be the file itself or a folder holding it under its published
+    name; without it the local cache and then Hugging Face (pinned revision) are tried.
+    """
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if path.is_dir():
+            if not (path / ckpt.filename).is_file():
+                raise WeightsNotFoundError(
+                    f"weights={str(path)!r} is a folder without {ckpt.filename}, the file {spec.name} "
+                    "is published as. " + _how_to_get(spec, ckpt)
+                )
+            path = path / ckpt.filename
+        if not path.is_file():
+            raise WeightsNotFoundError(f"weights={str(path)!r} does not exist. " + _how_to_get(spec, ckpt))
+        return resolve_weights(spec, path)
+    folder = spec.hf_repo.split("/")[-1] if spec.hf_repo else spec.name
+    cached = weights_cache_dir() / folder / ckpt.filename
+    if cached.is_file():
+        return WeightsSource(cached, None, "cache", spec.hf_revision or "local")
+    if spec.hf_repo is None or _offline():
+        why = "downloads are disabled (EOEMBED_OFFLINE/HF_HUB_OFFLINE)" if spec.hf_repo else "none is published"
+        raise WeightsNotFoundError(f"No local weights for {spec.name} and {why}. " + _how_to_get(spec, ckpt))
+    try:
+        from huggingface_hub import hf_hub_download
+
+        w = Path(hf_hub_download(repo_id=spec.hf_repo, revision=spec.hf_revision, filename=ckpt.filename))
+    except Exception as err:  # network errors come in many types
+        raise WeightsNotFoundError(
+            f"Could not download {spec.name} weights from Hugging Face ({spec.hf_repo}@"
+            f"{spec.hf_revision}): {type(err).__name__}: {err}. " + _how_to_get(spec, ckpt)
+        ) from err
+    return WeightsSource(w, None, "huggingface", spec.hf_revision)
+
+
+def _short(keys, n: int = 6) -> str:
+    keys = sorted(keys)
+    more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def load_into(module, state: dict, path: Path, spec: ModelSpec, *, optional: tuple[str, ...] = ()) -> None:
+    """``module.load_state_dict(state)`` with a typed error naming what does not fit.
+
+    ``optional`` lists key prefixes the checkpoint may lack (the module keeps its value).
+    """
+    own = module.state_dict()
+    missing = [k for k in own if k not in state and not k.startswith(optional)]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
+              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {_short(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_short(unexpected)}")
+        if shapes:
+            parts.append(f"wrong shapes: {_short(shapes, 3)}")
+        raise CorruptWeightsError(
+            f"{path} does not fit {spec.name} ({'; '.join(parts)}). Check that the file is the "
+            f"published {spec.family} checkpoint for this model size, complete and not truncated."
+        )
+    module.load_state_dict({k: state[k] for k in own if k in state}, strict=False)
+
+
+def read_checkpoint(path: Path) -> dict:
+    """``weights.load_state_dict`` plus unwrapping of ``{"model": state_dict}`` (MAE/DeiT style)."""
+    state = load_state_dict(path)
+    if "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    elif "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    bad = [k for k, v in state.items() if not hasattr(v, "shape")]
+    if bad:
+        raise CorruptWeightsError(f"{path} holds non-tensor entries {_short(bad)}; expected a tensor state dict.")
+    return state
+
+
+# --- the encoder object -------------------------------------------------------------
+_CACHE: OrderedDict = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+
+
+def cached_load(spec: ModelSpec, ckpt: Checkpoint, weights, device, build: Callable):
+    """Build (once per process, per file and device) the encoder for ``spec``.
+
+    ``build(spec, source, device)`` returns the encoder object.
+    """
+    device = resolve_device(device)
+    source = find_checkpoint(spec, ckpt, weights)
+    key = (spec.name, str(source.weights), source.weights.stat().st_mtime_ns, device)
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    enc = build(spec, source, device)
+    with _CACHE_LOCK:
+        _CACHE[key] = enc
+        while len(_CACHE) > 4:
+            _CACHE.popitem(last=False)
+    return enc
+
+
+#: Sentinel-2 central wavelengths (nm), to fill a band the cube lacks from its nearest neighbour.
+S2_WAVELENGTH = {"B01": 443, "B02": 490, "B03": 560, "B04": 665, "B05": 705, "B06": 740, "B07": 783,
+                 "B08": 842, "B8A": 865, "B09": 945, "B11": 1610, "B12": 2190}
+
+
+def fill_nearest_band(data: np.ndarray, bands: tuple[str, ...]) -> np.ndarray:
+    """Copy a missing band value (NaN while other bands hold data) from the nearest band in
+    wavelength that has one, e.g. B8A from B08 when the cube has no B8A."""
+    data = np.array(data, dtype="float32", copy=True)
+    finite = np.isfinite(data)
+    if finite.all() or not finite.any():
+        return data
+    for i, b in enumerate(bands):
+        hole = ~finite[..., i] & finite.any(axis=-1)
+        if not hole.any():
+            continue
+        for j in sorted((j for j in range(len(bands)) if j != i),
+                        key=lambda j: abs(S2_WAVELENGTH[bands[j]] - S2_WAVELENGTH[b])):
+            take = hole & finite[..., j]
+            data[..., i] = np.where(take, data[..., j], data[..., i])
+            hole &= ~take
+            if not hole.any():
+                break
+    return data
+
+
+class TorchEncoder:
+    """Shared parts of :class:`eoembed.encode.Encoder` for the plain-PyTorch families.
+
+    Subclasses set ``mean``/``std`` (per band, model units) and implement ``encode``.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    #: Fill a band the cube lacks from the nearest model band in wavelength (only where the
+    #: model reads close neighbours, e.g. PhilEO's B08/B8A); otherwise it becomes the band mean.
+    fill_from_nearest_band: bool = False
+
+    def __init__(self, spec: ModelSpec, module, device: str, source: WeightsSource, extra: dict | None = None):
+        self.spec = spec
+        self.module = module
+        self.device = device
+        self.source = source
+        self.extra = dict(extra or {})
+        self._sha = None
+
+    def normalize(self, modality: str, data: np.ndarray) -> np.ndarray:
+        """``(x - mean) / std`` per band; what is still missing becomes 0 (the band mean;
+        pixels without any data are masked anyway)."""
+        data = np.asarray(data, dtype="float32")
+        if self.fill_from_nearest_band:
+            data = fill_nearest_band(data, self.spec.modalities[modality])
+        out = (data - self.mean.astype("float32")) / self.std.astype("float32")
+        return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype("float32")
+
+    def output_dim(self, plan_bands, ntime, pool_time) -> int:
+        return int(self.spec.embedding_dim)
+
+    def provenance(self) -> dict:
+        if self._sha is None:
+            self._sha = self.source.sha256()
+        return {
+            "eoembed:model": self.spec.name,
+            "eoembed:model_family": self.spec.family,
+            "eoembed:model_version": self.spec.version,
+            "eoembed:weights_repo": self.spec.hf_repo or "none published",
+            "eoembed:weights_revision": self.source.revision,
+            "eoembed:weights_origin": self.source.origin,
+            "eoembed:weights_file": os.path.basename(str(self.source.weights)),
+            "eoembed:weights_sha256": self._sha,
+            "eoembed:license": self.spec.license,
+            "eoembed:device": self.device,
+            **self.extra,
+        }
+
+
+def pool_tokens(tok, seen, pool_time: bool):
+    """``(B, h, w, T, D)`` tokens and ``(B, h, w, T)`` visibility → embeddings.
+
+    Pooled: mean over the visible timesteps (``(B, h, w, D)``); else per timestep.
+    NaN where nothing was visible.
+    """
+    torch = require_torch()
+    seen = seen.to(tok.dtype)
+    if pool_time:
+        cnt = seen.sum(dim=3)
+        emb = (tok * seen[..., None]).sum(dim=3) / cnt.clamp(min=1)[..., None]
+        return torch.where(cnt[..., None] > 0, emb, torch.full_like(emb, float("nan")))
+    return torch.where(seen[..., None] > 0, tok, torch.full_like(tok, float("nan")))
