@@ -13,8 +13,9 @@ labelled patches and the same spatial-block folds (``eoembed.classify``:
 * ``galileo-nano`` — time-pooled vector and the per-timestep vectors stacked;
 * ``presto`` — per-pixel encoder, mean over the patch's pixels.
 
-Fixed choices, made before looking at scores: 4-px (40 m) patches, 160 m blocks (a
-640 m footprint gives a handful of blocks per fold), 5 folds, classes with fewer
+Fixed choices, made before looking at scores: 4-px (40 m) patches, the whole 64 × 64 px
+footprint encoded as one window (``tile_size=64, halo=0``: no tiles, so no seams), 160 m
+blocks (a 640 m footprint gives a handful of blocks per fold), 5 folds, classes with fewer
 labelled patches than folds dropped (they cannot be cross-validated). Models that are
 not registered (their branch has not landed) or whose weights are missing are listed
 as skipped, not silently left out.
@@ -40,6 +41,7 @@ DATA = ROOT.parent / "shared" / "data" / "worldcereal-training"
 WEIGHTS = ROOT.parent / "shared" / "weights"
 PATCH = 4
 BLOCK_M = 160.0
+WINDOW = 64  # px: the whole 640 m footprint is one window (no tiling, no seams, no halo cost)
 
 
 def stacked_features(pooled: xr.DataArray, per_time: xr.DataArray) -> xr.DataArray:
@@ -51,7 +53,8 @@ def stacked_features(pooled: xr.DataArray, per_time: xr.DataArray) -> xr.DataArr
                            pt.values.reshape(-1, pt.sizes["y"], pt.sizes["x"])], axis=0)
     out = xr.DataArray(data, dims=("embedding", "y", "x"),
                        coords={"embedding": np.arange(data.shape[0]), "y": pooled["y"], "x": pooled["x"]},
-                       attrs=dict(pooled.attrs))
+                       attrs={**pooled.attrs, "eoembed:embedding_dim": int(data.shape[0]),
+                              "eoembed:features": "time-pooled + per-timestep stacked"})
     return write_georef(out, pooled)
 
 
@@ -70,7 +73,7 @@ def embed_model(cube, name: str, weights_dir: Path):
     """Feature cube for ``name`` and the seconds embedding took."""
     import eoembed
 
-    kw = dict(patch_size=PATCH, progress=False)
+    kw = dict(patch_size=PATCH, tile_size=WINDOW, halo=0, progress=False)
     if name != "spectral":
         kw["weights"] = str(weights_dir / name)
     t0 = time.perf_counter()
