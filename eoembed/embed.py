@@ -18,7 +18,7 @@ import xarray as xr
 
 import eoembed
 from eoembed import bands as _bands
-from eoembed.encode import BlockPlan, embed_block
+from eoembed.encode import BlockPlan, auto_batch_size, embed_block
 from eoembed.exceptions import (
     DimensionError,
     EmptyDataError,
@@ -28,14 +28,10 @@ from eoembed.exceptions import (
     ParameterError,
     TooManyTimestepsError,
 )
-from eoembed.grid import GridSpec, grid_from_cube
+from eoembed.grid import GridSpec, default_tiling, grid_from_cube, seam_stats
 from eoembed.models import get_model_spec, load_model
 from eoembed.models.registry import ModelSpec
 
-#: Context defaults, in pixels at 10 m: 64-px tiles with a 16-px halo (32-px core),
-#: the crop/overlap the OlmoEarth reference pipelines use. See benchmarks/bench_seams.py.
-DEFAULT_TILE_PX = 64
-DEFAULT_HALO_PX = 16
 #: Largest spatial dask chunk of the work graph, in pixels.
 WORK_CHUNK_PX_MAX = 1024
 
@@ -140,40 +136,38 @@ def check_crs(cube: xr.DataArray, spec: ModelSpec) -> tuple[xr.DataArray, float]
     return cube, rx
 
 
-def _grid(cube: xr.DataArray, spec: ModelSpec, patch_size, tile_size, halo) -> GridSpec:
-    """The patch grid and tiling for ``cube``, with the model's defaults filled in."""
+def _grid(cube: xr.DataArray, spec: ModelSpec, patch_size, tile_size, halo, blend=None) -> GridSpec:
+    """The patch grid and tiling for ``cube``, with the model family's defaults filled in."""
     p = spec.default_patch_size if patch_size is None else int(patch_size)
     if p not in spec.patch_sizes:
         raise ParameterError(
             f"patch_size={patch_size} is not supported by {spec.name}; choose one of "
             f"{list(spec.patch_sizes)} (default {spec.default_patch_size})."
         )
-    if halo is None:
-        halo = max(1, DEFAULT_HALO_PX // p) * p
-    if tile_size is None:
-        tile_size = max(1, (DEFAULT_TILE_PX - 2 * DEFAULT_HALO_PX) // p) * p + 2 * int(halo)
-    return grid_from_cube(cube, patch_size=p, tile_size=int(tile_size), halo=int(halo))
+    tile_size, halo, blend = default_tiling(spec.family, p, tile_size=tile_size, halo=halo, blend=blend)
+    return grid_from_cube(cube, patch_size=p, tile_size=tile_size, halo=halo, blend=blend)
 
 
 # --- cost -----------------------------------------------------------------------------
 def embed_cost(cube, model: str | ModelSpec = "tiny", *, patch_size: int | None = None,
-               tile_size: int | None = None, halo: int | None = None, bands=None,
-               modalities="auto") -> dict:
+               tile_size: int | None = None, halo: int | None = None, blend: bool | None = None,
+               bands=None, modalities="auto") -> dict:
     """What :func:`embed` will cost, before running it.
 
     Returns
     -------
     dict
         ``tiles``, ``tokens`` (encoder tokens over all tiles, halo included),
-        ``tokens_per_tile``, ``patches`` (output vectors), ``halo_overhead`` (tokens per
-        output token), ``gmacs`` (estimated multiply-accumulates ×10⁹: QKV/out
+        ``tokens_per_tile``, ``patches`` (output vectors), ``halo_overhead`` (encoder
+        tokens per output token: 1.0 for non-overlapping windows), ``tile_size``,
+        ``halo``, ``blend``, ``gmacs`` (estimated multiply-accumulates ×10⁹: QKV/out
         projections, MLP and attention per layer), ``area_km2``, ``timesteps``,
         ``tokens_per_patch_timestep``.
     """
     spec = get_model_spec(model)
     cube = as_cube(cube)
     cube, res = check_crs(cube, spec)
-    grid = _grid(cube, spec, patch_size, tile_size, halo)
+    grid = _grid(cube, spec, patch_size, tile_size, halo, blend)
     p, tile = grid.patch_size, grid.tile_size
     plan = _bands.resolve_bands(cube, spec, bands=bands, modalities=modalities, extra_bands="ignore")
     t = cube.sizes["time"]
@@ -182,7 +176,6 @@ def embed_cost(cube, model: str | ModelSpec = "tiny", *, patch_size: int | None 
     tokens = per_tile * grid.n_tiles
     d, depth, r = spec.embedding_dim or 0, spec.depth, spec.mlp_ratio
     macs_tile = depth * (4 * per_tile * d * d + 2 * r * per_tile * d * d + 2 * per_tile * per_tile * d)
-    core_tokens = (grid.core // p) ** 2 * t * groups
     return {
         "model": spec.name,
         "tiles": grid.n_tiles,
@@ -191,7 +184,10 @@ def embed_cost(cube, model: str | ModelSpec = "tiny", *, patch_size: int | None 
         "tokens_per_patch_timestep": groups,
         "patches": grid.patches_y * grid.patches_x,
         "timesteps": t,
-        "halo_overhead": per_tile / core_tokens,
+        "halo_overhead": grid.overhead,
+        "tile_size": tile,
+        "halo": grid.halo,
+        "blend": grid.blend,
         "gmacs": macs_tile * grid.n_tiles / 1e9,
         "area_km2": grid.height * grid.width * res * res / 1e6,
     }
@@ -224,7 +220,8 @@ def embed(
     patch_size: int | None = None,
     tile_size: int | None = None,
     halo: int | None = None,
-    batch_size: int = 16,
+    blend: bool | None = None,
+    batch_size: int | None = None,
     pool_time: bool = True,
     bands: dict[str, str] | None = None,
     modalities="auto",
@@ -255,10 +252,16 @@ def embed(
         Pixels per patch side (default 4: one 40 m vector per 4×4 pixels at 10 m).
     tile_size, halo:
         Encoder context in pixels: a tile is a core plus ``halo`` on each side; only
-        core patches are kept (default 64 and 16). Multiples of ``patch_size``.
+        core patches are kept. Multiples of ``patch_size``. Defaults per model family
+        (:data:`eoembed.grid.DEFAULT_TILING`, chosen by benchmark; see the README, "Tiling").
+    blend:
+        True: each patch is the weighted mean of every window containing it, weights
+        ramping down over the overlap (a cross-fade: borders fade instead of jumping,
+        same cost as the halo). False: core patches only. Default per model family.
     batch_size:
-        Tiles per encoder call. Tiles are grouped by missing-data pattern so a batch
-        never changes a tile's result.
+        Tiles per encoder call; default by device (4 on CPU, from free memory on a GPU;
+        an out-of-memory batch is halved and retried). Tiles are grouped by
+        missing-data pattern so a batch never changes a tile's result.
     pool_time:
         True: one vector per patch (mean over timesteps and band groups); False: one
         per patch and timestep, with a ``time`` dim.
@@ -303,12 +306,11 @@ def embed(
             "Composite them first (e.g. eoembed.data.sentinel2(..., composite='monthly') or "
             "cube.resample(time='1MS').median()), or select a subset with cube.isel(time=...)."
         )
-    if batch_size < 1:
-        raise ParameterError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_size is not None and batch_size < 1:
+        raise ParameterError(f"batch_size must be >= 1 (or None for the device default), got {batch_size}")
     if not 0 < min_valid <= 1:
         raise ParameterError(f"min_valid must be in (0, 1], got {min_valid}")
-    grid = _grid(cube, spec, patch_size, tile_size, halo)
-    p, tile, h = grid.patch_size, grid.tile_size, grid.halo
+    grid = _grid(cube, spec, patch_size, tile_size, halo, blend)
     plan = _bands.resolve_bands(
         cube, spec, bands=bands, modalities=modalities, extra_bands=extra_bands, max_missing=max_missing_bands
     )
@@ -349,13 +351,9 @@ def embed(
         s2_offsets=tuple(float(o) for o in offsets),
         s1_linear=s1_linear,
         timestamps=tuple(tuple(int(v) for v in r) for r in _bands.timestamps(cube)),
-        patch_size=p,
-        tile_size=tile,
-        halo=h,
-        height=grid.height,
-        width=grid.width,
+        grid=grid,
         min_valid=float(min_valid),
-        batch_size=int(batch_size),
+        batch_size=int(batch_size) if batch_size else auto_batch_size(encoder, grid, ntime),
         pool_time=bool(pool_time),
         input_res=float(res),
         lonlat=_center_lonlat(cube),
@@ -364,8 +362,9 @@ def embed(
     ny, nx = grid.patches_y, grid.patches_x
     if sub.chunks is None:
         arr = np.asarray(sub.values, dtype="float32")
-        padded = np.full((ntime, len(used), py + 2 * h, px + 2 * h), np.nan, dtype="float32")
-        padded[:, :, h : h + grid.height, h : h + grid.width] = arr
+        d = grid.depth
+        padded = np.full((ntime, len(used), py + 2 * d, px + 2 * d), np.nan, dtype="float32")
+        padded[:, :, d : d + grid.height, d : d + grid.width] = arr
         from tqdm.auto import tqdm
 
         with tqdm(total=grid.n_tiles, desc=f"embed {spec.name}", unit="tile", disable=not progress) as bar:
@@ -386,20 +385,30 @@ def _center_lonlat(cube: xr.DataArray) -> tuple[float, float]:
     return float(lon), float(lat)
 
 
+def _work_chunks(total: int, step: int, depth: int) -> tuple[int, ...]:
+    """Chunks of ``step`` pixels; a last chunk thinner than the context depth joins the one
+    before (dask's overlap would otherwise rechunk on its own and move the block origins)."""
+    chunks = [step] * (total // step) + ([total % step] if total % step else [])
+    while len(chunks) > 1 and chunks[-1] < depth:
+        chunks[-2:] = [chunks[-2] + chunks[-1]]
+    return tuple(chunks)
+
+
 def _lazy(sub: xr.DataArray, encoder, plan: BlockPlan, grid: GridSpec, weights, device):
-    """The dask graph: rechunk to whole tile cores, add halos, embed block by block."""
+    """The dask graph: rechunk to whole tile cores, add context, embed block by block."""
     import dask.array as da
 
-    h, core, p = plan.halo, grid.core, plan.patch_size
+    h, core, p = grid.depth, grid.core, grid.patch_size
     py, px = grid.padded_shape
     # work chunks: the input's chunking rounded to whole tile cores (it sets parallelism only;
     # results do not depend on it), capped so one block stays a few hundred MB at most
     first = max(sub.chunks[2][0], sub.chunks[3][0])
     step = min(max(1, round(first / core)), max(1, WORK_CHUNK_PX_MAX // core)) * core
+    step = max(step, -(-h // core) * core)  # every chunk at least as deep as the context
     arr = sub.data.astype("float32")
     arr = da.pad(arr, ((0, 0), (0, 0), (0, py - grid.height), (0, px - grid.width)), constant_values=np.nan)
-    arr = arr.rechunk({0: -1, 1: -1, 2: step, 3: step})
-    cy, cx = arr.chunks[2], arr.chunks[3]
+    cy, cx = _work_chunks(py, step, h), _work_chunks(px, step, h)
+    arr = arr.rechunk({0: -1, 1: -1, 2: cy, 3: cx})
     arr = da.overlap.overlap(arr, depth={0: 0, 1: 0, 2: h, 3: h}, boundary={0: "none", 1: "none", 2: np.nan, 3: np.nan})
     ref = _EncoderRef(encoder.spec.name, None if weights is None else str(weights), getattr(encoder, "device", device))
     dim = encoder.output_dim(plan.modality_sources, sub.sizes["time"], plan.pool_time)
@@ -413,6 +422,14 @@ def _lazy(sub: xr.DataArray, encoder, plan: BlockPlan, grid: GridSpec, weights, 
     else:
         out = da.map_blocks(_block_fn, arr, chunks=((sub.sizes["time"],), (dim,), out_y, out_x), **kw)
     return out[..., : grid.patches_y, : grid.patches_x]
+
+
+def seam_attrs(values, core_patches: int) -> dict:
+    """``eoembed:seam_ratio`` (worst phase / rest) and ``eoembed:seam_cross_over_in`` for the attrs."""
+    stats = seam_stats(values, core_patches)
+    if stats is None:
+        return {}
+    return {"eoembed:seam_ratio": round(stats["ratio"], 4), "eoembed:seam_cross_over_in": round(stats["cross_over_in"], 4)}
 
 
 def _wrap(data, cube, grid: GridSpec, spec, encoder, plan, bplan: BlockPlan, scale_how, harm_how, pool_time):
@@ -431,6 +448,7 @@ def _wrap(data, cube, grid: GridSpec, spec, encoder, plan, bplan: BlockPlan, sca
         "eoembed:patch_size_m": float(grid.patch_size * abs(grid.transform.a)),
         "eoembed:tile_size": int(grid.tile_size),
         "eoembed:halo": int(grid.halo),
+        "eoembed:blend": int(grid.blend),
         "eoembed:input_res": float(bplan.input_res),
         "eoembed:bands": plan.used_bands,
         "eoembed:bands_filled": missing,
@@ -445,6 +463,8 @@ def _wrap(data, cube, grid: GridSpec, spec, encoder, plan, bplan: BlockPlan, sca
         t = cube["time"].values
         attrs["eoembed:time_range"] = [str(np.datetime_as_string(t.min(), unit="D")),
                                        str(np.datetime_as_string(t.max(), unit="D"))]
+    if isinstance(data, np.ndarray):  # lazy cubes get it when written (eoembed.io.to_zarr)
+        attrs.update(seam_attrs(data, grid.core // grid.patch_size))
     out = xr.DataArray(data, coords=coords, dims=dims, name="embeddings", attrs=attrs)
     out = out.rio.write_crs(cube.rio.crs).rio.write_transform(grid.out_transform)
     out.encoding.pop("_FillValue", None)

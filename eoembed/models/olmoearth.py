@@ -19,9 +19,7 @@ OlmoEarth Artifact License.
 from __future__ import annotations
 
 import json
-import threading
 import warnings
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -125,9 +123,6 @@ def _make_spec(version: str, size: str) -> ModelSpec:
 
 
 # --- loading ------------------------------------------------------------------------
-_CACHE: OrderedDict = OrderedDict()
-_CACHE_LOCK = threading.Lock()
-_CACHE_SIZE = 4
 
 
 def _require_torch():
@@ -209,21 +204,11 @@ def _build_module(spec: ModelSpec, source: WeightsSource):
 
 
 def load_olmoearth(spec: ModelSpec, weights=None, device: str | None = None) -> "OlmoEarthEncoder":
-    """Load (or reuse from an in-process cache) the encoder for ``spec``."""
+    """Build the encoder for ``spec`` (cached per process by :func:`eoembed.models.load_model`)."""
     device = resolve_device(device)
     source = resolve_weights(spec, weights)
-    key = (spec.name, str(source.weights), source.weights.stat().st_mtime_ns, device)
-    with _CACHE_LOCK:
-        if key in _CACHE:
-            _CACHE.move_to_end(key)
-            return _CACHE[key]
     module, torch = _build_module(spec, source)
-    enc = OlmoEarthEncoder(spec, module.to(device), device, source)
-    with _CACHE_LOCK:
-        _CACHE[key] = enc
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    return enc
+    return OlmoEarthEncoder(spec, module.to(device), device, source)
 
 
 class OlmoEarthEncoder:
