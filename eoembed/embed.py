@@ -180,13 +180,13 @@ def embed_cost(cube, model: str | ModelSpec = "tiny", *, patch_size: int | None 
     macs_tile = depth * (4 * per_tile * d * d + 2 * r * per_tile * d * d + 2 * per_tile * span * d)
     if spec.macs_per_pixel:  # convolutional encoder: cost scales with pixels, not tokens
         macs_tile = spec.macs_per_pixel * tile * tile * t
-    core_tokens = (grid.core // p) ** 2 * t * groups
-    if spec.pixel_series:  # one sample per core pixel: T x groups tokens + a location token, no halo
+    gmacs = macs_tile * grid.n_tiles / 1e9
+    if spec.pixel_series:  # one sample per pixel of the cube: T x groups tokens + a location token
         per_sample = t * groups + 1
-        per_tile = core_tokens = per_sample * grid.core ** 2
-        tokens = per_tile * grid.n_tiles
-        macs_tile = grid.core ** 2 * depth * (4 * per_sample * d * d + 2 * r * per_sample * d * d
-                                              + 2 * per_sample * per_sample * d)
+        per_tile = per_sample * grid.core ** 2
+        tokens = per_sample * grid.height * grid.width  # out-of-cube padding is never encoded
+        gmacs = grid.height * grid.width * depth * (4 * per_sample * d * d + 2 * r * per_sample * d * d
+                                                    + 2 * per_sample * per_sample * d) / 1e9
     return {
         "model": spec.name,
         "tiles": grid.n_tiles,
@@ -199,7 +199,7 @@ def embed_cost(cube, model: str | ModelSpec = "tiny", *, patch_size: int | None 
         "tile_size": tile,
         "halo": grid.halo,
         "blend": grid.blend,
-        "gmacs": macs_tile * grid.n_tiles / 1e9,
+        "gmacs": gmacs,
         "area_km2": grid.height * grid.width * res * res / 1e6,
     }
 
