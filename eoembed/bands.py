@@ -8,7 +8,6 @@ must be removed, and which pixels hold data.
 
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass, field
 
@@ -20,48 +19,9 @@ from eoembed import sensors
 from eoembed.exceptions import BandMismatchError, MissingTimeError, ScaleError, user_stacklevel
 from eoembed.models.registry import ModelSpec
 
-# Sensor tables live in eoembed.sensors (one owner); names kept here for callers.
-S2, S1, LANDSAT = sensors.S2, sensors.S1, sensors.LANDSAT
-HARMONIZATION_DATE = sensors.HARMONIZATION_DATE
-HARMONIZATION_OFFSET = sensors.HARMONIZATION_OFFSET
-
-_S2_NAMES = sensors.S2_ALL_BANDS
-#: STAC common name (and aliases) -> Sentinel-2 band.
-_S2_COMMON = {**{c: b for b, c in sensors.S2_COMMON_NAMES.items()}, **sensors.COMMON_NAME_ALIASES}
-_S2_RE = re.compile(r"^(?:s2[-_]?(?:l2a)?[-_]?)?b0?(\d{1,2}a?)$", re.IGNORECASE)
-_S1_RE = re.compile(r"^(?:s1[-_]?(?:sigma0|rtc|grd)?[-_]?|sigma0[-_]?)?(vv|vh|hh|hv)$", re.IGNORECASE)
-_LANDSAT_RE = re.compile(r"^(?:landsat|lc0?[89]|l[89])[:_-]?b(\d{1,2})$", re.IGNORECASE)
-
-
-def canonical_band(label: object) -> tuple[str, str] | None:
-    """Map one band label to ``(modality, canonical band name)``, or None if unknown.
-
-    Recognises Sentinel-2 names (``B02``, ``B2``, ``b8a``, ``S2-L2A-B02``), STAC common
-    names (``blue``, ``nir08``, …), Sentinel-1 polarisations (``vv``, ``VH``,
-    ``S1-SIGMA0-VV``) and Landsat bands written with a prefix (``landsat:B4``).
-
-    Examples
-    --------
-    >>> canonical_band("S2-L2A-B8A"), canonical_band("swir16"), canonical_band("VH")
-    (('sentinel2_l2a', 'B8A'), ('sentinel2_l2a', 'B11'), ('sentinel1', 'vh'))
-    """
-    text = str(label).strip()
-    low = text.lower()
-    if low in _S2_COMMON:
-        return S2, _S2_COMMON[low]
-    m = _LANDSAT_RE.match(text)
-    if m:
-        return LANDSAT, f"B{int(m.group(1))}"
-    m = _S2_RE.match(text)
-    if m:
-        num = m.group(1).upper()
-        name = "B8A" if num == "8A" else f"B{int(num):02d}" if num.isdigit() else None
-        if name in _S2_NAMES:
-            return S2, name
-    m = _S1_RE.match(text)
-    if m:
-        return S1, m.group(1).lower()
-    return None
+# Sensor knowledge (band tables, label recognition, the S2 offset rule) is owned by
+# eoembed.sensors; canonical_band is imported here for callers of eoembed.bands.
+from eoembed.sensors import LANDSAT, S1, S2, canonical_band  # noqa: F401
 
 
 @dataclass
@@ -377,7 +337,7 @@ def harmonization_decisions(
     times = np.atleast_1d(cube["time"].values) if dated else [None] * ntime
     if not columns and not dated:
         if harmonize is True:
-            return np.full(ntime, HARMONIZATION_OFFSET), ["forced"] * ntime
+            return np.full(ntime, sensors.HARMONIZATION_OFFSET), ["forced"] * ntime
         warnings.warn(
             "No acquisition dates or s2:processing_baseline: Sentinel-2 harmonization "
             "(-1000 DN for baseline >= 04.00) was NOT applied. Pass harmonize=True if the "
