@@ -232,3 +232,35 @@ def test_data_and_sensors_import_no_later_stage():
             for m in mods:
                 assert any(m == a or m.startswith(a + ".") for a in allowed[layer]), (
                     f"{f.relative_to(root)} imports {m}, a later stage")
+
+
+# ---- one place for band decisions (issue 8, B5) -----------------------------------------
+def test_prepare_holds_every_band_decision():
+    import dataclasses
+
+    cube = synthetic_cube(height=16, width=16, times=2, start="2023-05-01", seed=6)
+    cube = cube.reindex(band=list(cube.band.values) + ["junk"]).drop_sel(band="B09")
+    prep = B.prepare(cube, eoembed.get_model_spec("spectral"), extra_bands="ignore")
+    assert dataclasses.is_dataclass(prep) and dataclasses.fields(prep)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        prep.scale_factor = 2.0
+    s2 = prep.sources["sentinel2_l2a"]
+    names = [str(cube.band.values[prep.band_index[i]]) if i >= 0 else None for i in s2]
+    assert names == [b if b != "B09" else None for b in sensors.S2_BANDS]
+    assert prep.scale_factor == 1.0 and "DN" in prep.scale_how
+    assert prep.offsets == (1000.0, 1000.0) and len(prep.harmonization) == 2
+    assert prep.timestamps == ((1, 4, 2023), (1, 5, 2023))
+    assert prep.select(cube).sizes["band"] == len(prep.band_index) and "junk" in prep.plan.ignored
+
+
+def test_embed_makes_no_band_decisions_inline():
+    """embed.py delegates bands, scale, harmonization, nodata, S1 units and dates to bands.prepare."""
+    import ast
+    from pathlib import Path
+
+    src = (Path(eoembed.__file__).parent / "embed.py").read_text()
+    fn = next(n for n in ast.walk(ast.parse(src)) if isinstance(n, ast.FunctionDef) and n.name == "embed")
+    called = {n.func.attr for n in ast.walk(fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
+    assert "prepare" in called
+    assert not called & {"resolve_bands", "detect_scale", "harmonization_offsets", "harmonization_decisions",
+                         "nodata_value", "sample_values", "timestamps"}
