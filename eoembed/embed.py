@@ -361,7 +361,7 @@ def embed(
         batch_size=int(batch_size),
         pool_time=bool(pool_time),
         input_res=float(res),
-        lonlat=_center_lonlat(cube.rio.crs, grid),
+        lonlat=_center_lonlat(cube),
     )
     py, px = grid.padded_shape
     ny, nx = grid.patches_y, grid.patches_x
@@ -379,12 +379,13 @@ def embed(
     return _wrap(data, cube, grid, spec, encoder, plan, bplan, scale_how, harm_how, pool_time)
 
 
-def _center_lonlat(crs, grid: GridSpec) -> tuple[float, float]:
+def _center_lonlat(cube: xr.DataArray) -> tuple[float, float]:
     """``(lon, lat)`` of the cube's centre in degrees (for models with location encodings)."""
     from pyproj import Transformer
 
-    x, y = grid.transform @ (grid.width / 2, grid.height / 2)
-    lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(x, y)
+    left, bottom, right, top = cube.rio.bounds(recalc=True)
+    tr = Transformer.from_crs(cube.rio.crs, "EPSG:4326", always_xy=True)
+    lon, lat = tr.transform((left + right) / 2, (bottom + top) / 2)
     return float(lon), float(lat)
 
 
