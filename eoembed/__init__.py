@@ -26,11 +26,13 @@ __all__ = [
     "load_model",
 ]
 
-_SUBMODULES = {"data", "index", "classify", "reduce", "evaluate", "io", "testing", "bands", "grid", "models", "cli"}
+_SUBMODULES = {"data", "index", "classify", "reduce", "evaluate", "io", "testing", "bands", "grid", "models", "cli",
+               "explore", "viz"}
 
 
 _LAZY = {"build_index": "index", "EmbeddingIndex": "index", "fewshot": "classify", "pca_rgb": "reduce",
-         "open_cube": "data", "open_embeddings": "io", "save_embeddings": "io"}
+         "open_cube": "data", "open_embeddings": "io", "save_embeddings": "io",
+         "Explorer": "explore"}
 
 
 def __getattr__(name: str):

@@ -16,29 +16,21 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from eoembed.exceptions import BandMismatchError, ScaleError
+from eoembed import sensors
+from eoembed.exceptions import BandMismatchError, MissingTimeError, ScaleError, user_stacklevel
 from eoembed.models.registry import ModelSpec
 
-S2 = "sentinel2_l2a"
-S1 = "sentinel1"
-LANDSAT = "landsat"
+# Sensor tables live in eoembed.sensors (one owner); names kept here for callers.
+S2, S1, LANDSAT = sensors.S2, sensors.S1, sensors.LANDSAT
+HARMONIZATION_DATE = sensors.HARMONIZATION_DATE
+HARMONIZATION_OFFSET = sensors.HARMONIZATION_OFFSET
 
-# Sentinel-2 bands (all 13 names, so that B10 is recognised and ignored by L2A models).
-_S2_NAMES = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
-# STAC electro-optical common names (https://github.com/stac-extensions/eo#common-band-names).
-_S2_COMMON = {
-    "coastal": "B01", "blue": "B02", "green": "B03", "red": "B04",
-    "rededge1": "B05", "rededge2": "B06", "rededge3": "B07", "rededge": "B05",
-    "nir": "B08", "nir08": "B8A", "nir09": "B09", "cirrus": "B10",
-    "swir16": "B11", "swir22": "B12",
-}
+_S2_NAMES = sensors.S2_ALL_BANDS
+#: STAC common name (and aliases) -> Sentinel-2 band.
+_S2_COMMON = {**{c: b for b, c in sensors.S2_COMMON_NAMES.items()}, **sensors.COMMON_NAME_ALIASES}
 _S2_RE = re.compile(r"^(?:s2[-_]?(?:l2a)?[-_]?)?b0?(\d{1,2}a?)$", re.IGNORECASE)
 _S1_RE = re.compile(r"^(?:s1[-_]?(?:sigma0|rtc|grd)?[-_]?|sigma0[-_]?)?(vv|vh|hh|hv)$", re.IGNORECASE)
 _LANDSAT_RE = re.compile(r"^(?:landsat|lc0?[89]|l[89])[:_-]?b(\d{1,2})$", re.IGNORECASE)
-
-#: Sentinel-2 acquisitions from this date carry the +1000 offset of baseline 04.00.
-HARMONIZATION_DATE = np.datetime64("2022-01-25")
-HARMONIZATION_OFFSET = 1000.0
 
 
 def canonical_band(label: object) -> tuple[str, str] | None:
@@ -236,6 +228,16 @@ def resolve_bands(
 
 
 # --- scale -------------------------------------------------------------------------
+#: Physically possible Sentinel-2 values in DN (reflectance × 10 000), before or after
+#: harmonization. Processing (atmospheric correction, the baseline-04 offset removed)
+#: leaves small negatives: down to -1000 DN, so anything below -2000 DN is not
+#: reflectance. Real surfaces stay below ~2.0 reflectance (20 000 DN; bright clouds,
+#: snow, +1000 offset) and uint16 storage tops out at 65 535, so above 100 000 DN the
+#: values are not reflectance in any convention.
+DN_MIN = -2000.0
+DN_MAX = 100_000.0
+
+
 def _robust_max(values: np.ndarray) -> float:
     finite = values[np.isfinite(values)]
     return float(np.percentile(finite, 99)) if finite.size else float("nan")
@@ -250,6 +252,33 @@ def sample_values(arr, max_values: int = 200_000) -> np.ndarray:
     return np.asarray(sub.compute() if hasattr(sub, "compute") else sub, dtype="float64")
 
 
+def _check_physical(sample: np.ndarray, factor: float, how: str, dtype) -> None:
+    """Refuse values that are no Sentinel-2 reflectance under the chosen scale."""
+    finite = sample[np.isfinite(sample)]
+    if not finite.size:
+        return
+    p01, p1, p50, p99 = np.percentile(finite, [0.1, 1, 50, 99])
+    seen = (f"percentiles of the Sentinel-2 values: 0.1% {p01:.4g}, 1% {p1:.4g}, median {p50:.4g}, "
+            f"99% {p99:.4g} ({dtype}; {how})")
+    expect = ("Expected L2A reflectance: DN 0–~20 000 (scale=10000, +1000 from baseline 04.00) or "
+              "0–~2 (scale=1), with at most small negatives (≥ -0.1 reflectance).")
+    if p50 * factor < 0:
+        raise ScaleError(
+            f"most values are negative, which no reflectance is: {seen}. {expect} An offset was "
+            "probably removed twice or from the wrong data (check harmonization / add_offset)."
+        )
+    if p01 * factor < DN_MIN:
+        wrapped = " Signed integers this negative usually mean uint16 DN read as int16 (wrapped): " \
+                  "load as uint16 or `cube.astype('uint16')`." if np.issubdtype(dtype, np.signedinteger) else ""
+        raise ScaleError(f"values far below zero: {seen}. {expect}{wrapped}")
+    if p99 * factor > DN_MAX:
+        raise ScaleError(
+            f"values far beyond any Sentinel-2 range: {seen}. {expect} Check the units (a "
+            "scale_factor applied twice, radiance instead of reflectance?) and pass scale= if "
+            "the values are reflectance × some factor."
+        )
+
+
 def detect_scale(cube: xr.DataArray, s2_index: list[int], scale: float | str = "auto") -> tuple[float, str]:
     """Factor that turns the cube's Sentinel-2 values into DN (reflectance × 10 000).
 
@@ -260,8 +289,19 @@ def detect_scale(cube: xr.DataArray, s2_index: list[int], scale: float | str = "
     Raises
     ------
     ScaleError
-        When the values fit neither convention, or integers look like 0–1 reflectance.
+        When the values fit neither convention, integers look like 0–1 reflectance, or
+        the values are physically impossible under the scale (mostly negative, below
+        -0.2 reflectance — e.g. int16 that wrapped —, or above 10 reflectance); the
+        message gives the percentiles seen and what is expected.
     """
+    idx = [i for i in s2_index if i >= 0]
+    sample = sample_values(cube.isel(band=idx).data) if idx else np.zeros(0)
+    factor, how = _scale_factor(cube, sample, scale)
+    _check_physical(sample, factor, how, cube.dtype)
+    return factor, how
+
+
+def _scale_factor(cube: xr.DataArray, sample: np.ndarray, scale: float | str) -> tuple[float, str]:
     if scale != "auto":
         try:
             s = float(scale)
@@ -276,8 +316,6 @@ def detect_scale(cube: xr.DataArray, s2_index: list[int], scale: float | str = "
     hint = cube.attrs.get("eoembed:scale")
     if hint is not None:
         return 10000.0 / float(hint), f"from attrs['eoembed:scale']={hint}"
-    idx = [i for i in s2_index if i >= 0]
-    sample = sample_values(cube.isel(band=idx).data)
     top = _robust_max(sample)
     integer = np.issubdtype(cube.dtype, np.integer)
     if not np.isfinite(top):
@@ -303,73 +341,116 @@ def detect_scale(cube: xr.DataArray, s2_index: list[int], scale: float | str = "
 
 
 # --- harmonization -------------------------------------------------------------------
-def _baseline_number(value: object) -> float:
-    try:
-        return float(str(value).strip().lstrip("N").replace("_", "."))
-    except ValueError:
-        return float("nan")
+#: Per-timestep coordinates that carry a scene's own word on the offset (stackstac puts
+#: item properties there).
+_HARMONIZATION_COORDS = (sensors.APPLIED_PROPERTY, *sensors.BASELINE_PROPERTIES)
+
+
+def harmonization_decisions(
+    cube: xr.DataArray, harmonize: bool | str = "auto"
+) -> tuple[np.ndarray, list[str]]:
+    """DN offset to subtract from Sentinel-2 bands per timestep, and why.
+
+    Sentinel-2 L2A from processing baseline 04.00 (acquisitions from 2022-01-25) adds
+    +1000 to every reflectance DN. Each timestep follows :func:`eoembed.sensors.s2_offset`
+    on its own coordinates: an ``earthsearch:boa_offset_applied`` flag, then the
+    baseline (``s2:processing_baseline``/``processing:version``), then the acquisition
+    date. ``attrs["eoembed:harmonized"] = True`` means it was already removed upstream
+    (e.g. by :mod:`eoembed.data`, which reads each item's metadata).
+
+    Returns ``(offsets, reasons)``: ``(T,)`` float offsets and one reason per timestep.
+    """
+    ntime = cube.sizes.get("time", 1)
+    zeros = np.zeros(ntime, dtype="float64")
+    if harmonize is False or harmonize == "none":
+        return zeros, ["off"] * ntime
+    if cube.attrs.get("eoembed:harmonized") in (True, 1, "true", "True"):
+        return zeros, ["already harmonized upstream"] * ntime
+    if harmonize not in (True, "auto"):
+        raise ScaleError(f"harmonize must be 'auto', True or False, got {harmonize!r}")
+    columns = {}
+    for name in _HARMONIZATION_COORDS:
+        if name in cube.coords:
+            v = np.atleast_1d(cube[name].values)
+            columns[name] = np.repeat(v, ntime) if v.size == 1 and ntime > 1 else v
+    dated = "time" in cube.coords and np.issubdtype(cube["time"].dtype, np.datetime64)
+    times = np.atleast_1d(cube["time"].values) if dated else [None] * ntime
+    if not columns and not dated:
+        if harmonize is True:
+            return np.full(ntime, HARMONIZATION_OFFSET), ["forced"] * ntime
+        warnings.warn(
+            "No acquisition dates or s2:processing_baseline: Sentinel-2 harmonization "
+            "(-1000 DN for baseline >= 04.00) was NOT applied. Pass harmonize=True if the "
+            "data is from 2022-01-25 or later.",
+            UserWarning,
+            stacklevel=user_stacklevel(),
+        )
+        return zeros, ["unknown dates: not applied"] * ntime
+    offsets, reasons = [], []
+    for t in range(ntime):
+        props = {k: (None if v[t] is None or (isinstance(v[t], str) and not v[t]) else v[t]) for k, v in columns.items()}
+        off, why = sensors.s2_offset(props, time=times[t])
+        offsets.append(off)
+        reasons.append(why)
+    return np.asarray(offsets, dtype="float64"), reasons
 
 
 def harmonization_offsets(
     cube: xr.DataArray, harmonize: bool | str = "auto"
 ) -> tuple[np.ndarray, str]:
-    """DN offset to subtract from Sentinel-2 bands, per timestep.
+    """:func:`harmonization_decisions` with the reasons joined into one string."""
+    offsets, reasons = harmonization_decisions(cube, harmonize)
+    uniq = list(dict.fromkeys(reasons))
+    return offsets, uniq[0] if len(uniq) == 1 else "; ".join(f"t{t}: {r}" for t, r in enumerate(reasons))
 
-    Sentinel-2 L2A from processing baseline 04.00 (acquisitions from 2022-01-25) adds
-    +1000 to every reflectance DN. The offset is taken from a ``s2:processing_baseline``
-    coordinate along ``time`` when present (stackstac provides it), else from the
-    acquisition date. ``attrs["eoembed:harmonized"] = True`` means it was already
-    removed upstream (e.g. by :mod:`eoembed.data`).
 
-    Returns ``(offsets, how)`` with ``offsets`` of shape ``(T,)``.
+#: Placeholder date for cubes without dates, for models that do not need them.
+_PLACEHOLDER_DATE = (1, 6, 2022)  # (day, month 0-11, year): 2022-07-01
+
+
+def timestamps(cube: xr.DataArray, spec: ModelSpec | None = None) -> np.ndarray:
+    """``(T, 3)`` int array of (day, month 0–11, year) as OlmoEarth expects.
+
+    A cube without ``time`` coordinates gets a placeholder date (2022-07-01), with a
+    warning for learned encoders; models with ``spec.needs_dates`` (OlmoEarth encodes
+    the month) refuse it with :class:`~eoembed.exceptions.MissingTimeError`.
     """
-    ntime = cube.sizes.get("time", 1)
-    zeros = np.zeros(ntime, dtype="float64")
-    if harmonize is False or harmonize == "none":
-        return zeros, "off"
-    if cube.attrs.get("eoembed:harmonized") in (True, 1, "true", "True"):
-        return zeros, "already harmonized upstream"
-    if harmonize not in (True, "auto"):
-        raise ScaleError(f"harmonize must be 'auto', True or False, got {harmonize!r}")
-    if "s2:processing_baseline" in cube.coords:
-        pb = np.atleast_1d(cube["s2:processing_baseline"].values)
-        if pb.size == 1 and ntime > 1:
-            pb = np.repeat(pb, ntime)
-        numbers = np.array([_baseline_number(v) for v in pb])
-        offs = np.where(numbers >= 4.0, HARMONIZATION_OFFSET, 0.0)
-        return offs, "from s2:processing_baseline"
-    if "time" in cube.coords and np.issubdtype(cube["time"].dtype, np.datetime64):
-        times = np.atleast_1d(cube["time"].values).astype("datetime64[ns]")
-        offs = np.where(times >= HARMONIZATION_DATE, HARMONIZATION_OFFSET, 0.0)
-        return offs, "from acquisition date (>= 2022-01-25)"
-    if harmonize is True:
-        return np.full(ntime, HARMONIZATION_OFFSET), "forced"
-    warnings.warn(
-        "No acquisition dates or s2:processing_baseline: Sentinel-2 harmonization "
-        "(-1000 DN for baseline >= 04.00) was NOT applied. Pass harmonize=True if the "
-        "data is from 2022-01-25 or later.",
-        UserWarning,
-        stacklevel=3,
-    )
-    return zeros, "unknown dates: not applied"
-
-
-def timestamps(cube: xr.DataArray) -> np.ndarray:
-    """``(T, 3)`` int array of (day, month 0–11, year) as OlmoEarth expects."""
     if "time" not in cube.coords:
-        return np.array([[1, 6, 2022]] * cube.sizes.get("time", 1), dtype="int64")
+        how = ("Set the acquisition date(s): cube.expand_dims(time=[np.datetime64('2024-06-15')]) for a "
+               "single image, or cube.assign_coords(time=[...]) when the cube has a time dim.")
+        if spec is not None and spec.needs_dates:
+            raise MissingTimeError(
+                f"the cube has no 'time' coordinate, but {spec.name} encodes the acquisition month, "
+                f"so a made-up date would change the embeddings. {how}"
+            )
+        if spec is not None and spec.needs_weights:
+            warnings.warn(
+                f"the cube has no 'time' coordinate; {spec.name} gets the placeholder date 2022-07-01. {how}",
+                UserWarning,
+                stacklevel=user_stacklevel(),
+            )
+        return np.array([_PLACEHOLDER_DATE] * cube.sizes.get("time", 1), dtype="int64")
     t = pd.DatetimeIndex(np.atleast_1d(cube["time"].values))
     return np.stack([t.day, t.month - 1, t.year], axis=1).astype("int64")
 
 
 def nodata_value(cube: xr.DataArray) -> float | None:
-    """The cube's declared nodata value (rioxarray, CF ``_FillValue`` or ``nodata`` attr)."""
-    for key in ("_FillValue", "nodata", "missing_value"):
-        for src in (cube.attrs, cube.encoding):
-            if key in src and src[key] is not None:
-                return float(src[key])
+    """The nodata value still present in the cube's values, or None.
+
+    Follows rioxarray's rule (``cube.rio.nodata``): a ``_FillValue`` in ``attrs`` (or
+    ``missing_value``/``fill_value``/``nodata``, or the file's nodata) is still in the
+    data and marks missing pixels; a ``_FillValue`` in ``encoding``
+    (``rio.encoded_nodata``) means xarray already decoded those pixels to NaN on
+    reading, so the old fill value is *not* a marker any more — after decoding (and
+    ``scale_factor``/``add_offset``) a real pixel may equal it. Returns NaN then.
+    """
     try:
         nd = cube.rio.nodata
-    except Exception:  # pragma: no cover - rioxarray not able to tell
+    except Exception:  # pragma: no cover - rioxarray cannot tell (odd dims)
         nd = None
+        if cube.encoding.get("_FillValue") is None:
+            for key in ("_FillValue", "missing_value", "fill_value", "nodata"):
+                if cube.attrs.get(key) is not None:
+                    nd = cube.attrs[key]
+                    break
     return None if nd is None else float(nd)

@@ -18,7 +18,7 @@ import xarray as xr
 
 import eoembed
 from eoembed import bands as _bands
-from eoembed.encode import BlockPlan, embed_block
+from eoembed.encode import BlockPlan, auto_batch_size, embed_block
 from eoembed.exceptions import (
     DimensionError,
     EmptyDataError,
@@ -27,15 +27,12 @@ from eoembed.exceptions import (
     MissingCRSError,
     ParameterError,
     TooManyTimestepsError,
+    user_stacklevel,
 )
-from eoembed.grid import GridSpec, grid_from_cube
+from eoembed.grid import GridSpec, default_tiling, grid_from_cube, seam_attrs
 from eoembed.models import get_model_spec, load_model
 from eoembed.models.registry import ModelSpec
 
-#: Context defaults, in pixels at 10 m: 64-px tiles with a 16-px halo (32-px core),
-#: the crop/overlap the OlmoEarth reference pipelines use. See benchmarks/bench_seams.py.
-DEFAULT_TILE_PX = 64
-DEFAULT_HALO_PX = 16
 #: Largest spatial dask chunk of the work graph, in pixels.
 WORK_CHUNK_PX_MAX = 1024
 
@@ -135,45 +132,43 @@ def check_crs(cube: xr.DataArray, spec: ModelSpec) -> tuple[xr.DataArray, float]
             f"pixel size is {rx:g} m; {spec.name} was trained at {spec.native_resolution:g} m. "
             "Passing input_res to the encoder, but embeddings may be off-distribution.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
     return cube, rx
 
 
-def _grid(cube: xr.DataArray, spec: ModelSpec, patch_size, tile_size, halo) -> GridSpec:
-    """The patch grid and tiling for ``cube``, with the model's defaults filled in."""
+def _grid(cube: xr.DataArray, spec: ModelSpec, patch_size, tile_size, halo, blend=None) -> GridSpec:
+    """The patch grid and tiling for ``cube``, with the model family's defaults filled in."""
     p = spec.default_patch_size if patch_size is None else int(patch_size)
     if p not in spec.patch_sizes:
         raise ParameterError(
             f"patch_size={patch_size} is not supported by {spec.name}; choose one of "
             f"{list(spec.patch_sizes)} (default {spec.default_patch_size})."
         )
-    if halo is None:
-        halo = max(1, DEFAULT_HALO_PX // p) * p
-    if tile_size is None:
-        tile_size = max(1, (DEFAULT_TILE_PX - 2 * DEFAULT_HALO_PX) // p) * p + 2 * int(halo)
-    return grid_from_cube(cube, patch_size=p, tile_size=int(tile_size), halo=int(halo))
+    tile_size, halo, blend = default_tiling(spec.family, p, tile_size=tile_size, halo=halo, blend=blend)
+    return grid_from_cube(cube, patch_size=p, tile_size=tile_size, halo=halo, blend=blend)
 
 
 # --- cost -----------------------------------------------------------------------------
 def embed_cost(cube, model: str | ModelSpec = "tiny", *, patch_size: int | None = None,
-               tile_size: int | None = None, halo: int | None = None, bands=None,
-               modalities="auto") -> dict:
+               tile_size: int | None = None, halo: int | None = None, blend: bool | None = None,
+               bands=None, modalities="auto") -> dict:
     """What :func:`embed` will cost, before running it.
 
     Returns
     -------
     dict
         ``tiles``, ``tokens`` (encoder tokens over all tiles, halo included),
-        ``tokens_per_tile``, ``patches`` (output vectors), ``halo_overhead`` (tokens per
-        output token), ``gmacs`` (estimated multiply-accumulates ×10⁹: QKV/out
+        ``tokens_per_tile``, ``patches`` (output vectors), ``halo_overhead`` (encoder
+        tokens per output token: 1.0 for non-overlapping windows), ``tile_size``,
+        ``halo``, ``blend``, ``gmacs`` (estimated multiply-accumulates ×10⁹: QKV/out
         projections, MLP and attention per layer), ``area_km2``, ``timesteps``,
         ``tokens_per_patch_timestep``.
     """
     spec = get_model_spec(model)
     cube = as_cube(cube)
     cube, res = check_crs(cube, spec)
-    grid = _grid(cube, spec, patch_size, tile_size, halo)
+    grid = _grid(cube, spec, patch_size, tile_size, halo, blend)
     p, tile = grid.patch_size, grid.tile_size
     plan = _bands.resolve_bands(cube, spec, bands=bands, modalities=modalities, extra_bands="ignore")
     t = cube.sizes["time"]
@@ -186,6 +181,12 @@ def embed_cost(cube, model: str | ModelSpec = "tiny", *, patch_size: int | None 
     if spec.macs_per_pixel:  # convolutional encoder: cost scales with pixels, not tokens
         macs_tile = spec.macs_per_pixel * tile * tile * t
     core_tokens = (grid.core // p) ** 2 * t * groups
+    if spec.pixel_series:  # one sample per core pixel: T x groups tokens + a location token, no halo
+        per_sample = t * groups + 1
+        per_tile = core_tokens = per_sample * grid.core ** 2
+        tokens = per_tile * grid.n_tiles
+        macs_tile = grid.core ** 2 * depth * (4 * per_sample * d * d + 2 * r * per_sample * d * d
+                                              + 2 * per_sample * per_sample * d)
     return {
         "model": spec.name,
         "tiles": grid.n_tiles,
@@ -194,7 +195,10 @@ def embed_cost(cube, model: str | ModelSpec = "tiny", *, patch_size: int | None 
         "tokens_per_patch_timestep": groups,
         "patches": grid.patches_y * grid.patches_x,
         "timesteps": t,
-        "halo_overhead": per_tile / core_tokens,
+        "halo_overhead": grid.overhead,
+        "tile_size": tile,
+        "halo": grid.halo,
+        "blend": grid.blend,
         "gmacs": macs_tile * grid.n_tiles / 1e9,
         "area_km2": grid.height * grid.width * res * res / 1e6,
     }
@@ -227,7 +231,8 @@ def embed(
     patch_size: int | None = None,
     tile_size: int | None = None,
     halo: int | None = None,
-    batch_size: int = 16,
+    blend: bool | None = None,
+    batch_size: int | None = None,
     pool_time: bool = True,
     bands: dict[str, str] | None = None,
     modalities="auto",
@@ -258,10 +263,16 @@ def embed(
         Pixels per patch side (default 4: one 40 m vector per 4×4 pixels at 10 m).
     tile_size, halo:
         Encoder context in pixels: a tile is a core plus ``halo`` on each side; only
-        core patches are kept (default 64 and 16). Multiples of ``patch_size``.
+        core patches are kept. Multiples of ``patch_size``. Defaults per model family
+        (:data:`eoembed.grid.DEFAULT_TILING`, chosen by benchmark; see the README, "Tiling").
+    blend:
+        True: each patch is the weighted mean of every window containing it, weights
+        ramping down over the overlap (a cross-fade: borders fade instead of jumping,
+        same cost as the halo). False: core patches only. Default per model family.
     batch_size:
-        Tiles per encoder call. Tiles are grouped by missing-data pattern so a batch
-        never changes a tile's result.
+        Tiles per encoder call; default by device (4 on CPU, from free memory on a GPU;
+        an out-of-memory batch is halved and retried). Tiles are grouped by
+        missing-data pattern so a batch never changes a tile's result.
     pool_time:
         True: one vector per patch (mean over timesteps and band groups); False: one
         per patch and timestep, with a ``time`` dim.
@@ -306,12 +317,11 @@ def embed(
             "Composite them first (e.g. eoembed.data.sentinel2(..., composite='monthly') or "
             "cube.resample(time='1MS').median()), or select a subset with cube.isel(time=...)."
         )
-    if batch_size < 1:
-        raise ParameterError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_size is not None and batch_size < 1:
+        raise ParameterError(f"batch_size must be >= 1 (or None for the device default), got {batch_size}")
     if not 0 < min_valid <= 1:
         raise ParameterError(f"min_valid must be in (0, 1], got {min_valid}")
-    grid = _grid(cube, spec, patch_size, tile_size, halo)
-    p, tile, h = grid.patch_size, grid.tile_size, grid.halo
+    grid = _grid(cube, spec, patch_size, tile_size, halo, blend)
     plan = _bands.resolve_bands(
         cube, spec, bands=bands, modalities=modalities, extra_bands=extra_bands, max_missing=max_missing_bands
     )
@@ -337,12 +347,13 @@ def embed(
         s1_linear = bool(s1.size and s1.min() >= 0 and np.percentile(s1, 99) < 2.0)
     missing = plan.missing.get("sentinel2_l2a", [])
     if missing and spec.needs_weights:
-        how = ("copied from the nearest band in wavelength (v1 was not trained with band dropout)"
-               if spec.version == "v1" else f"set to 0 after normalization ({spec.version} was trained with band dropout)")
+        how = spec.missing_bands_note or (
+            "copied from the nearest band in wavelength (v1 was not trained with band dropout)"
+            if spec.version == "v1" else f"set to 0 after normalization ({spec.version} was trained with band dropout)")
         warnings.warn(
             f"Sentinel-2 band(s) {', '.join(missing)} are not in the cube: {how}.",
             UserWarning,
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
 
     encoder = load_model(spec, weights=weights, device=device)
@@ -351,24 +362,23 @@ def embed(
         scale_factor=float(factor),
         s2_offsets=tuple(float(o) for o in offsets),
         s1_linear=s1_linear,
-        timestamps=tuple(tuple(int(v) for v in r) for r in _bands.timestamps(cube)),
-        patch_size=p,
-        tile_size=tile,
-        halo=h,
-        height=grid.height,
-        width=grid.width,
+        timestamps=tuple(tuple(int(v) for v in r) for r in _bands.timestamps(cube, spec)),
+        grid=grid,
         min_valid=float(min_valid),
-        batch_size=int(batch_size),
+        batch_size=int(batch_size) if batch_size else auto_batch_size(encoder, grid, ntime),
         pool_time=bool(pool_time),
         input_res=float(res),
         lonlat=_center_lonlat(cube),
+        transform=tuple(grid.transform)[:6],
+        crs=cube.rio.crs.to_wkt(),
     )
     py, px = grid.padded_shape
     ny, nx = grid.patches_y, grid.patches_x
     if sub.chunks is None:
         arr = np.asarray(sub.values, dtype="float32")
-        padded = np.full((ntime, len(used), py + 2 * h, px + 2 * h), np.nan, dtype="float32")
-        padded[:, :, h : h + grid.height, h : h + grid.width] = arr
+        d = grid.depth
+        padded = np.full((ntime, len(used), py + 2 * d, px + 2 * d), np.nan, dtype="float32")
+        padded[:, :, d : d + grid.height, d : d + grid.width] = arr
         from tqdm.auto import tqdm
 
         with tqdm(total=grid.n_tiles, desc=f"embed {spec.name}", unit="tile", disable=not progress) as bar:
@@ -390,17 +400,21 @@ def _center_lonlat(cube: xr.DataArray) -> tuple[float, float]:
 
 
 def _lazy(sub: xr.DataArray, encoder, plan: BlockPlan, grid: GridSpec, weights, device):
-    """The dask graph: rechunk to whole tile cores, add halos, embed block by block."""
+    """The dask graph: rechunk to whole tile cores, add context, embed block by block."""
     import dask.array as da
 
-    h, core, p = plan.halo, grid.core, plan.patch_size
+    h, core, p = grid.depth, grid.core, grid.patch_size
     py, px = grid.padded_shape
     # work chunks: the input's chunking rounded to whole tile cores (it sets parallelism only;
     # results do not depend on it), capped so one block stays a few hundred MB at most
     first = max(sub.chunks[2][0], sub.chunks[3][0])
     step = min(max(1, round(first / core)), max(1, WORK_CHUNK_PX_MAX // core)) * core
+    step = max(step, -(-h // core) * core)  # every chunk at least as deep as the context
     arr = sub.data.astype("float32")
-    arr = da.pad(arr, ((0, 0), (0, 0), (0, py - grid.height), (0, px - grid.width)), constant_values=np.nan)
+    # pad to whole work chunks: every block is alike (windows past the last tile are skipped),
+    # and the output has the regular chunks a Zarr store needs
+    ty, tx = -(-py // step) * step, -(-px // step) * step
+    arr = da.pad(arr, ((0, 0), (0, 0), (0, ty - grid.height), (0, tx - grid.width)), constant_values=np.nan)
     arr = arr.rechunk({0: -1, 1: -1, 2: step, 3: step})
     cy, cx = arr.chunks[2], arr.chunks[3]
     arr = da.overlap.overlap(arr, depth={0: 0, 1: 0, 2: h, 3: h}, boundary={0: "none", 1: "none", 2: np.nan, 3: np.nan})
@@ -434,6 +448,7 @@ def _wrap(data, cube, grid: GridSpec, spec, encoder, plan, bplan: BlockPlan, sca
         "eoembed:patch_size_m": float(grid.patch_size * abs(grid.transform.a)),
         "eoembed:tile_size": int(grid.tile_size),
         "eoembed:halo": int(grid.halo),
+        "eoembed:blend": int(grid.blend),
         "eoembed:input_res": float(bplan.input_res),
         "eoembed:bands": plan.used_bands,
         "eoembed:bands_filled": missing,
@@ -448,6 +463,8 @@ def _wrap(data, cube, grid: GridSpec, spec, encoder, plan, bplan: BlockPlan, sca
         t = cube["time"].values
         attrs["eoembed:time_range"] = [str(np.datetime_as_string(t.min(), unit="D")),
                                        str(np.datetime_as_string(t.max(), unit="D"))]
+    if isinstance(data, np.ndarray):  # lazy cubes get it when written (eoembed.io.to_zarr)
+        attrs.update(seam_attrs(data, grid))
     out = xr.DataArray(data, coords=coords, dims=dims, name="embeddings", attrs=attrs)
     out = out.rio.write_crs(cube.rio.crs).rio.write_transform(grid.out_transform)
     out.encoding.pop("_FillValue", None)

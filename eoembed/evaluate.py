@@ -128,6 +128,7 @@ def _mosaic(tiles: np.ndarray, bands: Sequence[str], res: float = 10.0) -> tuple
     """Lay ``(N, [T,] band, H, W)`` tiles side by side on a fake 10 m UTM grid."""
     import rioxarray  # noqa: F401
     from affine import Affine
+    from rioxarray.rioxarray import affine_to_coords
 
     n = len(tiles)
     h, w = tiles.shape[-2:]
@@ -139,8 +140,9 @@ def _mosaic(tiles: np.ndarray, bands: Sequence[str], res: float = 10.0) -> tuple
         r, c = divmod(i, cols)
         canvas[..., r * h:(r + 1) * h, c * w:(c + 1) * w] = t
     x0, y0 = 500_000.0, 5_000_000.0
-    xs = x0 + res * (np.arange(cols * w) + 0.5)
-    ys = y0 - res * (np.arange(rows * h) + 0.5)
+    transform = Affine(res, 0, x0, 0, -res, y0)
+    centres = affine_to_coords(transform, cols * w, rows * h)
+    xs, ys = centres["x"], centres["y"]
     if len(lead) == 2:
         dims = ("time", "band", "y", "x")
         coords = {"time": np.arange(lead[0]).astype("datetime64[D]") + np.datetime64("2021-06-01"),
@@ -149,7 +151,7 @@ def _mosaic(tiles: np.ndarray, bands: Sequence[str], res: float = 10.0) -> tuple
         dims = ("band", "y", "x")
         coords = {"band": list(bands), "y": ys, "x": xs}
     cube = xr.DataArray(canvas, dims=dims, coords=coords, name="reflectance")
-    cube = cube.rio.write_crs(_FAKE_CRS).rio.write_transform(Affine(res, 0, x0, 0, -res, y0))
+    cube = cube.rio.write_crs(_FAKE_CRS).rio.write_transform(transform)
     return cube, cols
 
 

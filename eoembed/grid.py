@@ -1,10 +1,20 @@
-"""The global patch grid and the tiles that cover it.
+"""The global patch grid and the windows that cover it: the one owner of tiling.
 
 Patches sit on one grid anchored at the cube's top-left corner: patch ``(i, j)``
-covers pixels ``[i*P, (i+1)*P) × [j*P, (j+1)*P)``. Tiles are ``core`` patches plus a
-``halo`` of context on each side (both multiples of P); only core patches are kept,
-so every patch is embedded exactly once and always with the same context, whatever
-the dask chunking. Pixels outside the cube are missing (masked), never invented.
+covers pixels ``[i*P, (i+1)*P) × [j*P, (j+1)*P)``. Window ``(k, l)`` has its *core*
+at pixels ``[k*S, (k+1)*S) × [l*S, (l+1)*S)`` (``S = tile_size - 2*halo``, the stride)
+and sees ``halo`` more pixels on each side (``tile_size`` in all). Two ways to turn
+window outputs into one vector per patch:
+
+* ``blend=False`` (hard tiling): each patch takes the output of the one window whose
+  core holds it; the halo is context only.
+* ``blend=True``: each patch is the weighted mean of every window that contains it,
+  with weights that ramp down linearly over the ``2*halo`` pixels where windows
+  overlap (a linear cross-fade), so tile borders fade instead of jumping. Same windows,
+  same encoder cost as hard tiling.
+
+Both rules are global, so results never depend on how the work is chunked. Pixels
+outside the cube are missing (masked), never invented.
 """
 
 from __future__ import annotations
@@ -15,8 +25,44 @@ from functools import cached_property
 
 import numpy as np
 from affine import Affine
+from rioxarray.rioxarray import affine_to_coords
 
 from eoembed.exceptions import ParameterError, TooSmallError
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """A default window layout in pixels at the model's native resolution."""
+
+    tile_px: int
+    halo_px: int
+    blend: bool = False
+
+
+#: Default tiling per model family, chosen by ``benchmarks/bench_seams.py`` (see the README,
+#: "Tiling"). Families not listed use ``"default"``.
+DEFAULT_TILING: dict[str, Tiling] = {
+    "default": Tiling(tile_px=64, halo_px=16, blend=False),
+    "olmoearth": Tiling(tile_px=64, halo_px=16, blend=False),
+    "presto": Tiling(tile_px=64, halo_px=0, blend=False),  # per-pixel model: no spatial context
+    "spectral": Tiling(tile_px=64, halo_px=0, blend=False),
+}
+
+
+def default_tiling(family: str, patch_size: int, *, tile_size: int | None = None, halo: int | None = None,
+                   blend: bool | None = None) -> tuple[int, int, bool]:
+    """``(tile_size, halo, blend)`` for ``family``, in pixels rounded to whole patches.
+
+    Values the caller gave win; the family default fills the rest. When only ``halo`` is
+    given, the default stride (core) is kept and the window grows by the halo.
+    """
+    d = DEFAULT_TILING.get(family, DEFAULT_TILING["default"])
+    p = int(patch_size)
+    h = max(0, round(d.halo_px / p)) * p if halo is None else int(halo)
+    if tile_size is None:
+        core = max(1, round((d.tile_px - 2 * d.halo_px) / p)) * p
+        tile_size = core + 2 * h
+    return int(tile_size), int(h), d.blend if blend is None else bool(blend)
 
 
 @dataclass(frozen=True)
@@ -32,9 +78,11 @@ class GridSpec:
     patch_size:
         Pixels per patch side (P).
     tile_size:
-        Full tile side in pixels, halo included (multiple of P).
+        Window side in pixels, halo included (multiple of P).
     halo:
-        Context pixels on each side of a tile's core (multiple of P, < tile_size / 2).
+        Context pixels on each side of a window's core (multiple of P, < tile_size / 2).
+    blend:
+        Blend overlapping windows (see the module docstring) instead of keeping cores only.
     """
 
     transform: Affine
@@ -43,6 +91,7 @@ class GridSpec:
     patch_size: int
     tile_size: int
     halo: int
+    blend: bool = False
 
     def __post_init__(self) -> None:
         p, t, h = self.patch_size, self.tile_size, self.halo
@@ -64,9 +113,10 @@ class GridSpec:
                 f"{p}×{p} patch. Use a larger area or a smaller patch_size."
             )
 
+    # -- sizes ------------------------------------------------------------------------
     @property
     def core(self) -> int:
-        """Core side of a tile in pixels."""
+        """Core side of a window in pixels = the stride between windows."""
         return self.tile_size - 2 * self.halo
 
     @property
@@ -87,10 +137,69 @@ class GridSpec:
         return math.ceil(self.width / self.core)
 
     @property
+    def n_tiles(self) -> int:
+        return self.tiles_y * self.tiles_x
+
+    @property
     def padded_shape(self) -> tuple[int, int]:
-        """Input size rounded up to whole cores (before adding the halo)."""
+        """Input size rounded up to whole cores (before adding the context depth)."""
         return self.tiles_y * self.core, self.tiles_x * self.core
 
+    @property
+    def windows_before(self) -> int:
+        """Windows whose core lies before a pixel's own core but still reach it."""
+        return math.ceil(self.halo / self.core) if self.blend else 0
+
+    @property
+    def depth(self) -> int:
+        """Context pixels a block of whole cores needs on each side to compute its patches."""
+        return self.windows_before * self.core + self.halo
+
+    @property
+    def seam_spread(self) -> int:
+        """Neighbour pairs on each side of a core border a blend spreads the change over."""
+        return self.halo // self.patch_size if self.blend else 0
+
+    @property
+    def overhead(self) -> float:
+        """Encoder tokens per output patch, relative to non-overlapping windows."""
+        return (self.tile_size / self.core) ** 2
+
+    # -- windows ------------------------------------------------------------------------
+    def window_weights(self) -> np.ndarray:
+        """``(tile_size/P,)`` weight of each patch row/column of a window (2-D = outer product).
+
+        Hard tiling: 1 on the core, 0 on the halo. Blending: a trapezoid that ramps
+        linearly over the ``2*halo`` pixels windows share (at most half the window), so
+        neighbouring windows' weights sum to 1 across an overlap.
+        """
+        n, hp, cp = self.tile_size // self.patch_size, self.halo // self.patch_size, self.core // self.patch_size
+        u = np.arange(n) + 0.5
+        if not self.blend or hp == 0:
+            w = np.zeros(n)
+            w[hp : hp + cp] = 1.0
+            return w
+        ramp = min(2 * hp, n / 2)
+        return np.clip(np.minimum(u, n - u) / ramp, 0.0, 1.0)
+
+    def block_windows(self, origin: int, core_px: int, axis: int) -> list[tuple[int, int]]:
+        """Windows that contribute to a block along one axis.
+
+        ``origin`` is the block's first core pixel (a multiple of the core) and
+        ``core_px`` its core length; the block's pixels start ``depth`` before
+        ``origin``. Returns ``(window index in the cube, pixel start within the block)``.
+        """
+        n_tiles = self.tiles_y if axis == 0 else self.tiles_x
+        first = origin // self.core - self.windows_before
+        count = core_px // self.core + 2 * self.windows_before
+        return [(first + r, r * self.core) for r in range(count) if 0 <= first + r < n_tiles]
+
+    def core_slices(self) -> tuple[slice, slice]:
+        """Patch slices of a window's core within the window's own output."""
+        hp, cp = self.halo // self.patch_size, self.core // self.patch_size
+        return slice(hp, hp + cp), slice(hp, hp + cp)
+
+    # -- georeferencing -----------------------------------------------------------------
     @cached_property
     def out_transform(self) -> Affine:
         """Transform of the embedding grid: one cell per patch."""
@@ -98,19 +207,11 @@ class GridSpec:
 
     def patch_centers(self) -> tuple[np.ndarray, np.ndarray]:
         """``(x, y)`` of patch centres in the source CRS (1-D, along x and y)."""
-        cols = np.arange(self.patches_x) + 0.5
-        rows = np.arange(self.patches_y) + 0.5
-        t = self.out_transform
-        x = t.c + cols * t.a
-        y = t.f + rows * t.e
-        return x, y
-
-    @property
-    def n_tiles(self) -> int:
-        return self.tiles_y * self.tiles_x
+        c = affine_to_coords(self.out_transform, self.patches_x, self.patches_y)
+        return c["x"], c["y"]
 
 
-def grid_from_cube(cube, *, patch_size: int, tile_size: int, halo: int) -> GridSpec:
+def grid_from_cube(cube, *, patch_size: int, tile_size: int, halo: int, blend: bool = False) -> GridSpec:
     """Build the :class:`GridSpec` for a cube with ``x``/``y`` dims and a rioxarray transform."""
     transform = cube.rio.transform(recalc=True)
     return GridSpec(
@@ -120,4 +221,62 @@ def grid_from_cube(cube, *, patch_size: int, tile_size: int, halo: int) -> GridS
         patch_size=int(patch_size),
         tile_size=int(tile_size),
         halo=int(halo),
+        blend=bool(blend),
     )
+
+
+def seam_stats(values, core_patches: int, spread: int = 0) -> dict | None:
+    """How visible window borders are in an embedding array (numpy or dask).
+
+    ``values`` is ``(..., y, x)`` with every leading dim part of the vector. Cosine
+    distances between horizontal and vertical neighbours are grouped by their phase
+    along the window period (``core_patches``); phase 0 is a pair that straddles a core
+    border. ``ratio`` is the mean distance of the pairs within ``spread`` phases of a
+    border (where a blend spreads the change: ``halo / patch_size``; 0 for hard tiling)
+    over the mean of all other pairs: ≈1 means borders are invisible.
+    ``cross_over_in`` is phase 0 over the rest. None when the array is too small to hold
+    both kinds of pairs. One pass over the data.
+    """
+    if core_patches < 2 or 2 * spread + 1 >= core_patches:
+        return None
+    xp_dask = hasattr(values, "dask")
+    if xp_dask:
+        import dask.array as xp
+    else:
+        xp = np
+    v = values.reshape((-1, *values.shape[-2:])).astype("float32")
+    v = v / xp.sqrt((v * v).sum(axis=0, keepdims=True))
+    d_y = 1.0 - (v[:, :-1, :] * v[:, 1:, :]).sum(axis=0)  # pairs (i, i+1) along y
+    d_x = 1.0 - (v[:, :, :-1] * v[:, :, 1:]).sum(axis=0)
+    parts = [xp.nansum(d_y, axis=1), xp.isfinite(d_y).sum(axis=1), xp.nansum(d_x, axis=0), xp.isfinite(d_x).sum(axis=0)]
+    if xp_dask:
+        import dask
+
+        parts = dask.compute(*parts)
+    sy, ny, sx, nx = (np.asarray(a, dtype="float64") for a in parts)
+    sums, counts = np.zeros(core_patches), np.zeros(core_patches)
+    for s, n in ((sy, ny), (sx, nx)):
+        phase = (np.arange(s.size) + 1) % core_patches
+        np.add.at(sums, phase, s)
+        np.add.at(counts, phase, n)
+    zone = np.zeros(core_patches, bool)
+    zone[[k % core_patches for k in range(-spread, spread + 1)]] = True
+    if counts[zone].sum() == 0 or counts[~zone].sum() == 0 or counts[1:].sum() == 0:
+        return None
+    rest = sums[~zone].sum() / counts[~zone].sum()
+    in_tile = sums[1:].sum() / counts[1:].sum()
+    return {
+        "ratio": float(sums[zone].sum() / counts[zone].sum() / rest),
+        "cross_tile": float(sums[0] / max(counts[0], 1)),
+        "in_tile": float(in_tile),
+        "cross_over_in": float(sums[0] / max(counts[0], 1) / in_tile),
+        "pairs": [int(counts[zone].sum()), int(counts[~zone].sum())],
+    }
+
+
+def seam_attrs(values, grid: GridSpec) -> dict:
+    """``eoembed:seam_ratio`` and ``eoembed:seam_cross_over_in`` (see :func:`seam_stats`) for the attrs."""
+    stats = seam_stats(values, grid.core // grid.patch_size, grid.seam_spread)
+    if stats is None:
+        return {}
+    return {"eoembed:seam_ratio": round(stats["ratio"], 4), "eoembed:seam_cross_over_in": round(stats["cross_over_in"], 4)}

@@ -897,7 +897,11 @@ class EmbeddingIndex:
             (if any source has time), ``source``, ``row``, ``col``, ``id`` and
             ``geometry`` (patch centre Point, index CRS). A pandas DataFrame without
             ``geometry`` if geopandas is not installed. Fewer than ``k`` rows when the
-            index has fewer entries.
+            index has fewer entries. Scores are re-computed from the stored vectors
+            (float64, reported as float32), so identical vectors score identically;
+            equal scores are ordered deterministically: lower source order first (the
+            order cubes were added), then row-major ``(row, col)``, then time — on any
+            machine, for any FAISS index type, also across the ``k``-th place.
 
         Raises
         ------
@@ -916,14 +920,35 @@ class EmbeddingIndex:
             if not anchors:
                 raise QueryError("exclude_radius= needs a located query (point, patch, polygon or examples).")
             excluded = self._excluded(anchors, float(exclude_radius))
-        kk = min(self.ntotal, int(k) + len(excluded))
-        scores, ids = self.search_vectors(q[None, :], max(kk, 1))
-        scores, ids = scores[0], ids[0]
-        keep = ids >= 0
-        if len(excluded):
-            keep &= ~np.isin(ids, excluded)
-        scores, ids = scores[keep][:k], ids[keep][:k]
+        scores, ids = self._top_k(q, int(k), excluded)
         return self._hits_frame(ids, scores)
+
+    def _top_k(self, q: np.ndarray, k: int, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Best ``k`` entries for one query, ties broken deterministically.
+
+        Candidates from the index are re-scored in float64 from their stored vectors
+        (identical vectors get bit-identical scores, whatever the FAISS/BLAS kernel or
+        the entry's position did) and rounded to float32; equal scores are ordered by
+        source order, then row, then column, then time. The candidate list grows until
+        the ``k``-th score is strictly above the worst candidate (or holds every entry),
+        so a tie that straddles the ``k`` boundary is resolved by the same rule.
+        """
+        n = self.ntotal
+        kk = min(n, k + len(excluded) + 16)
+        while True:
+            _, ids = self.search_vectors(q[None, :], max(kk, 1))
+            ids = ids[0]
+            ids = ids[ids >= 0]
+            if len(excluded):
+                ids = ids[~np.isin(ids, excluded)]
+            ids = np.unique(ids)
+            scores = (self.vectors(ids).astype(np.float64) * q.astype(np.float64)).sum(axis=1)
+            scores = scores.astype(np.float32)
+            order = np.lexsort((self._t[ids], self._col[ids], self._row[ids], self._src[ids], -scores))
+            scores, ids = scores[order], ids[order]
+            if kk >= n or len(ids) <= k or scores[k - 1] > scores[-1]:
+                return scores[:k], ids[:k]
+            kk = min(n, 2 * kk)
 
     def _hits_frame(self, ids: np.ndarray, scores: np.ndarray):
         df = self.entries(ids)

@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import rioxarray  # noqa: F401  (registers .rio)
 import xarray as xr
+from affine import Affine
+from rioxarray.rioxarray import affine_to_coords
 
 S2_ALL = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
 _ENCODER_MODALITIES = ("sentinel2_l2a", "sentinel1", "landsat")
@@ -89,12 +91,13 @@ def synthetic_cube(
     season = 1 + 0.2 * np.sin(np.arange(times) / max(times, 1) * np.pi)[:, None, None, None]
     data = data * season + rng.normal(0, 80, size=(times, len(bands), height, width))
     data = np.clip(data, 1, 12000).astype(dtype)
-    x = origin[0] + (np.arange(width) + 0.5) * res
-    y = origin[1] - (np.arange(height) + 0.5) * res
+    transform = Affine(res, 0, origin[0], 0, -res, origin[1])
+    centres = affine_to_coords(transform, width, height)
+    x, y = centres["x"], centres["y"]
     cube = xr.DataArray(
         data,
         dims=("time", "band", "y", "x"),
         coords={"time": pd.date_range(start, periods=times, freq=freq), "band": list(bands), "y": y, "x": x},
         name="reflectance",
     )
-    return cube.rio.write_crs(crs).rio.write_transform()
+    return cube.rio.write_crs(crs).rio.write_transform(transform)

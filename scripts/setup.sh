@@ -2,6 +2,8 @@
 # Create .venv and install eoembed with everything a notebook user needs.
 # CPU machines get the CPU build of torch first (a bare `torch` requirement would
 # otherwise pull ~3 GB of CUDA packages); GPU machines get the CUDA build and faiss-gpu.
+# The env is the runtime extras (`all`) plus test tools only: the `test` extra holds no
+# runtime library, so the suite runs against exactly what `pip install 'eoembed[all]'` gives.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

@@ -161,14 +161,42 @@ def make_s2_scenes(
     return scenes, bbox
 
 
+#: Item shapes of the providers eoembed.data reads (see :func:`write_s2_catalog`).
+FLAVOURS = ("planetary-computer", "earth-search", "cdse")
+
+
+def scene_offset(sc: Scene, flavour: str) -> float:
+    """DN offset still in the stored arrays of ``sc`` for items of ``flavour``."""
+    carries = sc.baseline is not None and float(sc.baseline) >= 4
+    if flavour == "earth-search":
+        return 0.0  # Earth Search removed it from baseline >= 04.00 COGs (boa_offset_applied)
+    return 1000.0 if carries else 0.0
+
+
 def write_s2_catalog(
-    scenes: list[Scene], root: Path, *, asset_base: str, container: str, collection: str = "sentinel-2-l2a"
+    scenes: list[Scene], root: Path, *, asset_base: str, container: str, collection: str = "sentinel-2-l2a",
+    flavour: str = "planetary-computer",
 ) -> list[dict]:
     """Write the scenes' COGs under ``root/blob/<container>/`` and return STAC item dicts.
 
     ``asset_base`` is the URL prefix the items advertise (``http://127.0.0.1:PORT/blob``
     for plain HTTP, ``http://<account>.blob.core.windows.net`` for signed reads).
+
+    ``flavour`` shapes the items like a provider's (the arrays are the same; what the
+    metadata says about the +1000 offset differs, see :func:`scene_offset`):
+
+    * ``"planetary-computer"``: ``proj:epsg``, ``s2:processing_baseline``; nothing else.
+    * ``"earth-search"`` (v1 ``sentinel-2-l2a``): ``earthsearch:boa_offset_applied``
+      (true for baseline >= 04.00: the COGs no longer carry the offset) and, as the
+      real catalogue does, ``raster:bands`` ``offset: -0.1`` on every asset whatever
+      was applied — the flag is the truth.
+    * ``"cdse"`` (Copernicus Data Space): projection extension v2 ``proj:code``
+      instead of ``proj:epsg``, ``processing:version`` instead of
+      ``s2:processing_baseline``, ``raster:bands`` scale 1e-4 and offset -0.1 (0 for
+      baselines before 04.00).
     """
+    if flavour not in FLAVOURS:
+        raise ValueError(f"flavour must be one of {FLAVOURS}")
     items = []
     for sc in scenes:
         assets = {}
@@ -184,21 +212,35 @@ def write_s2_catalog(
                 "proj:transform": [res, 0.0, sc.x0, 0.0, -res, sc.y0],
                 "gsd": res,
             }
+            if band != "SCL" and flavour != "planetary-computer":
+                carries = sc.baseline is not None and float(sc.baseline) >= 4
+                off = -0.1 if (flavour == "earth-search" or carries) else 0.0
+                assets[band]["raster:bands"] = [{"nodata": 0, "data_type": "uint16", "scale": 0.0001, "offset": off}]
+            if flavour == "cdse":
+                assets[band]["proj:code"] = f"EPSG:{sc.epsg}"
         w, s, e, n = sc.lonlat_bbox()
         props = {
             "datetime": sc.datetime,
             "platform": "Sentinel-2A" if sc.id.startswith("S2A") else "Sentinel-2B",
             "eo:cloud_cover": sc.cloud,
-            "proj:epsg": sc.epsg,
         }
-        if sc.baseline is not None:
-            props["s2:processing_baseline"] = sc.baseline
+        if flavour == "cdse":
+            props["proj:code"] = f"EPSG:{sc.epsg}"
+            if sc.baseline is not None:
+                props["processing:version"] = sc.baseline
+        else:
+            props["proj:epsg"] = sc.epsg
+            if sc.baseline is not None:
+                props["s2:processing_baseline"] = sc.baseline
+        if flavour == "earth-search":
+            props["earthsearch:boa_offset_applied"] = sc.baseline is not None and float(sc.baseline) >= 4
         items.append(
             {
                 "type": "Feature",
                 "stac_version": "1.0.0",
                 "stac_extensions": [
-                    "https://stac-extensions.github.io/projection/v1.1.0/schema.json",
+                    "https://stac-extensions.github.io/projection/"
+                    + ("v2.0.0" if flavour == "cdse" else "v1.1.0") + "/schema.json",
                     "https://stac-extensions.github.io/eo/v1.1.0/schema.json",
                 ],
                 "id": sc.id,

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from eoembed import sensors
 from eoembed.exceptions import ParameterError, QueryError, TooManyTimestepsError
 
 __all__ = [
@@ -40,9 +41,8 @@ DEFAULT_SCL_MASK: tuple[int, ...] = (0, 1, 3, 8, 9, 10)
 DEFAULT_QA_MASK_BITS: tuple[int, ...] = (0, 1, 2, 3, 4)
 
 #: Sentinel-2 L2A from processing baseline 04.00 (2022-01-25) adds this to every
-#: reflectance DN ("BOA_ADD_OFFSET" = -1000 in the product metadata).
-HARMONIZE_OFFSET = 1000
-_BASELINE_04_DATE = np.datetime64("2022-01-25")
+#: reflectance DN (the rule lives in :mod:`eoembed.sensors`).
+HARMONIZE_OFFSET = int(sensors.HARMONIZATION_OFFSET)
 
 
 class TimestepLimitError(QueryError, TooManyTimestepsError):
@@ -91,54 +91,43 @@ def qa_pixel_valid(qa: xr.DataArray, mask_bits: Iterable[int] = DEFAULT_QA_MASK_
 
 
 # --- Sentinel-2 harmonization -----------------------------------------------------
-def _parse_baseline(value: object) -> float | None:
-    if value is None:
-        return None
-    try:
-        text = str(value).strip()
-        if not text or text.lower() in {"none", "nan"}:
-            return None
-        return float(text)
-    except ValueError:
-        return None
-
-
 def baseline_needs_offset(baselines: Sequence[object], times: Sequence[object]) -> np.ndarray:
-    """Which scenes carry the +1000 DN offset of processing baseline >= 04.00.
+    """Which scenes carry the +1000 DN offset, from baseline (else date) alone.
 
-    Uses ``s2:processing_baseline`` where known, else the acquisition date
-    (offset from 2022-01-25 on).
+    :func:`eoembed.sensors.s2_offset` without item metadata; the loaders use the
+    full rule on each item.
 
     Returns
     -------
     numpy.ndarray
         Boolean, one value per scene.
     """
-    out = np.zeros(len(times), dtype=bool)
     tvals = pd.to_datetime(np.asarray(times))
-    for i, (b, t) in enumerate(zip(baselines, tvals)):
-        parsed = _parse_baseline(b)
-        if parsed is not None:
-            out[i] = parsed >= 4.0
-        else:
-            out[i] = np.datetime64(t.to_datetime64(), "D") >= _BASELINE_04_DATE
-    return out
+    return np.array(
+        [sensors.s2_offset({"s2:processing_baseline": b}, time=t)[0] > 0 for b, t in zip(baselines, tvals)],
+        dtype=bool,
+    )
 
 
-def harmonize_s2(data: xr.DataArray, needs_offset: np.ndarray) -> xr.DataArray:
+def harmonize_s2(data: xr.DataArray, offsets: np.ndarray) -> xr.DataArray:
     """Remove the baseline-04.00 offset so all scenes share the pre-2022 DN scale.
 
-    For scenes where ``needs_offset`` is True, ``DN -> max(DN - 1000, 0)``; NaN stays
-    NaN. Other scenes are untouched.
+    ``offsets`` holds one DN offset per scene (or a boolean "carries the +1000
+    offset"); ``DN -> max(DN - offset, 0)`` where it is positive, NaN stays NaN.
+    Other scenes are untouched.
 
     Returns
     -------
     xarray.DataArray
         Same dims, dtype and laziness as ``data``.
     """
-    flag = xr.DataArray(np.asarray(needs_offset, dtype=bool), dims=("time",), coords={"time": data["time"]})
-    shifted = np.maximum(data - np.float32(HARMONIZE_OFFSET), np.float32(0))
-    out = xr.where(flag, shifted, data, keep_attrs=True)
+    offs = np.asarray(offsets)
+    offs = np.where(offs, HARMONIZE_OFFSET, 0) if offs.dtype == bool else offs.astype("float64")
+    if not (offs > 0).any():
+        return data
+    off = xr.DataArray(offs.astype(np.float32), dims=("time",), coords={"time": data["time"]})
+    shifted = np.maximum(data - off, np.float32(0))
+    out = xr.where(off > 0, shifted, data, keep_attrs=True)
     return out.astype(data.dtype, copy=False).transpose(*data.dims)
 
 
@@ -255,7 +244,7 @@ def composite_median(
         idx = np.flatnonzero((times >= period.start) & (times <= period.end))
         n_scenes.append(len(idx))
         if baselines is not None:
-            vals = [(baselines[i], _parse_baseline(baselines[i])) for i in idx]
+            vals = [(baselines[i], sensors.parse_baseline(baselines[i])) for i in idx]
             vals = [(b, v) for b, v in vals if v is not None]
             base_out.append(str(max(vals, key=lambda bv: bv[1])[0]) if vals else "")
         if len(idx) == 0:

@@ -51,6 +51,7 @@ from eoembed.data._composite import (
 )
 from eoembed.data._retry import DEFAULT_RETRY, RetryPolicy, classify_error
 from eoembed.data._signing import PC_STAC_URL, Signer, resolve_signer, strip_sas
+from eoembed import sensors
 from eoembed.exceptions import DataSourceError, NoItemsFoundError, ParameterError, QueryError, require
 
 __all__ = [
@@ -65,38 +66,15 @@ __all__ = [
     "utm_epsg",
 ]
 
-#: Sentinel-2 L2A reflectance bands, in the order OlmoEarth consumes them.
-S2_BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12", "B01", "B09")
-S2_COMMON_NAMES = {
-    "B01": "coastal", "B02": "blue", "B03": "green", "B04": "red", "B05": "rededge", "B06": "rededge",
-    "B07": "rededge", "B08": "nir", "B8A": "nir08", "B09": "nir09", "B10": "cirrus", "B11": "swir16",
-    "B12": "swir22",
-}  # fmt: skip
-S1_BANDS: tuple[str, ...] = ("vv", "vh")
+# Band tables: eoembed.sensors owns them (re-exported here for callers).
+S2_BANDS, S2_COMMON_NAMES, S1_BANDS = sensors.S2_BANDS, sensors.S2_COMMON_NAMES, sensors.S1_BANDS
+LANDSAT_BANDS, LANDSAT_ASSETS = sensors.LANDSAT_BANDS, sensors.LANDSAT_ASSETS
+LANDSAT_COMMON_NAMES = sensors.LANDSAT_COMMON_NAMES
 
-#: Landsat 8/9 OLI/TIRS band numbers (the names OlmoEarth uses) and the STAC asset
-#: keys / common names of Collection 2 items that carry them. Level-2 has no B8 (pan),
-#: B9 (cirrus) or B11; they are used when a catalogue provides them.
-LANDSAT_BANDS: tuple[str, ...] = ("B8", "B1", "B2", "B3", "B4", "B5", "B6", "B7", "B9", "B10", "B11")
-LANDSAT_ASSETS: dict[str, tuple[str, ...]] = {
-    "B1": ("coastal", "B1", "SR_B1"),
-    "B2": ("blue", "B2", "SR_B2"),
-    "B3": ("green", "B3", "SR_B3"),
-    "B4": ("red", "B4", "SR_B4"),
-    "B5": ("nir08", "B5", "SR_B5"),
-    "B6": ("swir16", "B6", "SR_B6"),
-    "B7": ("swir22", "B7", "SR_B7"),
-    "B8": ("pan", "B8"),
-    "B9": ("cirrus", "B9"),
-    "B10": ("lwir11", "B10", "ST_B10"),
-    "B11": ("lwir12", "B11"),
-}
-LANDSAT_COMMON_NAMES = {
-    "B1": "coastal", "B2": "blue", "B3": "green", "B4": "red", "B5": "nir08", "B6": "swir16",
-    "B7": "swir22", "B8": "pan", "B9": "cirrus", "B10": "lwir11", "B11": "lwir12",
-}  # fmt: skip
-
-_PROPERTIES = ["s2:processing_baseline", "eo:cloud_cover", "platform"]
+#: Per-scene harmonization decision (offset in DN, reason), set on each item by
+#: :func:`sentinel2` from the item's own metadata (:func:`eoembed.sensors.s2_offset`).
+_OFFSET_PROP, _REASON_PROP = "eoembed:s2_offset", "eoembed:s2_offset_reason"
+_PROPERTIES = ["s2:processing_baseline", "eo:cloud_cover", "platform", _OFFSET_PROP, _REASON_PROP]
 
 
 # =====================================================================================
@@ -493,13 +471,19 @@ def _epsg_of(obj: Mapping[str, Any]) -> int | None:
     return None
 
 
-def _plain_items(items, signer: Signer | None, asset_keys: Iterable[str]) -> tuple[list[dict], dict]:
-    """Item dicts for stackstac (absolute, unsigned hrefs; proj:epsg filled) + labels."""
+def _plain_items(items, signer: Signer | None, asset_keys: Iterable[str],
+                 extra_properties: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[list[dict], dict]:
+    """Item dicts for stackstac (absolute, unsigned hrefs; proj:epsg filled) + labels.
+
+    ``extra_properties[item.id]`` is merged into the item's properties (stackstac turns
+    properties into coordinates along ``time``).
+    """
     keys = set(asset_keys)
     plain, labels = [], {}
     for item in items:
         d = item.to_dict(include_self_link=False, transform_hrefs=False)
         props = d["properties"]
+        props.update((extra_properties or {}).get(item.id, {}))
         epsg = _epsg_of(props)
         if epsg is not None:
             props["proj:epsg"] = epsg
@@ -552,13 +536,14 @@ def _stack(
     signer: Signer | None,
     policy: RetryPolicy,
     gdal_env: Mapping[str, Any] | None,
+    extra_properties: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> xr.DataArray:
     stackstac = require("stackstac", "data", "Building a datacube from STAC items")
     from rasterio.enums import Resampling
 
     from eoembed.data._reader import reader_factory
 
-    plain, labels = _plain_items(items, signer, assets)
+    plain, labels = _plain_items(items, signer, assets, extra_properties)
     present = [a for a in assets if any(a in d["assets"] for d in plain)]
     if not present:
         raise DataSourceError(
@@ -594,9 +579,11 @@ def _stack(
 
 
 def _time_coord(arr: xr.DataArray, name: str) -> list:
-    if name in arr.coords and "time" in arr[name].dims:
-        return [None if (v is None or (isinstance(v, float) and np.isnan(v))) else v for v in arr[name].values]
-    return [None] * arr.sizes["time"]
+    """Per-timestep values of a property coordinate (stackstac makes it a scalar when all agree)."""
+    if name not in arr.coords:
+        return [None] * arr.sizes["time"]
+    vals = arr[name].values if "time" in arr[name].dims else np.repeat(arr[name].values, arr.sizes["time"])
+    return [None if (v is None or (isinstance(v, float) and np.isnan(v))) else v for v in vals]
 
 
 def _limit_scenes(items, max_timesteps: int | None, sensor: str) -> list:
@@ -853,9 +840,14 @@ def sentinel2(
         resolution=resolution, chunksize=chunksize, retry=retry, gdal_env=gdal_env,
     )  # fmt: skip
     assets = band_names + (["SCL"] if mask_classes else [])
+    decisions = {}
+    for it in items:
+        off, why = sensors.s2_offset(it.properties, {k: a.to_dict() for k, a in it.assets.items()},
+                                     time=_item_time_range(it)[0])
+        decisions[it.id] = {_OFFSET_PROP: off, _REASON_PROP: why}
     raw = _stack(
         items, assets, epsg=epsg, bounds=bounds, resolution=resolution, chunksize=chunksize,
-        signer=signer, policy=policy, gdal_env=gdal_env,
+        signer=signer, policy=policy, gdal_env=gdal_env, extra_properties=decisions,
     )  # fmt: skip
     missing = [b for b in assets if b not in raw["band"].values]
     if "SCL" in missing:
@@ -868,17 +860,24 @@ def sentinel2(
         valid = scl_valid(raw.sel(band="SCL", drop=True), mask_classes)
         data = data.where(valid)
     baselines = _time_coord(raw, "s2:processing_baseline")
-    needs = baseline_needs_offset(baselines, raw["time"].values)
+    offsets = np.array([float(o or 0.0) for o in _time_coord(raw, _OFFSET_PROP)])
     if harmonize:
-        data = harmonize_s2(data, needs)
+        data = harmonize_s2(data, offsets)
     if missing:
         data = data.reindex(band=[b for b in band_names])  # absent bands -> NaN, keeps the contract
-    filled = [b if b is not None else ("04.00" if n else "") for b, n in zip(baselines, needs)]
+    inferred = baseline_needs_offset([None] * len(baselines), raw["time"].values)
+    filled = [b if b is not None else ("04.00" if n else "") for b, n in zip(baselines, inferred)]
     cube = composite_median(data, periods, baselines=filled)
     attrs.update(
         {
             "eoembed:scale": 10000,
             "eoembed:harmonized": bool(harmonize),
+            # per scene: "<item id>: <offset DN removed> (<why>)"
+            "eoembed:harmonization": [
+                f"{it.id}: {decisions[it.id][_OFFSET_PROP] if harmonize else 0:g} DN removed "
+                f"({decisions[it.id][_REASON_PROP]}{'' if harmonize else '; harmonize=False'})"
+                for it in items
+            ],
             "eoembed:mask_classes": list(mask_classes),
         }
     )

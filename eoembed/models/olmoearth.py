@@ -19,16 +19,14 @@ OlmoEarth Artifact License.
 from __future__ import annotations
 
 import json
-import threading
 import warnings
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
 from eoembed.exceptions import CorruptWeightsError, MissingOptionalDependency, ParameterError
-from eoembed.models.registry import ModelSpec, register_model
-from eoembed.models.weights import WeightsSource, _first_line, load_state_dict, resolve_weights
+from eoembed.models.registry import ModelSpec, WeightFile, register_model
+from eoembed.models.weights import WeightsSource, _first_line, load_state_dict, provenance_attrs, resolve_weights
 
 LICENSE = "OlmoEarth Artifact License"
 S2_BANDS = ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12", "B01", "B09")
@@ -52,6 +50,32 @@ _REVISIONS = {
     ("v1.2", "tiny"): "12a9fdbfeff905d7e147e7497f9f7a95c518eefc",
     ("v1.2", "small"): "a207c9a789483f95de1e9fb06acadb3da3775863",
     ("v1.2", "base"): "581aa9baaa7aed4348c0903617eb92ee9f89e2ec",
+}
+# SHA-256 of (config.json, weights.pth) at those revisions, as published in TorchGeo's
+# torchgeo/models/olmoearth.py (same repos and commits).
+_SHA256 = {
+    ("v1", "nano"): ("088f5314909cfcfd75c2ba4b07c9f88f5ca919d88235b702467046f5fab3a35a",
+                     "795c68419a658fd22ccf8f2e020607675f963e9ef3b93d8e368bb17646765347"),
+    ("v1", "tiny"): ("975dc2d755688c3010f9fecb662b62784d335731d701d8dda3f9ea0ccec88781",
+                     "66b9827af383bc444d7909a406a5b62c072bb08d6804ff47a247c2dce8fad9a4"),
+    ("v1", "base"): ("bd7759b9185f3d51607ca8d554c9be6ca87d932bc46fbc0f75524b0c3d5512bf",
+                     "551c1cc53337c6faaddead88071d7ebd2bd53ec271600fa6f0ee0a518c8b6e11"),
+    ("v1", "large"): ("bd5f0fe3f571cf8beed64072d6c0029d6072223e6dce0b84b689c34d6638bbf1",
+                      "1adb5026bd520c54bc415a1282386954927623bab81d01be2f5b6379cc039035"),
+    ("v1.1", "nano"): ("7a7cbd2b1b06e500869e9bc00293ec0714a50da92676dc8ac9b1cf026da470bd",
+                       "883561154dd4eb874a3e28bb0559c15aa06bd8a2e4ffb54a0d6bc4bc15777eb3"),
+    ("v1.1", "tiny"): ("01dcb438144d8f70647ab2d11aef656a1632f3b5af1fdf9263c111127ad7bbc3",
+                       "2a3fe8132adf9ff2ca96d00c9e376b8925bfe430fda6140749b3b92764c67ae1"),
+    ("v1.1", "base"): ("c74db2ea8c80b7568da926826e4f6cbca7e8cd1a2d0af45568f94af82722d336",
+                       "37fc73d542618f28357583fd17307002a4bdfb5321142c08e928102341105989"),
+    ("v1.2", "nano"): ("4cd2888e79dc543f262cc3d86fcd30d667068fd53a728ca5bd306d5ddb509d1d",
+                       "2773fca48c238d78adde5e83b7d140a63d36c9e5f73746b8dbadaed743020378"),
+    ("v1.2", "tiny"): ("bb11f91f5afbd6138f75feee3f66fc0e272da089d05a6e515713c799057155ac",
+                       "835c0b21ab010c4c4515faafa44dc1a41c9bc512d3a30af184803c4f4257697d"),
+    ("v1.2", "small"): ("254703d9b5da4a6679003ff21f2da964a25d903fea70dc0b2cce5d0cd388f70b",
+                        "459796ed5680bc85926f9a0e023476d14cb637bc19f826575c43836c909a5fa6"),
+    ("v1.2", "base"): ("0d531a67ad3e477e7011efabcceb01ed80f430aa0a0a3d344fe18cec0f229b8a",
+                       "57f7b66faf206db1307670673839e639d3a19c305f6ad968c62392ad3e88deec"),
 }
 # short names mean v1.1, the cheapest per token
 _SHORT = {("v1.1", "nano"): "nano", ("v1.1", "tiny"): "tiny", ("v1.1", "base"): "base"}
@@ -89,15 +113,17 @@ def _make_spec(version: str, size: str) -> ModelSpec:
         params=_PARAMS[size],
         depth=depth,
         needs_weights=True,
+        needs_dates=True,
         description=f"OlmoEarth {version} {size.capitalize()} ({dim}-d)",
         aliases=tuple(aliases),
+        weight_files=(
+            WeightFile("config.json", role="config", sha256=_SHA256[(version, size)][0], required=False),
+            WeightFile("weights.pth", role="weights", sha256=_SHA256[(version, size)][1]),
+        ),
     )
 
 
 # --- loading ------------------------------------------------------------------------
-_CACHE: OrderedDict = OrderedDict()
-_CACHE_LOCK = threading.Lock()
-_CACHE_SIZE = 4
 
 
 def _require_torch():
@@ -179,21 +205,11 @@ def _build_module(spec: ModelSpec, source: WeightsSource):
 
 
 def load_olmoearth(spec: ModelSpec, weights=None, device: str | None = None) -> "OlmoEarthEncoder":
-    """Load (or reuse from an in-process cache) the encoder for ``spec``."""
+    """Build the encoder for ``spec`` (cached per process by :func:`eoembed.models.load_model`)."""
     device = resolve_device(device)
     source = resolve_weights(spec, weights)
-    key = (spec.name, str(source.weights), source.weights.stat().st_mtime_ns, device)
-    with _CACHE_LOCK:
-        if key in _CACHE:
-            _CACHE.move_to_end(key)
-            return _CACHE[key]
     module, torch = _build_module(spec, source)
-    enc = OlmoEarthEncoder(spec, module.to(device), device, source)
-    with _CACHE_LOCK:
-        _CACHE[key] = enc
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    return enc
+    return OlmoEarthEncoder(spec, module.to(device), device, source)
 
 
 class OlmoEarthEncoder:
@@ -206,7 +222,6 @@ class OlmoEarthEncoder:
         self.module = module
         self.device = device
         self.source = source
-        self._sha = None
         norm_cls = {"v1": NormalizerV1, "v1.1": NormalizerV1_1, "v1.2": NormalizerV1_2}[spec.version]
         self._normalizer = norm_cls()
 
@@ -264,19 +279,7 @@ class OlmoEarthEncoder:
         return emb.cpu().numpy().astype("float32")
 
     def provenance(self) -> dict:
-        if self._sha is None:
-            self._sha = self.source.sha256()
-        return {
-            "eoembed:model": self.spec.name,
-            "eoembed:model_family": self.spec.family,
-            "eoembed:model_version": self.spec.version,
-            "eoembed:weights_repo": self.spec.hf_repo,
-            "eoembed:weights_revision": self.source.revision,
-            "eoembed:weights_origin": self.source.origin,
-            "eoembed:weights_sha256": self._sha,
-            "eoembed:license": self.spec.license,
-            "eoembed:device": self.device,
-        }
+        return provenance_attrs(self.spec, self.source, self.device)
 
 
 for _version, _sizes in {

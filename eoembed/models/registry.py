@@ -17,6 +17,32 @@ from eoembed.exceptions import UnknownModelError
 
 
 @dataclass(frozen=True)
+class WeightFile:
+    """One published file of a model's checkpoint.
+
+    Attributes
+    ----------
+    name:
+        File name inside the weights folder (``weights.pth``, ``encoder.pt``…).
+    role:
+        ``"weights"`` (the state dict), ``"config"`` or ``"normalization"``.
+    sha256:
+        Expected SHA-256 of the published file at the pinned revision (None when no
+        trusted value is known: the file is then hashed and stamped, not checked).
+    url:
+        Pinned download URL; None for files read from ``hf_repo`` at ``hf_revision``.
+    required:
+        False when the loader can do without it (e.g. an OlmoEarth ``config.json``).
+    """
+
+    name: str
+    role: str = "weights"
+    sha256: str | None = None
+    url: str | None = None
+    required: bool = True
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """Everything eoembed needs to know about one encoder.
 
@@ -60,8 +86,26 @@ class ModelSpec:
         the cost estimate uses it instead of the transformer formula.
     needs_weights:
         False for baselines that have no learned parameters.
+    needs_dates:
+        True when the encoder reads acquisition dates (OlmoEarth's month encoding):
+        a cube without ``time`` coordinates is refused instead of getting a default date.
     description:
         One line for ``eoembed models``.
+    weight_files:
+        The published checkpoint files (names, expected SHA-256, pinned URLs).
+    weights_repo, weights_revision:
+        Where non-Hugging-Face weights come from (e.g. ``github:nasaharvest/galileo``)
+        and the pinned commit.
+    weights_dirname:
+        Folder name under ``$EOEMBED_WEIGHTS_DIR`` (default: the Hugging Face repo
+        name, else the model name).
+    num_heads:
+        Attention heads (for architectures built from the spec).
+    missing_bands_note:
+        How the model handles absent bands (ends the missing-band warning of ``embed``).
+    pixel_series:
+        True for per-pixel time-series encoders (Presto): one sample per pixel, no
+        spatial context, so no halo is encoded (used by the cost estimate).
     """
 
     name: str
@@ -86,8 +130,43 @@ class ModelSpec:
     attends_across_time: bool = True
     macs_per_pixel: float | None = None
     needs_weights: bool = True
+    needs_dates: bool = False
     description: str = ""
     aliases: tuple[str, ...] = ()
+    weight_files: tuple[WeightFile, ...] = ()
+    weights_repo: str | None = None
+    weights_revision: str | None = None
+    weights_dirname: str | None = None
+    num_heads: int | None = None
+    missing_bands_note: str = ""
+    pixel_series: bool = False
+
+    @property
+    def source_repo(self) -> str | None:
+        """Where the weights come from: the Hugging Face repo or ``weights_repo``."""
+        return self.hf_repo or self.weights_repo
+
+    @property
+    def source_revision(self) -> str | None:
+        """The pinned commit the weights are read at."""
+        return self.hf_revision or self.weights_revision
+
+    @property
+    def cache_dirname(self) -> str:
+        """Folder name of this model's weights under ``$EOEMBED_WEIGHTS_DIR``."""
+        if self.weights_dirname:
+            return self.weights_dirname
+        return self.hf_repo.split("/")[-1] if self.hf_repo else self.name
+
+    @property
+    def weights_source(self) -> str:
+        """One line for listings: ``repo@commit`` or ``none``."""
+        if not self.needs_weights:
+            return "none"
+        if not self.source_repo:
+            return "local folder only (weights=PATH or $EOEMBED_WEIGHTS_DIR)"
+        rev = self.source_revision or ""
+        return f"{self.source_repo}@{rev[:8]}" if rev else self.source_repo
 
     @property
     def bands(self) -> dict[str, tuple[str, ...]]:
@@ -112,6 +191,10 @@ class ModelSpec:
             "hf_revision": self.hf_revision,
             "license": self.license,
             "params": self.params,
+            "weights_source": self.weights_source,
+            "weight_files": [
+                {"name": f.name, "role": f.role, "sha256": f.sha256, "url": f.url} for f in self.weight_files
+            ],
         }
 
 

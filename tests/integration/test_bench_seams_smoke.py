@@ -12,8 +12,10 @@ def test_bench_seams_quick(checkpoints):
     spec = importlib.util.spec_from_file_location("bench_seams", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    res = mod.main(["--quick", "--weights", str(checkpoints["v1.1"])])
-    for key in ("seams_halo0", "seams_default"):
-        assert res[key]["pairs"][0] > 0 and res[key]["pairs"][1] > 0
-        assert 0 < res[key]["in_tile"] < 2 and 0 < res[key]["cross_tile"] < 2
-    assert res["throughput"]["ratio_bare_over_embed"] > 0
+    res = mod.main(["--quick", "--repeat", "1", "--weights", str(checkpoints["v1.1"])])
+    rows = {r["tiling"]: r for r in res["tilings"]}
+    assert rows["w64-h0"]["tokens_per_patch_rel"] == 1.0
+    assert rows["w64-h16 (old default)"]["tokens_per_patch_rel"] == pytest.approx(4.0)
+    for r in res["tilings"]:
+        assert r["pairs"][0] > 0 and r["pairs"][1] > 0 and r["seam_ratio"] > 0
+        assert r["embed_over_bare"] > 0 and r["time_per_patch_rel"] > 0

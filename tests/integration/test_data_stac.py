@@ -519,3 +519,39 @@ def test_cube_embeds_with_the_spectral_baseline(s2):
     emb = eoembed.embed(cube, model="spectral")
     assert "embedding" in emb.dims
     assert emb.rio.crs.to_epsg() == 32632
+
+
+# --------------------------------------------------------------------------------------
+# harmonization follows what each item says about itself (issue 8, A7)
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("flavour, source", [
+    ("planetary-computer", "s2:processing_baseline"),
+    ("earth-search", "earthsearch:boa_offset_applied"),
+    ("cdse", "raster:bands"),
+])
+def test_harmonization_reads_each_providers_item_metadata(stac_server, s2_scenes, flavour, source):
+    import uuid
+
+    scenes, bbox = s2_scenes
+    container = "h" + uuid.uuid4().hex[:10]
+    stac_server.require_sas = False
+    items = ss.write_s2_catalog(scenes, stac_server.root, asset_base=f"{stac_server.url}/blob",
+                                container=container, flavour=flavour)
+    stac_server.add_items(items)
+    if flavour == "cdse":  # projection extension v2: proj:code only (stackstac reads proj:epsg)
+        assert all("proj:epsg" not in it["properties"] and "proj:code" in it["properties"] for it in items)
+    cube = stac.sentinel2(bbox, "2024-01-01", "2024-03-31", composite=None, catalog=stac_server.url,
+                          sign=None, retry=FAST)
+    raw = expected_scenes(scenes, cube, harmonize=False)
+    exp = np.stack([np.maximum(r - ss.scene_offset(sc, flavour), 0) for r, sc in zip(raw, scenes)])
+    np.testing.assert_allclose(cube.values, exp, atol=0.01)
+    # the decision is recorded per scene, naming the metadata that made it
+    decisions = cube.attrs["eoembed:harmonization"]
+    assert len(decisions) == len(scenes)
+    for sc in scenes:
+        line = next(d for d in decisions if d.startswith(sc.id + ":"))
+        # Earth Search's flag is false on pre-04.00 scenes: "not removed", the baseline decides
+        said = "s2:processing_baseline" if flavour == "earth-search" and sc.baseline == "03.01" else source
+        assert said in line and f"{sc.id}: {ss.scene_offset(sc, flavour):g} DN removed" in line
+    if flavour == "cdse":
+        assert cube.rio.crs.to_epsg() == 32632 and not np.isnan(cube.values[2]).all()  # zone-33 scene kept

@@ -49,42 +49,139 @@ def test_list_models_filter():
     assert list_models("*v1.2*") == [n for n in OLMO if "v1.2" in n]
 
 
-def test_cache_dir_is_searched(tmp_path, monkeypatch, checkpoints):
+def _with_hashes_of(spec, folder):
+    """``spec`` publishing the hashes of the (random-weight) files in ``folder``."""
+    from dataclasses import replace
+
+    from eoembed.models.registry import WeightFile
+    from eoembed.models.weights import sha256_file
+
+    return replace(spec, weight_files=tuple(
+        WeightFile(f.name, f.role, sha256_file(Path(folder) / f.name), f.url, f.required) for f in spec.weight_files))
+
+
+def test_cache_dir_is_searched_and_verified(tmp_path, monkeypatch, checkpoints):
     monkeypatch.setenv("EOEMBED_WEIGHTS_DIR", str(tmp_path))
     shutil.copytree(checkpoints["v1.1"], tmp_path / "OlmoEarth-v1_1-Nano")
-    emb = eoembed.embed(synthetic_cube(height=16, width=16, times=1), "nano", progress=False)
+    spec = _with_hashes_of(get_model_spec("nano"), checkpoints["v1.1"])
+    emb = eoembed.embed(synthetic_cube(height=16, width=16, times=1), spec, progress=False)
     assert emb.attrs["eoembed:weights_origin"] == "cache"
-    assert emb.attrs["eoembed:weights_revision"] == get_model_spec("nano").hf_revision
+    assert emb.attrs["eoembed:weights_revision"] == spec.hf_revision
+    assert emb.attrs["eoembed:weights_verified"] == 1
+    assert emb.attrs["eoembed:weights_sha256"] == spec.weight_files[1].sha256
 
 
-def test_hugging_face_download_uses_the_pinned_revision(monkeypatch, checkpoints):
+def test_cache_hit_with_the_wrong_hash_is_refused(tmp_path, monkeypatch, checkpoints):
+    monkeypatch.setenv("EOEMBED_WEIGHTS_DIR", str(tmp_path))
+    shutil.copytree(checkpoints["v1.1"], tmp_path / "OlmoEarth-v1_1-Nano")
+    spec = get_model_spec("nano")
+    published = spec.weight_files[0].sha256  # config.json, checked first
+    from eoembed.models.weights import sha256_file
+
+    got = sha256_file(tmp_path / "OlmoEarth-v1_1-Nano" / "config.json")
+    with pytest.raises(E.WeightsHashMismatchError) as err:
+        eoembed.load_model("nano", device="cpu")
+    assert published in str(err.value) and got in str(err.value) and "Delete" in str(err.value)
+
+
+def test_user_weights_with_unknown_hash_are_stamped_not_refused(checkpoints):
+    from eoembed.models.weights import sha256_file
+
+    enc = eoembed.load_model("nano", weights=checkpoints["v1.1"], device="cpu")
+    prov = enc.provenance()
+    assert prov["eoembed:weights_verified"] == 0
+    assert prov["eoembed:weights_revision"].startswith("local:")
+    assert prov["eoembed:weights_sha256"] == sha256_file(Path(checkpoints["v1.1"]) / "weights.pth")
+
+
+def test_olmoearth_specs_publish_torchgeo_hashes():
+    for name in OLMO:
+        files = {f.name: f.sha256 for f in get_model_spec(name).weight_files}
+        assert set(files) == {"config.json", "weights.pth"}
+        assert all(len(h) == 64 and int(h, 16) >= 0 for h in files.values())
+
+
+def test_hugging_face_download_uses_the_pinned_revision_and_its_cache(monkeypatch, checkpoints):
     calls = []
 
-    def fake_download(repo_id, filename, revision):
-        calls.append((repo_id, filename, revision))
+    def fake_download(repo_id, filename, revision, local_files_only):
+        calls.append((repo_id, filename, revision, local_files_only))
+        if local_files_only:
+            raise FileNotFoundError("not in the Hugging Face cache")
         return str(Path(checkpoints["v1.2"]) / filename)
 
     import huggingface_hub
 
+    from eoembed.models import weights as W
+
     monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(W, "_reachable", lambda url, timeout=3.0: True)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
-    enc = eoembed.load_model("olmoearth-v1.2-nano", device="cpu")
-    spec = get_model_spec("olmoearth-v1.2-nano")
-    assert calls == [("allenai/OlmoEarth-v1_2-Nano", "config.json", spec.hf_revision),
-                     ("allenai/OlmoEarth-v1_2-Nano", "weights.pth", spec.hf_revision)]
+    spec = _with_hashes_of(get_model_spec("olmoearth-v1.2-nano"), checkpoints["v1.2"])
+    enc = eoembed.load_model(spec, device="cpu")
+    repo, rev = "allenai/OlmoEarth-v1_2-Nano", spec.hf_revision
+    assert calls == [(repo, "config.json", rev, True), (repo, "weights.pth", rev, True),  # HF cache first
+                     (repo, "config.json", rev, False), (repo, "weights.pth", rev, False)]
     assert enc.provenance()["eoembed:weights_origin"] == "huggingface"
+    assert enc.provenance()["eoembed:weights_verified"] == 1
+
+
+def test_hugging_face_download_with_the_wrong_hash_is_refused(monkeypatch, checkpoints):
+    import huggingface_hub
+
+    from eoembed.models import weights as W
+
+    def fake_download(repo_id, filename, revision, local_files_only):
+        return str(Path(checkpoints["v1.2"]) / filename)  # random weights, not the published ones
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    with pytest.raises(E.WeightsHashMismatchError, match="published config.json .* has SHA-256"):
+        W.resolve_weights(get_model_spec("olmoearth-v1.2-nano"))
 
 
 def test_download_failure_is_a_clear_error(monkeypatch):
     import huggingface_hub
 
+    from eoembed.models import weights as W
+
     def unreachable(**kw):
+        if kw.get("local_files_only"):
+            raise FileNotFoundError("not cached")
         raise OSError("Name or service not known")
 
     monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(W, "_reachable", lambda url, timeout=3.0: True)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", unreachable)
     with pytest.raises(E.WeightsNotFoundError, match="Could not download .* OSError"):
         eoembed.load_model("olmoearth-v1-base")
+
+
+def test_unreachable_hub_fails_fast(monkeypatch, tmp_path):
+    """No network: one short attempt, then the typed error (no ~30 s of retries)."""
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("EOEMBED_WEIGHTS_DIR", str(tmp_path / "w"))
+    t0 = time.perf_counter()
+    with pytest.raises(E.NetworkUnavailableError, match=f"Cannot reach http://127.0.0.1:{port}"):
+        eoembed.load_model("olmoearth-v1.1-tiny", device="cpu")
+    assert time.perf_counter() - t0 < 5
+
+
+def test_hf_hub_offline_skips_the_attempt(monkeypatch, tmp_path):
+    from eoembed.models import weights as W
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(W, "_reachable", lambda *a, **k: pytest.fail("must not touch the network"))
+    with pytest.raises(E.WeightsNotFoundError, match="downloads are disabled"):
+        W.resolve_weights(get_model_spec("tiny"))
 
 
 def test_device_choice(checkpoints):

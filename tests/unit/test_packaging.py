@@ -51,3 +51,83 @@ def test_ci_runs_the_readme_test_command():
     assert "scripts/setup.sh" in setup and "eoembed demo" in setup
     assert test in ci and "scripts/setup.sh" in ci
     assert "torch==2.13.0" in (ROOT / "scripts" / "setup.sh").read_text()
+
+
+# ---- runtime dependencies are complete without the test extra ----------------------
+# xarray picks these I/O engines by what is installed, so eoembed needs them at run time
+# without importing them itself.
+_IO_BACKENDS = {"netcdf4", "h5py", "h5netcdf", "scipy", "zarr", "pyarrow"}
+
+
+def _eoembed_imports() -> set[str]:
+    import ast
+
+    mods = set()
+    for f in (ROOT / "eoembed").rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Import):
+                mods |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                mods.add(node.module.split(".")[0])
+            elif (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "require"
+                  and node.args and isinstance(node.args[0], ast.Constant)):
+                mods.add(str(node.args[0].value).split(".")[0])  # eoembed.exceptions.require("faiss", ...)
+    return mods - {"eoembed"}
+
+
+def test_test_extra_holds_no_runtime_library():
+    from importlib.metadata import packages_distributions
+
+    dists = packages_distributions()
+    runtime = {_name(d) for m in _eoembed_imports() for d in dists.get(m, [m])} | _IO_BACKENDS
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    test_extra = {_name(r) for r in meta["test"]}
+    assert not test_extra & runtime, (
+        f"{sorted(test_extra & runtime)} are runtime libraries; move them to a runtime extra "
+        "(or the core dependencies) so `pip install 'eoembed[all]'` works without the test extra."
+    )
+    assert {"h5py", "h5netcdf"} <= {_name(r) for r in tomllib.loads(
+        (ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    assert "pyarrow" in {_name(r) for r in meta["search"]}  # GeoParquet labels
+
+
+def test_open_cube_reads_the_shared_netcdf_without_netcdf4():
+    """The shared sample opens with the core dependencies only (h5netcdf + h5py)."""
+    import os
+    import subprocess
+    import sys
+
+    import pytest
+
+    nc = ROOT.parent / "shared" / "data" / "worldcereal" / "worldcereal_preprocessed_inputs.nc"
+    if not nc.exists():
+        pytest.skip(f"shared sample not found at {nc}")
+    code = (
+        "import sys; sys.modules['netCDF4'] = None\n"  # as if only eoembed[all] were installed
+        "import eoembed.data as d\n"
+        f"c = d.open_cube({str(nc)!r})\n"
+        "assert c.dims == ('time', 'band', 'y', 'x'), c.dims\n"
+        "assert float(c.isel(time=0, band=0).count()) > 0\n"
+        "print('ok', dict(c.sizes))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
+
+
+def test_docs_and_tutorials_name_only_environment_variables_the_library_reads():
+    """One documented name per setting: every EOEMBED_* the user is told about is read by eoembed."""
+    read = set()
+    for f in (ROOT / "eoembed").rglob("*.py"):
+        read |= set(re.findall(r"\bEOEMBED_[A-Z_]+\b", f.read_text()))
+    read |= {"EOEMBED_SAMPLE", "EOEMBED_SHARED"}  # the tutorials' own settings (sample cube, shared data folder), documented there
+    told = {}
+    files = [ROOT / "README.md", *(ROOT / "tutorials").glob("*"), *(ROOT / "notebooks").glob("*"),
+             *(ROOT / "tests").rglob("*.py")]
+    for f in files:
+        if f.is_file() and f.suffix in (".md", ".ipynb", ".py"):
+            for name in re.findall(r"\bEOEMBED_[A-Z_]+\b", f.read_text()):
+                told.setdefault(name, f.relative_to(ROOT).as_posix())
+    unknown = {n: f for n, f in told.items() if n not in read}
+    assert not unknown, f"environment variables eoembed does not read: {unknown}"
+    assert "EOEMBED_WEIGHTS_DIR" in read

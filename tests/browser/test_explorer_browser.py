@@ -1,0 +1,241 @@
+"""The explorer in a real JupyterLab, driven by headless Chromium (Playwright).
+
+Starts ``jupyter lab`` on 127.0.0.1 (free port, no token) with a kernelspec that runs
+this interpreter, opens a notebook that builds the explorer on the shared WorldCereal
+sample (real Galileo-Nano embeddings from ``../shared/weights/galileo-nano``), clicks
+the map on the pixel of a known patch, and checks both the DOM (a new
+``leaflet-image-layer``) and the kernel (``ex.hits``); then labels two classes in label
+mode, presses Train and checks the class layer, legend and CV text. Screenshots go to
+``test-artifacts/``.
+
+Needs Debian's ``chromium`` at /usr/bin/chromium (``.ci/run`` installs it); nothing
+is installed here and no network is used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT.parent / "shared" / "data" / "worldcereal" / "worldcereal_preprocessed_inputs.nc"
+WEIGHTS = ROOT.parent / "shared" / "weights" / "galileo-nano"
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install -y chromium; .ci/run does)"),
+    pytest.mark.skipif(not SAMPLE.exists(), reason=f"sample cube not found at {SAMPLE}"),
+    pytest.mark.skipif(not WEIGHTS.exists(), reason=f"Galileo-Nano weights not found at {WEIGHTS}"),
+]
+
+#: patches (row, col) of the 25×25-patch Galileo-Nano embedding of the sample (patch size 4, 40 m)
+SEARCH_PATCH = (12, 6)
+LABELS = {"field": [(3, 3), (20, 20), (3, 20)], "other": [(20, 3), (12, 12), (22, 9)]}
+
+SETUP = f"""\
+import json
+import numpy as np
+from pyproj import Transformer
+import eoembed
+cube = eoembed.open_cube({str(SAMPLE)!r})
+emb = cube.eo.embed(model="galileo-nano", weights={str(WEIGHTS)!r}, progress=False)
+ex = emb.eo.explore(cube, k=10)
+ex"""
+
+TARGETS = f"""\
+(s, w), (n, e) = ex.layers["PCA-RGB"].bounds
+to_m = Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True)
+x0, y0 = to_m.transform(w, s); x1, y1 = to_m.transform(e, n)
+def frac(r, c):
+    mx, my = Transformer.from_crs(emb.rio.crs, "EPSG:3857", always_xy=True).transform(float(emb.x[c]), float(emb.y[r]))
+    return [(mx - x0) / (x1 - x0), (y1 - my) / (y1 - y0)]
+labels = {json.dumps(LABELS)}
+print("TARGETS", json.dumps({{"search": frac(*{list(SEARCH_PATCH)}),
+                              "labels": {{k: [frac(*p) for p in v] for k, v in labels.items()}}}}))"""
+
+STATE = """\
+print("STATE", json.dumps({
+    "hit": None if ex.hits is None else [int(ex.hits["row"].iloc[0]), int(ex.hits["col"].iloc[0])],
+    "labels": ex.labels["class"].tolist(),
+    "trained": ex.classifier is not None,
+    "error": None if ex.last_error is None else repr(ex.last_error)}))"""
+
+
+def _notebook(path: Path, kernel: str) -> None:
+    cells = [{"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": src}
+             for src in (SETUP, TARGETS, STATE)]
+    nb = {"cells": cells, "nbformat": 4, "nbformat_minor": 5,
+          "metadata": {"kernelspec": {"name": kernel, "display_name": "eoembed venv", "language": "python"},
+                       "language_info": {"name": "python"}}}
+    path.write_text(json.dumps(nb))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lab")
+    jpath = root / "jupyter"
+    spec = jpath / "kernels" / "eoembed-venv"
+    spec.mkdir(parents=True)
+    spec.joinpath("kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "eoembed venv", "language": "python"}))
+    work = root / "work"
+    work.mkdir()
+    _notebook(work / "explorer.ipynb", "eoembed-venv")
+    port = _free_port()
+    env = {**os.environ, "JUPYTER_PATH": str(jpath), "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
+           "JUPYTER_CONFIG_DIR": str(root / "config"), "JUPYTERLAB_SETTINGS_DIR": str(root / "settings"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(root / "workspaces"), "OMP_NUM_THREADS": "1"}
+    log = open(root / "lab.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--port={port}",
+         "--ServerApp.ip=127.0.0.1", "--ServerApp.token=", "--ServerApp.password=",
+         "--ServerApp.disable_check_xsrf=True", f"--ServerApp.root_dir={work}", "--LabApp.news_url=None"],
+        cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(f"{url}/api/status", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.5)
+    else:
+        proc.terminate()
+        pytest.fail("JupyterLab did not start:\n" + (root / "lab.log").read_text()[-3000:])
+    if proc.poll() is not None:
+        pytest.fail("JupyterLab exited:\n" + (root / "lab.log").read_text()[-3000:])
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def _output_json(page, cell: int, tag: str, timeout: float = 120_000) -> dict:
+    loc = page.locator(".jp-Notebook .jp-Cell").nth(cell).locator(".jp-OutputArea-output", has_text=tag)
+    loc.first.wait_for(timeout=timeout)
+    text = loc.first.inner_text()
+    return json.loads(re.search(rf"{tag} (.*)", text).group(1))
+
+
+def _run_cell(page, cell: int, tag: str) -> dict:
+    c = page.locator(".jp-Notebook .jp-Cell").nth(cell)
+    old = c.locator(".jp-OutputArea-output", has_text=tag)
+    before = old.first.inner_text() if old.count() else None
+    c.locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Shift+Enter")
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        time.sleep(0.3)
+        o = c.locator(".jp-OutputArea-output", has_text=tag)
+        prompt = c.locator(".jp-InputPrompt").inner_text()
+        if o.count() and "*" not in prompt and (o.first.inner_text() != before or before is None):
+            break
+    return _output_json(page, cell, tag)
+
+
+def _click_on_overlay(page, img, fx: float, fy: float) -> None:
+    box = img.bounding_box()
+    page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+
+
+def _dismiss_popups(page) -> None:
+    """Accept the kernel dialog (it names our kernelspec) and dismiss the "Jupyter news" toast."""
+    dialog = page.locator(".jp-Dialog")
+    try:
+        dialog.locator("button", has_text="Select").first.click(timeout=5000)
+    except Exception:  # no dialog: the kernel started on its own
+        pass
+    try:
+        page.get_by_role("button", name="No", exact=True).first.click(timeout=3000)
+    except Exception:  # no toast shown: nothing to dismiss
+        pass
+
+
+def test_explorer_in_jupyterlab(lab):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-dev-shm-usage"])
+        page = browser.new_page(viewport={"width": 1700, "height": 1100})
+        try:
+            page.goto(f"{lab}/lab/tree/explorer.ipynb", wait_until="domcontentloaded")
+            page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
+            _dismiss_popups(page)
+            # the kernel must be idle before running everything
+            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=120_000)
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.get_by_text("Run All Cells", exact=True).click()
+            targets = _output_json(page, 1, "TARGETS", timeout=900_000)  # embedding runs first
+            state = _output_json(page, 2, "STATE")
+            assert state["hit"] is None and state["error"] is None
+            images = page.locator(".leaflet-container img.leaflet-image-layer")
+            images.nth(1).wait_for(timeout=60_000)  # true colour + PCA-RGB
+            n0 = images.count()
+            assert n0 == 2
+            page.locator(".leaflet-container").first.scroll_into_view_if_needed()
+            _dismiss_popups(page)
+            page.screenshot(path=str(ARTIFACTS / "explorer-open.png"))
+
+            # ---- search: click the pixel of a known patch
+            pca = images.nth(1)
+            _click_on_overlay(page, pca, *targets["search"])
+            images.nth(n0).wait_for(timeout=30_000)  # the similarity layer appears
+            assert images.count() == n0 + 1
+            state = _run_cell(page, 2, "STATE")
+            assert state["error"] is None, state
+            assert state["hit"] == list(SEARCH_PATCH)  # the clicked patch is its own best match
+            page.locator(".leaflet-container").first.scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "explorer-search.png"))
+
+            # ---- label mode: two classes, then Train
+            page.locator(".widget-toggle-button", has_text="Label").first.click()
+            for cls, fracs in targets["labels"].items():
+                box = page.get_by_placeholder("class name").first
+                box.fill(cls)
+                box.press("Enter")
+                time.sleep(0.5)
+                for fx, fy in fracs:
+                    _click_on_overlay(page, pca, fx, fy)
+                    time.sleep(0.4)
+            state = _run_cell(page, 2, "STATE")
+            assert state["error"] is None, state
+            assert sorted(state["labels"]) == sorted(c for c, v in LABELS.items() for _ in v)
+            page.locator(".leaflet-container").first.scroll_into_view_if_needed()
+            page.locator("button", has_text="Train").first.click()
+            page.get_by_text(re.compile("balanced accuracy \\d")).first.wait_for(timeout=60_000)
+            assert images.count() == n0 + 3  # + class map + probability
+            legend = page.locator(".leaflet-control", has_text="field")
+            assert legend.count() >= 1 and "other" in legend.first.inner_text()
+            state = _run_cell(page, 2, "STATE")
+            assert state["trained"] and state["error"] is None
+            page.locator(".leaflet-container").first.scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "explorer-trained.png"))
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "explorer-failure.png"))
+            raise
+        finally:
+            browser.close()

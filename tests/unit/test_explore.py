@@ -1,0 +1,411 @@
+"""The map explorer: clicks, labels, training, layer georeferencing, errors in callbacks."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ipyleaflet")
+pytest.importorskip("bqplot")
+pytest.importorskip("faiss")
+pytest.importorskip("geopandas")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _embfixtures import make_emb  # noqa: E402
+
+import eoembed  # noqa: E402
+from eoembed.exceptions import LabelError, MissingOptionalDependency, ParameterError, QueryError  # noqa: E402
+from eoembed.viz import MercatorWarp, colormap_indexed, png_data_url, robust_stretch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def emb_truth():
+    return make_emb(40, 50, 16, block=10, seed=3)
+
+
+@pytest.fixture
+def ex(emb_truth):
+    return eoembed.explore.explore(emb_truth[0], k=7)
+
+
+def _lonlat(x, y, crs="EPSG:32631"):
+    from pyproj import Transformer
+
+    return Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(x, y)
+
+
+def _map_click(ex, lon, lat):
+    """Exactly the message the browser sends for a click on the map."""
+    ex.map._handle_leaflet_event(None, {"event": "interaction", "type": "click", "coordinates": [lat, lon]}, None)
+
+
+def _centre(emb, r, c):
+    return float(emb.x[c]), float(emb.y[r])
+
+
+# ---- georeferencing -------------------------------------------------------------------
+def test_layer_bounds_are_the_grid_corners_in_lonlat(ex, emb_truth):
+    emb = emb_truth[0]
+    x0, y0, x1, y1 = emb.rio.bounds()
+    corners = [_lonlat(x, y) for x in (x0, x1) for y in (y0, y1)]
+    lons, lats = [c[0] for c in corners], [c[1] for c in corners]
+    (south, west), (north, east) = ex.layers["PCA-RGB"].bounds
+    # the overlay holds every corner, and is no larger than the footprint plus one pixel
+    px = (east - west) / ex._warp.shape[1]
+    py = (north - south) / ex._warp.shape[0]
+    eps = 1e-9  # float round-off of the Mercator→lon/lat conversion
+    assert west <= min(lons) + eps and east >= max(lons) - eps and south <= min(lats) + eps
+    assert north >= max(lats) - eps
+    assert min(lons) - west < 2 * px and east - max(lons) < 2 * px
+    assert min(lats) - south < 2 * py and north - max(lats) < 2 * py
+    # near 3°E in UTM 31N the grid is almost north-up: corners ≈ the overlay corners
+    assert abs(west - _lonlat(x0, y1)[0]) < 0.01 and abs(north - _lonlat(x0, y1)[1]) < 0.01
+
+
+@pytest.mark.parametrize("max_pixels", [1024, 20])
+def test_every_patch_lands_where_it_is_on_the_ground(emb_truth, max_pixels):
+    emb = emb_truth[0]
+    ex = eoembed.explore.explore(emb, scatter=None, max_pixels=max_pixels)
+    s = ex._stride
+    assert (s == 1) == (max_pixels == 1024)
+    assert max(ex._warp.shape) == (200 if s == 1 else 20)  # 4× oversampled when small
+    warp = ex._warp
+    (south, west), (north, east) = ex.layers["PCA-RGB"].bounds
+    assert warp.bounds == ((south, west), (north, east))
+    for r, c in [(0, 0), (39, 49), (0, 49), (39, 0), (17, 23)]:
+        lon, lat = _lonlat(*_centre(emb, r, c))
+        i, j = warp.pixel_of(lon, lat)
+        # the Mercator pixel under the patch centre shows that patch (its overview cell);
+        # at 1:1 resolution (the coarse overview) nearest resampling may pick a neighbour
+        tol = 0 if s == 1 else 1
+        assert abs(warp.rows[i, j] - r // s) <= tol and abs(warp.cols[i, j] - c // s) <= tol
+
+
+def test_far_from_utm_zone_centre_the_warp_follows_the_rotation():
+    """At the zone edge UTM north is ~2° off true north; a naive corner stretch would misplace patches."""
+    emb, _ = make_emb(60, 60, 8, x0=200_000.0, y0=6_500_000.0, pitch=100.0)
+    warp = MercatorWarp.from_grid("EPSG:32631", emb.rio.transform(), (60, 60))
+    for r, c in [(0, 0), (0, 59), (59, 0), (59, 59), (30, 2)]:
+        lon, lat = _lonlat(*_centre(emb, r, c))
+        i, j = warp.pixel_of(lon, lat)
+        assert abs(int(warp.rows[i, j]) - r) <= 1 and abs(int(warp.cols[i, j]) - c) <= 1
+    # the footprint is rotated, so its Mercator bounding box has empty (transparent) corners
+    assert (warp.rows < 0).any()
+
+
+def test_large_grids_interpolate_the_projection_without_moving_pixels():
+    """Above 256² Mercator pixels the inverse projection is exact on every 8th pixel, bilinear between."""
+    from affine import Affine
+    from pyproj import Transformer
+
+    tr = Affine(40, 0, 200_000, 0, -40, 6_500_000)  # zone edge: the strongest curvature in UTM
+    w = MercatorWarp.from_grid("EPSG:32631", tr, (600, 600))
+    x0, y0, x1, y1 = w.mercator_bounds
+    wy, wx = w.shape
+    res = (x1 - x0) / wx
+    gx, gy = np.meshgrid(x0 + res * (np.arange(wx) + 0.5), y1 - res * (np.arange(wy) + 0.5))
+    sx, sy = Transformer.from_crs("EPSG:3857", "EPSG:32631", always_xy=True).transform(gx, gy)
+    col, row = np.floor((sx - 200_000) / 40), np.floor((sy - 6_500_000) / -40)
+    inside = (row >= 0) & (row < 600) & (col >= 0) & (col < 600)
+    same = (np.where(inside, row, -1) == w.rows) & (np.where(inside, col, -1) == w.cols)
+    assert wx * wy > 65_536 and same.mean() > 0.9999
+
+
+def test_pca_layer_equals_reduce_pca_rgb(emb_truth):
+    emb = emb_truth[0].copy()
+    emb[:, 3, 4] = np.nan  # masked patches stay transparent
+    emb[:, 5, 6] = 0.0
+    ex = eoembed.explore.explore(emb, scatter=None)
+    ref = eoembed.reduce.pca_rgb(emb).transpose("band", "y", "x").values
+    got = ex.layer_data["PCA-RGB"].values
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    assert np.isnan(got[:, 3, 4]).all() and np.isnan(got[:, 5, 6]).all()
+
+
+def test_true_colour_layer_uses_the_cube_grid_and_a_robust_stretch(emb_truth):
+    import xarray as xr
+    from affine import Affine
+
+    emb = emb_truth[0]
+    rng = np.random.default_rng(0)
+    ny, nx = 40 * 8, 50 * 8
+    data = rng.uniform(200, 1500, (3, ny, nx)).astype("float32")
+    data[:, 0, 0] = 60000  # an outlier must not flatten the stretch
+    cube = xr.DataArray(data, dims=("band", "y", "x"),
+                        coords={"band": ["B02", "B03", "B04"], "x": 500_000 + 10 * (np.arange(nx) + 0.5),
+                                "y": 5_700_000 - 10 * (np.arange(ny) + 0.5)})
+    cube = cube.rio.write_crs("EPSG:32631").rio.write_transform(Affine(10, 0, 500_000, 0, -10, 5_700_000))
+    ex = eoembed.explore.explore(emb, cube, scatter=None, max_pixels=100)
+    tc = ex.layer_data["true colour"]
+    assert list(tc["band"].values) == ["B04", "B03", "B02"]
+    assert tc.sizes["y"] == 80 and tc.sizes["x"] == 100  # overview of the 320×400 px cube
+    np.testing.assert_allclose(ex.layers["true colour"].bounds, ex.layers["PCA-RGB"].bounds, atol=1e-4)
+    st = robust_stretch(tc.values)
+    assert 0.3 < np.nanmedian(st) < 0.7  # not squashed to black by the 60000 outlier
+    with pytest.raises(ParameterError, match="red/green/blue"):
+        eoembed.explore.explore(emb, cube.assign_coords(band=["a", "b", "c"]), scatter=None)
+
+
+# ---- search -----------------------------------------------------------------------------
+def test_click_top_k_equals_index_search_and_similarity_equals_index_map(ex, emb_truth):
+    emb = emb_truth[0]
+    p = _centre(emb, 12, 31)
+    hits = ex.click(*p)
+    ref = ex.index.search(point=p, k=7)
+    assert list(hits["id"]) == list(ref["id"]) and np.allclose(hits["score"], ref["score"])
+    assert hits["row"].iloc[0] == 12 and hits["col"].iloc[0] == 31
+    assert list(ex.hits.columns[:4]) == ["rank", "score", "x", "y"] and ex.hits.crs == emb.rio.crs
+    sim = ex.similarity
+    np.testing.assert_allclose(sim.values, ex.index.similarity_map(point=p).values, atol=1e-6)
+    assert sim.dims == ("y", "x") and sim.shape == (40, 50)
+    assert "similarity" in ex.layers and "cosine similarity" in ex._colorbar_w.value
+    assert len(ex._hits_group.data["features"]) == 7 + 1  # hits + the query point
+
+
+def test_map_click_in_lonlat_is_the_same_query(ex, emb_truth):
+    emb = emb_truth[0]
+    lon, lat = _lonlat(*_centre(emb, 30, 7))
+    layers_before = len(ex.map.layers)
+    _map_click(ex, lon, lat)
+    assert ex.last_error is None
+    assert ex.hits["row"].iloc[0] == 30 and ex.hits["col"].iloc[0] == 7
+    assert len(ex.map.layers) == layers_before + 1  # the similarity overlay
+    first = ex.hits.copy()
+    _map_click(ex, *_lonlat(*_centre(emb, 5, 45)))
+    assert len(ex.map.layers) == layers_before + 1  # updated in place, not stacked
+    assert not first["id"].equals(ex.hits["id"])
+
+
+def test_refinement_positive_negative_and_clear(ex, emb_truth):
+    emb = emb_truth[0]
+    p, q, n = _centre(emb, 2, 2), _centre(emb, 25, 35), _centre(emb, 2, 12)
+    ex.click(*p)
+    ex.click(*q, refine=True)
+    hits = ex.click(*n, negative=True)
+    ref = ex.index.search(positives=[p, q], negatives=[n], k=7)
+    assert list(hits["id"]) == list(ref["id"])
+    np.testing.assert_allclose(ex.similarity.values,
+                               ex.index.similarity_map(positives=[p, q], negatives=[n]).values, atol=1e-6)
+    ex.clear()
+    assert ex.hits is None and ex.similarity is None and "similarity" not in ex.layers
+    assert ex._hits_group.data["features"] == []
+    with pytest.raises(QueryError, match="positive"):
+        ex.click(*n, negative=True)
+
+
+def test_index_is_built_once_and_reused(emb_truth, monkeypatch):
+    import eoembed.index as index_mod
+
+    calls = []
+    real = index_mod.build_index
+    monkeypatch.setattr(index_mod, "build_index", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ex = eoembed.explore.explore(emb_truth[0], scatter=None)
+    assert calls == []  # opening does not build it
+    for r in (1, 10, 20):
+        ex.click(*_centre(emb_truth[0], r, r))
+    assert calls == [1]
+
+
+def test_dask_cube_is_not_computed_beyond_the_overview(emb_truth):
+    import dask
+
+    emb = emb_truth[0].chunk({"y": 10, "x": 10})
+    computed = []
+
+    class Count(dask.callbacks.Callback):
+        def _start(self, dsk):
+            computed.append(len(dsk))
+
+    with Count():
+        ex = eoembed.explore.explore(emb, max_pixels=25)
+    assert ex._ov.shape[-2:] == (20, 25)  # a 1/2 overview, held in memory
+    assert ex.layer_data["PCA-RGB"].shape[-2:] == (20, 25)
+    assert len(computed) == 1  # one compute: the overview
+    ex.click(*_centre(emb, 10, 10))
+    assert hasattr(ex.similarity.data, "dask")  # the full-grid similarity stays lazy
+    assert ex.layer_data["similarity"].shape == (20, 25)
+
+
+# ---- labels and training ------------------------------------------------------------------
+def _label_checkerboard(ex, emb, truth, n=4):
+    rng = np.random.default_rng(1)
+    for cls in range(3):
+        rr, cc = np.nonzero(truth.values == cls)
+        for i in rng.choice(len(rr), n, replace=False):
+            ex.label(*_centre(emb, rr[i], cc[i]), f"c{cls}")
+
+
+def test_label_train_class_layer_equals_predict_map(ex, emb_truth):
+    emb, truth = emb_truth
+    ex.set_mode("label")
+    assert ex.mode == "label"
+    _label_checkerboard(ex, emb, truth, n=5)
+    assert list(ex.labels.columns) == ["class", "geometry"] and len(ex.labels) == 15
+    assert ex.labels.crs == emb.rio.crs
+    clf = ex.train()
+    assert ex.classifier is clf and list(clf.classes_) == ["c0", "c1", "c2"]
+    ref = clf.predict_map()
+    np.testing.assert_array_equal(ex.layer_data["class"].values, ref["class"].values)
+    np.testing.assert_allclose(ex.layer_data["probability"].values, ref["probability"].max("label").values)
+    assert "class" in ex.layers and "probability" in ex.layers
+    assert ex._legend is not None and set(ex._legend.legend) == {"c0", "c1", "c2"}
+    rep = ex.cv_report
+    assert rep.spatial and "balanced accuracy" in ex._report_w.value
+    assert f"{rep.balanced_accuracy:.3f}" in ex._report_w.value
+    for c in ("c0", "c1", "c2"):
+        assert f"<td>{c}</td>" in ex._report_w.value  # per-class rows
+    # the planted classes are separable: the class map matches the truth
+    agree = (np.asarray(clf.classes_)[ref["class"].values] == np.char.add("c", truth.values.astype(str))).mean()
+    assert agree > 0.9
+
+
+def test_map_click_in_label_mode_labels_with_the_panel_class(ex, emb_truth):
+    emb = emb_truth[0]
+    ex._mode_w.value = "label"  # the toggle button
+    ex._class_w.value = "water"
+    _map_click(ex, *_lonlat(*_centre(emb, 3, 4)))
+    assert ex.last_error is None and list(ex.labels["class"]) == ["water"]
+    g = ex.labels.geometry.iloc[0]
+    assert abs(g.x - float(emb.x[4])) < 1e-3 and abs(g.y - float(emb.y[3])) < 1e-3
+    assert ex.hits is None  # label mode does not search
+    assert len(ex._labels_group.data["features"]) == 1
+
+
+def test_labels_round_trip_and_autosave(emb_truth, tmp_path):
+    emb, truth = emb_truth
+    path = tmp_path / "sub" / "labels.geojson"
+    ex = eoembed.explore.explore(emb, labels=path, scatter=None)
+    _label_checkerboard(ex, emb, truth, n=2)
+    assert path.exists()  # autosaved on every label
+    saved = json.loads(path.read_text())
+    assert len(saved["features"]) == 6
+    ex2 = emb.eo.explore(labels=str(path), scatter=None)
+    a, b = ex.labels, ex2.labels
+    assert list(a["class"]) == list(b["class"])
+    np.testing.assert_allclose(np.c_[a.geometry.x, a.geometry.y], np.c_[b.geometry.x, b.geometry.y], atol=1e-3)
+    out = ex2.save_labels(tmp_path / "copy.geojson")
+    ex3 = eoembed.explore.explore(emb, labels=ex2.labels.to_crs("EPSG:4326"), scatter=None)
+    assert Path(out).exists() and list(ex3.labels["class"]) == list(a["class"])
+    ex2.clear_labels()
+    assert len(json.loads(path.read_text())["features"]) == 0
+
+
+def test_train_errors_are_typed(ex, emb_truth):
+    emb = emb_truth[0]
+    with pytest.raises(LabelError, match="No labels"):
+        ex.train()
+    ex.label(*_centre(emb, 1, 1), "a")
+    with pytest.raises(LabelError, match="one class"):
+        ex.train()
+    with pytest.raises(LabelError, match="outside"):
+        ex.label(0.0, 0.0, "a")
+    with pytest.raises(LabelError, match="empty"):
+        ex.label(*_centre(emb, 1, 1), "  ")
+
+
+# ---- errors in callbacks -------------------------------------------------------------------
+def test_errors_in_callbacks_are_shown_logged_and_the_widget_survives(ex, emb_truth, caplog):
+    emb = emb_truth[0]
+    with caplog.at_level("ERROR", logger="eoembed.explore"):
+        _map_click(ex, 10.0, 10.0)  # far outside the cube
+    assert isinstance(ex.last_error, QueryError)
+    assert "outside the embedding cube" in ex._status_w.value and "#b00020" in ex._status_w.value
+    assert any("outside" in r.getMessage() or r.exc_info for r in caplog.records)
+    ex._train_w.click()  # Train with no labels: shown, not raised
+    assert isinstance(ex.last_error, LabelError) and "No labels" in ex._status_w.value
+    _map_click(ex, *_lonlat(*_centre(emb, 20, 20)))  # still works afterwards
+    assert ex.hits is not None and "#b00020" not in ex._status_w.value
+
+
+# ---- embedding view ----------------------------------------------------------------------------
+def test_scatter_selection_highlights_patches_and_click_highlights_point(ex, emb_truth):
+    emb = emb_truth[0]
+    sc = ex.scatter.marks[0]
+    assert 0 < len(sc.x) <= 2000
+    sel = ex.select([0, 5, 9])  # what a brush/lasso does: set Scatter.selected
+    assert list(sc.selected) == [0, 5, 9] and len(sel) == 3
+    mask = ex.layer_data["selection"].values
+    assert np.isfinite(mask).sum() == 3
+    for r, c in zip(sel["row"], sel["col"]):
+        assert mask[r, c] == 1
+    sc.selected = None  # a brush cleared in the browser
+    assert "selection" not in ex.layers
+    ex.click(*_centre(emb, 8, 9))
+    proj = eoembed.reduce.fit_pca(emb, 3, sample=20_000)
+    xy = proj.func(emb.isel(y=8, x=9).values[None, :].astype("float32"))[0]
+    q = ex.scatter.marks[1]
+    assert q.x[0] == pytest.approx(xy[0], abs=1e-4) and q.y[0] == pytest.approx(xy[1], abs=1e-4)
+
+
+# ---- options and missing extras --------------------------------------------------------------------
+def test_basemap_is_blank_by_default_and_selectable(emb_truth):
+    import ipyleaflet
+
+    ex = eoembed.explore.explore(emb_truth[0], scatter=None)
+    assert not any(isinstance(lyr, ipyleaflet.TileLayer) for lyr in ex.map.layers)
+    ex = eoembed.explore.explore(emb_truth[0], basemap="osm", scatter=None)
+    tiles = [lyr for lyr in ex.map.layers if isinstance(lyr, ipyleaflet.TileLayer)]
+    assert len(tiles) == 1 and tiles[0].base and "openstreetmap" in tiles[0].url
+    with pytest.raises(ParameterError, match="basemap"):
+        eoembed.explore.explore(emb_truth[0], basemap="cartodb")
+
+
+def test_without_the_viz_extra_a_typed_error_names_it(emb_truth, monkeypatch):
+    monkeypatch.setitem(sys.modules, "bqplot", None)  # import bqplot → ImportError
+    with pytest.raises(MissingOptionalDependency, match=r"eoembed\[viz\]") as err:
+        emb_truth[0].eo.explore()
+    assert "bqplot" in str(err.value)
+
+
+def test_explorer_is_exported_lazily():
+    assert eoembed.Explorer is eoembed.explore.Explorer
+    import ipywidgets
+
+    assert issubclass(eoembed.Explorer, ipywidgets.HBox)
+
+
+# ---- rendering helpers -------------------------------------------------------------------------------
+def test_palette_png_keeps_transparency_and_colours():
+    from PIL import Image
+
+    v = np.array([[0.0, 0.5], [1.0, np.nan]], np.float32)
+    idx, pal = colormap_indexed(v, 0.0, 1.0)
+    assert idx[1, 1] == 0 and idx[0, 0] == 1 and idx[1, 0] == 255
+    url = png_data_url(idx, pal)
+    assert url.startswith("data:image/png;base64,")
+    img = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGBA"))
+    assert img[1, 1, 3] == 0 and img[0, 0, 3] == 255
+    np.testing.assert_array_equal(img[1, 0], pal[255])
+
+
+def test_robust_stretch_clips_outliers_per_band():
+    rng = np.random.default_rng(0)
+    b = rng.uniform(0, 1, (2, 100, 100)).astype("f4")
+    b[1] *= 1000
+    b[:, 0, 0] = 1e6
+    b[0, 1, 1] = np.nan
+    s = robust_stretch(b)
+    assert np.isnan(s[0, 1, 1]) and s[0, 0, 0] == 1.0
+    assert abs(np.nanmean(s[0]) - 0.5) < 0.05 and abs(np.nanmean(s[1]) - 0.5) < 0.05
+
+
+@pytest.mark.slow
+def test_bench_explore_quick(tmp_path):
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_explore.py"), "--quick", "--json", str(out)],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["quick"] is True
+    assert res["click"]["topk_equal"] is True
+    assert res["click"]["ratio"] < 5
+    assert res["open"]["seconds"] < 30

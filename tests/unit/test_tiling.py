@@ -1,0 +1,156 @@
+"""Tiling owned by GridSpec: windows, blending, seam metric, model cache, batch sizing, OOM retry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from affine import Affine
+
+import eoembed
+from eoembed import models
+from eoembed.encode import encode_with_retry, gpu_batch_size
+from eoembed.exceptions import ParameterError
+from eoembed.grid import GridSpec, seam_stats
+from eoembed.testing import synthetic_cube
+
+
+def _grid(**kw):
+    base = dict(transform=Affine(10, 0, 600000, 0, -10, 5600000), height=100, width=70, patch_size=4,
+                tile_size=24, halo=4)
+    base.update(kw)
+    return GridSpec(**base)
+
+
+def test_window_weights_cross_fade_and_hard_cores():
+    hard = _grid().window_weights()
+    np.testing.assert_array_equal(hard, [0, 1, 1, 1, 1, 0])
+    g = _grid(blend=True)
+    w = g.window_weights()
+    assert w[0] < w[1] <= w[2] == 1.0 and w[::-1].tolist() == w.tolist()
+    # neighbouring windows (stride = core = 4 patches) sum to 1 across their overlap
+    overlap = (g.tile_size - g.core) // g.patch_size
+    np.testing.assert_allclose(w[-overlap:] + w[:overlap], 1.0)
+
+
+def test_block_windows_cover_every_core_patch_with_the_same_windows_in_any_block():
+    g = _grid(blend=True, halo=8, tile_size=32)  # core 16 px, context 8 px: one extra window each side
+    assert g.windows_before == 1 and g.depth == 24
+    whole = dict(g.block_windows(0, g.padded_shape[0], 0))
+    # a block starting at core 2 sees windows 1..(2+len) — the same global windows, shifted
+    part = g.block_windows(2 * g.core, 2 * g.core, 0)
+    assert [k for k, _ in part] == [1, 2, 3, 4]
+    assert all(start - 0 == (k - 1) * g.core for k, start in part)
+    assert set(whole) == set(range(g.tiles_y))
+    assert g.overhead == pytest.approx(4.0)
+
+
+def test_grid_refuses_a_tiling_without_core():
+    with pytest.raises(ParameterError, match="leaves no core"):
+        _grid(tile_size=16, halo=8)
+
+
+def test_patch_centres_come_from_the_patch_transform():
+    g = _grid()
+    x, y = g.patch_centers()
+    assert x[0] == 600020 and y[0] == 5600000 - 20 and x[1] - x[0] == 40 and len(y) == 25
+
+
+def test_seam_stats_find_a_planted_border_and_ignore_smooth_fields():
+    rng = np.random.default_rng(0)
+    smooth = rng.normal(size=(8, 1, 1)) + 0.02 * rng.normal(size=(8, 24, 24))
+    assert seam_stats(smooth, 6)["ratio"] < 1.3
+    seamy = smooth.copy()
+    for k in range(0, 24, 6):  # each window its own offset: a jump at every core border
+        seamy[:, k : k + 6] += rng.normal(size=(8, 1, 1)) * 0.5
+    s = seam_stats(seamy, 6)
+    assert s["ratio"] > 3 and s["cross_over_in"] > 3
+    assert seam_stats(smooth, 1) is None
+    # a cross-fade spreads the same jump over the pairs next to the border: spread catches it
+    ramp = smooth.copy()
+    for k in range(6, 24, 6):
+        off = rng.normal(size=(8, 1, 1)) * 0.5
+        ramp[:, k - 1 : k + 1] += off * np.array([1 / 3, 2 / 3])[None, :, None]
+        ramp[:, k + 1 :] += off
+    assert seam_stats(ramp, 6, spread=1)["ratio"] > 2
+
+
+def test_blended_embedding_is_chunk_independent_and_records_seams(checkpoints):
+    cube = synthetic_cube(height=56, width=48, times=2, seed=3)
+    ck = checkpoints["v1.1"]
+    kw = dict(weights=ck, tile_size=24, halo=4, blend=True)
+    eager = eoembed.embed(cube, "nano", progress=False, **kw)
+    assert eager.attrs["eoembed:blend"] == 1 and "eoembed:seam_ratio" in eager.attrs
+    for chunks in ({"y": 17, "x": 23}, {"y": 40, "x": 48}):
+        lazy = eoembed.embed(cube.chunk(chunks), "nano", **kw)
+        np.testing.assert_allclose(lazy.values, eager.values, atol=1e-5, equal_nan=True)
+    hard = eoembed.embed(cube, "nano", progress=False, **{**kw, "blend": False})
+    # the centre of a core is far from every overlap: blending leaves it as it was
+    np.testing.assert_allclose(eager.values[:, 1:3, 1:3], hard.values[:, 1:3, 1:3], atol=1e-5)
+    assert not np.allclose(eager.values[:, 3:5], hard.values[:, 3:5], atol=1e-4)
+    cost = eoembed.embed_cost(cube, "nano", tile_size=24, halo=4, blend=True)
+    assert cost["blend"] is True and cost["halo_overhead"] == pytest.approx(2.25)
+
+
+def test_a_model_is_loaded_once_per_process(checkpoints, monkeypatch):
+    from eoembed.models import registry
+
+    calls = []
+    real = registry.get_loader(eoembed.get_model_spec("nano"))
+    monkeypatch.setitem(registry._LOADERS, "olmoearth", lambda *a, **k: calls.append(1) or real(*a, **k))
+    models.clear_model_cache()
+    cube = synthetic_cube(height=16, width=16, times=1)
+    for _ in range(3):
+        eoembed.embed(cube, "nano", weights=checkpoints["v1.1"], device="cpu", progress=False)
+    assert len(calls) == 1
+    eoembed.embed(cube, "nano", weights=checkpoints["v1.2"].parent / checkpoints["v1.1"].name, device="cpu",
+                  progress=False)
+    assert len(calls) == 1  # same folder, spelled differently
+    eoembed.load_model("olmoearth-v1.2-nano", weights=checkpoints["v1.2"], device="cpu")
+    assert len(calls) == 2
+    models.clear_model_cache()
+
+
+class _FakeOOM(RuntimeError):
+    pass
+
+
+_FakeOOM.__name__ = "OutOfMemoryError"
+
+
+class _TightEncoder:
+    """Fails like CUDA does when a batch holds more than ``limit`` tiles."""
+
+    def __init__(self, limit):
+        self.limit, self.sizes = limit, []
+
+    def encode(self, batch, *, pool_time):
+        self.sizes.append(len(batch))
+        if len(batch) > self.limit:
+            raise _FakeOOM("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return np.asarray(batch, dtype="float32")[:, None] * 2
+
+
+def test_out_of_memory_halves_the_batch_and_retries():
+    enc, drops = _TightEncoder(limit=3), []
+    out = encode_with_retry(enc, lambda c: c, list(range(10)), 16, True, on_oom=drops.append)
+    assert [float(o[0]) for o in out] == [2.0 * i for i in range(10)]
+    assert drops == [8, 4, 2] and max(enc.sizes[3:]) <= 2
+    with pytest.raises(_FakeOOM):
+        encode_with_retry(_TightEncoder(limit=0), lambda c: c, [1, 2], 4, True)
+    with pytest.raises(ValueError):  # other errors are not retried
+        encode_with_retry(_Broken(), lambda c: c, [1, 2], 4, True)
+
+
+class _Broken:
+    def encode(self, batch, *, pool_time):
+        raise ValueError("bad input")
+
+
+def test_batch_size_by_device(checkpoints):
+    enc = eoembed.load_model("nano", weights=checkpoints["v1.1"], device="cpu")
+    from eoembed.encode import CPU_BATCH_SIZE, auto_batch_size
+
+    assert auto_batch_size(enc, _grid(), 4) == CPU_BATCH_SIZE == 4
+    small, big = gpu_batch_size(8 << 30, 1024, 192), gpu_batch_size(80 << 30, 1024, 192)
+    assert 1 <= small < big <= 1024 and big >= 8 * small // 10 * 9 // 10
+    assert gpu_batch_size(1 << 20, 4096, 768) == 1
