@@ -551,7 +551,11 @@ class Explorer(_HBox):
 
     def _display_2d(self, da: xr.DataArray) -> xr.DataArray:
         if "time" in da.dims:
-            return da.mean("time") if self._time is None else da.sel(time=self._time)
+            if self._time is None:
+                return da.mean("time")
+            if isinstance(self._time, (int, np.integer)):  # a position, as in index.search(time=)
+                return da.isel(time=int(self._time))
+            return da.sel(time=self._time)
         return da
 
     def _put_raster(self, name: str, data: xr.DataArray, image: np.ndarray, palette: np.ndarray | None = None,
@@ -609,7 +613,7 @@ class Explorer(_HBox):
         s = max(1, int(np.ceil(max(ny, nx) / self.max_pixels)))
         sub = cube.sel(band=bands).isel(y=slice(None, None, s), x=slice(None, None, s))
         if "time" in sub.dims:
-            sub = sub.median("time", skipna=True) if self._time is None else sub.sel(time=self._time)
+            sub = sub.median("time", skipna=True)  # the cube's own times need not match the embedding's
         sub = sub.transpose("band", "y", "x").astype("float32").compute()
         tr = cube.rio.transform()
         from affine import Affine
