@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
+from html import escape as _esc
 import time as _time
 from typing import Any
 
@@ -439,14 +440,12 @@ class Explorer(_HBox):
         self._put_raster("probability", conf, *colormap_indexed(conf.values, 0.0, 1.0, "magma"))
         self._put_raster("class", cls2d, *categorical_indexed(cls2d.values, codes, colors))  # on top
         self._set_legend(names, colors)
-        from eoembed.exceptions import LabelError as _LE
-
         try:
             self.cv_report = clf.cv_report()
             self._report_w.value = _report_html(self.cv_report)
             self._status(f"Trained on {len(clf.y)} patches; spatial-CV balanced accuracy "
                          f"{self.cv_report.balanced_accuracy:.3f}.")
-        except _LE as err:
+        except LabelError as err:
             self.cv_report = None
             self._report_w.value = f"<b>No spatial CV</b>: {_esc(str(err))}"
             self._status(f"Trained on {len(clf.y)} patches (no spatial CV: label more spread-out areas).")
@@ -827,12 +826,6 @@ def _fc(features: list) -> dict:
 def _point(lon: float, lat: float, style: dict, props: dict | None = None) -> dict:
     return {"type": "Feature", "geometry": {"type": "Point", "coordinates": [float(lon), float(lat)]},
             "properties": {**(props or {}), "style": style}}
-
-
-def _esc(s: str) -> str:
-    import html
-
-    return html.escape(s)
 
 
 def _report_html(rep) -> str:

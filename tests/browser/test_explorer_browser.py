@@ -35,7 +35,8 @@ ARTIFACTS = ROOT / "test-artifacts"
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install -y chromium; .ci/run does)"),
+    pytest.mark.skipif(not CHROMIUM.exists(),
+                       reason="needs /usr/bin/chromium (apt-get install -y chromium; .ci/run does)"),
     pytest.mark.skipif(not SAMPLE.exists(), reason=f"sample cube not found at {SAMPLE}"),
     pytest.mark.skipif(not WEIGHTS.exists(), reason=f"Galileo-Nano weights not found at {WEIGHTS}"),
 ]
