@@ -265,8 +265,8 @@ class Explorer(_HBox):
             self._mode_w, self._query_w, self._class_w,
             w.HBox([self._clear_w, self._train_w, self._save_w], layout=w.Layout(flex="0 0 auto")),
             self._status_w, self._layer_w, self._opacity_w, self._colorbar_w, self._legend_w,
-            self._report_w, self._hits_w,
             *([self.scatter_box] if self.scatter is not None else []),
+            self._report_w, self._hits_w,
         ], layout=w.Layout(width="460px", min_width="460px"))
         super().__init__([self.map, self.panel])
         self._refresh_layer_list()
@@ -654,7 +654,7 @@ class Explorer(_HBox):
                                              "color": "#000000" if rad == 9 else "#ffffff"}))
         self._hits_group.data = _fc(feats)
         rows = "".join(f"<tr><td>{r.rank}</td><td>{r.score:.3f}</td><td>{r.x:.0f}</td><td>{r.y:.0f}</td></tr>"
-                       for r in self.hits.head(10).itertuples())
+                       for r in self.hits.head(5).itertuples())
         self._hits_w.value = ("<table style='font-size:11px'><tr><th>rank</th><th>score</th><th>x</th>"
                               f"<th>y</th></tr>{rows}</table>")
 
@@ -752,7 +752,7 @@ class Explorer(_HBox):
         ax = [bq.Axis(scale=xs, label=f"{kind.upper()} 1"), bq.Axis(scale=ys, side="left",
                                                                      label=f"{kind.upper()} 2")]
         self.scatter = bq.Figure(marks=[self._sc, self._sc_query], axes=ax, interaction=self._brush,
-                                 layout=w.Layout(width="420px", height="320px"),
+                                 layout=w.Layout(width="440px", height="300px"),
                                  fig_margin={"top": 10, "bottom": 40, "left": 50, "right": 10})
         tool = w.ToggleButtons(options=["brush", "lasso"], value="brush", description="Select",
                                style={"button_width": "60px"})

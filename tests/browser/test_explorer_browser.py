@@ -183,7 +183,7 @@ def test_explorer_in_jupyterlab(lab):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
             "--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-dev-shm-usage"])
-        page = browser.new_page(viewport={"width": 1700, "height": 1100})
+        page = browser.new_page(viewport={"width": 1700, "height": 1300})
         try:
             page.goto(f"{lab}/lab/tree/explorer.ipynb", wait_until="domcontentloaded")
             page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
@@ -243,14 +243,15 @@ def test_explorer_in_jupyterlab(lab):
             fig = page.locator(".bqplot.figure").first
             fig.scroll_into_view_if_needed()
             box = fig.bounding_box()
-            page.mouse.move(box["x"] + 0.15 * box["width"], box["y"] + 0.1 * box["height"])
+            page.mouse.move(box["x"] + 0.45 * box["width"], box["y"] + 0.3 * box["height"])
             page.mouse.down()
-            page.mouse.move(box["x"] + 0.6 * box["width"], box["y"] + 0.5 * box["height"], steps=8)
-            page.mouse.move(box["x"] + 0.9 * box["width"], box["y"] + 0.85 * box["height"], steps=8)
+            page.mouse.move(box["x"] + 0.6 * box["width"], box["y"] + 0.45 * box["height"], steps=8)
+            page.mouse.move(box["x"] + 0.75 * box["width"], box["y"] + 0.6 * box["height"], steps=8)
             page.mouse.up()
             images.nth(n0 + 3).wait_for(timeout=30_000)  # the selection layer
             state = _run_cell(page, 2, "STATE")
             assert state["selected"] > 0 and state["error"] is None, state
+            page.locator(".leaflet-container").first.scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / "explorer-brush.png"))
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "explorer-failure.png"))
