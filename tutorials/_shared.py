@@ -92,3 +92,69 @@ def show_values(ax, da, title: str, label: str, **kw):
     ax.figure.colorbar(im, ax=ax, label=label, shrink=0.85)
     map_axes(ax, da, title)
     return im
+
+
+def stacked(pooled, per_time):
+    """``(embedding, y, x)``: the time-pooled vector followed by every timestep's vector."""
+    import xarray as xr
+
+    pt = per_time.transpose("time", "embedding", "y", "x")
+    data = np.concatenate([pooled.transpose("embedding", "y", "x").values,
+                           pt.values.reshape(-1, pt.sizes["y"], pt.sizes["x"])])
+    out = xr.DataArray(data, dims=("embedding", "y", "x"),
+                       coords={"embedding": np.arange(len(data)), "y": pooled.y, "x": pooled.x},
+                       attrs={**pooled.attrs, "eoembed:embedding_dim": int(len(data))})
+    return out.rio.write_crs(pooled.rio.crs).rio.write_transform(pooled.rio.transform())
+
+
+def fewshot_features(cube, name: str, *, patch_size: int = 4, window: int = 64, cache=None):
+    """Feature cube for few-shot on the labelled sample, as in notebook 4 and the benchmark.
+
+    ``galileo-nano``: time-pooled + per-timestep vectors stacked; other models: their
+    default (time-pooled) vectors. The whole footprint is one ``window``-px window (no
+    halo). With ``cache`` (a folder), the cube is saved there with
+    ``eoembed.save_embeddings`` and reopened next time, with the seconds the embedding
+    took in ``attrs["tutorial:embed_seconds"]``.
+    """
+    import time
+    import warnings
+
+    import eoembed
+
+    path = None
+    if cache is not None:
+        from pathlib import Path
+
+        path = Path(cache) / f"{name}_p{patch_size}_w{window}_T{cube.sizes['time']}.zarr"
+        if path.exists():
+            return eoembed.open_embeddings(path).load()
+    kw = dict(patch_size=patch_size, tile_size=window, halo=0, progress=False)
+    if name != "spectral":
+        kw["weights"] = str(shared("weights", name))
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        if name == "galileo-nano":
+            emb = stacked(eoembed.embed(cube, name, **kw), eoembed.embed(cube, name, pool_time=False, **kw))
+            emb.attrs["tutorial:features"] = "time-pooled + per-timestep"
+        else:
+            emb = eoembed.embed(cube, name, **kw)
+            emb.attrs["tutorial:features"] = "band stats per month" if name == "spectral" else "time-pooled"
+    emb.attrs["tutorial:embed_seconds"] = round(time.perf_counter() - t0, 2)
+    if path is not None:
+        eoembed.save_embeddings(emb, path, overwrite=True)
+    return emb
+
+
+def available(name: str) -> str | None:
+    """None if ``name`` runs offline here (registered, and weights under shared/weights if it needs any)."""
+    import eoembed
+
+    if name not in eoembed.list_models():
+        return "not provided by this eoembed installation"
+    if eoembed.get_model_spec(name).needs_weights:
+        try:
+            shared("weights", name)
+        except FileNotFoundError:
+            return "no local weights in shared/weights (download needs internet)"
+    return None
