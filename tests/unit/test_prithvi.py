@@ -22,11 +22,11 @@ from _oracles import import_terratorch_prithvi  # noqa: E402
 
 #: Small models in the registered families' layouts (the real files are 0.4–2.5 GB).
 TL = dataclasses.replace(get_model_spec("prithvi-eo-2.0-300m-tl"), name="prithvi-test-tl", size="test-tl",
-                         embedding_dim=128, depth=2, params=None, aliases=())
+                         embedding_dim=128, depth=2, num_heads=2, params=None, aliases=())
 PLAIN = dataclasses.replace(get_model_spec("prithvi-eo-2.0-300m"), name="prithvi-test", size="test",
-                            embedding_dim=128, depth=2, params=None, aliases=())
+                            embedding_dim=128, depth=2, num_heads=2, params=None, aliases=())
 V1 = dataclasses.replace(get_model_spec("prithvi-eo-1.0-100m"), name="prithvi-test-v1", size="test",
-                         embedding_dim=128, depth=2, params=None, aliases=())
+                         embedding_dim=128, depth=2, num_heads=2, params=None, aliases=())
 S2 = ["B02", "B03", "B04", "B8A", "B11", "B12"]
 
 
@@ -270,7 +270,7 @@ def test_hugging_face_download_asks_for_the_published_file(monkeypatch, tl_ckpt)
     _, path = tl_ckpt
     calls = []
 
-    def fake_download(repo_id, revision, filename):
+    def fake_download(repo_id, filename, revision, local_files_only=False):
         calls.append((repo_id, revision, filename))
         return str(path)
 
