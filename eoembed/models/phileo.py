@@ -42,7 +42,8 @@ from eoembed.models._torchcommon import (
 from eoembed.models.registry import ModelSpec, WeightFile, register_model
 
 S2_BANDS = ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12")
-LICENSE = "unspecified: no licence published with the PhilEO code or weights (ask ESA Φ-lab before redistributing)"
+#: No licence is published with the PhilEO code or weights: ask ESA Φ-lab before redistributing.
+LICENSE = "unspecified (none published)"
 WEIGHTS_PAGE = "https://huggingface.co/NikolaosDionelis2023/GeoAware-ModelWeights"
 
 # size → (depths, dims)

@@ -40,7 +40,8 @@ RGB_BANDS = ("B04", "B03", "B02")
 RGB_DN_MAX = 3000.0
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
 IMAGENET_STD = np.array([0.229, 0.224, 0.225])
-LICENSE = "unconfirmed: set by the checkpoint you supply (no public weights registered)"
+#: No public weights are registered: the licence is the one of the checkpoint you supply.
+LICENSE = "unconfirmed (your checkpoint's)"
 
 # size → (dim, depth, heads, params)
 _SIZES = {
