@@ -22,11 +22,11 @@ from _oracles import import_terratorch_prithvi  # noqa: E402
 
 #: Small models in the registered families' layouts (the real files are 0.4–2.5 GB).
 TL = dataclasses.replace(get_model_spec("prithvi-eo-2.0-300m-tl"), name="prithvi-test-tl", size="test-tl",
-                         embedding_dim=128, depth=2, params=None, aliases=())
+                         embedding_dim=128, depth=2, num_heads=2, params=None, aliases=())
 PLAIN = dataclasses.replace(get_model_spec("prithvi-eo-2.0-300m"), name="prithvi-test", size="test",
-                            embedding_dim=128, depth=2, params=None, aliases=())
+                            embedding_dim=128, depth=2, num_heads=2, params=None, aliases=())
 V1 = dataclasses.replace(get_model_spec("prithvi-eo-1.0-100m"), name="prithvi-test-v1", size="test",
-                         embedding_dim=128, depth=2, params=None, aliases=())
+                         embedding_dim=128, depth=2, num_heads=2, params=None, aliases=())
 S2 = ["B02", "B03", "B04", "B8A", "B11", "B12"]
 
 
@@ -171,8 +171,9 @@ def test_embed_shared_sample(sample_cube, tl_ckpt):
     assert emb.attrs["eoembed:weights_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert emb.attrs["eoembed:license"] == "Apache-2.0"
     assert emb.attrs["eoembed:bands"] == S2
-    per_t = cube.eo.embed(model=TL, weights=path, device="cpu", bands={"B08": "B8A"}, pool_time=False,
-                          progress=False)
+    with pytest.warns(UserWarning, match="trained at 30 m"):
+        per_t = cube.eo.embed(model=TL, weights=path, device="cpu", bands={"B08": "B8A"}, pool_time=False,
+                              progress=False)
     assert per_t.dims == ("time", "embedding", "y", "x") and per_t.shape[0] == 4
 
 
@@ -198,7 +199,8 @@ def test_absent_band_becomes_the_band_mean(tl_ckpt):
 def test_too_many_timesteps_for_the_model(tl_ckpt):
     _, path = tl_ckpt
     cube = synthetic_cube(height=32, width=32, times=5)
-    with pytest.raises(eoembed.exceptions.TooManyTimestepsError, match="at most 4"):
+    with pytest.raises(eoembed.exceptions.TooManyTimestepsError, match="at most 4"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # 10 m pixels vs HLS 30 m
         eoembed.embed(cube, TL, weights=path, device="cpu", progress=False)
 
 
@@ -270,7 +272,7 @@ def test_hugging_face_download_asks_for_the_published_file(monkeypatch, tl_ckpt)
     _, path = tl_ckpt
     calls = []
 
-    def fake_download(repo_id, revision, filename):
+    def fake_download(repo_id, filename, revision, local_files_only=False):
         calls.append((repo_id, revision, filename))
         return str(path)
 
