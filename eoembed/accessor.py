@@ -42,6 +42,7 @@ class EOAccessor(_EOBase):
     pca = _wrap("eoembed.reduce", "pca")
     pca_rgb = _wrap("eoembed.reduce", "pca_rgb")
     umap = _wrap("eoembed.reduce", "umap")
+    to_zarr = _wrap("eoembed.io", "to_zarr")
     explore = _wrap("eoembed.explore", "explore")
 
 

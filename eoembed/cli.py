@@ -15,8 +15,8 @@ from eoembed.exceptions import EOEmbedError
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="tiny", help="model name (see `eoembed models`), default tiny")
-    p.add_argument("--weights", default=None, help="folder with config.json + weights.pth, or a .pth file")
+    p.add_argument("--model", default="tiny", help="model name (see `eoembed models`); default tiny (demo: galileo-nano)")
+    p.add_argument("--weights", default=None, help="weights folder (the model's published files) or checkpoint file")
     p.add_argument("--patch-size", type=int, default=None, help="pixels per patch (default: the model's)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
 
@@ -28,11 +28,11 @@ def _cmd_models(args) -> int:
     if args.json:
         print(json.dumps([s.to_dict() for s in specs], indent=1))
         return 0
-    print(f"{'name':24} {'aliases':22} {'dim':>5} {'max T':>5} {'square':>6}  weights")
+    print(f"{'name':22} {'aliases':26} {'dim':>4} {'max T':>5} {'bands':27} {'licence':27} weights")
     for s in specs:
-        src = f"{s.hf_repo}@{s.hf_revision[:8]}" if s.hf_repo else "none"
-        print(f"{s.name:24} {','.join(s.aliases):22} {str(s.embedding_dim or 'var'):>5} "
-              f"{s.max_timesteps:>5} {str(s.square_tiles):>6}  {src}")
+        bands = "+".join(f"{m.split('_')[0].replace('sentinel', 'S')}({len(b)})" for m, b in s.modalities.items())
+        print(f"{s.name:22} {','.join(s.aliases):26} {str(s.embedding_dim or 'var'):>4} "
+              f"{s.max_timesteps:>5} {bands:27} {s.license.split(' (')[0]:27} {s.weights_source}")
     return 0
 
 
@@ -48,19 +48,39 @@ def _cmd_cost(args) -> int:
 def _cmd_embed(args) -> int:
     from eoembed.data import open_cube
     from eoembed.embed import embed
-
-    from eoembed.io import save_embeddings
+    from eoembed.io import save_embeddings, to_zarr
 
     out = Path(args.output)
-    if out.exists() and not args.overwrite:  # check before spending minutes embedding
-        print(f"error: {out} exists; pass --overwrite to replace it (nothing was changed).", file=sys.stderr)
+    if out.exists() and not (args.overwrite or args.resume):  # check before spending minutes embedding
+        print(f"error: {out} exists; pass --overwrite to replace it or --resume to continue it "
+              "(nothing was changed).", file=sys.stderr)
         return 2
-    cube = open_cube(args.input, chunks={} if args.lazy else None)
-    emb = embed(cube, args.model, weights=args.weights, patch_size=args.patch_size,
-                tile_size=args.tile_size, halo=args.halo, device=args.device,
-                pool_time=not args.per_timestep, batch_size=args.batch_size)
-    save_embeddings(emb, out, overwrite=args.overwrite)
-    print(f"wrote {out}: {dict(emb.sizes)} ({emb.attrs['eoembed:model']}, {emb.attrs['eoembed:license']})")
+    streamed = args.lazy or args.resume or args.cluster
+    if streamed and out.suffix in (".nc", ".nc4"):
+        print("error: --lazy/--resume/--cluster write a Zarr store region by region; name the output "
+              "OUTPUT.zarr.", file=sys.stderr)
+        return 2
+    client = None
+    if args.cluster:
+        from eoembed.exceptions import require
+
+        distributed = require("distributed", "scale", "--cluster")
+        client = distributed.Client(args.cluster)
+    try:
+        cube = open_cube(args.input, chunks={} if streamed else None)
+        emb = embed(cube, args.model, weights=args.weights, patch_size=args.patch_size,
+                    tile_size=args.tile_size, halo=args.halo, blend=args.blend, device=args.device,
+                    pool_time=not args.per_timestep, batch_size=args.batch_size)
+        if streamed:
+            info = to_zarr(emb, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+            how = f" ({info['written']} regions written, {info['skipped']} already done)"
+        else:
+            save_embeddings(emb, out, overwrite=args.overwrite)
+            how = ""
+    finally:
+        if client is not None:
+            client.close()
+    print(f"wrote {out}: {dict(emb.sizes)} ({emb.attrs['eoembed:model']}, {emb.attrs['eoembed:license']}){how}")
     return 0
 
 
@@ -94,9 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--tile-size", type=int, default=None)
     p.add_argument("--halo", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--blend", action=argparse.BooleanOptionalAction, default=None,
+                   help="blend overlapping windows (default: the model family's)")
+    p.add_argument("--batch-size", type=int, default=None, help="tiles per encoder call (default: by device)")
     p.add_argument("--per-timestep", action="store_true", help="one vector per patch and timestep")
-    p.add_argument("--lazy", action="store_true", help="read and embed chunk by chunk with dask")
+    p.add_argument("--lazy", action="store_true", help="read, embed and write region by region with dask")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run into the same OUTPUT.zarr (finished regions are kept)")
+    p.add_argument("--cluster", default=None, metavar="ADDRESS",
+                   help="run on an existing dask.distributed scheduler, e.g. tcp://10.0.0.5:8786")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_embed)
 
@@ -105,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="eoembed-demo", help="output folder (default ./eoembed-demo)")
     p.add_argument("--overwrite", action="store_true")
     _add_model_args(p)
-    p.set_defaults(func=_cmd_demo)
+    p.set_defaults(func=_cmd_demo, model="galileo-nano")
     return parser
 
 

@@ -156,6 +156,11 @@ class GridSpec:
         return self.windows_before * self.core + self.halo
 
     @property
+    def seam_spread(self) -> int:
+        """Neighbour pairs on each side of a core border a blend spreads the change over."""
+        return self.halo // self.patch_size if self.blend else 0
+
+    @property
     def overhead(self) -> float:
         """Encoder tokens per output patch, relative to non-overlapping windows."""
         return (self.tile_size / self.core) ** 2
@@ -220,19 +225,19 @@ def grid_from_cube(cube, *, patch_size: int, tile_size: int, halo: int, blend: b
     )
 
 
-def seam_stats(values, core_patches: int) -> dict | None:
+def seam_stats(values, core_patches: int, spread: int = 0) -> dict | None:
     """How visible window borders are in an embedding array (numpy or dask).
 
     ``values`` is ``(..., y, x)`` with every leading dim part of the vector. Cosine
     distances between horizontal and vertical neighbours are grouped by their phase
     along the window period (``core_patches``); phase 0 is a pair that straddles a core
-    border. ``ratio`` is the mean distance of the worst phase over the mean of the other
-    phases: ≈1 means borders are invisible (with hard tiling the worst phase is the
-    border; with blending a seam may spread over a few phases, and this still catches
-    it). ``cross_tile``/``in_tile`` are phase 0 vs the rest. Returns None when the array
-    is too small to hold both kinds of pairs. One pass over the data.
+    border. ``ratio`` is the mean distance of the pairs within ``spread`` phases of a
+    border (where a blend spreads the change: ``halo / patch_size``; 0 for hard tiling)
+    over the mean of all other pairs: ≈1 means borders are invisible.
+    ``cross_over_in`` is phase 0 over the rest. None when the array is too small to hold
+    both kinds of pairs. One pass over the data.
     """
-    if core_patches < 2:
+    if core_patches < 2 or 2 * spread + 1 >= core_patches:
         return None
     xp_dask = hasattr(values, "dask")
     if xp_dask:
@@ -254,18 +259,24 @@ def seam_stats(values, core_patches: int) -> dict | None:
         phase = (np.arange(s.size) + 1) % core_patches
         np.add.at(sums, phase, s)
         np.add.at(counts, phase, n)
-    if counts[0] == 0 or counts[1:].sum() == 0:
+    zone = np.zeros(core_patches, bool)
+    zone[[k % core_patches for k in range(-spread, spread + 1)]] = True
+    if counts[zone].sum() == 0 or counts[~zone].sum() == 0 or counts[1:].sum() == 0:
         return None
-    means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-    worst = int(np.nanargmax(means))
-    rest = np.delete(np.arange(core_patches), worst)
-    rest_mean = sums[rest].sum() / max(counts[rest].sum(), 1)
+    rest = sums[~zone].sum() / counts[~zone].sum()
     in_tile = sums[1:].sum() / counts[1:].sum()
     return {
-        "ratio": float(means[worst] / rest_mean),
-        "cross_tile": float(means[0]),
+        "ratio": float(sums[zone].sum() / counts[zone].sum() / rest),
+        "cross_tile": float(sums[0] / max(counts[0], 1)),
         "in_tile": float(in_tile),
-        "cross_over_in": float(means[0] / in_tile),
-        "worst_phase": worst,
-        "pairs": [int(counts[0]), int(counts[1:].sum())],
+        "cross_over_in": float(sums[0] / max(counts[0], 1) / in_tile),
+        "pairs": [int(counts[zone].sum()), int(counts[~zone].sum())],
     }
+
+
+def seam_attrs(values, grid: GridSpec) -> dict:
+    """``eoembed:seam_ratio`` and ``eoembed:seam_cross_over_in`` (see :func:`seam_stats`) for the attrs."""
+    stats = seam_stats(values, grid.core // grid.patch_size, grid.seam_spread)
+    if stats is None:
+        return {}
+    return {"eoembed:seam_ratio": round(stats["ratio"], 4), "eoembed:seam_cross_over_in": round(stats["cross_over_in"], 4)}

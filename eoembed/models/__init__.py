@@ -9,6 +9,8 @@ from pathlib import Path
 
 from eoembed.models import galileo as _galileo  # noqa: F401  (registers the family)
 from eoembed.models import olmoearth as _olmoearth  # noqa: F401  (registers the family)
+from eoembed.models import phileo as _phileo  # noqa: F401
+from eoembed.models import presto as _presto  # noqa: F401
 from eoembed.models import prithvi as _prithvi  # noqa: F401
 from eoembed.models import spectral as _spectral  # noqa: F401
 from eoembed.models import vitmae as _vitmae  # noqa: F401

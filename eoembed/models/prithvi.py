@@ -119,6 +119,8 @@ def _build(spec: ModelSpec, source, device: str) -> "PrithviEncoder":
 
     arch = _arch(spec)
     state = encoder_state(read_checkpoint(source.weights))
+    if not arch["coords"]:  # as the reference loader does: a model without them ignores these encoders
+        state = {k: v for k, v in state.items() if not k.startswith(("temporal_embed_enc.", "location_embed_enc."))}
     if "pos_embed" not in state:
         raise CorruptWeightsError(
             f"{source.weights} has no encoder 'pos_embed' (keys: {', '.join(sorted(state)[:6])}…): it is not a "

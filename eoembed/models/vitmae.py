@@ -68,6 +68,7 @@ def _make_spec(size: str) -> ModelSpec:
         required_modalities=("sentinel2_l2a",),
         token_groups={"sentinel2_l2a": 1},
         max_timesteps=12,
+        attends_across_time=False,  # each timestep is one image
         patch_sizes=(16,),
         default_patch_size=16,
         square_tiles=False,
