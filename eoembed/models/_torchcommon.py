@@ -9,8 +9,6 @@ pooling per-timestep outputs and the provenance attrs live here once.
 from __future__ import annotations
 
 import os
-import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
 
@@ -90,28 +88,12 @@ def read_checkpoint(path: Path) -> dict:
 
 
 # --- the encoder object -------------------------------------------------------------
-_CACHE: OrderedDict = OrderedDict()
-_CACHE_LOCK = threading.Lock()
+def build_encoder(spec: ModelSpec, weights, device, build: Callable):
+    """Resolve the weights for ``spec`` and ``build(spec, source, device)`` the encoder.
 
-
-def cached_load(spec: ModelSpec, weights, device, build: Callable):
-    """Build (once per process, per file and device) the encoder for ``spec``.
-
-    ``build(spec, source, device)`` returns the encoder object.
+    Caching across calls is :func:`eoembed.models.load_model`'s job (one cache per process).
     """
-    device = resolve_device(device)
-    source = resolve_weights(spec, weights)
-    key = (spec.name, str(source.weights), source.weights.stat().st_mtime_ns, device)
-    with _CACHE_LOCK:
-        if key in _CACHE:
-            _CACHE.move_to_end(key)
-            return _CACHE[key]
-    enc = build(spec, source, device)
-    with _CACHE_LOCK:
-        _CACHE[key] = enc
-        while len(_CACHE) > 4:
-            _CACHE.popitem(last=False)
-    return enc
+    return build(spec, resolve_weights(spec, weights), resolve_device(device))
 
 
 #: Sentinel-2 central wavelengths (nm), to fill a band the cube lacks from its nearest neighbour.

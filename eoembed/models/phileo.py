@@ -33,7 +33,7 @@ import numpy as np
 
 from eoembed.models._torchcommon import (
     TorchEncoder,
-    cached_load,
+    build_encoder,
     load_into,
     pool_tokens,
     read_checkpoint,
@@ -150,7 +150,7 @@ def _build(spec: ModelSpec, source, device: str) -> "PhilEOEncoder":
 
 def load_phileo(spec: ModelSpec, weights=None, device: str | None = None) -> "PhilEOEncoder":
     """Load (or reuse from an in-process cache) the encoder for ``spec``."""
-    return cached_load(spec, weights, device, _build)
+    return build_encoder(spec, weights, device, _build)
 
 
 class PhilEOEncoder(TorchEncoder):

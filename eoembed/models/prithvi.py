@@ -27,7 +27,7 @@ import numpy as np
 from eoembed.exceptions import CorruptWeightsError
 from eoembed.models._torchcommon import (
     TorchEncoder,
-    cached_load,
+    build_encoder,
     load_into,
     pool_tokens,
     read_checkpoint,
@@ -143,7 +143,7 @@ def _build(spec: ModelSpec, source, device: str) -> "PrithviEncoder":
 
 def load_prithvi(spec: ModelSpec, weights=None, device: str | None = None) -> "PrithviEncoder":
     """Load (or reuse from an in-process cache) the encoder for ``spec``."""
-    return cached_load(spec, weights, device, _build)
+    return build_encoder(spec, weights, device, _build)
 
 
 def day_of_year(timestamps: np.ndarray) -> np.ndarray:

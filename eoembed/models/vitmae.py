@@ -27,7 +27,7 @@ import numpy as np
 from eoembed.exceptions import CorruptWeightsError
 from eoembed.models._torchcommon import (
     TorchEncoder,
-    cached_load,
+    build_encoder,
     load_into,
     pool_tokens,
     read_checkpoint,
@@ -108,7 +108,7 @@ def _build(spec: ModelSpec, source, device: str) -> "ViTMAEEncoder":
 
 def load_vitmae(spec: ModelSpec, weights=None, device: str | None = None) -> "ViTMAEEncoder":
     """Load (or reuse from an in-process cache) the encoder for ``spec``."""
-    return cached_load(spec, weights, device, _build)
+    return build_encoder(spec, weights, device, _build)
 
 
 class ViTMAEEncoder(TorchEncoder):
