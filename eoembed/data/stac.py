@@ -159,6 +159,10 @@ def utm_epsg(lon: float, lat: float) -> int:
 
     Standard 6-degree zones (no Norway/Svalbard exceptions): 326xx north of the
     equator, 327xx south.
+
+    Kept hand-written instead of ``pyproj.database.query_utm_crs_info``: measured here
+    (pyproj 3.x, 2 cores) at ~0.2 s per call against microseconds, and on a zone border
+    (lon 12.0) it returns both zones, so the same floor rule would still be needed.
     """
     zone = int(math.floor((float(lon) + 180.0) / 6.0)) % 60 + 1
     return (32600 if lat >= 0 else 32700) + zone
