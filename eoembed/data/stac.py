@@ -65,8 +65,8 @@ _OFFSET_PROP, _REASON_PROP = "eoembed:s2_offset", "eoembed:s2_offset_reason"
 
 
 def _common(
+    recipe: SensorRecipe,
     *,
-    sensor: str,
     collection: str,
     bbox,
     start,
@@ -83,7 +83,7 @@ def _common(
     retry,
     gdal_env,
 ):
-    """Validate, search, pick grid and periods: shared by the three sensors."""
+    """Validate, search, pick grid and periods: shared by the three sensors (attrs include the recipe's scale)."""
     bbox = _check_bbox(bbox)
     t0, t1 = _check_dates(start, end)
     _check_options(composite, max_timesteps, resolution)
@@ -98,11 +98,11 @@ def _common(
         collection, bbox, t0, t1, catalog=catalog, max_cloud=max_cloud, query=query, retry=policy
     )
     if composite is None:
-        items = _limit_scenes(items, max_timesteps, sensor)
+        items = _limit_scenes(items, max_timesteps, recipe.sensor)
         periods = _periods(None, items, t0, t1, max_timesteps)
     bounds = _out_bounds(bbox, epsg, resolution)
     attrs = {
-        "eoembed:sensor": sensor,
+        "eoembed:sensor": recipe.sensor,
         "eoembed:collection": collection,
         "eoembed:catalog": catalog_url or "static",
         "eoembed:bbox": list(bbox),
@@ -112,6 +112,7 @@ def _common(
         "eoembed:max_cloud": max_cloud,
         "eoembed:items": [it.id for it in items],
         "eoembed:resolution": float(resolution),
+        **recipe.attrs,
     }
     return items, periods, epsg, bounds, signer, policy, attrs
 
@@ -242,7 +243,7 @@ def sentinel2(
     band_names = SENTINEL2.check_bands(bands)
     mask_classes = tuple(int(c) for c in (mask_classes or ()))
     items, periods, epsg, bounds, signer, policy, attrs = _common(
-        sensor="sentinel2", collection=collection, bbox=bbox, start=start, end=end, catalog=catalog, sign=sign,
+        SENTINEL2, collection=collection, bbox=bbox, start=start, end=end, catalog=catalog, sign=sign,
         max_cloud=max_cloud, query=None, composite=composite, max_timesteps=max_timesteps, crs=crs,
         resolution=resolution, chunksize=chunksize, retry=retry, gdal_env=gdal_env,
     )  # fmt: skip
@@ -265,7 +266,6 @@ def sentinel2(
     cube = composite_median(data, periods, baselines=filled)
     attrs.update(
         {
-            **SENTINEL2.attrs,
             "eoembed:harmonized": bool(harmonize),
             # per scene: "<item id>: <offset DN removed> (<why>)"
             "eoembed:harmonization": [
@@ -320,7 +320,7 @@ def sentinel1(
     """
     band_names = SENTINEL1.check_bands(bands)
     items, periods, epsg, bounds, signer, policy, attrs = _common(
-        sensor="sentinel1", collection=collection, bbox=bbox, start=start, end=end, catalog=catalog, sign=sign,
+        SENTINEL1, collection=collection, bbox=bbox, start=start, end=end, catalog=catalog, sign=sign,
         max_cloud=None, query=query, composite=composite, max_timesteps=max_timesteps, crs=crs,
         resolution=resolution, chunksize=chunksize, retry=retry, gdal_env=gdal_env,
     )  # fmt: skip
@@ -386,7 +386,7 @@ def landsat(
     mask_bits = tuple(int(b) for b in (mask_bits or ()))
     query = {"platform": {"in": list(platforms)}} if platforms else None
     items, periods, epsg, bounds, signer, policy, attrs = _common(
-        sensor="landsat", collection=collection, bbox=bbox, start=start, end=end, catalog=catalog, sign=sign,
+        LANDSAT, collection=collection, bbox=bbox, start=start, end=end, catalog=catalog, sign=sign,
         max_cloud=max_cloud, query=query, composite=composite, max_timesteps=max_timesteps, crs=crs,
         resolution=resolution, chunksize=chunksize, retry=retry, gdal_env=gdal_env,
     )  # fmt: skip
@@ -396,10 +396,5 @@ def landsat(
     )  # fmt: skip
     band_names = [str(b) for b in data["band"].values]
     cube = composite_median(data, periods)
-    attrs.update(
-        {
-            **LANDSAT.attrs,
-            "eoembed:mask_bits": list(mask_bits),
-        }
-    )
+    attrs["eoembed:mask_bits"] = list(mask_bits)
     return _finish_as(LANDSAT, cube, band_names, epsg, attrs)
