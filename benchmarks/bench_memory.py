@@ -26,7 +26,7 @@ from affine import Affine
 from rioxarray.rioxarray import affine_to_coords
 import eoembed
 from eoembed.io import to_zarr
-from eoembed.testing import S2_ALL
+from eoembed.sensors import S2_L2A_BANDS as S2_ALL
 
 size, times, model, weights, out, chunk = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6])
 weights = None if weights == "-" else weights

@@ -33,7 +33,7 @@ from eoembed.cube import (
     write_georef,
     xy_to_rowcol,
 )
-from eoembed.exceptions import LabelError, ParameterError, QueryError, require
+from eoembed.exceptions import LabelError, ParameterError, QueryError, TooFewLabelsError, require
 
 __all__ = ["FewShotClassifier", "CVReport", "fewshot", "linear_direction", "sample_labels", "spatial_blocks"]
 
@@ -404,13 +404,27 @@ class FewShotClassifier:
 
         Spatial folds: whole blocks go to one side (``StratifiedGroupKFold``), then
         training samples within ``buffer`` of any test sample are removed.
+
+        ``n_splits`` (default the classifier's) is reduced, with a ``UserWarning``, to the
+        label count of the rarest class (stratified folds cannot outnumber it) and, for
+        spatial folds, to the number of blocks. A class with fewer than 2 labelled patches
+        raises :class:`~eoembed.exceptions.TooFewLabelsError`.
         """
         from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-        n_splits = int(n_splits or self.n_splits)
+        requested = int(n_splits or self.n_splits)
         groups = self.samples["block"].to_numpy()
         y = self.y
-        min_class = int(min((y == c).sum() for c in self.classes_))
+        counts = {c: int((y == c).sum()) for c in self.classes_}
+        rare = min(counts, key=counts.get)
+        if counts[rare] < 2:
+            raise TooFewLabelsError(
+                f"Class {str(rare)!r} has {counts[rare]} labelled patch(es); cross-validation needs at least 2 "
+                f"per class (label counts: {', '.join(f'{c}: {n}' for c, n in counts.items())}). "
+                f"Add more labels of {str(rare)!r}, or drop that class."
+            )
+        k = min(requested, counts[rare])
+        why = f"class {str(rare)!r} has only {counts[rare]} labelled patches"
         if spatial:
             nb = len(np.unique(groups))
             if nb < 2:
@@ -418,25 +432,23 @@ class FewShotClassifier:
                     f"All {len(y)} labelled patches fall in one {self.block_size:g} m block, so no spatially "
                     "honest split exists. Label more widely spread areas, or pass a smaller block_size=."
                 )
-            k = max(2, min(n_splits, nb))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # "least populated class" notices
-                splits = list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=self.random_state)
-                              .split(self.X, y, groups))
-            if self.buffer > 0:
-                from scipy.spatial import cKDTree
+            if nb < k:
+                k, why = nb, f"the labels fall in only {nb} blocks of {self.block_size:g} m"
+        if k < requested:
+            warnings.warn(f"Using n_splits={k} instead of {requested}: {why}. Add labels for more folds.",
+                          UserWarning, stacklevel=2)
+        if not spatial:
+            return list(StratifiedKFold(n_splits=k, shuffle=True, random_state=self.random_state).split(self.X, y))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "least populated class" notices
+            splits = list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=self.random_state)
+                          .split(self.X, y, groups))
+        if self.buffer > 0:
+            from scipy.spatial import cKDTree
 
-                xy = self.samples[["x", "y"]].to_numpy()
-                out = []
-                for tr, te in splits:
-                    d, _ = cKDTree(xy[te]).query(xy[tr], k=1)
-                    out.append((tr[d >= self.buffer], te))
-                splits = out
-            return splits
-        k = max(2, min(n_splits, min_class))
-        if min_class < 2:
-            raise LabelError("Random CV needs at least 2 samples of every class.")
-        return list(StratifiedKFold(n_splits=k, shuffle=True, random_state=self.random_state).split(self.X, y))
+            xy = self.samples[["x", "y"]].to_numpy()
+            splits = [(tr[cKDTree(xy[te]).query(xy[tr], k=1)[0] >= self.buffer], te) for tr, te in splits]
+        return splits
 
     def cv_report(self, *, spatial: bool = True, n_splits: int | None = None) -> CVReport:
         """Cross-validated accuracy, per-class precision/recall/F1 and confusion matrix.
@@ -448,7 +460,8 @@ class FewShotClassifier:
             random stratified K-fold, for comparison only — neighbouring patches then
             sit on both sides and the score is optimistic.
         n_splits:
-            Folds (default the classifier's; capped by the number of blocks).
+            Folds (default the classifier's). Capped, with a warning and a report note, by
+            the label count of the rarest class and (spatial) by the number of blocks.
 
         Returns
         -------
@@ -458,6 +471,8 @@ class FewShotClassifier:
 
         Raises
         ------
+        TooFewLabelsError
+            A class has fewer than 2 labelled patches.
         LabelError
             Too few blocks or samples to split.
         """
@@ -472,10 +487,16 @@ class FewShotClassifier:
         key = (spatial, n_splits)
         if key in self._reports:
             return self._reports[key]
-        splits = self.folds(spatial=spatial, n_splits=n_splits)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            splits = self.folds(spatial=spatial, n_splits=n_splits)
+        notes = []
+        for w in caught:  # e.g. fewer folds than asked: say it in the report and to the caller
+            notes.append(str(w.message))
+            warnings.warn(w.message, w.category, stacklevel=2)
         pred = np.empty(len(self.y), dtype=self.y.dtype)
         tested = np.zeros(len(self.y), bool)
-        fold_acc, notes, dropped = [], [], 0
+        fold_acc, dropped = [], 0
         for i, (tr, te) in enumerate(splits):
             dropped += int(len(self.y) - len(te) - len(tr))
             if len(np.unique(self.y[tr])) < 2:

@@ -37,11 +37,12 @@ import numpy as np
 import xarray as xr
 
 from eoembed.exceptions import InputError, LabelError, ParameterError, require
+from eoembed.sensors import S2_ALL_BANDS
 
 __all__ = ["EUROSAT_BANDS", "evaluate", "load_tile_folder", "embed_tiles", "score_features", "main"]
 
 #: Band order of the EuroSAT multispectral GeoTIFFs (13 bands; B8A stored last).
-EUROSAT_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A")
+EUROSAT_BANDS = tuple(b for b in S2_ALL_BANDS if b != "B8A") + ("B8A",)
 
 _FAKE_CRS = "EPSG:32631"
 

@@ -112,6 +112,10 @@ class LabelError(EOEmbedError, ValueError):
     """Training labels are empty, single-class or outside the cube."""
 
 
+class TooFewLabelsError(LabelError):
+    """A class has too few labelled samples to be split for cross-validation."""
+
+
 def require(module: str, extra: str, feature: str):  # pragma: no cover - trivial
     """Import ``module`` or raise :class:`MissingOptionalDependency` naming the extra."""
     import importlib

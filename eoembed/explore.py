@@ -423,10 +423,7 @@ class Explorer(_HBox):
 
         if len(self._labels) == 0:
             raise LabelError("No labels yet: switch to Label mode and click examples of two or more classes.")
-        kw = dict(self._fewshot_kwargs)
-        if "n_splits" not in kw:  # stratified folds cannot outnumber the rarest class's labels
-            kw["n_splits"] = int(np.clip(self._labels["class"].value_counts().min(), 2, 5))
-        clf = fewshot(self.emb, self._labels, class_column="class", **kw)
+        clf = fewshot(self.emb, self._labels, class_column="class", **self._fewshot_kwargs)
         self.classifier = clf
         pm = clf.predict_map(self._ov)
         names = [str(c) for c in clf.classes_]
@@ -448,7 +445,7 @@ class Explorer(_HBox):
         except LabelError as err:
             self.cv_report = None
             self._report_w.value = f"<b>No spatial CV</b>: {_esc(str(err))}"
-            self._status(f"Trained on {len(clf.y)} patches (no spatial CV: label more spread-out areas).")
+            self._status(f"Trained on {len(clf.y)} patches (no spatial CV: {err})")
         return clf
 
     def select(self, indices) -> Any:

@@ -22,7 +22,7 @@ import pandas as pd
 
 __all__ = [
     "S2", "S1", "LANDSAT",
-    "S2_ALL_BANDS", "S2_BANDS", "S2_COMMON_NAMES", "S2_WAVELENGTHS",
+    "S2_ALL_BANDS", "S2_L2A_BANDS", "S2_BANDS", "S2_COMMON_NAMES", "S2_WAVELENGTHS",
     "S1_BANDS",
     "LANDSAT_BANDS", "LANDSAT_ASSETS", "LANDSAT_COMMON_NAMES", "LANDSAT_WAVELENGTHS",
     "COMMON_NAME_ALIASES", "canonical_band",
@@ -40,6 +40,8 @@ LANDSAT = "landsat"
 S2_ALL_BANDS: tuple[str, ...] = (
     "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12",
 )  # fmt: skip
+#: The 12 L2A reflectance bands in band-number order (L2A products drop B10, cirrus).
+S2_L2A_BANDS: tuple[str, ...] = tuple(b for b in S2_ALL_BANDS if b != "B10")
 #: The 12 L2A reflectance bands in the order OlmoEarth consumes them (and
 #: ``eoembed.data.sentinel2`` returns them).
 S2_BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12", "B01", "B09")

@@ -19,7 +19,8 @@ import xarray as xr
 from affine import Affine
 from rioxarray.rioxarray import affine_to_coords
 
-S2_ALL = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
+from eoembed.sensors import S2_L2A_BANDS
+
 _ENCODER_MODALITIES = ("sentinel2_l2a", "sentinel1", "landsat")
 
 
@@ -69,7 +70,7 @@ def synthetic_cube(
     height: int = 32,
     width: int = 32,
     times: int = 3,
-    bands=S2_ALL,
+    bands=S2_L2A_BANDS,
     start: str = "2021-03-01",
     freq: str = "MS",
     crs: str = "EPSG:32631",

@@ -19,20 +19,26 @@ from eoembed.models.registry import ModelSpec
 from eoembed.models.weights import WeightsSource, load_state_dict, provenance_attrs, resolve_weights
 
 
-def require_torch():
-    """Import torch or say how to install it."""
+def require_torch(who: str = "this model"):
+    """Import torch or say how to install it (``who`` names the family in the message)."""
     try:
         import torch
     except ImportError as err:
         raise MissingOptionalDependency(
-            "this model needs torch. On a CPU machine: pip install torch==2.13.0 && "
+            f"{who} needs torch. On a CPU machine: pip install torch==2.13.0 && "
             "pip install 'eoembed[models]'"
         ) from err
     return torch
 
 
 def resolve_device(device: str | None) -> str:
-    """``"auto"``/None → ``"cuda"`` when a GPU is visible, else ``"cpu"``."""
+    """The torch device string for every model family's ``device=`` argument.
+
+    ``"auto"``/None → ``"cuda"`` when a GPU is visible, else ``"cpu"``; ``"cpu"``,
+    ``"cuda"``, ``"cuda:N"`` and ``"mps"`` pass through. CUDA asked for but not visible,
+    or any other value, raises :class:`~eoembed.exceptions.ParameterError`. Torch is
+    imported here, at call time, never when this module is imported.
+    """
     torch = require_torch()
     if device in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"

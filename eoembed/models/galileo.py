@@ -29,6 +29,7 @@ from collections import OrderedDict
 import numpy as np
 
 from eoembed.exceptions import CorruptWeightsError, ParameterError
+from eoembed.models._torchcommon import resolve_device
 from eoembed.models.registry import ModelSpec, WeightFile, register_model
 from eoembed.models.weights import WeightsSource, _first_line, load_state_dict, provenance_attrs, resolve_weights
 
@@ -218,7 +219,7 @@ def _build_module(spec: ModelSpec, source: WeightsSource):
 
 def load_galileo(spec: ModelSpec, weights=None, device: str | None = None) -> "GalileoEncoderAdapter":
     """Load (or reuse from an in-process cache) the Galileo encoder for ``spec``."""
-    device = _device(device)
+    device = resolve_device(device)
     source = resolve_weights(spec, weights)
     key = (spec.name, str(source.weights), source.weights.stat().st_mtime_ns, device)
     with _CACHE_LOCK:
@@ -231,24 +232,6 @@ def load_galileo(spec: ModelSpec, weights=None, device: str | None = None) -> "G
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
     return enc
-
-
-def _device(device: str | None) -> str:
-    from eoembed.exceptions import MissingOptionalDependency
-
-    try:
-        import torch
-    except ImportError as err:
-        raise MissingOptionalDependency(
-            "Galileo needs torch. On a CPU machine: pip install torch && pip install 'eoembed[models]'"
-        ) from err
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ParameterError(f"device={device!r} but torch sees no CUDA device; use device='cpu'")
-    if not (str(device) == "cpu" or str(device).startswith("cuda") or str(device) == "mps"):
-        raise ParameterError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    return str(device)
 
 
 class GalileoEncoderAdapter:

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from eoembed.exceptions import CorruptWeightsError, MissingOptionalDependency, ParameterError
+from eoembed.exceptions import CorruptWeightsError, MissingOptionalDependency
+from eoembed.models._torchcommon import resolve_device
 from eoembed.models.registry import ModelSpec, WeightFile, register_model
 from eoembed.models.weights import WeightsSource, _first_line, load_state_dict, provenance_attrs, resolve_weights
 from eoembed.sensors import LANDSAT_BANDS, S1_BANDS, S2_BANDS
@@ -134,18 +135,6 @@ def _require_torch():
             "pip install torch==2.13.0 && pip install 'eoembed[models]'"
         ) from err
     return torch
-
-
-def resolve_device(device: str | None) -> str:
-    """``"auto"``/None → ``"cuda"`` when a GPU is visible, else ``"cpu"``."""
-    torch = _require_torch()
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ParameterError(f"device={device!r} but torch sees no CUDA device; use device='cpu'")
-    if not (str(device) == "cpu" or str(device).startswith("cuda") or str(device) == "mps"):
-        raise ParameterError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    return str(device)
 
 
 def _config_version(encoder_config: dict) -> str:

@@ -26,7 +26,8 @@ from collections import OrderedDict
 import numpy as np
 
 from eoembed.exceptions import CorruptWeightsError, ParameterError
-from eoembed.models.galileo import GROUPS, S1, S1_BANDS, S2, S2_BANDS, _device, group_arrays, group_visibility, ndvi
+from eoembed.models._torchcommon import resolve_device
+from eoembed.models.galileo import GROUPS, S1, S1_BANDS, S2, S2_BANDS, group_arrays, group_visibility, ndvi
 from eoembed.models.registry import ModelSpec, WeightFile, register_model
 from eoembed.models.weights import WeightsSource, _first_line, load_state_dict, provenance_attrs, resolve_weights
 
@@ -99,7 +100,7 @@ def _build_module(spec: ModelSpec, source: WeightsSource):
 
 def load_presto(spec: ModelSpec, weights=None, device: str | None = None) -> "PrestoEncoderAdapter":
     """Load (or reuse from an in-process cache) the Presto encoder."""
-    device = _device(device)
+    device = resolve_device(device)
     source = resolve_weights(spec, weights)
     key = (spec.name, str(source.weights), source.weights.stat().st_mtime_ns, device)
     with _CACHE_LOCK:

@@ -245,3 +245,48 @@ def test_label_errors(cube):
         clf = fewshot(emb, gdf, block_size=1e7)
     with pytest.raises(LabelError, match="one .* block"):
         clf.cv_report()
+
+
+def _few_labels(emb, truth, per_class, seed=0):
+    """Point labels: ``per_class[k]`` patches of planted class k, spread over the cube."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k, n in enumerate(per_class):
+        rc = np.argwhere(truth.values == k)
+        rows += [(r, c, k) for r, c in rc[rng.choice(len(rc), n, replace=False)]]
+    r, c, k = np.array(rows).T
+    return gpd.GeoDataFrame({"class": NAMES[k]}, geometry=gpd.points_from_xy(emb.x.values[c], emb.y.values[r]),
+                            crs=32631)
+
+
+@pytest.mark.parametrize("spatial", [True, False])
+def test_folds_are_capped_by_the_rarest_class_with_a_warning(cube, spatial):
+    emb, truth = cube
+    clf = fewshot(emb, _few_labels(emb, truth, [6, 3, 8]), block_size=200, buffer=0)
+    assert clf.samples["block"].nunique() >= 5  # the block count is not what limits the folds
+    with pytest.warns(UserWarning, match=r"n_splits=3 instead of 5: class 'forest' has only 3"):
+        folds = clf.folds(spatial=spatial)
+    assert len(folds) == 3
+    for tr, te in folds:  # every sample is tested exactly once over the folds
+        assert not set(tr) & set(te)
+    assert sorted(np.concatenate([te for _, te in folds]).tolist()) == list(range(len(clf.y)))
+    with pytest.warns(UserWarning, match="n_splits=3"):
+        rep = clf.cv_report(spatial=spatial)
+    assert rep.n_splits == 3 and any("n_splits=3" in n for n in rep.notes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # asking for no more folds than possible: silent
+        assert len(clf.folds(spatial=spatial, n_splits=2)) == 2
+
+
+def test_folds_refuse_a_class_with_one_label(cube):
+    from eoembed.exceptions import EOEmbedError, TooFewLabelsError
+
+    emb, truth = cube
+    clf = fewshot(emb, _few_labels(emb, truth, [4, 1, 4]), block_size=200)
+    for spatial in (True, False):
+        with pytest.raises(TooFewLabelsError, match=r"Class 'forest' has 1 labelled patch.*Add more labels of 'forest'"):
+            clf.folds(spatial=spatial)
+    with pytest.raises(LabelError, match="crop: 4, forest: 1, water: 4") as err:
+        clf.cv_report()
+    assert isinstance(err.value, EOEmbedError)
+    assert clf.predict_map()["class"].sizes["y"] == emb.sizes["y"]  # the classifier itself still works

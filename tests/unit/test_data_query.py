@@ -7,7 +7,7 @@ import pickle
 import pandas as pd
 import pytest
 
-from eoembed.data import _retry, _signing, stac
+from eoembed.data import _query, _retry, _signing, _stack, stac
 from eoembed.data._reader import AssetReadError, RetryingReader
 from eoembed.data._retry import RetryPolicy, classify_error
 from eoembed.data._sample import sample_key
@@ -20,29 +20,29 @@ from eoembed.exceptions import ParameterError, QueryError
      (151.2, -33.9, 32756)],
 )  # fmt: skip
 def test_utm_epsg(lon, lat, epsg):
-    assert stac.utm_epsg(lon, lat) == epsg
+    assert _query.utm_epsg(lon, lat) == epsg
 
 
 def test_check_dates_end_day_is_included():
-    t0, t1 = stac._check_dates("2024-01-01", "2024-01-31")
+    t0, t1 = _query._check_dates("2024-01-01", "2024-01-31")
     assert t0 == pd.Timestamp("2024-01-01")
     assert t1 > pd.Timestamp("2024-01-31 23:59:59")
-    t0, t1 = stac._check_dates("2024-01-01T10:00", "2024-01-01T12:00")
+    t0, t1 = _query._check_dates("2024-01-01T10:00", "2024-01-01T12:00")
     assert t1 == pd.Timestamp("2024-01-01T12:00")
     with pytest.raises(QueryError, match="reversed"):
-        stac._check_dates("2024-02-01", "2024-01-01")
+        _query._check_dates("2024-02-01", "2024-01-01")
 
 
 def test_bbox_messages_say_how_to_fix():
     with pytest.raises(QueryError, match="swapped"):
-        stac._check_bbox((45.4, 11.9, 45.5, 95.0))
+        _query._check_bbox((45.4, 11.9, 45.5, 95.0))
     with pytest.raises(QueryError, match="antimeridian"):
-        stac._check_bbox((179.0, 0.0, -179.0, 1.0))
-    assert stac._check_bbox([1, 2, 3, 4]) == (1.0, 2.0, 3.0, 4.0)
+        _query._check_bbox((179.0, 0.0, -179.0, 1.0))
+    assert _query._check_bbox([1, 2, 3, 4]) == (1.0, 2.0, 3.0, 4.0)
 
 
 def test_out_bounds_are_snapped_and_cover_the_bbox():
-    b = stac._out_bounds((11.99, 45.49, 12.0, 45.5), 32632, 10)
+    b = _stack._out_bounds((11.99, 45.49, 12.0, 45.5), 32632, 10)
     assert all(v % 10 == 0 for v in b)
     assert b[2] - b[0] > 700 and b[3] - b[1] > 1000
 

@@ -138,3 +138,11 @@ def test_module_entry_point(eurosat):
                        capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
     assert r.returncode == 0, r.stderr
     assert "linear_vs_spectral" in r.stdout
+
+
+def test_eurosat_band_order_comes_from_the_sensor_table():
+    from eoembed.sensors import S2_ALL_BANDS, canonical_band
+
+    # the EuroSAT GeoTIFFs store B01..B12 in number order, then B8A last
+    assert EUROSAT_BANDS == ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A")
+    assert set(EUROSAT_BANDS) == set(S2_ALL_BANDS) and all(canonical_band(b) == ("sentinel2_l2a", b) for b in EUROSAT_BANDS)

@@ -428,3 +428,14 @@ def test_bench_explore_quick(tmp_path):
     assert res["click"]["topk_equal"] is True
     assert res["click"]["ratio"] < 5
     assert res["open"]["seconds"] < 30
+
+
+def test_train_with_a_single_label_class_explains_the_missing_cv(ex, emb_truth):
+    emb, truth = emb_truth
+    for r, c in [(0, 0), (5, 12), (12, 3), (18, 25)]:
+        ex.label(*_centre(emb, r, c), "a")
+    ex.label(*_centre(emb, 10, 10), "b")
+    clf = ex.train()  # the classifier and layers exist; CV cannot, and the panel says why
+    assert list(clf.classes_) == ["a", "b"] and "class" in ex.layer_data
+    assert ex.cv_report is None
+    assert "No spatial CV" in ex._report_w.value and "Add more labels of &#x27;b&#x27;" in ex._report_w.value

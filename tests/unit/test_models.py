@@ -209,3 +209,20 @@ def test_core_import_does_not_need_torch():
 
     code = "import sys, eoembed; eoembed.list_models(); assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_one_device_resolver_for_every_family():
+    import torch
+
+    from eoembed.models import _torchcommon, galileo, olmoearth, presto
+
+    rd = _torchcommon.resolve_device
+    assert galileo.resolve_device is rd and olmoearth.resolve_device is rd and presto.resolve_device is rd
+    assert rd(None) == rd("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert rd("cpu") == "cpu"
+    with pytest.raises(E.ParameterError, match="device must be 'auto', 'cpu'"):
+        rd("tpu")
+    if not torch.cuda.is_available():
+        for dev in ("cuda", "cuda:1"):
+            with pytest.raises(E.ParameterError, match="no CUDA device; use device='cpu'"):
+                rd(dev)
