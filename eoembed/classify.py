@@ -22,8 +22,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from eoembed._embcube import (
+from eoembed.cube import (
+    apply_embedding,
     canonical,
+    check_same_space,
     cube_info,
     patch_pitch,
     spatial_coords,
@@ -31,9 +33,9 @@ from eoembed._embcube import (
     write_georef,
     xy_to_rowcol,
 )
-from eoembed.exceptions import LabelError, ParameterError, require
+from eoembed.exceptions import LabelError, ParameterError, QueryError, require
 
-__all__ = ["FewShotClassifier", "CVReport", "fewshot", "sample_labels", "spatial_blocks"]
+__all__ = ["FewShotClassifier", "CVReport", "fewshot", "linear_direction", "sample_labels", "spatial_blocks"]
 
 _FEATURE_MODES = ("stack", "mean")
 
@@ -527,11 +529,13 @@ class FewShotClassifier:
                 out[ok] = onehot
         return out
 
-    def _proba_block(self, block: np.ndarray, mode: Any) -> np.ndarray:
+    def _proba(self, vectors: np.ndarray, mode: Any, nlead: int) -> np.ndarray:
+        """``(y, x, [time,] embedding)`` → ``(y, x, K)`` class probabilities."""
+        block = np.moveaxis(vectors, list(range(-nlead, 0)), list(range(nlead)))  # (time?, emb, y, x)
         feats = _feature_block(block, mode, mode is not None)
         shape = feats.shape[:-1]
         p = self.predict_proba_vectors(feats.reshape(-1, feats.shape[-1]))
-        return np.moveaxis(p.reshape(shape + (len(self.classes_),)), -1, 0)
+        return p.reshape(shape + (len(self.classes_),))
 
     def predict_map(self, emb: xr.DataArray | None = None) -> xr.Dataset:
         """Classify every patch of a cube.
@@ -556,24 +560,13 @@ class FewShotClassifier:
         src = self.emb if emb is None else emb
         src = canonical(src)
         if emb is not None:
-            from eoembed._embcube import check_same_space
-
             check_same_space(self.emb.attrs, dict(src.attrs), expected_dim=self.emb.sizes["embedding"],
                              got_dim=src.sizes["embedding"], what="The cube to classify")
         src, mode = _select_time(src, self.time)
         lead = ("time", "embedding") if "time" in src.dims else ("embedding",)
         K = len(self.classes_)
-        data = src.data
-        if type(data).__module__.startswith("dask"):
-            import dask.array as da
-
-            nlead = len(lead)
-            data = data.rechunk({i: -1 for i in range(nlead)})
-            prob = da.map_blocks(self._proba_block, data, mode, dtype=np.float32,
-                                 drop_axis=list(range(nlead)), new_axis=[0],
-                                 chunks=((K,),) + data.chunks[nlead:])
-        else:
-            prob = self._proba_block(np.asarray(data), mode)
+        prob = apply_embedding(self._proba, src, core_dims=lead, output_dim="label", output_size=K,
+                               kwargs={"mode": mode, "nlead": len(lead)}).transpose("label", "y", "x").data
         coords = spatial_coords(src, drop=lead)
         names = [str(c) for c in self.classes_]
         probability = xr.DataArray(prob, dims=("label", "y", "x"), coords={**coords, "label": names},
@@ -695,3 +688,41 @@ def fewshot(
     return FewShotClassifier(emb, samples, X, y, estimator=est, time=time, block_size=block_size,
                              buffer=buffer, n_splits=n_splits, random_state=random_state,
                              excluded=excluded)
+
+
+def linear_direction(positives: list[np.ndarray], negatives: list[np.ndarray],
+                     background: np.ndarray) -> np.ndarray:
+    """Weight vector of a logistic regression: positives vs negatives + background.
+
+    The search direction of ``method="linear"`` queries (:class:`eoembed.index.Query`).
+    Explicit negatives alone only teach what separates positives *from them*; a
+    direction trained that way can rank unrelated land cover highest. The
+    ``background`` vectors (a random sample of the index) join the negatives with a
+    total weight equal to the explicit negatives' (or the positives' when there are none).
+
+    Parameters
+    ----------
+    positives, negatives:
+        Lists of ``(n_i, dim)`` arrays (one per example).
+    background:
+        ``(m, dim)`` weak negatives.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(dim,)`` float64 weights (not normalised).
+    """
+    require("sklearn", "search", "method='linear' query refinement")
+    from sklearn.linear_model import LogisticRegression
+
+    nb = len(background)
+    if not negatives and nb == 0:
+        raise QueryError("method='linear' needs negatives= (or background > 0) to train a direction.")
+    npos = sum(len(v) for v in positives)
+    nneg = sum(len(v) for v in negatives)
+    X = np.concatenate(list(positives) + list(negatives) + [background])
+    y = np.r_[np.ones(npos), np.zeros(nneg + nb)]
+    w = np.r_[np.ones(npos + nneg), np.full(nb, (nneg or npos) / max(nb, 1))]
+    clf = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000)
+    clf.fit(X, y, sample_weight=w)
+    return clf.coef_[0]

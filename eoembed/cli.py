@@ -15,8 +15,8 @@ from eoembed.exceptions import EOEmbedError
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="tiny", help="model name (see `eoembed models`), default tiny")
-    p.add_argument("--weights", default=None, help="folder with config.json + weights.pth, or a .pth file")
+    p.add_argument("--model", default="tiny", help="model name (see `eoembed models`); default tiny (demo: galileo-nano)")
+    p.add_argument("--weights", default=None, help="weights folder (the model's published files) or checkpoint file")
     p.add_argument("--patch-size", type=int, default=None, help="pixels per patch (default: the model's)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
 
@@ -28,11 +28,11 @@ def _cmd_models(args) -> int:
     if args.json:
         print(json.dumps([s.to_dict() for s in specs], indent=1))
         return 0
-    print(f"{'name':24} {'aliases':22} {'dim':>5} {'max T':>5} {'square':>6}  weights")
+    print(f"{'name':22} {'aliases':26} {'dim':>4} {'max T':>5} {'bands':27} {'licence':27} weights")
     for s in specs:
-        src = f"{s.hf_repo}@{s.hf_revision[:8]}" if s.hf_repo else "none"
-        print(f"{s.name:24} {','.join(s.aliases):22} {str(s.embedding_dim or 'var'):>5} "
-              f"{s.max_timesteps:>5} {str(s.square_tiles):>6}  {src}")
+        bands = "+".join(f"{m.split('_')[0].replace('sentinel', 'S')}({len(b)})" for m, b in s.modalities.items())
+        print(f"{s.name:22} {','.join(s.aliases):26} {str(s.embedding_dim or 'var'):>4} "
+              f"{s.max_timesteps:>5} {bands:27} {s.license.split(' (')[0]:27} {s.weights_source}")
     return 0
 
 
@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="eoembed-demo", help="output folder (default ./eoembed-demo)")
     p.add_argument("--overwrite", action="store_true")
     _add_model_args(p)
-    p.set_defaults(func=_cmd_demo)
+    p.set_defaults(func=_cmd_demo, model="galileo-nano")
     return parser
 
 

@@ -1,10 +1,16 @@
 """The main job, end to end: a small real cube → embeddings → a picture.
 
-``eoembed demo`` embeds a small Sentinel-2 cube and writes, in ``--out``:
+``eoembed demo`` embeds a small Sentinel-2 (+ Sentinel-1) cube with a real pretrained
+encoder — Galileo-Nano by default (MIT) — and writes, in ``--out``:
 
 * ``embedding.zarr`` — the georeferenced embedding cube (with provenance attrs);
 * ``demo.png`` — true colour beside a PCA-RGB of the embeddings (similar colours =
-  similar embeddings).
+  similar embeddings);
+* ``summary.json`` — model, weight SHA-256 and origin, timing, cost.
+
+Weights: ``--weights PATH``; else, for a model whose weights sit in a ``shared/weights/<model>``
+folder beside the sample or the repository (``../shared/weights/galileo-nano``), that
+folder; else the cache / pinned download (:mod:`eoembed.models.weights`).
 
 The cube comes from ``--sample PATH`` (any file :func:`eoembed.data.open_cube` reads,
 e.g. ``../shared/data/worldcereal/worldcereal_preprocessed_inputs.nc``), or else a
@@ -42,6 +48,49 @@ def _load_cube(sample: str | None, cache_dir: Path):
     return cube, f"Planetary Computer {DEFAULT_BBOX} {DEFAULT_DATES[0]}..{DEFAULT_DATES[1]}"
 
 
+def find_local_weights(model: str, sample: str | None = None) -> Path | None:
+    """A ``shared/weights/<model>`` folder beside the sample (or one of its parents) or the repo."""
+    from eoembed.models import get_model_spec
+
+    spec = get_model_spec(model)
+    if not spec.needs_weights:
+        return None
+    main = next((f.name for f in spec.weight_files if f.role == "weights"), None)
+    starts = [Path(sample).resolve().parent] if sample else []
+    starts += [Path(__file__).resolve().parents[1], Path.cwd()]
+    for start in starts:
+        for folder in (start, *start.parents):
+            for cand in (folder / "weights" / spec.name, folder / "shared" / "weights" / spec.name):
+                if main and (cand / main).is_file():
+                    return cand
+    return None
+
+
+def center_tile_positions(emb):
+    """Subtract, for each position inside a tile core, the mean vector over all tiles.
+
+    Models with absolute in-window position encodings (Galileo, OlmoEarth v1/v1.1) add
+    a component that depends only on where a patch sits in its tile; on a small area it
+    dominates the first principal components and the PCA picture shows the tile grid.
+    Centering per in-tile position removes that shared component (for the picture only;
+    the saved embeddings are untouched). Needs at least 2 × 2 tiles.
+    """
+    p, tile, halo = (int(emb.attrs[f"eoembed:{k}"]) for k in ("patch_size", "tile_size", "halo"))
+    cp = (tile - 2 * halo) // p
+    v = np.asarray(emb.transpose("embedding", "y", "x").values, dtype="float64")
+    if v.shape[1] < 2 * cp or v.shape[2] < 2 * cp:
+        return emb, False
+    out = v.copy()
+    with np.errstate(invalid="ignore"):
+        for i in range(cp):
+            for j in range(cp):
+                blk = v[:, i::cp, j::cp]
+                finite = np.isfinite(blk).all(axis=0)
+                if finite.any():
+                    out[:, i::cp, j::cp] = blk - blk[:, finite].mean(axis=1)[:, None, None]
+    return emb.transpose("embedding", "y", "x").copy(data=out.astype("float32")), True
+
+
 def true_colour(cube) -> np.ndarray:
     """``(y, x, 3)`` in [0, 1] from B04/B03/B02: median over time, 2–98 % stretch."""
     rgb = cube.sel(band=["B04", "B03", "B02"]).median("time", skipna=True).values.astype("float64")
@@ -57,7 +106,7 @@ def run_demo(
     *,
     sample: str | None = None,
     weights: str | None = None,
-    model: str = "tiny",
+    model: str = "galileo-nano",
     out: str | Path = "eoembed-demo",
     patch_size: int | None = None,
     device: str = "auto",
@@ -78,6 +127,9 @@ def run_demo(
     if zarr_path.exists() and not overwrite:
         raise EOEmbedError(f"{zarr_path} exists; pass --overwrite or choose another --out.")
     out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    if weights is None:
+        weights = find_local_weights(model, sample)
     cube, origin = _load_cube(sample, out / "cache")
     cost = eoembed.embed_cost(cube, model, patch_size=patch_size)
     t0 = time.perf_counter()
@@ -86,22 +138,35 @@ def run_demo(
 
     save_embeddings(emb, zarr_path, overwrite=overwrite)
 
-    rgb = pca_rgb(emb)
+    from eoembed.models import get_model_spec
+
+    shown, centered = emb, False
+    if get_model_spec(model).square_tiles:
+        shown, centered = center_tile_positions(emb)
+    rgb = pca_rgb(shown)
     img = np.asarray(rgb.transpose("y", "x", ...).values, dtype="float64")
     if img.max() > 1.0:
         img = img / 255.0
-    fig, axes = plt.subplots(1, 2, figsize=(10, 5), constrained_layout=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.2), constrained_layout=True)
     tc = true_colour(cube)
     b = cube.rio.bounds()
     extent = (b[0], b[2], b[1], b[3])
+    crs = cube.rio.crs.to_string()
+    attrs = emb.attrs
     axes[0].imshow(tc, extent=extent)
-    axes[0].set_title("Sentinel-2 true colour (median over time)")
+    axes[0].set_title("Sentinel-2 true colour (B04/B03/B02, median over time)", fontsize=9)
     axes[1].imshow(np.nan_to_num(img), extent=extent, interpolation="nearest")
-    axes[1].set_title(f"{emb.attrs['eoembed:model']} embeddings, PCA → RGB")
+    axes[1].set_title(f"{attrs['eoembed:model']} embeddings ({emb.sizes['embedding']}-d, "
+                      f"{attrs['eoembed:patch_size_m']:g} m patches): PCA → RGB"
+                      + ("\n(each in-tile position's mean removed)" if centered else ""), fontsize=9)
     for ax in axes:
-        ax.set_xlabel(f"x ({cube.rio.crs.to_string()})")
-    axes[0].set_ylabel("y")
-    fig.suptitle(f"eoembed demo — {origin}", fontsize=9)
+        ax.set_xlabel(f"x ({crs}) [m]")
+        ax.set_ylabel(f"y ({crs}) [m]")
+        ax.ticklabel_format(useOffset=False, style="plain")
+        ax.tick_params(labelsize=7)
+    sha = str(attrs.get("eoembed:weights_sha256", "none"))
+    fig.suptitle(f"eoembed demo — {origin}\nweights {attrs.get('eoembed:weights_repo', '')} "
+                 f"sha256 {sha[:12]}… ({attrs['eoembed:license']})", fontsize=8)
     png = out / "demo.png"
     fig.savefig(png, dpi=110)
     plt.close(fig)
@@ -109,10 +174,16 @@ def run_demo(
     summary = {
         "input": origin,
         "cube": {k: int(v) for k, v in cube.sizes.items()},
-        "model": emb.attrs["eoembed:model"],
-        "license": emb.attrs["eoembed:license"],
+        "model": attrs["eoembed:model"],
+        "license": attrs["eoembed:license"],
+        "weights": {k.split(":", 1)[1]: attrs[k] for k in attrs if k.startswith("eoembed:weights_")},
+        "weights_path": None if weights is None else str(weights),
+        "device": attrs.get("eoembed:device"),
         "embedding": {k: int(v) for k, v in emb.sizes.items()},
+        "picture_tile_position_centered": centered,
         "seconds": round(seconds, 2),
+        "patches_per_second": round(emb.sizes["y"] * emb.sizes["x"] / max(seconds, 1e-9), 1),
+        "total_seconds": round(time.perf_counter() - t_start, 2),
         "cost": cost,
         "zarr": str(zarr_path),
         "picture": str(png),

@@ -42,6 +42,13 @@ class TileBatch:
     lonlat:
         ``(lon, lat)`` in degrees of the cube's centre, for models with location
         encodings (None when unknown).
+    halo:
+        Context patches on each side of a tile (only the core is kept).
+    origins:
+        ``(B, 2)`` cube pixel ``(row, col)`` of each tile's first pixel (may be < 0).
+    transform, crs:
+        The cube's pixel transform (6 affine coefficients) and CRS (WKT), for
+        encoders that need each pixel's location (e.g. Presto's lat/lon).
     """
 
     data: dict[str, np.ndarray]
@@ -51,6 +58,10 @@ class TileBatch:
     input_res: float
     present: dict[str, np.ndarray]
     lonlat: tuple[float, float] | None = None
+    halo: int = 0
+    origins: np.ndarray | None = None
+    transform: tuple[float, ...] | None = None
+    crs: str | None = None
 
 
 @runtime_checkable
@@ -90,6 +101,8 @@ class BlockPlan:
     pool_time: bool
     input_res: float
     lonlat: tuple[float, float] | None = None  # cube centre (degrees), for location encodings
+    transform: tuple[float, ...] | None = None  # cube pixel transform (a, b, c, d, e, f)
+    crs: str | None = None  # cube CRS as WKT
 
     @property
     def patch_size(self) -> int:
@@ -310,6 +323,10 @@ def embed_block(block: np.ndarray, encoder: Encoder, plan: BlockPlan, origin: tu
             input_res=plan.input_res,
             present=present,
             lonlat=plan.lonlat,
+            halo=grid.halo // p,
+            origins=np.array([(origin[0] - depth + y0, origin[1] - depth + x0) for y0, x0 in chunk]),
+            transform=plan.transform,
+            crs=plan.crs,
         )
 
     results: dict[tuple[int, int], np.ndarray] = {}

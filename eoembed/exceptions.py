@@ -123,3 +123,27 @@ def require(module: str, extra: str, feature: str):  # pragma: no cover - trivia
             f"{feature} needs the optional package {module!r}, which is not installed. "
             f"Install it with: pip install 'eoembed[{extra}]'"
         ) from err
+
+
+# --- appended (issue 8) -------------------------------------------------------------
+class MissingTimeError(InputError):
+    """The cube has no acquisition dates but the model encodes them."""
+
+
+def user_stacklevel() -> int:
+    """``stacklevel`` for a ``warnings.warn`` in the calling function that points at user code.
+
+    Counts frames from the caller up to the first one outside the ``eoembed`` package,
+    so a warning raised deep inside eoembed (through the ``.eo`` accessor, ``embed``,
+    ``bands``…) names the user's file and line, whatever the call path.
+    """
+    import os
+    import sys
+
+    pkg = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(pkg):
+        frame = frame.f_back
+        level += 1
+    return level

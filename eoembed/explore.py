@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import logging
 import os
+from html import escape as _esc
 import time as _time
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from eoembed._embcube import canonical, cube_info, to_crs_xy
+from eoembed.cube import canonical, cube_info, to_crs_xy
 from eoembed.exceptions import LabelError, MissingOptionalDependency, ParameterError, QueryError
 
 __all__ = ["Explorer", "explore"]
@@ -264,8 +265,8 @@ class Explorer(_HBox):
             self._mode_w, self._query_w, self._class_w,
             w.HBox([self._clear_w, self._train_w, self._save_w], layout=w.Layout(flex="0 0 auto")),
             self._status_w, self._layer_w, self._opacity_w, self._colorbar_w, self._legend_w,
-            self._report_w, self._hits_w,
             *([self.scatter_box] if self.scatter is not None else []),
+            self._report_w, self._hits_w,
         ], layout=w.Layout(width="460px", min_width="460px"))
         super().__init__([self.map, self.panel])
         self._refresh_layer_list()
@@ -434,19 +435,17 @@ class Explorer(_HBox):
         cls2d = self._display_2d(pm["class"]).compute()
         from eoembed.viz import categorical_indexed, colormap_indexed
 
-        self._put_raster("class", cls2d, *categorical_indexed(cls2d.values, codes, colors))
         conf = pm["probability"].max("label").compute()
         conf.name = "confidence"
         self._put_raster("probability", conf, *colormap_indexed(conf.values, 0.0, 1.0, "magma"))
+        self._put_raster("class", cls2d, *categorical_indexed(cls2d.values, codes, colors))  # on top
         self._set_legend(names, colors)
-        from eoembed.exceptions import LabelError as _LE
-
         try:
             self.cv_report = clf.cv_report()
             self._report_w.value = _report_html(self.cv_report)
             self._status(f"Trained on {len(clf.y)} patches; spatial-CV balanced accuracy "
                          f"{self.cv_report.balanced_accuracy:.3f}.")
-        except _LE as err:
+        except LabelError as err:
             self.cv_report = None
             self._report_w.value = f"<b>No spatial CV</b>: {_esc(str(err))}"
             self._status(f"Trained on {len(clf.y)} patches (no spatial CV: label more spread-out areas).")
@@ -551,7 +550,11 @@ class Explorer(_HBox):
 
     def _display_2d(self, da: xr.DataArray) -> xr.DataArray:
         if "time" in da.dims:
-            return da.mean("time") if self._time is None else da.sel(time=self._time)
+            if self._time is None:
+                return da.mean("time")
+            if isinstance(self._time, (int, np.integer)):  # a position, as in index.search(time=)
+                return da.isel(time=int(self._time))
+            return da.sel(time=self._time)
         return da
 
     def _put_raster(self, name: str, data: xr.DataArray, image: np.ndarray, palette: np.ndarray | None = None,
@@ -609,7 +612,7 @@ class Explorer(_HBox):
         s = max(1, int(np.ceil(max(ny, nx) / self.max_pixels)))
         sub = cube.sel(band=bands).isel(y=slice(None, None, s), x=slice(None, None, s))
         if "time" in sub.dims:
-            sub = sub.median("time", skipna=True) if self._time is None else sub.sel(time=self._time)
+            sub = sub.median("time", skipna=True)  # the cube's own times need not match the embedding's
         sub = sub.transpose("band", "y", "x").astype("float32").compute()
         tr = cube.rio.transform()
         from affine import Affine
@@ -624,8 +627,9 @@ class Explorer(_HBox):
         from eoembed.viz import rgb_to_rgba
 
         self._proj = fit_pca(self._ov, 3, sample=20_000)
-        rgb = self._display_2d(self._proj.rgb(self._ov))
-        self._put_raster("PCA-RGB", rgb, rgb_to_rgba(rgb.transpose("band", "y", "x").values))
+        ov = self._display_2d(self._ov) if "time" in self._ov.dims else self._ov
+        rgb = _pca_rgb_2d(self._proj, ov)
+        self._put_raster("PCA-RGB", rgb, rgb_to_rgba(rgb.values))
 
     def _show_similarity(self, sim2d: xr.DataArray) -> None:
         from eoembed.viz import colorbar_html, colormap_indexed
@@ -650,7 +654,7 @@ class Explorer(_HBox):
                                              "color": "#000000" if rad == 9 else "#ffffff"}))
         self._hits_group.data = _fc(feats)
         rows = "".join(f"<tr><td>{r.rank}</td><td>{r.score:.3f}</td><td>{r.x:.0f}</td><td>{r.y:.0f}</td></tr>"
-                       for r in self.hits.head(10).itertuples())
+                       for r in self.hits.head(5).itertuples())
         self._hits_w.value = ("<table style='font-size:11px'><tr><th>rank</th><th>score</th><th>x</th>"
                               f"<th>y</th></tr>{rows}</table>")
 
@@ -667,7 +671,9 @@ class Explorer(_HBox):
             g = self._labels.geometry
             lon, lat = to_crs_xy(g.x.to_numpy(), g.y.to_numpy(), self.crs, "EPSG:4326")
             for lo, la, cls in zip(lon, lat, self._labels["class"]):
-                feats.append(_point(lo, la, {"fillColor": self._class_color(cls)}, {"class": cls}))
+                # white ring: visible on top of a class map drawn in the same colour
+                feats.append(_point(lo, la, {"fillColor": self._class_color(cls), "color": "#ffffff", "weight": 2},
+                                    {"class": cls}))
                 if cls not in self._class_w.options:
                     self._class_w.options = [*self._class_w.options, cls]
         self._labels_group.data = _fc(feats)
@@ -713,13 +719,16 @@ class Explorer(_HBox):
         import ipywidgets as w
 
         ov = self._display_2d(self._ov) if "time" in self._ov.dims else self._ov
-        vec = np.moveaxis(np.asarray(ov.values), 0, -1)  # (y, x, d)
-        ok = np.isfinite(vec).all(axis=-1) & (np.abs(np.nan_to_num(vec)).sum(axis=-1) > 0)
-        rr, cc = np.nonzero(ok)
+        arr = np.asarray(ov.values)  # (embedding, y, x), in memory already
+        ny, nx = arr.shape[1:]
         rng = np.random.default_rng(0)
-        pick = np.sort(rng.choice(len(rr), size=min(n, len(rr)), replace=False))
-        rr, cc = rr[pick], cc[pick]
-        v = vec[rr, cc].astype(np.float32)
+        # draw candidates, keep valid ones (finite, not all-zero): no pass over the whole cube
+        cand = np.unique(rng.choice(ny * nx, size=min(ny * nx, 3 * n), replace=False))
+        rr, cc = np.divmod(cand, nx)
+        v = arr[:, rr, cc].T.astype(np.float32)
+        ok = np.isfinite(v).all(axis=1) & (np.abs(np.nan_to_num(v)).sum(axis=1) > 0)
+        keep = np.sort(rng.permutation(np.flatnonzero(ok))[:n])
+        rr, cc, v = rr[keep], cc[keep], v[keep]
         if kind == "pca":
             self._scatter_proj = self._proj
         elif kind == "umap":
@@ -743,7 +752,7 @@ class Explorer(_HBox):
         ax = [bq.Axis(scale=xs, label=f"{kind.upper()} 1"), bq.Axis(scale=ys, side="left",
                                                                      label=f"{kind.upper()} 2")]
         self.scatter = bq.Figure(marks=[self._sc, self._sc_query], axes=ax, interaction=self._brush,
-                                 layout=w.Layout(width="420px", height="320px"),
+                                 layout=w.Layout(width="440px", height="300px"),
                                  fig_margin={"top": 10, "bottom": 40, "left": 50, "right": 10})
         tool = w.ToggleButtons(options=["brush", "lasso"], value="brush", description="Select",
                                style={"button_width": "60px"})
@@ -784,6 +793,32 @@ class Explorer(_HBox):
             self._sc_query.x, self._sc_query.y = [float(xy[0])], [float(xy[1])]
 
 
+def _pca_rgb_2d(proj, ov: xr.DataArray) -> xr.DataArray:
+    """``proj.rgb(ov)`` for a 2-D in-memory overview, in one BLAS pass over the vectors.
+
+    A fitted PCA is affine, ``func(v) = v @ W + b``; ``W`` and ``b`` are read off
+    ``func`` itself and applied as ``W.T @ X`` on the ``(embedding, y·x)`` layout, with
+    the same 2–98 % stretch (``proj.low``/``proj.high``) and the same validity rule
+    (finite, not all zero) as :meth:`eoembed.reduce.Projection.rgb`, which is used as is
+    for other reducers.
+    """
+    if proj.kind != "pca":
+        return proj.rgb(ov).transpose("band", "y", "x")
+    d, ny, nx = ov.shape
+    X = np.asarray(ov.values, dtype=np.float32).reshape(d, ny * nx)
+    b = proj.func(np.zeros((1, d), np.float32))[0, :3]
+    W = proj.func(np.eye(d, dtype=np.float32))[:, :3] - b
+    comp = W.T @ X + b[:, None]
+    with np.errstate(invalid="ignore"):
+        sq = np.einsum("dn,dn->n", X, X)
+        ok = np.isfinite(sq) & (sq > 0)
+    lo, hi = proj.low[:3, None], proj.high[:3, None]
+    out = np.clip((comp - lo) / np.where(hi > lo, hi - lo, 1.0), 0, 1).astype(np.float32)
+    out[:, ~ok] = np.nan
+    return xr.DataArray(out.reshape(3, ny, nx), dims=("band", "y", "x"),
+                        coords={"band": [1, 2, 3], "y": ov["y"], "x": ov["x"]}, name="rgb")
+
+
 def _fc(features: list) -> dict:
     return {"type": "FeatureCollection", "features": features}
 
@@ -791,12 +826,6 @@ def _fc(features: list) -> dict:
 def _point(lon: float, lat: float, style: dict, props: dict | None = None) -> dict:
     return {"type": "Feature", "geometry": {"type": "Point", "coordinates": [float(lon), float(lat)]},
             "properties": {**(props or {}), "style": style}}
-
-
-def _esc(s: str) -> str:
-    import html
-
-    return html.escape(s)
 
 
 def _report_html(rep) -> str:

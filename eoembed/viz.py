@@ -186,15 +186,21 @@ class MercatorWarp:
         inv = Transformer.from_crs("EPSG:3857", src, always_xy=True)
         px = x0 + res * (np.arange(wx) + 0.5)
         py = y1 - res * (np.arange(wy) + 0.5)
-        gx, gy = np.meshgrid(px, py)
-        sx, sy = inv.transform(gx.ravel(), gy.ravel())
+        if wx * wy <= 65_536:
+            gx, gy = np.meshgrid(px, py)
+            sx, sy = (np.asarray(v).reshape(wy, wx) for v in inv.transform(gx, gy))
+        else:  # exact on every 8th pixel, bilinear in between (the projection is smooth at this scale)
+            iy, ix = _nodes(wy), _nodes(wx)
+            gx, gy = np.meshgrid(px[ix], py[iy])
+            cx, cy = inv.transform(gx, gy)
+            sx, sy = _bilinear(np.asarray(cx), iy, ix, wy, wx), _bilinear(np.asarray(cy), iy, ix, wy, wx)
         det = a * e - b * d
-        dx, dy = np.asarray(sx) - c, np.asarray(sy) - f
+        dx, dy = sx - c, sy - f
         col = np.floor((e * dx - b * dy) / det).astype(np.int64)
         row = np.floor((-d * dx + a * dy) / det).astype(np.int64)
         inside = (row >= 0) & (row < ny) & (col >= 0) & (col < nx)
-        rows = np.where(inside, row, -1).reshape(wy, wx)
-        cols = np.where(inside, col, -1).reshape(wy, wx)
+        rows = np.where(inside, row, -1).astype(np.int32)
+        cols = np.where(inside, col, -1).astype(np.int32)
         to_ll = Transformer.from_crs("EPSG:3857", "EPSG:4326", always_xy=True)
         west, south = to_ll.transform(x0, y0)
         east, north = to_ll.transform(x1, y1)
@@ -217,6 +223,25 @@ class MercatorWarp:
         x0, y0, x1, y1 = self.mercator_bounds
         return (int(math.floor((y1 - my) / (y1 - y0) * self.shape[0])),
                 int(math.floor((mx - x0) / (x1 - x0) * self.shape[1])))
+
+
+def _nodes(n: int, step: int = 8) -> np.ndarray:
+    return np.unique(np.r_[np.arange(0, n, step), n - 1])
+
+
+def _bilinear(coarse: np.ndarray, iy: np.ndarray, ix: np.ndarray, ny: int, nx: int) -> np.ndarray:
+    """Upsample values known at rows ``iy`` × cols ``ix`` to the full ``(ny, nx)`` grid."""
+    def weights(nodes, n):
+        j = np.arange(n)
+        k = np.clip(np.searchsorted(nodes, j, side="right") - 1, 0, max(len(nodes) - 2, 0))
+        span = np.maximum(nodes[np.minimum(k + 1, len(nodes) - 1)] - nodes[k], 1)
+        return k, np.minimum(k + 1, len(nodes) - 1), (j - nodes[k]) / span
+
+    k0y, k1y, ty = weights(iy, ny)
+    k0x, k1x, tx = weights(ix, nx)
+    top = coarse[k0y][:, k0x] * (1 - tx) + coarse[k0y][:, k1x] * tx
+    bot = coarse[k1y][:, k0x] * (1 - tx) + coarse[k1y][:, k1x] * tx
+    return top * (1 - ty)[:, None] + bot * ty[:, None]
 
 
 def colorbar_html(vmin: float, vmax: float, cmap: str = "viridis", label: str = "") -> str:

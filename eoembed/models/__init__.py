@@ -9,6 +9,8 @@ from pathlib import Path
 
 from eoembed.models import galileo as _galileo  # noqa: F401  (registers the family)
 from eoembed.models import olmoearth as _olmoearth  # noqa: F401  (registers the family)
+from eoembed.models import phileo as _phileo  # noqa: F401
+from eoembed.models import presto as _presto  # noqa: F401
 from eoembed.models import prithvi as _prithvi  # noqa: F401
 from eoembed.models import spectral as _spectral  # noqa: F401
 from eoembed.models import vitmae as _vitmae  # noqa: F401
@@ -22,8 +24,9 @@ _CACHE_LOCK = threading.Lock()
 
 def _weights_identity(weights) -> tuple:
     """What makes two ``weights=`` arguments the same checkpoint: path, sizes and mtimes."""
-    if weights is None:  # resolved from the cache dir / Hugging Face
-        return ("default", os.environ.get("EOEMBED_WEIGHTS_DIR", ""))
+    if weights is None:  # resolved from the cache dir / Hugging Face: key on where they would come from
+        return ("default", *(os.environ.get(v, "") for v in
+                             ("EOEMBED_WEIGHTS_DIR", "HF_HOME", "HF_HUB_CACHE", "HF_ENDPOINT", "HF_HUB_OFFLINE")))
     path = Path(weights).expanduser().resolve()
     files = sorted(path.iterdir()) if path.is_dir() else [path]
     stats = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file())

@@ -94,7 +94,13 @@ def gather_visible(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 
     Tokens keep their original order (a stable sort puts kept ones first).
     """
-    k = int(keep[0].sum())
+    counts = keep.sum(dim=1)
+    k = int(counts[0])
+    if not bool((counts == k).all()):
+        raise ValueError(
+            f"a batch mixes tiles with {sorted(set(counts.tolist()))} visible tokens; batch tiles by "
+            "Encoder.group_key so that every tile has the same count"
+        )
     order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :k]
     return torch.gather(x, 1, order[..., None].expand(-1, -1, x.shape[-1])), order
 

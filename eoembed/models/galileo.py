@@ -28,7 +28,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from eoembed.exceptions import CorruptWeightsError
+from eoembed.exceptions import CorruptWeightsError, ParameterError
 from eoembed.models.registry import ModelSpec, WeightFile, register_model
 from eoembed.models.weights import WeightsSource, _first_line, load_state_dict, provenance_attrs, resolve_weights
 
@@ -95,10 +95,50 @@ def _make_spec(size: str) -> ModelSpec:
         needs_weights=True,
         description=f"Galileo {size.capitalize()} ({dim}-d), S1+S2+NDVI channel groups",
         weight_files=_files(size),
-        weights_repo=REPO,
+        weights_repo=REPO if size == "nano" else None,
         weights_revision=COMMIT if size == "nano" else None,
         weights_dirname=f"galileo-{size}",
+        missing_bands_note="the channel groups holding them are masked (Galileo drops missing groups)",
     )
+
+
+def ndvi(s2: np.ndarray) -> np.ndarray:
+    """NDVI from ``(..., 10)`` Sentinel-2 values in :data:`S2_BANDS` order (NaN where B04/B08 are)."""
+    red, nir = s2[..., S2_BANDS.index("B04")], s2[..., S2_BANDS.index("B08")]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        total = nir + red
+        out = np.where(total != 0, (nir - red) / total, 0.0).astype("float32")
+    return np.where(np.isfinite(red) & np.isfinite(nir), out, np.nan).astype("float32")
+
+
+def group_visibility(spec: ModelSpec, visible: dict[str, np.ndarray], present: dict[str, np.ndarray]) -> np.ndarray:
+    """``(B, h, w, T, G)`` bool over :data:`GROUPS`: seen where the modality is and all its bands exist."""
+    ref = visible[S2]
+    out = []
+    for _, (m, bands) in GROUPS.items():
+        if m not in visible:
+            out.append(np.zeros(ref.shape, bool))
+            continue
+        names = spec.modalities[m]
+        has = all(bool(present[m][names.index(b)]) for b in bands)
+        out.append(visible[m] & has)
+    return np.stack(out, axis=-1)
+
+
+def group_arrays(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Normalized modality arrays (S2 with NDVI as channel 10) → :data:`GROUPS` arrays, NaN → 0."""
+    s2 = np.nan_to_num(data[S2])
+    s1 = np.nan_to_num(data[S1]) if S1 in data else np.zeros(s2.shape[:-1] + (2,), "float32")
+    out = {}
+    for g, (m, bands) in GROUPS.items():
+        if g == "NDVI":
+            arr = s2[..., 10:11]
+        elif m == S1:
+            arr = s1
+        else:
+            arr = s2[..., [S2_BANDS.index(x) for x in bands]]
+        out[g] = np.ascontiguousarray(arr, dtype="float32")
+    return out
 
 
 # --- loading ------------------------------------------------------------------------
@@ -194,7 +234,7 @@ def load_galileo(spec: ModelSpec, weights=None, device: str | None = None) -> "G
 
 
 def _device(device: str | None) -> str:
-    from eoembed.exceptions import MissingOptionalDependency, ParameterError
+    from eoembed.exceptions import MissingOptionalDependency
 
     try:
         import torch
@@ -229,25 +269,10 @@ class GalileoEncoderAdapter:
             return (x - self.shift[0:2]) / self.div[0:2]
         if modality != S2:
             raise ValueError(f"Galileo reads sentinel2_l2a and sentinel1, not {modality!r}")
-        red, nir = x[..., S2_BANDS.index("B04")], x[..., S2_BANDS.index("B08")]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            total = nir + red
-            ndvi = np.where(total != 0, (nir - red) / total, 0.0).astype("float32")
-        ndvi = np.where(np.isfinite(red) & np.isfinite(nir), ndvi, np.nan)
-        return np.concatenate([(x - self.shift[2:12]) / self.div[2:12], ndvi[..., None]], axis=-1)
+        return np.concatenate([(x - self.shift[2:12]) / self.div[2:12], ndvi(x)[..., None]], axis=-1)
 
     def token_visibility(self, visible: dict[str, np.ndarray], present: dict[str, np.ndarray]) -> np.ndarray:
-        """``(B, h, w, T, G)`` bool: a group is seen where its modality is and all its bands exist."""
-        ref = visible[S2]
-        out = []
-        for _, (m, bands) in GROUPS.items():
-            if m not in visible:
-                out.append(np.zeros(ref.shape, bool))
-                continue
-            names = self.spec.modalities[m]
-            has = all(bool(present[m][names.index(b)]) for b in bands)
-            out.append(visible[m] & has)
-        return np.stack(out, axis=-1)
+        return group_visibility(self.spec, visible, present)
 
     def group_key(self, visible: dict[str, np.ndarray]) -> int:
         """Visible tokens in the window (equal counts: no padding inside a batch)."""
@@ -260,18 +285,12 @@ class GalileoEncoderAdapter:
         import torch
 
         vis = self.token_visibility(batch.visible, batch.present)  # (B, h, w, T, G)
-        s2 = np.nan_to_num(batch.data[S2])
-        b, hh, ww, t, _ = s2.shape
-        s1 = np.nan_to_num(batch.data[S1]) if S1 in batch.data else np.zeros((b, hh, ww, t, 2), "float32")
-        groups = {}
-        for g, (m, bands) in GROUPS.items():
-            if g == "NDVI":
-                arr = s2[..., 10:11]
-            elif m == S1:
-                arr = s1
-            else:
-                arr = s2[..., [S2_BANDS.index(x) for x in bands]]
-            groups[g] = torch.as_tensor(np.ascontiguousarray(arr), device=self.device)
+        if vis.shape[1] != vis.shape[2]:
+            raise ParameterError(
+                f"{self.spec.name} needs square windows (its 2-D positions are absolute), got "
+                f"{vis.shape[1]}×{vis.shape[2]} patches; embed() always cuts square tiles."
+            )
+        groups = {g: torch.as_tensor(a, device=self.device) for g, a in group_arrays(batch.data).items()}
         months = torch.as_tensor(batch.timestamps[..., 1], dtype=torch.long, device=self.device)
         vis_t = torch.as_tensor(vis, device=self.device)
         with torch.inference_mode():

@@ -78,8 +78,17 @@ class ModelSpec:
         Approximate encoder parameter count.
     depth, mlp_ratio:
         Encoder depth and MLP ratio (used by the cost estimate).
+    attends_across_time:
+        False for image encoders that see each timestep on its own (attention cost then
+        grows linearly with the number of timesteps).
+    macs_per_pixel:
+        For convolutional encoders: multiply-accumulates per input pixel and timestep;
+        the cost estimate uses it instead of the transformer formula.
     needs_weights:
         False for baselines that have no learned parameters.
+    needs_dates:
+        True when the encoder reads acquisition dates (OlmoEarth's month encoding):
+        a cube without ``time`` coordinates is refused instead of getting a default date.
     description:
         One line for ``eoembed models``.
     weight_files:
@@ -92,6 +101,11 @@ class ModelSpec:
         name, else the model name).
     num_heads:
         Attention heads (for architectures built from the spec).
+    missing_bands_note:
+        How the model handles absent bands (ends the missing-band warning of ``embed``).
+    pixel_series:
+        True for per-pixel time-series encoders (Presto): one sample per pixel, no
+        spatial context, so no halo is encoded (used by the cost estimate).
     """
 
     name: str
@@ -113,7 +127,10 @@ class ModelSpec:
     params: int | None = None
     depth: int = 0
     mlp_ratio: float = 4.0
+    attends_across_time: bool = True
+    macs_per_pixel: float | None = None
     needs_weights: bool = True
+    needs_dates: bool = False
     description: str = ""
     aliases: tuple[str, ...] = ()
     weight_files: tuple[WeightFile, ...] = ()
@@ -121,6 +138,8 @@ class ModelSpec:
     weights_revision: str | None = None
     weights_dirname: str | None = None
     num_heads: int | None = None
+    missing_bands_note: str = ""
+    pixel_series: bool = False
 
     @property
     def source_repo(self) -> str | None:
@@ -142,8 +161,10 @@ class ModelSpec:
     @property
     def weights_source(self) -> str:
         """One line for listings: ``repo@commit`` or ``none``."""
-        if not self.needs_weights or not self.source_repo:
+        if not self.needs_weights:
             return "none"
+        if not self.source_repo:
+            return "local folder only (weights=PATH or $EOEMBED_WEIGHTS_DIR)"
         rev = self.source_revision or ""
         return f"{self.source_repo}@{rev[:8]}" if rev else self.source_repo
 

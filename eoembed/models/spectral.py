@@ -13,8 +13,9 @@ import warnings
 
 import numpy as np
 
-from eoembed.models.olmoearth import S1_BANDS, S2_BANDS
 from eoembed.models.registry import ModelSpec, register_model
+from eoembed.models.weights import provenance_attrs
+from eoembed.sensors import S1_BANDS, S2_BANDS
 
 SPEC = ModelSpec(
     name="spectral",
@@ -75,14 +76,7 @@ class SpectralEncoder:
         return f.reshape(bsz, h, w, t * d).astype("float32")
 
     def provenance(self) -> dict:
-        return {
-            "eoembed:model": self.spec.name,
-            "eoembed:model_family": "spectral",
-            "eoembed:model_version": self.spec.version,
-            "eoembed:weights_revision": "none",
-            "eoembed:license": self.spec.license,
-            "eoembed:device": "cpu",
-        }
+        return provenance_attrs(self.spec, None, "cpu")
 
 
 def load_spectral(spec: ModelSpec, weights=None, device=None) -> SpectralEncoder:

@@ -2,7 +2,8 @@
 
 Starts ``jupyter lab`` on 127.0.0.1 (free port, no token) with a kernelspec that runs
 this interpreter, opens a notebook that builds the explorer on the shared WorldCereal
-sample, clicks the map on the pixel of a known patch, and checks both the DOM (a new
+sample (real Galileo-Nano embeddings from ``../shared/weights/galileo-nano``), clicks
+the map on the pixel of a known patch, and checks both the DOM (a new
 ``leaflet-image-layer``) and the kernel (``ex.hits``); then labels two classes in label
 mode, presses Train and checks the class layer, legend and CV text. Screenshots go to
 ``test-artifacts/``.
@@ -27,17 +28,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT.parent / "shared" / "data" / "worldcereal" / "worldcereal_preprocessed_inputs.nc"
+WEIGHTS = ROOT.parent / "shared" / "weights" / "galileo-nano"
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install -y chromium; .ci/run does)"),
+    pytest.mark.skipif(not CHROMIUM.exists(),
+                       reason="needs /usr/bin/chromium (apt-get install -y chromium; .ci/run does)"),
     pytest.mark.skipif(not SAMPLE.exists(), reason=f"sample cube not found at {SAMPLE}"),
+    pytest.mark.skipif(not WEIGHTS.exists(), reason=f"Galileo-Nano weights not found at {WEIGHTS}"),
 ]
 
-#: patches (row, col) of the 25×25-patch spectral embedding of the sample
+#: patches (row, col) of the 25×25-patch Galileo-Nano embedding of the sample (patch size 4, 40 m)
 SEARCH_PATCH = (12, 6)
 LABELS = {"field": [(3, 3), (20, 20), (3, 20)], "other": [(20, 3), (12, 12), (22, 9)]}
 
@@ -47,7 +51,7 @@ import numpy as np
 from pyproj import Transformer
 import eoembed
 cube = eoembed.open_cube({str(SAMPLE)!r})
-emb = cube.eo.embed(model="spectral", progress=False)
+emb = cube.eo.embed(model="galileo-nano", weights={str(WEIGHTS)!r}, progress=False)
 ex = emb.eo.explore(cube, k=10)
 ex"""
 
@@ -67,6 +71,8 @@ print("STATE", json.dumps({
     "hit": None if ex.hits is None else [int(ex.hits["row"].iloc[0]), int(ex.hits["col"].iloc[0])],
     "labels": ex.labels["class"].tolist(),
     "trained": ex.classifier is not None,
+    "selected": len(ex.selected),
+    "highlight": len(ex.scatter.marks[1].x),
     "error": None if ex.last_error is None else repr(ex.last_error)}))"""
 
 
@@ -177,7 +183,7 @@ def test_explorer_in_jupyterlab(lab):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
             "--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-dev-shm-usage"])
-        page = browser.new_page(viewport={"width": 1700, "height": 1100})
+        page = browser.new_page(viewport={"width": 1700, "height": 1300})
         try:
             page.goto(f"{lab}/lab/tree/explorer.ipynb", wait_until="domcontentloaded")
             page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
@@ -186,7 +192,7 @@ def test_explorer_in_jupyterlab(lab):
             page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=120_000)
             page.get_by_role("menuitem", name="Run", exact=True).click()
             page.get_by_text("Run All Cells", exact=True).click()
-            targets = _output_json(page, 1, "TARGETS", timeout=180_000)
+            targets = _output_json(page, 1, "TARGETS", timeout=900_000)  # embedding runs first
             state = _output_json(page, 2, "STATE")
             assert state["hit"] is None and state["error"] is None
             images = page.locator(".leaflet-container img.leaflet-image-layer")
@@ -229,8 +235,24 @@ def test_explorer_in_jupyterlab(lab):
             assert legend.count() >= 1 and "other" in legend.first.inner_text()
             state = _run_cell(page, 2, "STATE")
             assert state["trained"] and state["error"] is None
+            assert state["highlight"] == 1  # the clicked patch is marked in the embedding view
             page.locator(".leaflet-container").first.scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / "explorer-trained.png"))
+
+            # ---- embedding view: brush a box of points → their patches light up on the map
+            fig = page.locator(".bqplot.figure").first
+            fig.scroll_into_view_if_needed()
+            box = fig.bounding_box()
+            page.mouse.move(box["x"] + 0.45 * box["width"], box["y"] + 0.3 * box["height"])
+            page.mouse.down()
+            page.mouse.move(box["x"] + 0.6 * box["width"], box["y"] + 0.45 * box["height"], steps=8)
+            page.mouse.move(box["x"] + 0.75 * box["width"], box["y"] + 0.6 * box["height"], steps=8)
+            page.mouse.up()
+            images.nth(n0 + 3).wait_for(timeout=30_000)  # the selection layer
+            state = _run_cell(page, 2, "STATE")
+            assert state["selected"] > 0 and state["error"] is None, state
+            page.locator(".leaflet-container").first.scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "explorer-brush.png"))
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "explorer-failure.png"))
             raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,13 +50,37 @@ def test_cost_command(sample_path, capsys):
     assert cost["area_km2"] == pytest.approx(1.0) and cost["timesteps"] == 12
 
 
+GALILEO = Path(__file__).resolve().parents[2].parent / "shared" / "weights" / "galileo-nano"
+
+
+def test_models_command_lists_galileo_with_its_source(capsys):
+    assert main(["models", "galileo*"]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith("galileo-nano"))
+    assert " 128 " in line and "MIT" in line and "github:nasaharvest/galileo@d0482291" in line and "S2(10)" in line
+
+
+def test_demo_finds_the_shared_weights_beside_the_sample(sample_path):
+    from eoembed.demo import find_local_weights
+
+    if not (GALILEO / "encoder.pt").is_file():
+        pytest.skip(f"real Galileo weights not found at {GALILEO}")
+    assert find_local_weights("galileo-nano", str(sample_path)) == GALILEO
+    assert find_local_weights("spectral", str(sample_path)) is None
+
+
 @pytest.mark.slow
-def test_demo_command_on_the_shared_sample(tmp_path, sample_path, checkpoints):
+def test_demo_command_runs_offline_on_real_weights(tmp_path, sample_path):
+    if not (GALILEO / "encoder.pt").is_file():
+        pytest.skip(f"real Galileo weights not found at {GALILEO}")
     out = tmp_path / "demo"
-    run = subprocess.run(
-        [sys.executable, "-m", "eoembed.cli", "demo", "--sample", str(sample_path), "--model", "nano",
-         "--weights", str(checkpoints["v1.1"]), "--patch-size", "8", "--out", str(out)],
-        capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run(  # no --model, no --weights: the README's command, on a machine without network
+        [sys.executable, "-m", "eoembed.cli", "demo", "--sample", str(sample_path), "--patch-size", "8",
+         "--out", str(out)],
+        capture_output=True, text=True, cwd=tmp_path,
+        env={"HF_HUB_OFFLINE": "1", "EOEMBED_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+             "PYTHONPATH": str(root), "OMP_NUM_THREADS": "2"},
     )
     assert run.returncode == 0, run.stderr
     png = out / "demo.png"
@@ -65,8 +90,13 @@ def test_demo_command_on_the_shared_sample(tmp_path, sample_path, checkpoints):
     img = mpimg.imread(png)
     assert img.shape[0] > 300 and img[..., :3].std() > 0.05  # a real picture, not a blank canvas
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["model"] == "olmoearth-v1.1-nano" and summary["embedding"]["embedding"] == 128
-    assert open_embeddings(out / "embedding.zarr").rio.crs.to_epsg() == 32631
+    assert summary["model"] == "galileo-nano" and summary["embedding"]["embedding"] == 128
+    assert summary["license"] == "MIT" and summary["seconds"] > 0
+    assert summary["weights"]["weights_sha256"] == (
+        "eab6acacf527886a508a555bc24efe4b4a2cf91b162e84cd1c4a1807e942180c")
+    assert summary["weights"]["weights_verified"] == 1
+    emb = open_embeddings(out / "embedding.zarr")
+    assert emb.rio.crs.to_epsg() == 32631 and np.isfinite(emb.values).all()
 
 
 def test_demo_without_sample_or_network_names_the_options(tmp_path, monkeypatch):

@@ -30,7 +30,7 @@ def venv_kernel(tmp_path, monkeypatch):
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("MPLBACKEND", raising=False)  # keep the inline backend: figures must come back as PNG
-    monkeypatch.delenv("EOEMBED_WEIGHTS", raising=False)  # the offline (random-weight) path
+    monkeypatch.setenv("EOEMBED_WEIGHTS_DIR", str(tmp_path / "no-weights"))  # the offline (random-weight) path
     return "python3"
 
 
@@ -71,7 +71,7 @@ def test_tutorial_runs(path, venv_kernel):
         assert len(images) >= 2, "expected the true-colour and PCA-RGB figures"
         assert "OlmoEarth Artifact License" in stdout
         assert "EPSG:32631" in stdout
-        assert "RANDOM-WEIGHT" in stdout  # no EOEMBED_WEIGHTS in the test: it must say so
+        assert "RANDOM-WEIGHT" in stdout  # no weights in EOEMBED_WEIGHTS_DIR in the test: it must say so
     if path.name == "quickstart.ipynb":
         assert images and "EPSG:32631" in stdout and "rank" in stdout
     if path.name.startswith("02_"):

@@ -102,6 +102,35 @@ def test_far_from_utm_zone_centre_the_warp_follows_the_rotation():
     assert (warp.rows < 0).any()
 
 
+def test_large_grids_interpolate_the_projection_without_moving_pixels():
+    """Above 256² Mercator pixels the inverse projection is exact on every 8th pixel, bilinear between."""
+    from affine import Affine
+    from pyproj import Transformer
+
+    tr = Affine(40, 0, 200_000, 0, -40, 6_500_000)  # zone edge: the strongest curvature in UTM
+    w = MercatorWarp.from_grid("EPSG:32631", tr, (600, 600))
+    x0, y0, x1, y1 = w.mercator_bounds
+    wy, wx = w.shape
+    res = (x1 - x0) / wx
+    gx, gy = np.meshgrid(x0 + res * (np.arange(wx) + 0.5), y1 - res * (np.arange(wy) + 0.5))
+    sx, sy = Transformer.from_crs("EPSG:3857", "EPSG:32631", always_xy=True).transform(gx, gy)
+    col, row = np.floor((sx - 200_000) / 40), np.floor((sy - 6_500_000) / -40)
+    inside = (row >= 0) & (row < 600) & (col >= 0) & (col < 600)
+    same = (np.where(inside, row, -1) == w.rows) & (np.where(inside, col, -1) == w.cols)
+    assert wx * wy > 65_536 and same.mean() > 0.9999
+
+
+def test_pca_layer_equals_reduce_pca_rgb(emb_truth):
+    emb = emb_truth[0].copy()
+    emb[:, 3, 4] = np.nan  # masked patches stay transparent
+    emb[:, 5, 6] = 0.0
+    ex = eoembed.explore.explore(emb, scatter=None)
+    ref = eoembed.reduce.pca_rgb(emb).transpose("band", "y", "x").values
+    got = ex.layer_data["PCA-RGB"].values
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    assert np.isnan(got[:, 3, 4]).all() and np.isnan(got[:, 5, 6]).all()
+
+
 def test_true_colour_layer_uses_the_cube_grid_and_a_robust_stretch(emb_truth):
     import xarray as xr
     from affine import Affine
@@ -171,6 +200,25 @@ def test_refinement_positive_negative_and_clear(ex, emb_truth):
     assert ex._hits_group.data["features"] == []
     with pytest.raises(QueryError, match="positive"):
         ex.click(*n, negative=True)
+
+
+def test_cubes_with_time_show_the_mean_or_one_timestep():
+    emb, truth = make_emb(20, 30, 8, times=3, block=5, seed=4)
+    p = _centre(emb, 4, 3)
+    ex = eoembed.explore.explore(emb, scatter=None)
+    hits = ex.click(*p)
+    assert list(hits["id"]) == list(ex.index.search(point=p, k=20)["id"])
+    assert ex.similarity.dims == ("time", "y", "x")
+    np.testing.assert_allclose(ex.layer_data["similarity"].values, ex.similarity.mean("time").values, atol=1e-6)
+    ex1 = eoembed.explore.explore(emb, time=1, scatter=None)
+    hits = ex1.click(*p)
+    assert str(hits["time"].iloc[0])[:10] == "2024-02-15" and (hits["row"].iloc[0], hits["col"].iloc[0]) == (4, 3)
+    np.testing.assert_allclose(ex1.layer_data["similarity"].values, ex1.similarity.isel(time=1).values, atol=1e-6)
+    for r, c in [(0, 0), (10, 20), (19, 29), (5, 12), (15, 3), (2, 25), (12, 12), (18, 8)]:
+        ex1.label(*_centre(emb, r, c), f"c{truth.values[r, c]}")
+    clf = ex1.train()
+    assert ex1.layer_data["class"].dims == ("y", "x")
+    np.testing.assert_array_equal(ex1.layer_data["class"].values, clf.predict_map()["class"].values)
 
 
 def test_index_is_built_once_and_reused(emb_truth, monkeypatch):

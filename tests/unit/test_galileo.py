@@ -169,7 +169,8 @@ def test_specs_and_cost():
     cube = make_cube(32, 3)
     cost = eoembed.embed_cost(cube, "galileo-nano", patch_size=4)
     assert cost["tokens_per_patch_timestep"] == 7  # 5 S2 groups + NDVI + S1
-    assert cost["tokens_per_tile"] == (64 // 4) ** 2 * 3 * 7 and cost["gmacs"] > 0
+    assert cost["tile_size"] == 12 * 4  # the family default: 12-patch windows (benchmarks/bench_seams.py)
+    assert cost["tokens_per_tile"] == 12 ** 2 * 3 * 7 and cost["gmacs"] > 0
 
 
 def test_too_many_timesteps_for_galileo():
@@ -188,3 +189,57 @@ def test_folder_missing_normalization_is_a_typed_error(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(E.WeightsNotFoundError, match="lacks normalization.json"):
         eoembed.load_model("galileo-nano", weights=tmp_path, device="cpu")
+
+
+@needs_shared
+def test_windows_with_different_masks_in_one_batch_match_alone():
+    """Padding to the longest window (attention mask) must not change any window's result."""
+    from eoembed.encode import TileBatch
+
+    enc = eoembed.load_model("galileo-nano", weights=WEIGHTS, device="cpu")
+    rng = np.random.default_rng(0)
+    s2 = enc.normalize("sentinel2_l2a", rng.uniform(300, 4000, size=(2, 8, 8, 3, 10)).astype("float32"))
+    vis = np.ones((2, 2, 2, 3), bool)
+    vis[1, 0, :, 1] = False  # the second window misses two patch-timesteps
+    ts = np.broadcast_to(np.array([[1, 3, 2021], [1, 4, 2021], [1, 5, 2021]]), (2, 3, 3)).copy()
+
+    def run(sl):
+        return enc.encode(TileBatch(data={"sentinel2_l2a": s2[sl]}, visible={"sentinel2_l2a": vis[sl]},
+                                    timestamps=ts[sl], patch_size=4, input_res=10.0,
+                                    present={"sentinel2_l2a": np.ones(10, bool)}), pool_time=True)
+
+    both = run(slice(0, 2))
+    np.testing.assert_allclose(both[0:1], run(slice(0, 1)), atol=1e-5)
+    np.testing.assert_allclose(both[1:2], run(slice(1, 2)), atol=1e-5)
+
+
+@needs_shared
+def test_unreadable_or_foreign_files_are_typed_errors(tmp_path):
+    import shutil
+
+    bad_norm = tmp_path / "bad_norm"
+    shutil.copytree(WEIGHTS, bad_norm)
+    (bad_norm / "normalization.json").chmod(0o644)
+    (bad_norm / "normalization.json").write_text('{"13": {"mean": [1, 2]}}')
+    with pytest.raises(E.CorruptWeightsError, match="13-band '13' entry"):
+        eoembed.load_model("galileo-nano", weights=bad_norm, device="cpu")
+    presto = SHARED / "weights" / "presto" / "default_model.pt"
+    foreign = tmp_path / "foreign"
+    shutil.copytree(WEIGHTS, foreign)
+    (foreign / "encoder.pt").chmod(0o644)
+    shutil.copyfile(presto, foreign / "encoder.pt")
+    with pytest.raises(E.CorruptWeightsError, match="does not fit galileo-nano"):
+        eoembed.load_model("galileo-nano", weights=foreign, device="cpu")
+
+
+@needs_shared
+def test_non_square_window_is_a_typed_error():
+    from eoembed.encode import TileBatch
+
+    enc = eoembed.load_model("galileo-nano", weights=WEIGHTS, device="cpu")
+    s2 = enc.normalize("sentinel2_l2a", np.full((1, 8, 4, 1, 10), 1000, dtype="float32"))
+    batch = TileBatch(data={"sentinel2_l2a": s2}, visible={"sentinel2_l2a": np.ones((1, 2, 1, 1), bool)},
+                      timestamps=np.array([[[1, 5, 2021]]]), patch_size=4, input_res=10.0,
+                      present={"sentinel2_l2a": np.ones(10, bool)})
+    with pytest.raises(E.ParameterError, match="square windows"):
+        enc.encode(batch, pool_time=True)

@@ -113,3 +113,21 @@ def test_open_cube_reads_the_shared_netcdf_without_netcdf4():
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
+
+
+def test_docs_and_tutorials_name_only_environment_variables_the_library_reads():
+    """One documented name per setting: every EOEMBED_* the user is told about is read by eoembed."""
+    read = set()
+    for f in (ROOT / "eoembed").rglob("*.py"):
+        read |= set(re.findall(r"\bEOEMBED_[A-Z_]+\b", f.read_text()))
+    read |= {"EOEMBED_SAMPLE", "EOEMBED_SHARED"}  # the tutorials' own settings (sample cube, shared data folder), documented there
+    told = {}
+    files = [ROOT / "README.md", *(ROOT / "tutorials").glob("*"), *(ROOT / "notebooks").glob("*"),
+             *(ROOT / "tests").rglob("*.py")]
+    for f in files:
+        if f.is_file() and f.suffix in (".md", ".ipynb", ".py"):
+            for name in re.findall(r"\bEOEMBED_[A-Z_]+\b", f.read_text()):
+                told.setdefault(name, f.relative_to(ROOT).as_posix())
+    unknown = {n: f for n, f in told.items() if n not in read}
+    assert not unknown, f"environment variables eoembed does not read: {unknown}"
+    assert "EOEMBED_WEIGHTS_DIR" in read

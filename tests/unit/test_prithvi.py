@@ -22,11 +22,11 @@ from _oracles import import_terratorch_prithvi  # noqa: E402
 
 #: Small models in the registered families' layouts (the real files are 0.4–2.5 GB).
 TL = dataclasses.replace(get_model_spec("prithvi-eo-2.0-300m-tl"), name="prithvi-test-tl", size="test-tl",
-                         embedding_dim=128, depth=2, params=None, aliases=())
+                         embedding_dim=128, depth=2, num_heads=2, params=None, aliases=())
 PLAIN = dataclasses.replace(get_model_spec("prithvi-eo-2.0-300m"), name="prithvi-test", size="test",
-                            embedding_dim=128, depth=2, params=None, aliases=())
+                            embedding_dim=128, depth=2, num_heads=2, params=None, aliases=())
 V1 = dataclasses.replace(get_model_spec("prithvi-eo-1.0-100m"), name="prithvi-test-v1", size="test",
-                         embedding_dim=128, depth=2, params=None, aliases=())
+                         embedding_dim=128, depth=2, num_heads=2, params=None, aliases=())
 S2 = ["B02", "B03", "B04", "B8A", "B11", "B12"]
 
 
@@ -171,8 +171,9 @@ def test_embed_shared_sample(sample_cube, tl_ckpt):
     assert emb.attrs["eoembed:weights_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert emb.attrs["eoembed:license"] == "Apache-2.0"
     assert emb.attrs["eoembed:bands"] == S2
-    per_t = cube.eo.embed(model=TL, weights=path, device="cpu", bands={"B08": "B8A"}, pool_time=False,
-                          progress=False)
+    with pytest.warns(UserWarning, match="trained at 30 m"):
+        per_t = cube.eo.embed(model=TL, weights=path, device="cpu", bands={"B08": "B8A"}, pool_time=False,
+                              progress=False)
     assert per_t.dims == ("time", "embedding", "y", "x") and per_t.shape[0] == 4
 
 
@@ -198,7 +199,8 @@ def test_absent_band_becomes_the_band_mean(tl_ckpt):
 def test_too_many_timesteps_for_the_model(tl_ckpt):
     _, path = tl_ckpt
     cube = synthetic_cube(height=32, width=32, times=5)
-    with pytest.raises(eoembed.exceptions.TooManyTimestepsError, match="at most 4"):
+    with pytest.raises(eoembed.exceptions.TooManyTimestepsError, match="at most 4"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # 10 m pixels vs HLS 30 m
         eoembed.embed(cube, TL, weights=path, device="cpu", progress=False)
 
 
@@ -215,10 +217,23 @@ def test_partial_checkpoint_names_missing_keys(tmp_path, tl_ckpt):
         load_model(TL, weights=tmp_path / "partial.pt", device="cpu")
 
 
-def test_tl_checkpoint_for_plain_model_names_unexpected_keys(tl_ckpt):
+def test_plain_model_ignores_time_location_encoders(tl_ckpt):
+    """Like the reference loader, a model without coordinate encodings skips their weights."""
     _, path = tl_ckpt
-    with pytest.raises(CorruptWeightsError, match=r"unexpected keys: location_embed_enc\.scale"):
-        load_model(PLAIN, weights=path, device="cpu")
+    x, _, _ = _inputs(1, 4, 64)
+    with torch.no_grad():
+        plain = load_model(PLAIN, weights=path, device="cpu").module(x)
+        tl_without = load_model(TL, weights=path, device="cpu").module(x)
+    assert torch.equal(plain, tl_without)
+
+
+def test_unexpected_keys_are_named(tmp_path, tl_ckpt):
+    ref_model, _ = tl_ckpt
+    sd = {f"encoder.{k}": v for k, v in ref_model.state_dict().items()}
+    sd["encoder.blocks.0.attn.q_norm.weight"] = torch.ones(64)
+    torch.save(sd, tmp_path / "extra.pt")
+    with pytest.raises(CorruptWeightsError, match=r"unexpected keys: blocks\.0\.attn\.q_norm\.weight"):
+        load_model(TL, weights=tmp_path / "extra.pt", device="cpu")
 
 
 def test_wrong_version_checkpoint(tmp_path, plain_ckpt):
@@ -249,3 +264,93 @@ def test_registry_and_cost():
     assert cost["tokens_per_tile"] == 14 * 14 * 4
     # ViT-L, 784 tokens, 24 blocks: 24·(12·784·1024² + 2·784²·1024) ≈ 267 GMACs
     assert 250 < cost["gmacs"] < 290
+
+
+def test_hugging_face_download_asks_for_the_published_file(monkeypatch, tl_ckpt):
+    import huggingface_hub
+
+    _, path = tl_ckpt
+    calls = []
+
+    def fake_download(repo_id, filename, revision, local_files_only=False):
+        calls.append((repo_id, revision, filename))
+        return str(path)
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    with pytest.raises(CorruptWeightsError, match="does not fit prithvi-eo-2.0-300m-tl"):  # the small test file
+        load_model("prithvi-eo-2.0-300m-tl", device="cpu")
+    assert calls == [("ibm-nasa-geospatial/Prithvi-EO-2.0-300M-TL", "main", "Prithvi_EO_V2_300M_TL.pt")]
+
+
+def test_cloudy_tiles_do_not_depend_on_their_batch(tl_ckpt):
+    """Tiles with different missing patches share batches (equal visible-token counts)
+    without changing each other's result."""
+    _, path = tl_ckpt
+    cube = synthetic_cube(height=96, width=96, times=3, seed=8)
+    rng = np.random.default_rng(0)
+    vals = cube.values
+    for _ in range(12):  # 16-px cloud squares on random timesteps
+        t, i, j = rng.integers(0, 3), rng.integers(0, 6), rng.integers(0, 6)
+        vals[t, :, i * 16:(i + 1) * 16, j * 16:(j + 1) * 16] = np.nan
+    cube = cube.copy(data=vals)
+    kw = dict(weights=path, device="cpu", harmonize=False, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        one = eoembed.embed(cube, TL, batch_size=1, **kw)
+        many = eoembed.embed(cube, TL, batch_size=16, **kw)
+    np.testing.assert_allclose(one.values, many.values, atol=1e-5, rtol=0)
+    assert np.isfinite(one.values).all()
+
+
+def _terratorch_prithvi_tables():
+    """Constants and configs of terratorch's prithvi_vit.py, read with ast (importing it
+    needs terratorch's datasets and lightning)."""
+    import ast
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("terratorch")
+    if spec is None:
+        pytest.skip("terratorch is not installed: pip install --no-deps terratorch==1.2.13")
+    tree = ast.parse((Path(list(spec.submodule_search_locations)[0]) / "models/backbones/prithvi_vit.py").read_text())
+    consts, cfgs, files = {}, {}, {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+            if name.startswith("PRITHVI_V"):
+                consts[name] = ast.literal_eval(node.value)
+            elif name == "prithvi_cfgs":
+                for k, call in zip(node.value.keys, node.value.values):  # _cfg(...) calls; names stay names
+                    cfgs[k.value] = {kw.arg: kw.value.id if isinstance(kw.value, ast.Name) else ast.literal_eval(kw.value)
+                                     for kw in call.keywords}
+            elif name == "pretrained_weights":
+                files = ast.literal_eval(node.value)
+    return consts, cfgs, files
+
+
+@pytest.mark.parametrize(("name", "variant"), [
+    ("prithvi-eo-1.0-100m", "prithvi_eo_v1_100"), ("prithvi-eo-2.0-300m", "prithvi_eo_v2_300"),
+    ("prithvi-eo-2.0-300m-tl", "prithvi_eo_v2_300_tl"), ("prithvi-eo-2.0-600m", "prithvi_eo_v2_600"),
+    ("prithvi-eo-2.0-600m-tl", "prithvi_eo_v2_600_tl")])
+def test_registry_matches_terratorch_published_configs(name, variant):
+    """Repo, file, dims, depth, heads, patch, frames, coordinate encodings, mean/std."""
+    from eoembed.models import prithvi as P
+
+    consts, cfgs, files = _terratorch_prithvi_tables()
+    defaults = {"embed_dim": 768, "depth": 12, "num_heads": 12, "patch_size": [1, 16, 16], "num_frames": 4,
+                "coords_encoding": [], "mean": "PRITHVI_V2_MEAN"}
+    cfg = {**defaults, **cfgs[variant]}  # _cfg's defaults, then the variant's
+    spec = get_model_spec(name)
+    arch = P._arch(spec)
+    assert (spec.embedding_dim, spec.depth, arch["heads"]) == (cfg["embed_dim"], cfg["depth"], cfg["num_heads"])
+    assert [1, arch["patch"], arch["patch"]] == list(cfg["patch_size"]) and spec.patch_sizes == (arch["patch"],)
+    assert arch["frames"] == cfg["num_frames"] == spec.max_timesteps
+    assert arch["coords"] == (cfg["coords_encoding"] == ["time", "location"])
+    assert (spec.hf_repo, P._MODELS[name][10]) == (files[variant]["hf_hub_id"], files[variant]["hf_hub_filename"])
+    mean = consts[cfg["mean"]]
+    enc_mean = P.V1_MEAN if spec.version == "1.0" else P.V2_MEAN
+    np.testing.assert_array_equal(enc_mean, mean)
+    np.testing.assert_array_equal(P.V1_STD if spec.version == "1.0" else P.V2_STD,
+                                  consts[cfg["mean"].replace("MEAN", "STD")])
+

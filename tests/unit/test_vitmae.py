@@ -20,7 +20,7 @@ from _oracles import import_timm  # noqa: E402
 
 #: A small ViT in the registered family's layout (ViT-B/L checkpoints are 350 MB–1.2 GB).
 TINY = dataclasses.replace(get_model_spec("vitmae-rs-base"), name="vitmae-rs-test", size="test",
-                           embedding_dim=128, depth=2, params=None, aliases=())
+                           embedding_dim=128, depth=2, num_heads=2, params=None, aliases=())
 
 
 def _timm_vit(img_size=96, seed=0, dim=128, depth=2):
@@ -183,5 +183,45 @@ def test_registry_and_cost():
     cube = synthetic_cube(height=224, width=224, times=2)
     cost = eoembed.embed_cost(cube, "vitmae-rs-base", tile_size=224, halo=0)
     assert cost["tokens_per_tile"] == 14 * 14 * 2
-    # ViT-B/16 at 224 px: ~17.6 GMACs per image (timm's model card); 2 timesteps
-    assert 30 < cost["gmacs"] < 40
+    # ViT-B/16 at 224 px: 17.6 GMACs per image (timm's model card, patch embedding included)
+    assert cost["gmacs"] == pytest.approx(2 * 17.5, rel=0.03)
+    one = eoembed.embed_cost(synthetic_cube(height=224, width=224, times=1), "vitmae-rs-base", tile_size=224, halo=0)
+    assert cost["gmacs"] == pytest.approx(2 * one["gmacs"])  # timesteps are separate images
+
+
+def test_training_checkpoint_with_pickled_args_is_refused(tmp_path, vit_ckpt):
+    """MAE *training* checkpoints also pickle an argparse.Namespace: weights_only refuses it."""
+    import argparse
+
+    from eoembed.exceptions import UnsafeWeightsError
+
+    model, _ = vit_ckpt
+    torch.save({"model": model.state_dict(), "args": argparse.Namespace(lr=1e-3)}, tmp_path / "checkpoint-799.pth")
+    with pytest.raises(UnsafeWeightsError, match="re-save|Re-save"):
+        load_model(TINY, weights=tmp_path / "checkpoint-799.pth", device="cpu")
+
+
+def test_cloudy_tiles_do_not_depend_on_their_batch(vit_ckpt):
+    _, path = vit_ckpt
+    cube = synthetic_cube(height=96, width=96, times=2, seed=8)
+    vals = cube.values
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        t, i, j = rng.integers(0, 2), rng.integers(0, 6), rng.integers(0, 6)
+        vals[t, :, i * 16:(i + 1) * 16, j * 16:(j + 1) * 16] = np.nan
+    cube = cube.copy(data=vals)
+    one = eoembed.embed(cube, TINY, weights=path, device="cpu", batch_size=1, progress=False)
+    many = eoembed.embed(cube, TINY, weights=path, device="cpu", batch_size=16, progress=False)
+    np.testing.assert_allclose(one.values, many.values, atol=1e-5, rtol=0)
+
+
+def test_unequal_visible_counts_in_one_batch_are_refused():
+    from eoembed.models._vit import gather_visible, scatter_back
+
+    x = torch.randn(2, 4, 3)
+    keep = torch.tensor([[1, 1, 0, 1], [0, 1, 1, 1]], dtype=torch.bool)
+    tok, order = gather_visible(x, keep)
+    assert torch.equal(tok[0], x[0, [0, 1, 3]]) and torch.equal(tok[1], x[1, [1, 2, 3]])
+    assert torch.equal(scatter_back(tok, order, 4), x * keep[..., None])
+    with pytest.raises(ValueError, match=r"mixes tiles with \[2, 3\] visible tokens"):
+        gather_visible(x, torch.tensor([[1, 1, 0, 1], [0, 1, 0, 1]], dtype=torch.bool))

@@ -1,15 +1,21 @@
-"""Helpers shared by the consumers of embedding cubes (index, classify, reduce).
+"""The embedding-cube format: read it, check it, apply functions over its vectors.
 
 An *embedding cube* is the ``xr.DataArray`` that :func:`eoembed.embed` returns:
 dims ``("embedding", "y", "x")`` or ``("time", "embedding", "y", "x")``, float32,
 ``x``/``y`` = patch centres in a projected CRS (``spatial_ref`` coord written by
-rioxarray) and provenance attrs under the ``eoembed:`` prefix. Everything here is
-private; the public functions live in :mod:`eoembed.index`, :mod:`eoembed.classify`
-and :mod:`eoembed.reduce`.
+rioxarray) and provenance attrs under the ``eoembed:`` prefix.
+
+This module owns the format on the reading side: :func:`canonical` (validate and
+order dims), :func:`cube_info` (grid and model identity, derived once),
+:func:`check_same_space` (refuse mixing models), and :func:`apply_embedding`, the one
+way consumers (index, classify, reduce) run a function over the ``embedding`` dim of a
+numpy- or dask-backed cube. The writing side (coords + provenance attrs) is
+``eoembed.embed._wrap``, which needs the grid, model and band decisions of a run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +23,12 @@ import numpy as np
 import xarray as xr
 
 from eoembed.exceptions import DimensionError, IndexMismatchError, InputError, MissingCRSError
+
+__all__ = [
+    "CubeInfo", "IDENTITY_ATTRS", "apply_embedding", "canonical", "check_same_space", "cube_info",
+    "normalize", "patch_pitch", "spatial_coords", "to_crs_geom", "to_crs_xy", "valid_mask",
+    "write_georef", "xy_to_rowcol",
+]  # fmt: skip
 
 #: Attributes that identify the embedding space; two cubes are comparable only if
 #: these agree (when both sides state them).
@@ -227,3 +239,45 @@ def to_crs_geom(geom, src_crs, dst_crs):
         return geom
     tr = Transformer.from_crs(src, dst, always_xy=True)
     return shapely.transform(geom, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+
+
+def apply_embedding(
+    func: Callable[..., np.ndarray],
+    emb: xr.DataArray,
+    *,
+    core_dims: Sequence[str] = ("embedding",),
+    output_dim: str | None = None,
+    output_size: int | None = None,
+    output_dtype: Any = np.float32,
+    kwargs: dict[str, Any] | None = None,
+) -> xr.DataArray:
+    """Apply ``func`` over the vector dim(s) of an embedding cube, for numpy and dask alike.
+
+    A thin wrapper of ``xr.apply_ufunc(..., dask="parallelized")``: ``func`` gets a numpy
+    array whose *last* axes are ``core_dims`` (in that order; e.g. ``(y, x, embedding)``)
+    and returns the leading axes followed by one ``output_dim`` axis of
+    ``output_size`` (or no new axis when ``output_dim`` is None). Dask cubes stay lazy,
+    one task per spatial chunk (``core_dims`` are merged into one chunk first).
+
+    Returns
+    -------
+    xr.DataArray
+        Dims: ``emb``'s dims without ``core_dims``, then ``output_dim``; coords of the
+        remaining dims, no attrs. Transpose as needed.
+    """
+    core = list(core_dims)
+    if emb.chunks is not None and any(len(emb.chunks[emb.dims.index(d)]) > 1 for d in core):
+        emb = emb.chunk({d: -1 for d in core})
+    out_core = [[output_dim]] if output_dim is not None else [[]]
+    gufunc = {"output_sizes": {output_dim: int(output_size)}} if output_dim is not None else {}
+    return xr.apply_ufunc(
+        func,
+        emb,
+        input_core_dims=[core],
+        output_core_dims=out_core,
+        dask="parallelized",
+        output_dtypes=[output_dtype],
+        dask_gufunc_kwargs=gufunc,
+        kwargs=kwargs or {},
+        keep_attrs=False,
+    )

@@ -1,0 +1,215 @@
+"""Presto (NASA Harvest): a per-pixel time-series transformer, MIT-licensed.
+
+Each pixel's series (T ≤ 24) is embedded on its own — no spatial context — from the
+same channel groups as Galileo (Sentinel-1 VV/VH; Sentinel-2 RGB, red edge, NIR 10 m,
+NIR 20 m, SWIR; NDVI computed by eoembed), with the month of the first timestep
+(Presto counts consecutive months from it, as in its monthly training series) and
+the pixel's lat/lon (from the cube's CRS). ERA5, SRTM and Dynamic World are always
+masked. Normalization: S1 ``(dB + 25) / 25``, S2 ``DN / 10 000``, NDVI as is.
+
+A patch's vector is the mean of the vectors of its pixels that hold data
+(``patch_size=1``: one vector per pixel). A pixel-timestep holds data where its patch
+does (eoembed's ``min_valid`` rule, small gaps filled with the patch mean). Pixels
+with different missing-data patterns are encoded in separate batches, as Presto
+requires equal masking within a batch. Presto gives one vector per series, so
+``pool_time=False`` is refused.
+
+Weights: ``data/default_model.pt`` of github.com/nasaharvest/presto at a pinned
+commit, SHA-256-checked; only its ``encoder.*`` part is used.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+from eoembed.exceptions import CorruptWeightsError, ParameterError
+from eoembed.models.galileo import GROUPS, S1, S1_BANDS, S2, S2_BANDS, _device, group_arrays, group_visibility, ndvi
+from eoembed.models.registry import ModelSpec, WeightFile, register_model
+from eoembed.models.weights import WeightsSource, _first_line, load_state_dict, provenance_attrs, resolve_weights
+
+LICENSE = "MIT"
+COMMIT = "13173d028f035abcbcc3b13829314323a5c15d02"
+SHA256 = "559c9d76f525bdf2dd3774da8b1e7f1510769b73baacac12e9e4d8d5c67fbe65"
+#: Pixel series per encoder call.
+PIXELS_PER_CALL = 8192
+
+SPEC = ModelSpec(
+    name="presto",
+    family="presto",
+    version="1",
+    size="default",
+    embedding_dim=128,
+    modalities={S2: S2_BANDS, S1: S1_BANDS},
+    required_modalities=(S2,),
+    token_groups={S2: 6, S1: 1},
+    max_timesteps=24,
+    patch_sizes=tuple(range(1, 17)),
+    default_patch_size=4,
+    square_tiles=False,
+    native_resolution=10.0,
+    license=LICENSE,
+    params=402_000,
+    depth=2,
+    mlp_ratio=4.0,
+    num_heads=8,
+    needs_weights=True,
+    description="Presto (128-d) per-pixel time series, S1+S2+NDVI, patch = mean of pixels",
+    weight_files=(WeightFile("default_model.pt", "weights", SHA256,
+                             f"https://raw.githubusercontent.com/nasaharvest/presto/{COMMIT}/data/default_model.pt"),),
+    weights_repo="github:nasaharvest/presto",
+    weights_revision=COMMIT,
+    weights_dirname="presto",
+    missing_bands_note="the channel groups holding them are masked (Presto drops missing groups)",
+    pixel_series=True,
+)
+
+_CACHE: OrderedDict = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+_UNUSED = ("eo_patch_embed.ERA5.", "eo_patch_embed.SRTM.", "dw_embed.")
+
+
+def _build_module(spec: ModelSpec, source: WeightsSource):
+    from eoembed.models._presto_net import PrestoEncoder
+
+    state = load_state_dict(source.weights)
+    enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    in_chans = {g: len(bands) if g != "NDVI" else 1 for g, (_, bands) in GROUPS.items()}
+    module = PrestoEncoder(in_chans, spec.embedding_dim, spec.depth, spec.num_heads, spec.mlp_ratio,
+                           spec.max_timesteps)
+    wanted = set(module.state_dict())
+    missing = sorted(wanted - set(enc))
+    unexpected = [k for k in enc if k not in wanted and not k.startswith(_UNUSED)]
+    if missing or unexpected:
+        raise CorruptWeightsError(
+            f"{source.weights} does not fit {spec.name}: missing {missing[:5]}, unexpected {unexpected[:5]}. "
+            "It must be Presto's default_model.pt (a state dict with encoder.* keys)."
+        )
+    try:
+        module.load_state_dict({k: enc[k] for k in wanted}, strict=True)
+    except RuntimeError as err:
+        raise CorruptWeightsError(f"{source.weights} does not fit {spec.name}: {_first_line(str(err))}") from err
+    module.eval()
+    for prm in module.parameters():
+        prm.requires_grad_(False)
+    return module
+
+
+def load_presto(spec: ModelSpec, weights=None, device: str | None = None) -> "PrestoEncoderAdapter":
+    """Load (or reuse from an in-process cache) the Presto encoder."""
+    device = _device(device)
+    source = resolve_weights(spec, weights)
+    key = (spec.name, str(source.weights), source.weights.stat().st_mtime_ns, device)
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+    enc = PrestoEncoderAdapter(spec, _build_module(spec, source).to(device), device, source)
+    with _CACHE_LOCK:
+        _CACHE[key] = enc
+        while len(_CACHE) > 4:
+            _CACHE.popitem(last=False)
+    return enc
+
+
+_TRANSFORMERS: dict[str, object] = {}
+
+
+def pixel_lonlat(transform, crs_wkt: str, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lon/lat (degrees) of pixel centres ``(rows, cols)`` of a grid with ``transform`` in ``crs``."""
+    from pyproj import Transformer
+
+    a, b, c, d, e, f = transform
+    x = a * (cols + 0.5) + b * (rows + 0.5) + c
+    y = d * (cols + 0.5) + e * (rows + 0.5) + f
+    if crs_wkt not in _TRANSFORMERS:
+        _TRANSFORMERS[crs_wkt] = Transformer.from_crs(crs_wkt, "EPSG:4326", always_xy=True)
+    return _TRANSFORMERS[crs_wkt].transform(x, y)
+
+
+class PrestoEncoderAdapter:
+    """:class:`eoembed.encode.Encoder` around :class:`~eoembed.models._presto_net.PrestoEncoder`."""
+
+    def __init__(self, spec: ModelSpec, module, device: str, source: WeightsSource):
+        self.spec = spec
+        self.module = module
+        self.device = device
+        self.source = source
+
+    def normalize(self, modality: str, data: np.ndarray) -> np.ndarray:
+        """S1 ``(dB + 25) / 25``; S2 ``DN / 1e4`` with NDVI (from raw B04/B08) appended as channel 10."""
+        x = np.asarray(data, dtype="float32")
+        if modality == S1:
+            return (x + 25.0) / 25.0
+        if modality != S2:
+            raise ValueError(f"Presto reads sentinel2_l2a and sentinel1, not {modality!r}")
+        return np.concatenate([x / np.float32(1e4), ndvi(x)[..., None]], axis=-1)
+
+    def group_key(self, visible) -> int:
+        return 0  # pixels are encoded alone: tiles never influence each other
+
+    def output_dim(self, plan_bands, ntime, pool_time) -> int:
+        if not pool_time:
+            raise ParameterError(
+                "presto gives one vector per pixel time series, not one per timestep; use pool_time=True "
+                "(or a model with per-timestep tokens such as galileo-nano)."
+            )
+        return int(self.spec.embedding_dim)
+
+    def encode(self, batch, *, pool_time: bool) -> np.ndarray:
+        import torch
+
+        self.output_dim(None, 0, pool_time)
+        if batch.transform is None or batch.crs is None or batch.origins is None:
+            raise ParameterError("presto needs each pixel's location: the tile batch carries no transform/CRS")
+        p, hp = batch.patch_size, batch.halo
+        vis = group_visibility(self.spec, batch.visible, batch.present)  # (B, h, w, T, G)
+        b, h, w, t, g = vis.shape
+        core = slice(hp, h - hp)
+        vis_c = vis[:, core, core]  # (B, hc, wc, T, G)
+        hc, wc = vis_c.shape[1:3]
+        pix_vis = np.repeat(np.repeat(vis_c, p, axis=1), p, axis=2).reshape(-1, t, g)  # one row per core pixel
+        arrays = {k: a[:, hp * p: (h - hp) * p, hp * p: (w - hp) * p].reshape(-1, t, a.shape[-1])
+                  for k, a in group_arrays(batch.data).items()}
+        bi, ri, ci = np.unravel_index(np.arange(pix_vis.shape[0]), (b, hc * p, wc * p))
+        rows = batch.origins[bi, 0] + hp * p + ri
+        cols = batch.origins[bi, 1] + hp * p + ci
+        has = pix_vis.any(axis=(1, 2))
+        lon, lat = pixel_lonlat(batch.transform, batch.crs, rows[has], cols[has])
+        latlon = np.stack([lat, lon], axis=-1).astype("float32")
+        idx = np.flatnonzero(has)
+        first = int(batch.timestamps[0, 0, 1])
+        months = torch.as_tensor((first + np.arange(t)) % 12, dtype=torch.long, device=self.device)
+
+        out = np.full((pix_vis.shape[0], self.spec.embedding_dim), np.nan, dtype="float32")
+        packed = np.packbits(pix_vis[idx].reshape(len(idx), -1), axis=1)
+        patterns, which = np.unique(packed, axis=0, return_inverse=True)
+        with torch.inference_mode():
+            for k in range(len(patterns)):
+                members = np.flatnonzero(which.reshape(-1) == k)
+                vis_k = torch.as_tensor(pix_vis[idx[members[0]]], device=self.device)
+                for s in range(0, len(members), PIXELS_PER_CALL):
+                    sel = members[s: s + PIXELS_PER_CALL]
+                    rows_sel = idx[sel]
+                    x = {gname: torch.as_tensor(a[rows_sel], device=self.device) for gname, a in arrays.items()}
+                    emb = self.module(x, vis_k, months[None].expand(len(sel), -1),
+                                      torch.as_tensor(latlon[sel], device=self.device))
+                    out[rows_sel] = emb.float().cpu().numpy()
+
+        pix = out.reshape(b, hc, p, wc, p, -1)
+        valid = np.isfinite(pix[..., 0])
+        total = np.where(valid[..., None], pix, 0.0).sum(axis=(2, 4))
+        count = valid.sum(axis=(2, 4))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            patches = (total / count[..., None]).astype("float32")
+        patches[count == 0] = np.nan
+        full = np.full((b, h, w, self.spec.embedding_dim), np.nan, dtype="float32")
+        full[:, core, core] = patches
+        return full
+
+    def provenance(self) -> dict:
+        return provenance_attrs(self.spec, self.source, self.device)
+
+
+register_model(SPEC, loader=load_presto)

@@ -1,0 +1,160 @@
+"""Small helpers shared by the tutorials: where the sample data is, and labelled map plots.
+
+Kept here (not in eoembed) because they only exist to keep the notebooks short; every
+figure gets a title, axes in metres with the CRS, and a legend or colour bar.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def shared(*parts: str) -> Path:
+    """A path under the ``shared/`` folder next to the repository (``$EOEMBED_SHARED`` overrides)."""
+    env = os.environ.get("EOEMBED_SHARED")
+    roots = [Path(env)] if env else []
+    roots += [d / "shared" for d in [Path.cwd(), *Path.cwd().parents]]
+    for root in roots:
+        cand = root.joinpath(*parts)
+        if cand.exists():
+            return cand
+    raise FileNotFoundError(
+        f"shared/{'/'.join(parts)} not found next to the repository; set EOEMBED_SHARED to the shared folder")
+
+
+def crs_name(da) -> str:
+    """``"EPSG:32631"`` style name of a DataArray's CRS."""
+    crs = da.rio.crs
+    epsg = crs.to_epsg() if crs is not None else None
+    return f"EPSG:{epsg}" if epsg else str(crs)
+
+
+def map_axes(ax, da, title: str) -> None:
+    """Title, x/y labels in metres with the CRS, equal aspect."""
+    name = crs_name(da)
+    ax.set_title(title)
+    ax.set_xlabel(f"x [m] ({name})")
+    ax.set_ylabel(f"y [m] ({name})")
+    ax.set_aspect("equal")
+    ax.ticklabel_format(style="plain", useOffset=False)
+    ax.tick_params(axis="x", labelrotation=30)
+
+
+def extent(da) -> list[float]:
+    """imshow extent (left, right, bottom, top) of a north-up DataArray on its y/x grid."""
+    x0, y0, x1, y1 = (float(v) for v in da.rio.bounds())
+    return [x0, x1, y0, y1]
+
+
+def true_colour(cube, *, time=None, white: float = 2000.0):
+    """RGB (y, x, 3) in 0–1 from B04/B03/B02 DN: median over time (or one ``time`` label)."""
+    rgb = cube.sel(band=["B04", "B03", "B02"])
+    rgb = rgb.sel(time=time, method="nearest") if time is not None else rgb.median("time", skipna=True)
+    return np.clip(rgb.transpose("y", "x", "band").values / white, 0, 1)
+
+
+def show_rgb(ax, rgb, da, title: str) -> None:
+    """An (y, x, 3) picture on ``da``'s grid, labelled."""
+    ax.imshow(np.nan_to_num(rgb), extent=extent(da), interpolation="nearest")
+    map_axes(ax, da, title)
+
+
+def show_classes(ax, classes, names: dict, title: str, *, cmap: str = "tab10", nodata=None, palette=None):
+    """A categorical (y, x) DataArray with a legend (one entry per class in ``names``).
+
+    ``palette`` (class → colour) keeps colours the same across figures.
+    """
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    keys = list(names)
+    colours = [palette[k] if palette else __import__("matplotlib").colormaps[cmap](i % 10)
+               for i, k in enumerate(keys)]
+    index = np.full(classes.shape, np.nan)
+    vals = classes.values
+    for i, k in enumerate(keys):
+        index[vals == k] = i
+    ax.imshow(index, extent=extent(classes), cmap=ListedColormap(colours), vmin=-0.5, vmax=len(keys) - 0.5,
+              interpolation="nearest")
+    handles = [Patch(color=c, label=str(names[k])) for k, c in zip(keys, colours)]
+    if nodata is not None:
+        handles.append(Patch(facecolor="white", edgecolor="grey", label=str(nodata)))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small", frameon=False)
+    map_axes(ax, classes, title)
+
+
+def show_values(ax, da, title: str, label: str, **kw):
+    """A continuous (y, x) DataArray with a labelled colour bar."""
+    im = ax.imshow(da.values, extent=extent(da), interpolation="nearest", **kw)
+    ax.figure.colorbar(im, ax=ax, label=label, shrink=0.85)
+    map_axes(ax, da, title)
+    return im
+
+
+def stacked(pooled, per_time):
+    """``(embedding, y, x)``: the time-pooled vector followed by every timestep's vector."""
+    import xarray as xr
+
+    pt = per_time.transpose("time", "embedding", "y", "x")
+    data = np.concatenate([pooled.transpose("embedding", "y", "x").values,
+                           pt.values.reshape(-1, pt.sizes["y"], pt.sizes["x"])])
+    out = xr.DataArray(data, dims=("embedding", "y", "x"),
+                       coords={"embedding": np.arange(len(data)), "y": pooled.y, "x": pooled.x},
+                       attrs={**pooled.attrs, "eoembed:embedding_dim": int(len(data))})
+    return out.rio.write_crs(pooled.rio.crs).rio.write_transform(pooled.rio.transform())
+
+
+def fewshot_features(cube, name: str, *, patch_size: int = 4, window: int = 64, cache=None):
+    """Feature cube for few-shot on the labelled sample, as in notebook 4 and the benchmark.
+
+    ``galileo-nano``: time-pooled + per-timestep vectors stacked; other models: their
+    default (time-pooled) vectors. The whole footprint is one ``window``-px window (no
+    halo). With ``cache`` (a folder), the cube is saved there with
+    ``eoembed.save_embeddings`` and reopened next time, with the seconds the embedding
+    took in ``attrs["tutorial:embed_seconds"]``.
+    """
+    import time
+    import warnings
+
+    import eoembed
+
+    path = None
+    if cache is not None:
+        from pathlib import Path
+
+        path = Path(cache) / f"{name}_p{patch_size}_w{window}_T{cube.sizes['time']}.zarr"
+        if path.exists():
+            return eoembed.open_embeddings(path).load()
+    kw = dict(patch_size=patch_size, tile_size=window, halo=0, progress=False)
+    if name != "spectral":
+        kw["weights"] = str(shared("weights", name))
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        if name == "galileo-nano":
+            emb = stacked(eoembed.embed(cube, name, **kw), eoembed.embed(cube, name, pool_time=False, **kw))
+            emb.attrs["tutorial:features"] = "time-pooled + per-timestep"
+        else:
+            emb = eoembed.embed(cube, name, **kw)
+            emb.attrs["tutorial:features"] = "band stats per month" if name == "spectral" else "time-pooled"
+    emb.attrs["tutorial:embed_seconds"] = round(time.perf_counter() - t0, 2)
+    if path is not None:
+        eoembed.save_embeddings(emb, path, overwrite=True)
+    return emb
+
+
+def available(name: str) -> str | None:
+    """None if ``name`` runs offline here (registered, and weights under shared/weights if it needs any)."""
+    import eoembed
+
+    if name not in eoembed.list_models():
+        return "not provided by this eoembed installation"
+    if eoembed.get_model_spec(name).needs_weights:
+        try:
+            shared("weights", name)
+        except FileNotFoundError:
+            return "no local weights in shared/weights (download needs internet)"
+    return None
