@@ -269,7 +269,7 @@ def embed(
         ramping down over the overlap (a cross-fade: borders fade instead of jumping,
         same cost as the halo). False: core patches only. Default per model family.
     batch_size:
-        Tiles per encoder call; default by device (4 on CPU, from free memory on a GPU;
+        Tiles per encoder call; default by device (16 on CPU, from free memory on a GPU;
         an out-of-memory batch is halved and retried). Tiles are grouped by
         missing-data pattern so a batch never changes a tile's result.
     pool_time:

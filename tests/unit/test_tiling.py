@@ -151,7 +151,7 @@ def test_batch_size_by_device(checkpoints):
     enc = eoembed.load_model("nano", weights=checkpoints["v1.1"], device="cpu")
     from eoembed.encode import CPU_BATCH_SIZE, auto_batch_size
 
-    assert auto_batch_size(enc, _grid(), 4) == CPU_BATCH_SIZE == 4
+    assert auto_batch_size(enc, _grid(), 4) == CPU_BATCH_SIZE == 16
     small, big = gpu_batch_size(8 << 30, 1024, 192), gpu_batch_size(80 << 30, 1024, 192)
     assert 1 <= small < big <= 1024 and big >= 8 * small // 10 * 9 // 10
     assert gpu_batch_size(1 << 20, 4096, 768) == 1
