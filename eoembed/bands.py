@@ -8,7 +8,6 @@ must be removed, and which pixels hold data.
 
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass, field
 
@@ -20,48 +19,9 @@ from eoembed import sensors
 from eoembed.exceptions import BandMismatchError, MissingTimeError, ScaleError, user_stacklevel
 from eoembed.models.registry import ModelSpec
 
-# Sensor tables live in eoembed.sensors (one owner); names kept here for callers.
-S2, S1, LANDSAT = sensors.S2, sensors.S1, sensors.LANDSAT
-HARMONIZATION_DATE = sensors.HARMONIZATION_DATE
-HARMONIZATION_OFFSET = sensors.HARMONIZATION_OFFSET
-
-_S2_NAMES = sensors.S2_ALL_BANDS
-#: STAC common name (and aliases) -> Sentinel-2 band.
-_S2_COMMON = {**{c: b for b, c in sensors.S2_COMMON_NAMES.items()}, **sensors.COMMON_NAME_ALIASES}
-_S2_RE = re.compile(r"^(?:s2[-_]?(?:l2a)?[-_]?)?b0?(\d{1,2}a?)$", re.IGNORECASE)
-_S1_RE = re.compile(r"^(?:s1[-_]?(?:sigma0|rtc|grd)?[-_]?|sigma0[-_]?)?(vv|vh|hh|hv)$", re.IGNORECASE)
-_LANDSAT_RE = re.compile(r"^(?:landsat|lc0?[89]|l[89])[:_-]?b(\d{1,2})$", re.IGNORECASE)
-
-
-def canonical_band(label: object) -> tuple[str, str] | None:
-    """Map one band label to ``(modality, canonical band name)``, or None if unknown.
-
-    Recognises Sentinel-2 names (``B02``, ``B2``, ``b8a``, ``S2-L2A-B02``), STAC common
-    names (``blue``, ``nir08``, …), Sentinel-1 polarisations (``vv``, ``VH``,
-    ``S1-SIGMA0-VV``) and Landsat bands written with a prefix (``landsat:B4``).
-
-    Examples
-    --------
-    >>> canonical_band("S2-L2A-B8A"), canonical_band("swir16"), canonical_band("VH")
-    (('sentinel2_l2a', 'B8A'), ('sentinel2_l2a', 'B11'), ('sentinel1', 'vh'))
-    """
-    text = str(label).strip()
-    low = text.lower()
-    if low in _S2_COMMON:
-        return S2, _S2_COMMON[low]
-    m = _LANDSAT_RE.match(text)
-    if m:
-        return LANDSAT, f"B{int(m.group(1))}"
-    m = _S2_RE.match(text)
-    if m:
-        num = m.group(1).upper()
-        name = "B8A" if num == "8A" else f"B{int(num):02d}" if num.isdigit() else None
-        if name in _S2_NAMES:
-            return S2, name
-    m = _S1_RE.match(text)
-    if m:
-        return S1, m.group(1).lower()
-    return None
+# Sensor knowledge (band tables, label recognition, the S2 offset rule) is owned by
+# eoembed.sensors; canonical_band is imported here for callers of eoembed.bands.
+from eoembed.sensors import LANDSAT, S1, S2, canonical_band  # noqa: F401
 
 
 @dataclass
@@ -377,7 +337,7 @@ def harmonization_decisions(
     times = np.atleast_1d(cube["time"].values) if dated else [None] * ntime
     if not columns and not dated:
         if harmonize is True:
-            return np.full(ntime, HARMONIZATION_OFFSET), ["forced"] * ntime
+            return np.full(ntime, sensors.HARMONIZATION_OFFSET), ["forced"] * ntime
         warnings.warn(
             "No acquisition dates or s2:processing_baseline: Sentinel-2 harmonization "
             "(-1000 DN for baseline >= 04.00) was NOT applied. Pass harmonize=True if the "
@@ -454,3 +414,119 @@ def nodata_value(cube: xr.DataArray) -> float | None:
                     nd = cube.attrs[key]
                     break
     return None if nd is None else float(nd)
+
+
+# --- all band decisions in one place -------------------------------------------------------
+@dataclass(frozen=True)
+class PreparedBands:
+    """Every decision about the cube's bands for one model: what :func:`prepare` returns.
+
+    Attributes
+    ----------
+    plan: the :class:`BandPlan` (cube band → model band, missing and ignored labels).
+    band_index: cube band positions used, in the order ``sources`` refers to.
+    sources: modality → for each model band, its position in ``band_index`` (-1: missing).
+    nodata: value still marking missing pixels in the cube (None when there is none).
+    scale_factor, scale_how: factor turning Sentinel-2 values into DN, and why.
+    offsets, harmonization: per-timestep DN offset to subtract, and why (one per timestep).
+    s1_linear: Sentinel-1 values are linear power (converted to dB by the encoder).
+    timestamps: per-timestep (day, month 0–11, year).
+    """
+
+    plan: BandPlan
+    band_index: tuple[int, ...]
+    sources: dict[str, list[int]]
+    nodata: float | None
+    scale_factor: float
+    scale_how: str
+    offsets: tuple[float, ...]
+    harmonization: tuple[str, ...]
+    s1_linear: bool
+    timestamps: tuple[tuple[int, int, int], ...]
+
+    @property
+    def harmonization_how(self) -> str:
+        """The per-timestep reasons as one sentence (one reason when they agree)."""
+        uniq = list(dict.fromkeys(self.harmonization))
+        return uniq[0] if len(uniq) == 1 else "; ".join(f"t{t}: {r}" for t, r in enumerate(self.harmonization))
+
+    def select(self, cube: xr.DataArray) -> xr.DataArray:
+        """The used bands of ``cube`` (``(time, band, y, x)``), declared nodata turned into NaN."""
+        sub = cube.isel(band=list(self.band_index))
+        if self.nodata is not None and not np.isnan(self.nodata):
+            sub = sub.where(sub != self.nodata)
+        return sub
+
+
+def prepare(
+    cube: xr.DataArray,
+    spec: ModelSpec,
+    *,
+    bands: dict[str, str] | None = None,
+    modalities: tuple[str, ...] | str = "auto",
+    extra_bands: str = "raise",
+    max_missing: int | None = None,
+    scale: float | str = "auto",
+    harmonize: bool | str = "auto",
+) -> PreparedBands:
+    """Decide how ``cube`` (``(time, band, y, x)``) feeds ``spec``: bands, scale, offsets, dates.
+
+    The one place where :func:`eoembed.embed` makes band decisions (like stackstac's
+    ``prepare_items``): :func:`resolve_bands`, :func:`nodata_value`,
+    :func:`detect_scale`, :func:`harmonization_decisions`, Sentinel-1 units and
+    :func:`timestamps`. Reads a strided sample of the values (computes it for dask).
+    Warns about missing Sentinel-2 bands (pointing at the caller).
+
+    Raises
+    ------
+    BandMismatchError, ScaleError, MissingTimeError, EmptyDataError
+        See the functions above; ``EmptyDataError`` when an in-memory cube holds no
+        valid Sentinel-2 pixel.
+    """
+    from eoembed.exceptions import EmptyDataError
+
+    plan = resolve_bands(cube, spec, bands=bands, modalities=modalities, extra_bands=extra_bands,
+                         max_missing=max_missing)
+    used = sorted({s for src in plan.sources.values() for s in src if s >= 0})
+    remap = {s: i for i, s in enumerate(used)}
+    sources = {m: [remap[s] if s >= 0 else -1 for s in src] for m, src in plan.sources.items()}
+    nodata = nodata_value(cube)
+    prep_nodata = None if nodata is None or np.isnan(nodata) else nodata
+    sub = cube.isel(band=used)
+    if prep_nodata is not None:
+        sub = sub.where(sub != prep_nodata)
+    s2_idx = sources.get(S2, [])
+    factor, scale_how = detect_scale(sub, s2_idx, scale)
+    offsets, reasons = harmonization_decisions(cube, harmonize)
+    if not sub.chunks and not np.isfinite(sub.isel(band=[i for i in s2_idx if i >= 0]).values).any():
+        raise EmptyDataError(
+            "the cube holds no valid Sentinel-2 pixels (all NaN or nodata). Check the area "
+            "and dates, the nodata value, or the cloud mask that produced it."
+        )
+    s1_linear = False
+    if S1 in sources:
+        s1 = sample_values(sub.isel(band=[i for i in sources[S1] if i >= 0]).data)
+        s1 = s1[np.isfinite(s1)]
+        s1_linear = bool(s1.size and s1.min() >= 0 and np.percentile(s1, 99) < 2.0)
+    stamps = timestamps(cube, spec)
+    missing = plan.missing.get(S2, [])
+    if missing and spec.needs_weights:
+        how = spec.missing_bands_note or ("copied from the nearest band in wavelength (v1 was not trained with band dropout)"
+               if spec.version == "v1" else f"set to 0 after normalization ({spec.version} was trained with band dropout)")
+        warnings.warn(
+            f"Sentinel-2 band(s) {', '.join(missing)} are not in the cube: {how}.",
+            UserWarning,
+            stacklevel=user_stacklevel(),
+        )
+    return PreparedBands(
+        plan=plan,
+        band_index=tuple(used),
+        sources=sources,
+        nodata=prep_nodata,
+        scale_factor=float(factor),
+        scale_how=scale_how,
+        offsets=tuple(float(o) for o in offsets),
+        harmonization=tuple(reasons),
+        s1_linear=s1_linear,
+        timestamps=tuple(tuple(int(v) for v in r) for r in stamps),
+    )

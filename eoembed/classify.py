@@ -22,8 +22,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from eoembed._embcube import (
+from eoembed.cube import (
+    apply_embedding,
     canonical,
+    check_same_space,
     cube_info,
     patch_pitch,
     spatial_coords,
@@ -527,11 +529,13 @@ class FewShotClassifier:
                 out[ok] = onehot
         return out
 
-    def _proba_block(self, block: np.ndarray, mode: Any) -> np.ndarray:
+    def _proba(self, vectors: np.ndarray, mode: Any, nlead: int) -> np.ndarray:
+        """``(y, x, [time,] embedding)`` → ``(y, x, K)`` class probabilities."""
+        block = np.moveaxis(vectors, list(range(-nlead, 0)), list(range(nlead)))  # (time?, emb, y, x)
         feats = _feature_block(block, mode, mode is not None)
         shape = feats.shape[:-1]
         p = self.predict_proba_vectors(feats.reshape(-1, feats.shape[-1]))
-        return np.moveaxis(p.reshape(shape + (len(self.classes_),)), -1, 0)
+        return p.reshape(shape + (len(self.classes_),))
 
     def predict_map(self, emb: xr.DataArray | None = None) -> xr.Dataset:
         """Classify every patch of a cube.
@@ -556,24 +560,13 @@ class FewShotClassifier:
         src = self.emb if emb is None else emb
         src = canonical(src)
         if emb is not None:
-            from eoembed._embcube import check_same_space
-
             check_same_space(self.emb.attrs, dict(src.attrs), expected_dim=self.emb.sizes["embedding"],
                              got_dim=src.sizes["embedding"], what="The cube to classify")
         src, mode = _select_time(src, self.time)
         lead = ("time", "embedding") if "time" in src.dims else ("embedding",)
         K = len(self.classes_)
-        data = src.data
-        if type(data).__module__.startswith("dask"):
-            import dask.array as da
-
-            nlead = len(lead)
-            data = data.rechunk({i: -1 for i in range(nlead)})
-            prob = da.map_blocks(self._proba_block, data, mode, dtype=np.float32,
-                                 drop_axis=list(range(nlead)), new_axis=[0],
-                                 chunks=((K,),) + data.chunks[nlead:])
-        else:
-            prob = self._proba_block(np.asarray(data), mode)
+        prob = apply_embedding(self._proba, src, core_dims=lead, output_dim="label", output_size=K,
+                               kwargs={"mode": mode, "nlead": len(lead)}).transpose("label", "y", "x").data
         coords = spatial_coords(src, drop=lead)
         names = [str(c) for c in self.classes_]
         probability = xr.DataArray(prob, dims=("label", "y", "x"), coords={**coords, "label": names},

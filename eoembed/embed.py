@@ -21,7 +21,6 @@ from eoembed import bands as _bands
 from eoembed.encode import BlockPlan, auto_batch_size, embed_block
 from eoembed.exceptions import (
     DimensionError,
-    EmptyDataError,
     GeographicCRSError,
     InputError,
     MissingCRSError,
@@ -180,13 +179,13 @@ def embed_cost(cube, model: str | ModelSpec = "tiny", *, patch_size: int | None 
     macs_tile = depth * (4 * per_tile * d * d + 2 * r * per_tile * d * d + 2 * per_tile * span * d)
     if spec.macs_per_pixel:  # convolutional encoder: cost scales with pixels, not tokens
         macs_tile = spec.macs_per_pixel * tile * tile * t
-    core_tokens = (grid.core // p) ** 2 * t * groups
-    if spec.pixel_series:  # one sample per core pixel: T x groups tokens + a location token, no halo
+    gmacs = macs_tile * grid.n_tiles / 1e9
+    if spec.pixel_series:  # one sample per pixel of the cube: T x groups tokens + a location token
         per_sample = t * groups + 1
-        per_tile = core_tokens = per_sample * grid.core ** 2
-        tokens = per_tile * grid.n_tiles
-        macs_tile = grid.core ** 2 * depth * (4 * per_sample * d * d + 2 * r * per_sample * d * d
-                                              + 2 * per_sample * per_sample * d)
+        per_tile = per_sample * grid.core ** 2
+        tokens = per_sample * grid.height * grid.width  # out-of-cube padding is never encoded
+        gmacs = grid.height * grid.width * depth * (4 * per_sample * d * d + 2 * r * per_sample * d * d
+                                                    + 2 * per_sample * per_sample * d) / 1e9
     return {
         "model": spec.name,
         "tiles": grid.n_tiles,
@@ -199,7 +198,7 @@ def embed_cost(cube, model: str | ModelSpec = "tiny", *, patch_size: int | None 
         "tile_size": tile,
         "halo": grid.halo,
         "blend": grid.blend,
-        "gmacs": macs_tile * grid.n_tiles / 1e9,
+        "gmacs": gmacs,
         "area_km2": grid.height * grid.width * res * res / 1e6,
     }
 
@@ -322,47 +321,20 @@ def embed(
     if not 0 < min_valid <= 1:
         raise ParameterError(f"min_valid must be in (0, 1], got {min_valid}")
     grid = _grid(cube, spec, patch_size, tile_size, halo, blend)
-    plan = _bands.resolve_bands(
-        cube, spec, bands=bands, modalities=modalities, extra_bands=extra_bands, max_missing=max_missing_bands
+    prep = _bands.prepare(
+        cube, spec, bands=bands, modalities=modalities, extra_bands=extra_bands, max_missing=max_missing_bands,
+        scale=scale, harmonize=harmonize,
     )
-    used = sorted({s for src in plan.sources.values() for s in src if s >= 0})
-    remap = {s: i for i, s in enumerate(used)}
-    sources = {m: [remap[s] if s >= 0 else -1 for s in src] for m, src in plan.sources.items()}
-    sub = cube.isel(band=used)
-    s2_idx = sources.get("sentinel2_l2a", [])
-    nodata = _bands.nodata_value(cube)
-    if nodata is not None and not np.isnan(nodata):
-        sub = sub.where(sub != nodata)
-    factor, scale_how = _bands.detect_scale(sub, s2_idx, scale)
-    offsets, harm_how = _bands.harmonization_offsets(cube, harmonize)
-    if not sub.chunks and not np.isfinite(sub.isel(band=[i for i in s2_idx if i >= 0]).values).any():
-        raise EmptyDataError(
-            "the cube holds no valid Sentinel-2 pixels (all NaN or nodata). Check the area "
-            "and dates, the nodata value, or the cloud mask that produced it."
-        )
-    s1_linear = False
-    if "sentinel1" in sources:
-        s1 = _bands.sample_values(sub.isel(band=[i for i in sources["sentinel1"] if i >= 0]).data)
-        s1 = s1[np.isfinite(s1)]
-        s1_linear = bool(s1.size and s1.min() >= 0 and np.percentile(s1, 99) < 2.0)
-    missing = plan.missing.get("sentinel2_l2a", [])
-    if missing and spec.needs_weights:
-        how = spec.missing_bands_note or (
-            "copied from the nearest band in wavelength (v1 was not trained with band dropout)"
-            if spec.version == "v1" else f"set to 0 after normalization ({spec.version} was trained with band dropout)")
-        warnings.warn(
-            f"Sentinel-2 band(s) {', '.join(missing)} are not in the cube: {how}.",
-            UserWarning,
-            stacklevel=user_stacklevel(),
-        )
+    used = prep.band_index
+    sub = prep.select(cube)
 
     encoder = load_model(spec, weights=weights, device=device)
     bplan = BlockPlan(
-        modality_sources=sources,
-        scale_factor=float(factor),
-        s2_offsets=tuple(float(o) for o in offsets),
-        s1_linear=s1_linear,
-        timestamps=tuple(tuple(int(v) for v in r) for r in _bands.timestamps(cube, spec)),
+        modality_sources=prep.sources,
+        scale_factor=prep.scale_factor,
+        s2_offsets=prep.offsets,
+        s1_linear=prep.s1_linear,
+        timestamps=prep.timestamps,
         grid=grid,
         min_valid=float(min_valid),
         batch_size=int(batch_size) if batch_size else auto_batch_size(encoder, grid, ntime),
@@ -386,7 +358,7 @@ def embed(
         data = data[..., :ny, :nx]
     else:
         data = _lazy(sub, encoder, bplan, grid, weights, device)
-    return _wrap(data, cube, grid, spec, encoder, plan, bplan, scale_how, harm_how, pool_time)
+    return _wrap(data, cube, grid, spec, encoder, prep.plan, bplan, prep.scale_how, prep.harmonization_how, pool_time)
 
 
 def _center_lonlat(cube: xr.DataArray) -> tuple[float, float]:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
+from html import escape as _esc
 import time as _time
 from typing import Any
 
@@ -264,8 +265,8 @@ class Explorer(_HBox):
             self._mode_w, self._query_w, self._class_w,
             w.HBox([self._clear_w, self._train_w, self._save_w], layout=w.Layout(flex="0 0 auto")),
             self._status_w, self._layer_w, self._opacity_w, self._colorbar_w, self._legend_w,
-            self._report_w, self._hits_w,
             *([self.scatter_box] if self.scatter is not None else []),
+            self._report_w, self._hits_w,
         ], layout=w.Layout(width="460px", min_width="460px"))
         super().__init__([self.map, self.panel])
         self._refresh_layer_list()
@@ -439,14 +440,12 @@ class Explorer(_HBox):
         self._put_raster("probability", conf, *colormap_indexed(conf.values, 0.0, 1.0, "magma"))
         self._put_raster("class", cls2d, *categorical_indexed(cls2d.values, codes, colors))  # on top
         self._set_legend(names, colors)
-        from eoembed.exceptions import LabelError as _LE
-
         try:
             self.cv_report = clf.cv_report()
             self._report_w.value = _report_html(self.cv_report)
             self._status(f"Trained on {len(clf.y)} patches; spatial-CV balanced accuracy "
                          f"{self.cv_report.balanced_accuracy:.3f}.")
-        except _LE as err:
+        except LabelError as err:
             self.cv_report = None
             self._report_w.value = f"<b>No spatial CV</b>: {_esc(str(err))}"
             self._status(f"Trained on {len(clf.y)} patches (no spatial CV: label more spread-out areas).")
@@ -551,7 +550,11 @@ class Explorer(_HBox):
 
     def _display_2d(self, da: xr.DataArray) -> xr.DataArray:
         if "time" in da.dims:
-            return da.mean("time") if self._time is None else da.sel(time=self._time)
+            if self._time is None:
+                return da.mean("time")
+            if isinstance(self._time, (int, np.integer)):  # a position, as in index.search(time=)
+                return da.isel(time=int(self._time))
+            return da.sel(time=self._time)
         return da
 
     def _put_raster(self, name: str, data: xr.DataArray, image: np.ndarray, palette: np.ndarray | None = None,
@@ -609,7 +612,7 @@ class Explorer(_HBox):
         s = max(1, int(np.ceil(max(ny, nx) / self.max_pixels)))
         sub = cube.sel(band=bands).isel(y=slice(None, None, s), x=slice(None, None, s))
         if "time" in sub.dims:
-            sub = sub.median("time", skipna=True) if self._time is None else sub.sel(time=self._time)
+            sub = sub.median("time", skipna=True)  # the cube's own times need not match the embedding's
         sub = sub.transpose("band", "y", "x").astype("float32").compute()
         tr = cube.rio.transform()
         from affine import Affine
@@ -651,7 +654,7 @@ class Explorer(_HBox):
                                              "color": "#000000" if rad == 9 else "#ffffff"}))
         self._hits_group.data = _fc(feats)
         rows = "".join(f"<tr><td>{r.rank}</td><td>{r.score:.3f}</td><td>{r.x:.0f}</td><td>{r.y:.0f}</td></tr>"
-                       for r in self.hits.head(10).itertuples())
+                       for r in self.hits.head(5).itertuples())
         self._hits_w.value = ("<table style='font-size:11px'><tr><th>rank</th><th>score</th><th>x</th>"
                               f"<th>y</th></tr>{rows}</table>")
 
@@ -749,7 +752,7 @@ class Explorer(_HBox):
         ax = [bq.Axis(scale=xs, label=f"{kind.upper()} 1"), bq.Axis(scale=ys, side="left",
                                                                      label=f"{kind.upper()} 2")]
         self.scatter = bq.Figure(marks=[self._sc, self._sc_query], axes=ax, interaction=self._brush,
-                                 layout=w.Layout(width="420px", height="320px"),
+                                 layout=w.Layout(width="440px", height="300px"),
                                  fig_margin={"top": 10, "bottom": 40, "left": 50, "right": 10})
         tool = w.ToggleButtons(options=["brush", "lasso"], value="brush", description="Select",
                                style={"button_width": "60px"})
@@ -823,12 +826,6 @@ def _fc(features: list) -> dict:
 def _point(lon: float, lat: float, style: dict, props: dict | None = None) -> dict:
     return {"type": "Feature", "geometry": {"type": "Point", "coordinates": [float(lon), float(lat)]},
             "properties": {**(props or {}), "style": style}}
-
-
-def _esc(s: str) -> str:
-    import html
-
-    return html.escape(s)
 
 
 def _report_html(rep) -> str:

@@ -43,8 +43,9 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import numpy as np
 import xarray as xr
 
-from eoembed._embcube import (
+from eoembed.cube import (
     CubeInfo,
+    apply_embedding,
     canonical,
     check_same_space,
     cube_info,
@@ -192,16 +193,13 @@ def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray, k: int) -> float:
 # ---------------------------------------------------------------------------------
 # similarity maps (no FAISS needed)
 # ---------------------------------------------------------------------------------
-def _cos_block(block: np.ndarray, q: np.ndarray, axis: int) -> np.ndarray:
-    """Cosine of every vector along ``axis`` of ``block`` with the unit vector ``q``."""
-    nd = block.ndim
-    letters = "abcdefgh"[:nd]
-    other = letters.replace(letters[axis], "")
-    dots = np.tensordot(block, q.astype(block.dtype, copy=False), axes=([axis], [0]))
-    sq = np.einsum(f"{letters},{letters}->{other}", block, block)
+def _cosine(vectors: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Cosine of every vector (last axis) with the unit vector ``q``; NaN stays NaN."""
+    dots = vectors @ q.astype(vectors.dtype, copy=False)
+    sq = np.einsum("...i,...i->...", vectors, vectors)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = dots / np.sqrt(sq)
-    return np.clip(out, -1.0, 1.0).astype(np.float32, copy=False)  # rounding; NaN stays NaN
+    return np.clip(out, -1.0, 1.0).astype(np.float32, copy=False)  # rounding
 
 
 def similarity_map(emb: xr.DataArray, vector: Any, *, name: str = "similarity") -> xr.DataArray:
@@ -221,8 +219,8 @@ def similarity_map(emb: xr.DataArray, vector: Any, *, name: str = "similarity") 
     xr.DataArray
         float32 ``(y, x)`` or ``(time, y, x)`` on exactly ``emb``'s grid, CRS written,
         NaN where the patch vector is NaN (or all zero). Lazy when ``emb`` is
-        dask-backed: computed chunk by chunk with ``map_blocks`` (one chunk of ``emb``
-        in memory per task; the ``embedding`` axis is merged into one chunk if split).
+        dask-backed: computed chunk by chunk (:func:`eoembed.cube.apply_embedding`; one
+        chunk of ``emb`` in memory per task, the ``embedding`` axis merged into one chunk).
     """
     emb = canonical(emb)
     q = np.asarray(vector, dtype=np.float64).reshape(-1)
@@ -235,27 +233,11 @@ def similarity_map(emb: xr.DataArray, vector: Any, *, name: str = "similarity") 
     if not np.isfinite(nrm) or nrm == 0:
         raise QueryError("Query vector is all zero or not finite; nothing to compare against.")
     q = (q / nrm).astype(np.float32)
-    axis = emb.dims.index("embedding")
-    data = emb.data
-    if _is_dask(data):
-        import dask.array as da
-
-        if len(data.chunks[axis]) > 1:
-            data = data.rechunk({axis: -1})
-        out = da.map_blocks(
-            _cos_block, data, q, axis, drop_axis=axis, dtype=np.float32, meta=np.empty((0,) * (data.ndim - 1), np.float32)
-        )
-    else:
-        out = _cos_block(np.asarray(data), q, axis)
-    dims = tuple(d for d in emb.dims if d != "embedding")
-    res = xr.DataArray(out, dims=dims, coords=spatial_coords(emb), name=name)
+    res = apply_embedding(_cosine, emb, kwargs={"q": q}).rename(name)
+    res = res.assign_coords(spatial_coords(emb))
     res.attrs = {k: v for k, v in emb.attrs.items() if k.startswith("eoembed:")}
     res.attrs["long_name"] = "cosine similarity"
     return write_georef(res, emb)
-
-
-def _is_dask(data: Any) -> bool:
-    return type(data).__module__.startswith("dask")
 
 
 # ---------------------------------------------------------------------------------
@@ -284,7 +266,7 @@ def _iter_cube_vectors(emb: xr.DataArray, rows_per_block: int | None = None):
     ts = range(emb.sizes["time"]) if "time" in emb.dims else [None]
     ny = emb.sizes["y"]
     if rows_per_block is None:
-        if _is_dask(emb.data):
+        if emb.chunks is not None:
             rows_per_block = int(emb.data.chunks[emb.dims.index("y")][0])
         else:
             rows_per_block = ny

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import xarray as xr
 
-from eoembed._embcube import canonical, spatial_coords, valid_mask, write_georef
+from eoembed.cube import apply_embedding, canonical, spatial_coords, valid_mask, write_georef
 from eoembed.exceptions import EmptyDataError, ParameterError, require
 
 __all__ = ["Projection", "fit_pca", "fit_umap", "pca", "pca_rgb", "sample_vectors", "umap"]
@@ -72,15 +72,15 @@ class Projection:
     high: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
 
-    def _block(self, block: np.ndarray, axis: int) -> np.ndarray:
-        v = np.moveaxis(block, axis, -1)
-        shape = v.shape[:-1]
-        flat = v.reshape(-1, v.shape[-1])
+    def _project(self, vectors: np.ndarray) -> np.ndarray:
+        """``(..., dim)`` → ``(..., n_components)``; NaN rows stay NaN."""
+        shape = vectors.shape[:-1]
+        flat = vectors.reshape(-1, vectors.shape[-1])
         out = np.full((len(flat), self.n_components), np.nan, np.float32)
         ok = valid_mask(flat)
         if ok.any():
             out[ok] = self.func(flat[ok].astype(np.float32))
-        return np.moveaxis(out.reshape(shape + (self.n_components,)), -1, axis)
+        return out.reshape(shape + (self.n_components,))
 
     def transform(self, emb: xr.DataArray) -> xr.DataArray:
         """Project a cube: ``(time?, component, y, x)`` float32, NaN where ``emb`` is NaN, lazy if dask."""
@@ -90,17 +90,8 @@ class Projection:
                 f"This {self.kind} was fitted on {self.dim}-d embeddings; the cube has "
                 f"{emb.sizes['embedding']}. Fit it on a cube of the same model."
             )
-        axis = emb.dims.index("embedding")
-        data = emb.data
-        if type(data).__module__.startswith("dask"):
-            import dask.array as da
-
-            if len(data.chunks[axis]) > 1:
-                data = data.rechunk({axis: -1})
-            chunks = tuple((self.n_components,) if i == axis else c for i, c in enumerate(data.chunks))
-            out = da.map_blocks(self._block, data, axis, dtype=np.float32, chunks=chunks)
-        else:
-            out = self._block(np.asarray(data), axis)
+        out = apply_embedding(self._project, emb, output_dim="component", output_size=self.n_components)
+        out = out.transpose(*("component" if d == "embedding" else d for d in emb.dims)).data
         dims = tuple("component" if d == "embedding" else d for d in emb.dims)
         coords = {**spatial_coords(emb), "component": np.arange(self.n_components)}
         res = xr.DataArray(out, dims=dims, coords=coords, name=self.kind)

@@ -25,7 +25,7 @@ __all__ = [
     "S2_ALL_BANDS", "S2_BANDS", "S2_COMMON_NAMES", "S2_WAVELENGTHS",
     "S1_BANDS",
     "LANDSAT_BANDS", "LANDSAT_ASSETS", "LANDSAT_COMMON_NAMES", "LANDSAT_WAVELENGTHS",
-    "COMMON_NAME_ALIASES",
+    "COMMON_NAME_ALIASES", "canonical_band",
     "HARMONIZATION_DATE", "HARMONIZATION_OFFSET",
     "parse_baseline", "s2_offset",
 ]  # fmt: skip
@@ -88,6 +88,44 @@ LANDSAT_WAVELENGTHS: dict[str, float] = {
 #: Other names seen for Sentinel-2 bands: EO v1.1's single ``rededge`` (read as the
 #: first red-edge band; a cube labelling all three ``rededge`` is refused as ambiguous).
 COMMON_NAME_ALIASES: dict[str, str] = {"rededge": "B05"}
+
+# ---- recognising band labels ----------------------------------------------------------
+_S2_FROM_COMMON = {**{c: b for b, c in S2_COMMON_NAMES.items()}, **COMMON_NAME_ALIASES}
+_S2_RE = re.compile(r"^(?:s2[-_]?(?:l2a)?[-_]?)?b0?(\d{1,2}a?)$", re.IGNORECASE)
+_S1_RE = re.compile(r"^(?:s1[-_]?(?:sigma0|rtc|grd)?[-_]?|sigma0[-_]?)?(vv|vh|hh|hv)$", re.IGNORECASE)
+_LANDSAT_RE = re.compile(r"^(?:landsat|lc0?[89]|l[89])[:_-]?b(\d{1,2})$", re.IGNORECASE)
+
+
+def canonical_band(label: object) -> tuple[str, str] | None:
+    """Map one band label to ``(modality, canonical band name)``, or None if unknown.
+
+    Recognises Sentinel-2 names (``B02``, ``B2``, ``b8a``, ``S2-L2A-B02``), STAC common
+    names (``blue``, ``rededge1``, ``nir08``, …), Sentinel-1 polarisations (``vv``,
+    ``VH``, ``S1-SIGMA0-VV``) and Landsat bands written with a prefix (``landsat:B4``).
+
+    Examples
+    --------
+    >>> canonical_band("S2-L2A-B8A"), canonical_band("swir16"), canonical_band("VH")
+    (('sentinel2_l2a', 'B8A'), ('sentinel2_l2a', 'B11'), ('sentinel1', 'vh'))
+    """
+    text = str(label).strip()
+    low = text.lower()
+    if low in _S2_FROM_COMMON:
+        return S2, _S2_FROM_COMMON[low]
+    m = _LANDSAT_RE.match(text)
+    if m:
+        return LANDSAT, f"B{int(m.group(1))}"
+    m = _S2_RE.match(text)
+    if m:
+        num = m.group(1).upper()
+        name = "B8A" if num == "8A" else f"B{int(num):02d}" if num.isdigit() else None
+        if name in S2_ALL_BANDS:
+            return S2, name
+    m = _S1_RE.match(text)
+    if m:
+        return S1, m.group(1).lower()
+    return None
+
 
 # ---- Sentinel-2 harmonization -----------------------------------------------------
 #: Processing baseline 04.00 (acquisitions from 2022-01-25) adds +1000 to every L2A

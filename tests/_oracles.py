@@ -70,11 +70,18 @@ def import_timm():
     """``timm.models.vision_transformer`` (skip with the install line when timm is absent)."""
     if importlib.util.find_spec("timm") is None:
         pytest.skip("timm is not installed: pip install --no-deps timm==1.0.31 (see scripts/setup.sh)")
-    if "timm" not in sys.modules and not _torchvision_works():
-        if not any(isinstance(f, _StubFinder) for f in sys.meta_path):
-            sys.meta_path.insert(0, _StubFinder())
-    from timm.models import vision_transformer
+    if "timm" in sys.modules or _torchvision_works():
+        from timm.models import vision_transformer
 
+        return vision_transformer
+    finder = _StubFinder()
+    sys.meta_path.insert(0, finder)
+    try:
+        from timm.models import vision_transformer
+    finally:  # the stand-in serves timm's import only: later imports see no torchvision
+        sys.meta_path.remove(finder)
+        for k in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
+            del sys.modules[k]
     return vision_transformer
 
 

@@ -18,6 +18,17 @@ def _offline(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("EOEMBED_WEIGHTS_DIR", str(tmp_path_factory.getbasetemp() / "empty-weights-cache"))
 
 
+@pytest.fixture(autouse=True)
+def _fresh_model_cache():
+    """Each test loads its own encoders: the per-process model cache must not carry a model
+    (or a monkeypatched download) from one test into the next, whatever the test order."""
+    from eoembed.models import clear_model_cache
+
+    clear_model_cache()
+    yield
+    clear_model_cache()
+
+
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory):
     """Random-weight Nano checkpoints for v1, v1.1 and v1.2 (built once per session)."""

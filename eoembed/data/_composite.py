@@ -20,7 +20,6 @@ from eoembed.exceptions import ParameterError, QueryError, TooManyTimestepsError
 __all__ = [
     "DEFAULT_SCL_MASK",
     "DEFAULT_QA_MASK_BITS",
-    "HARMONIZE_OFFSET",
     "TimestepLimitError",
     "scl_valid",
     "qa_pixel_valid",
@@ -40,9 +39,6 @@ DEFAULT_SCL_MASK: tuple[int, ...] = (0, 1, 3, 8, 9, 10)
 #: 2 cirrus, 3 cloud, 4 cloud shadow.
 DEFAULT_QA_MASK_BITS: tuple[int, ...] = (0, 1, 2, 3, 4)
 
-#: Sentinel-2 L2A from processing baseline 04.00 (2022-01-25) adds this to every
-#: reflectance DN (the rule lives in :mod:`eoembed.sensors`).
-HARMONIZE_OFFSET = int(sensors.HARMONIZATION_OFFSET)
 
 
 class TimestepLimitError(QueryError, TooManyTimestepsError):
@@ -122,7 +118,7 @@ def harmonize_s2(data: xr.DataArray, offsets: np.ndarray) -> xr.DataArray:
         Same dims, dtype and laziness as ``data``.
     """
     offs = np.asarray(offsets)
-    offs = np.where(offs, HARMONIZE_OFFSET, 0) if offs.dtype == bool else offs.astype("float64")
+    offs = np.where(offs, sensors.HARMONIZATION_OFFSET, 0) if offs.dtype == bool else offs.astype("float64")
     if not (offs > 0).any():
         return data
     off = xr.DataArray(offs.astype(np.float32), dims=("time",), coords={"time": data["time"]})

@@ -12,7 +12,7 @@ import pandas as pd
 import rioxarray  # noqa: F401  (registers .rio)
 import xarray as xr
 
-from eoembed.bands import canonical_band
+from eoembed.sensors import canonical_band
 from eoembed.exceptions import DimensionError, InputError, MissingCRSError
 
 # openEO/WorldCereal store Sentinel-1 backscatter as uint16 DN = 10 ** ((dB + 83) / 20).

@@ -28,7 +28,7 @@ import pandas as pd
 import rioxarray  # noqa: F401  (registers .rio)
 import xarray as xr
 
-from eoembed.bands import canonical_band
+from eoembed.sensors import canonical_band
 from eoembed.data._composite import (
     baseline_needs_offset,
     composite_median,

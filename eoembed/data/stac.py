@@ -52,6 +52,14 @@ from eoembed.data._composite import (
 from eoembed.data._retry import DEFAULT_RETRY, RetryPolicy, classify_error
 from eoembed.data._signing import PC_STAC_URL, Signer, resolve_signer, strip_sas
 from eoembed import sensors
+from eoembed.sensors import (  # band tables: owned by eoembed.sensors, re-exported here
+    LANDSAT_ASSETS,
+    LANDSAT_BANDS,
+    LANDSAT_COMMON_NAMES,
+    S1_BANDS,
+    S2_BANDS,
+    S2_COMMON_NAMES,
+)
 from eoembed.exceptions import DataSourceError, NoItemsFoundError, ParameterError, QueryError, require
 
 __all__ = [
@@ -65,11 +73,6 @@ __all__ = [
     "landsat",
     "utm_epsg",
 ]
-
-# Band tables: eoembed.sensors owns them (re-exported here for callers).
-S2_BANDS, S2_COMMON_NAMES, S1_BANDS = sensors.S2_BANDS, sensors.S2_COMMON_NAMES, sensors.S1_BANDS
-LANDSAT_BANDS, LANDSAT_ASSETS = sensors.LANDSAT_BANDS, sensors.LANDSAT_ASSETS
-LANDSAT_COMMON_NAMES = sensors.LANDSAT_COMMON_NAMES
 
 #: Per-scene harmonization decision (offset in DN, reason), set on each item by
 #: :func:`sentinel2` from the item's own metadata (:func:`eoembed.sensors.s2_offset`).

@@ -24,8 +24,9 @@ _CACHE_LOCK = threading.Lock()
 
 def _weights_identity(weights) -> tuple:
     """What makes two ``weights=`` arguments the same checkpoint: path, sizes and mtimes."""
-    if weights is None:  # resolved from the cache dir / Hugging Face
-        return ("default", os.environ.get("EOEMBED_WEIGHTS_DIR", ""))
+    if weights is None:  # resolved from the cache dir / Hugging Face: key on where they would come from
+        return ("default", *(os.environ.get(v, "") for v in
+                             ("EOEMBED_WEIGHTS_DIR", "HF_HOME", "HF_HUB_CACHE", "HF_ENDPOINT", "HF_HUB_OFFLINE")))
     path = Path(weights).expanduser().resolve()
     files = sorted(path.iterdir()) if path.is_dir() else [path]
     stats = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file())

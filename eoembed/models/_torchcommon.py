@@ -1,7 +1,7 @@
 """What the plain-PyTorch families (Prithvi, ViT-MAE, PhilEO) share.
 
 These families need only ``torch``: no upstream package. Each publishes one
-checkpoint file under its own name (``Prithvi_EO_V2_300M.pt``…), so finding it,
+state-dict file (``spec.weight_files``, found by :func:`eoembed.models.weights.resolve_weights`);
 checking its keys against the architecture, the per-band mean/std normalizer,
 pooling per-timestep outputs and the provenance attrs live here once.
 """
@@ -9,25 +9,14 @@ pooling per-timestep outputs and the provenance attrs live here once.
 from __future__ import annotations
 
 import os
-import threading
-from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from eoembed.exceptions import CorruptWeightsError, MissingOptionalDependency, ParameterError, WeightsNotFoundError
+from eoembed.exceptions import CorruptWeightsError, MissingOptionalDependency, ParameterError
 from eoembed.models.registry import ModelSpec
-from eoembed.models.weights import WeightsSource, _offline, load_state_dict, resolve_weights, weights_cache_dir
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """The published file of one model: its name and, where known, its SHA-256."""
-
-    filename: str
-    sha256: str | None = None  # None: not confirmed (the file could not be downloaded here)
+from eoembed.models.weights import WeightsSource, load_state_dict, provenance_attrs, resolve_weights
 
 
 def require_torch():
@@ -52,56 +41,6 @@ def resolve_device(device: str | None) -> str:
     if not (str(device) == "cpu" or str(device).startswith("cuda") or str(device) == "mps"):
         raise ParameterError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     return str(device)
-
-
-def _how_to_get(spec: ModelSpec, ckpt: Checkpoint) -> str:
-    if spec.hf_repo is None:
-        return (f"No public download is registered for {spec.name}: pass weights='/path/to/{ckpt.filename}' "
-                f"(the encoder state dict) to embed()/load_model(), or put the file in "
-                f"{weights_cache_dir() / spec.name}/.")
-    repo_dir = spec.hf_repo.split("/")[-1]
-    return (
-        f"Download https://huggingface.co/{spec.hf_repo}/resolve/{spec.hf_revision}/{ckpt.filename} into "
-        f"{weights_cache_dir() / repo_dir}/ (or set EOEMBED_WEIGHTS_DIR), or pass "
-        f"weights='/path/to/{ckpt.filename}' to embed()/load_model() or --weights on the command line."
-    )
-
-
-def find_checkpoint(spec: ModelSpec, ckpt: Checkpoint, weights=None) -> WeightsSource:
-    """Locate the published checkpoint file of ``spec``.
-
-    ``weights`` may be the file itself or a folder holding it under its published
-    name; without it the local cache and then Hugging Face (pinned revision) are tried.
-    """
-    if weights is not None:
-        path = Path(weights).expanduser()
-        if path.is_dir():
-            if not (path / ckpt.filename).is_file():
-                raise WeightsNotFoundError(
-                    f"weights={str(path)!r} is a folder without {ckpt.filename}, the file {spec.name} "
-                    "is published as. " + _how_to_get(spec, ckpt)
-                )
-            path = path / ckpt.filename
-        if not path.is_file():
-            raise WeightsNotFoundError(f"weights={str(path)!r} does not exist. " + _how_to_get(spec, ckpt))
-        return resolve_weights(spec, path)
-    folder = spec.hf_repo.split("/")[-1] if spec.hf_repo else spec.name
-    cached = weights_cache_dir() / folder / ckpt.filename
-    if cached.is_file():
-        return WeightsSource(cached, None, "cache", spec.hf_revision or "local")
-    if spec.hf_repo is None or _offline():
-        why = "downloads are disabled (EOEMBED_OFFLINE/HF_HUB_OFFLINE)" if spec.hf_repo else "none is published"
-        raise WeightsNotFoundError(f"No local weights for {spec.name} and {why}. " + _how_to_get(spec, ckpt))
-    try:
-        from huggingface_hub import hf_hub_download
-
-        w = Path(hf_hub_download(repo_id=spec.hf_repo, revision=spec.hf_revision, filename=ckpt.filename))
-    except Exception as err:  # network errors come in many types
-        raise WeightsNotFoundError(
-            f"Could not download {spec.name} weights from Hugging Face ({spec.hf_repo}@"
-            f"{spec.hf_revision}): {type(err).__name__}: {err}. " + _how_to_get(spec, ckpt)
-        ) from err
-    return WeightsSource(w, None, "huggingface", spec.hf_revision)
 
 
 def _short(keys, n: int = 6) -> str:
@@ -149,28 +88,12 @@ def read_checkpoint(path: Path) -> dict:
 
 
 # --- the encoder object -------------------------------------------------------------
-_CACHE: OrderedDict = OrderedDict()
-_CACHE_LOCK = threading.Lock()
+def build_encoder(spec: ModelSpec, weights, device, build: Callable):
+    """Resolve the weights for ``spec`` and ``build(spec, source, device)`` the encoder.
 
-
-def cached_load(spec: ModelSpec, ckpt: Checkpoint, weights, device, build: Callable):
-    """Build (once per process, per file and device) the encoder for ``spec``.
-
-    ``build(spec, source, device)`` returns the encoder object.
+    Caching across calls is :func:`eoembed.models.load_model`'s job (one cache per process).
     """
-    device = resolve_device(device)
-    source = find_checkpoint(spec, ckpt, weights)
-    key = (spec.name, str(source.weights), source.weights.stat().st_mtime_ns, device)
-    with _CACHE_LOCK:
-        if key in _CACHE:
-            _CACHE.move_to_end(key)
-            return _CACHE[key]
-    enc = build(spec, source, device)
-    with _CACHE_LOCK:
-        _CACHE[key] = enc
-        while len(_CACHE) > 4:
-            _CACHE.popitem(last=False)
-    return enc
+    return build(spec, resolve_weights(spec, weights), resolve_device(device))
 
 
 #: Sentinel-2 central wavelengths (nm), to fill a band the cube lacks from its nearest neighbour.
@@ -217,7 +140,6 @@ class TorchEncoder:
         self.device = device
         self.source = source
         self.extra = dict(extra or {})
-        self._sha = None
 
     def normalize(self, modality: str, data: np.ndarray) -> np.ndarray:
         """``(x - mean) / std`` per band; what is still missing becomes 0 (the band mean;
@@ -232,21 +154,8 @@ class TorchEncoder:
         return int(self.spec.embedding_dim)
 
     def provenance(self) -> dict:
-        if self._sha is None:
-            self._sha = self.source.sha256()
-        return {
-            "eoembed:model": self.spec.name,
-            "eoembed:model_family": self.spec.family,
-            "eoembed:model_version": self.spec.version,
-            "eoembed:weights_repo": self.spec.hf_repo or "none published",
-            "eoembed:weights_revision": self.source.revision,
-            "eoembed:weights_origin": self.source.origin,
-            "eoembed:weights_file": os.path.basename(str(self.source.weights)),
-            "eoembed:weights_sha256": self._sha,
-            "eoembed:license": self.spec.license,
-            "eoembed:device": self.device,
-            **self.extra,
-        }
+        return {**provenance_attrs(self.spec, self.source, self.device),
+                "eoembed:weights_file": os.path.basename(str(self.source.weights)), **self.extra}
 
 
 def pool_tokens(tok, seen, pool_time: bool):

@@ -28,7 +28,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from eoembed.exceptions import CorruptWeightsError
+from eoembed.exceptions import CorruptWeightsError, ParameterError
 from eoembed.models.registry import ModelSpec, WeightFile, register_model
 from eoembed.models.weights import WeightsSource, _first_line, load_state_dict, provenance_attrs, resolve_weights
 
@@ -234,7 +234,7 @@ def load_galileo(spec: ModelSpec, weights=None, device: str | None = None) -> "G
 
 
 def _device(device: str | None) -> str:
-    from eoembed.exceptions import MissingOptionalDependency, ParameterError
+    from eoembed.exceptions import MissingOptionalDependency
 
     try:
         import torch
@@ -285,6 +285,11 @@ class GalileoEncoderAdapter:
         import torch
 
         vis = self.token_visibility(batch.visible, batch.present)  # (B, h, w, T, G)
+        if vis.shape[1] != vis.shape[2]:
+            raise ParameterError(
+                f"{self.spec.name} needs square windows (its 2-D positions are absolute), got "
+                f"{vis.shape[1]}×{vis.shape[2]} patches; embed() always cuts square tiles."
+            )
         groups = {g: torch.as_tensor(a, device=self.device) for g, a in group_arrays(batch.data).items()}
         months = torch.as_tensor(batch.timestamps[..., 1], dtype=torch.long, device=self.device)
         vis_t = torch.as_tensor(vis, device=self.device)

@@ -27,11 +27,9 @@ import numpy as np
 from eoembed.exceptions import CorruptWeightsError, MissingOptionalDependency, ParameterError
 from eoembed.models.registry import ModelSpec, WeightFile, register_model
 from eoembed.models.weights import WeightsSource, _first_line, load_state_dict, provenance_attrs, resolve_weights
+from eoembed.sensors import LANDSAT_BANDS, S1_BANDS, S2_BANDS
 
 LICENSE = "OlmoEarth Artifact License"
-S2_BANDS = ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12", "B01", "B09")
-S1_BANDS = ("vv", "vh")
-LANDSAT_BANDS = ("B8", "B1", "B2", "B3", "B4", "B5", "B6", "B7", "B9", "B10", "B11")
 
 # size → (embedding dim, depth); params are approximate encoder sizes
 _SIZES = {"nano": (128, 4), "tiny": (192, 12), "small": (384, 12), "base": (768, 12), "large": (1024, 24)}

@@ -32,18 +32,18 @@ from __future__ import annotations
 import numpy as np
 
 from eoembed.models._torchcommon import (
-    Checkpoint,
     TorchEncoder,
-    cached_load,
+    build_encoder,
     load_into,
     pool_tokens,
     read_checkpoint,
     require_torch,
 )
-from eoembed.models.registry import ModelSpec, register_model
+from eoembed.models.registry import ModelSpec, WeightFile, register_model
 
 S2_BANDS = ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12")
-LICENSE = "unspecified: no licence published with the PhilEO code or weights (ask ESA Φ-lab before redistributing)"
+#: No licence is published with the PhilEO code or weights: ask ESA Φ-lab before redistributing.
+LICENSE = "unspecified (none published)"
 WEIGHTS_PAGE = "https://huggingface.co/NikolaosDionelis2023/GeoAware-ModelWeights"
 
 # size → (depths, dims)
@@ -103,6 +103,9 @@ def _make_spec(size: str) -> ModelSpec:
         depth=0,  # a CNN: embed_cost uses macs_per_pixel instead of the transformer estimate
         macs_per_pixel=_macs_per_pixel(depths, dims),
         needs_weights=True,
+        # published file names unknown offline: this is the name eoembed looks for in a folder
+        weight_files=(WeightFile(f"phileo-geoaware-{size}.pt"),),
+        missing_bands_note="copied from the nearest band in wavelength that PhilEO reads (B8A from B08, …)",
         description=f"PhilEO Geo-Aware U-Net {size} encoder, 10 S2 bands ({dims[-1]}-d at stride 16)",
         aliases=(f"phileo-{size}",) + (("phileo",) if size == "nano" else ()),
     )
@@ -147,7 +150,7 @@ def _build(spec: ModelSpec, source, device: str) -> "PhilEOEncoder":
 
 def load_phileo(spec: ModelSpec, weights=None, device: str | None = None) -> "PhilEOEncoder":
     """Load (or reuse from an in-process cache) the encoder for ``spec``."""
-    return cached_load(spec, Checkpoint(f"{spec.name}.pt"), weights, device, _build)
+    return build_encoder(spec, weights, device, _build)
 
 
 class PhilEOEncoder(TorchEncoder):

@@ -26,15 +26,14 @@ import numpy as np
 
 from eoembed.exceptions import CorruptWeightsError
 from eoembed.models._torchcommon import (
-    Checkpoint,
     TorchEncoder,
-    cached_load,
+    build_encoder,
     load_into,
     pool_tokens,
     read_checkpoint,
     require_torch,
 )
-from eoembed.models.registry import ModelSpec, register_model
+from eoembed.models.registry import ModelSpec, WeightFile, register_model
 
 #: HLS band → the Sentinel-2 band it is read from.
 HLS_FROM_S2 = {"Blue": "B02", "Green": "B03", "Red": "B04", "Narrow NIR": "B8A", "SWIR1": "B11", "SWIR2": "B12"}
@@ -66,7 +65,7 @@ PRETRAIN_PX = 224
 
 
 def _make_spec(name: str) -> ModelSpec:
-    version, size, dim, depth, _heads, patch, frames, coords, params, repo, _file = _MODELS[name]
+    version, size, dim, depth, heads, patch, frames, coords, params, repo, file = _MODELS[name]
     tl = " with time/location encodings" if coords else ""
     return ModelSpec(
         name=name,
@@ -87,22 +86,22 @@ def _make_spec(name: str) -> ModelSpec:
         license=LICENSE,
         params=params,
         depth=depth,
+        num_heads=heads,
         mlp_ratio=4.0,
         needs_weights=True,
+        weight_files=(WeightFile(file),),  # SHA-256 not confirmed offline: hashed and stamped, not checked
+        missing_bands_note=("set to the band's mean (0 after normalization): Prithvi reads no neighbouring "
+                            "band to copy from. For a missing B8A, map B08 instead: bands={'B08': 'B8A'}"),
         description=f"Prithvi-EO-{version} {size.upper()} ({dim}-d, {patch} px patches, HLS bands{tl})",
         aliases=(name.replace("prithvi-eo-", "prithvi-"),),
     )
 
 
 def _arch(spec: ModelSpec) -> dict:
-    """Network hyper-parameters: the registry's, or (for other specs, e.g. small test
-    models) derived from the spec: 64-d heads, the spec's patch size, 4 frames."""
-    if spec.name in _MODELS:
-        _v, _s, dim, depth, heads, patch, frames, coords, *_ = _MODELS[spec.name]
-    else:
-        dim, depth, heads = int(spec.embedding_dim), int(spec.depth), max(1, int(spec.embedding_dim) // 64)
-        patch, frames, coords = spec.default_patch_size, spec.max_timesteps, spec.size.endswith("-tl")
-    return dict(dim=dim, depth=depth, heads=heads, patch=patch, frames=frames, coords=coords)
+    """Network hyper-parameters from the spec (pretraining frames = max timesteps; sizes
+    ending in ``-tl`` have the time/location encodings)."""
+    return dict(dim=int(spec.embedding_dim), depth=int(spec.depth), heads=int(spec.num_heads),
+                patch=spec.default_patch_size, frames=spec.max_timesteps, coords=spec.size.endswith("-tl"))
 
 
 def encoder_state(state: dict) -> dict:
@@ -124,7 +123,7 @@ def _build(spec: ModelSpec, source, device: str) -> "PrithviEncoder":
     if "pos_embed" not in state:
         raise CorruptWeightsError(
             f"{source.weights} has no encoder 'pos_embed' (keys: {', '.join(sorted(state)[:6])}…): it is not a "
-            f"Prithvi checkpoint. Use the {spec.hf_repo} file {_MODELS.get(spec.name, ('',) * 11)[10] or ''}."
+            f"Prithvi checkpoint. Use the {spec.hf_repo} file {spec.weight_files[0].name}."
         )
     n_pos = state["pos_embed"].shape[1] - 1
     if n_pos % arch["frames"]:
@@ -144,8 +143,7 @@ def _build(spec: ModelSpec, source, device: str) -> "PrithviEncoder":
 
 def load_prithvi(spec: ModelSpec, weights=None, device: str | None = None) -> "PrithviEncoder":
     """Load (or reuse from an in-process cache) the encoder for ``spec``."""
-    file = _MODELS[spec.name][10] if spec.name in _MODELS else f"{spec.name}.pt"
-    return cached_load(spec, Checkpoint(file), weights, device, _build)
+    return build_encoder(spec, weights, device, _build)
 
 
 def day_of_year(timestamps: np.ndarray) -> np.ndarray:

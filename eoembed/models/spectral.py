@@ -13,9 +13,9 @@ import warnings
 
 import numpy as np
 
-from eoembed.models.olmoearth import S1_BANDS, S2_BANDS
 from eoembed.models.registry import ModelSpec, register_model
 from eoembed.models.weights import provenance_attrs
+from eoembed.sensors import S1_BANDS, S2_BANDS
 
 SPEC = ModelSpec(
     name="spectral",

@@ -26,38 +26,34 @@ import numpy as np
 
 from eoembed.exceptions import CorruptWeightsError
 from eoembed.models._torchcommon import (
-    Checkpoint,
     TorchEncoder,
-    cached_load,
+    build_encoder,
     load_into,
     pool_tokens,
     read_checkpoint,
     require_torch,
 )
-from eoembed.models.registry import ModelSpec, register_model
+from eoembed.models.registry import ModelSpec, WeightFile, register_model
 
 RGB_BANDS = ("B04", "B03", "B02")
 #: DN that maps to full brightness (reflectance 0.3), as in the Sentinel-2 TCI stretch.
 RGB_DN_MAX = 3000.0
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
 IMAGENET_STD = np.array([0.229, 0.224, 0.225])
-LICENSE = "unconfirmed: set by the checkpoint you supply (no public weights registered)"
+#: No public weights are registered: the licence is the one of the checkpoint you supply.
+LICENSE = "unconfirmed (your checkpoint's)"
 
 # size → (dim, depth, heads, params)
 _SIZES = {
     "base": (768, 12, 12, 86_000_000),
     "large": (1024, 24, 16, 304_000_000),
 }
-CHECKPOINTS = {
-    "base": Checkpoint("mae_pretrain_vit_base.pth"),
-    "large": Checkpoint("mae_pretrain_vit_large.pth"),
-}
 #: Checkpoint keys that are not part of the encoder (MAE decoder, classifier heads).
 _IGNORED_PREFIXES = ("decoder", "mask_token", "head.", "fc_norm.")
 
 
 def _make_spec(size: str) -> ModelSpec:
-    dim, depth, _heads, params = _SIZES[size]
+    dim, depth, heads, params = _SIZES[size]
     return ModelSpec(
         name=f"vitmae-rs-{size}",
         family="vitmae",
@@ -78,8 +74,11 @@ def _make_spec(size: str) -> ModelSpec:
         license=LICENSE,
         params=params,
         depth=depth,
+        num_heads=heads,
         mlp_ratio=4.0,
         needs_weights=True,
+        # the MAE repository's name for {"model": state_dict} files; any name works with weights=FILE
+        weight_files=(WeightFile(f"mae_pretrain_vit_{size}.pth"),),
         description=f"plain RS ViT-{size[0].upper()}/16 MAE, RGB ({dim}-d; bring your own weights)",
         aliases=(f"vit-mae-{size}",),
     )
@@ -91,8 +90,7 @@ def _build(spec: ModelSpec, source, device: str) -> "ViTMAEEncoder":
 
     state = read_checkpoint(source.weights)
     state = {k: v for k, v in state.items() if not k.startswith(_IGNORED_PREFIXES)}
-    dim, depth = int(spec.embedding_dim), int(spec.depth)
-    heads = _SIZES[spec.size][2] if spec.size in _SIZES else dim // 64  # head dim 64 unless registered
+    dim, depth, heads = int(spec.embedding_dim), int(spec.depth), int(spec.num_heads)
     if "pos_embed" not in state:
         raise CorruptWeightsError(
             f"{source.weights} has no 'pos_embed': it is not a plain ViT checkpoint "
@@ -110,8 +108,7 @@ def _build(spec: ModelSpec, source, device: str) -> "ViTMAEEncoder":
 
 def load_vitmae(spec: ModelSpec, weights=None, device: str | None = None) -> "ViTMAEEncoder":
     """Load (or reuse from an in-process cache) the encoder for ``spec``."""
-    ckpt = CHECKPOINTS.get(spec.size, Checkpoint(f"{spec.name}.pth"))
-    return cached_load(spec, ckpt, weights, device, _build)
+    return build_encoder(spec, weights, device, _build)
 
 
 class ViTMAEEncoder(TorchEncoder):

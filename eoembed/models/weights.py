@@ -59,13 +59,24 @@ def _offline() -> bool:
                for k in ("EOEMBED_OFFLINE", "HF_HUB_OFFLINE"))
 
 
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
 def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """Hex SHA-256 of a file, read in 1 MiB blocks.
+
+    Remembered per (path, size, mtime) within the process: every dask block resolves the
+    weights again, and hashing a 1 GB checkpoint each time would cost seconds per block.
+    """
+    st = os.stat(path)
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _HASHES[key] = h.hexdigest()
+    return _HASHES[key]
 
 
 def _files(spec: ModelSpec) -> tuple[WeightFile, ...]:

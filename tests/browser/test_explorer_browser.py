@@ -35,7 +35,8 @@ ARTIFACTS = ROOT / "test-artifacts"
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install -y chromium; .ci/run does)"),
+    pytest.mark.skipif(not CHROMIUM.exists(),
+                       reason="needs /usr/bin/chromium (apt-get install -y chromium; .ci/run does)"),
     pytest.mark.skipif(not SAMPLE.exists(), reason=f"sample cube not found at {SAMPLE}"),
     pytest.mark.skipif(not WEIGHTS.exists(), reason=f"Galileo-Nano weights not found at {WEIGHTS}"),
 ]
@@ -70,6 +71,8 @@ print("STATE", json.dumps({
     "hit": None if ex.hits is None else [int(ex.hits["row"].iloc[0]), int(ex.hits["col"].iloc[0])],
     "labels": ex.labels["class"].tolist(),
     "trained": ex.classifier is not None,
+    "selected": len(ex.selected),
+    "highlight": len(ex.scatter.marks[1].x),
     "error": None if ex.last_error is None else repr(ex.last_error)}))"""
 
 
@@ -180,7 +183,7 @@ def test_explorer_in_jupyterlab(lab):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
             "--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-dev-shm-usage"])
-        page = browser.new_page(viewport={"width": 1700, "height": 1100})
+        page = browser.new_page(viewport={"width": 1700, "height": 1300})
         try:
             page.goto(f"{lab}/lab/tree/explorer.ipynb", wait_until="domcontentloaded")
             page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
@@ -232,8 +235,24 @@ def test_explorer_in_jupyterlab(lab):
             assert legend.count() >= 1 and "other" in legend.first.inner_text()
             state = _run_cell(page, 2, "STATE")
             assert state["trained"] and state["error"] is None
+            assert state["highlight"] == 1  # the clicked patch is marked in the embedding view
             page.locator(".leaflet-container").first.scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / "explorer-trained.png"))
+
+            # ---- embedding view: brush a box of points → their patches light up on the map
+            fig = page.locator(".bqplot.figure").first
+            fig.scroll_into_view_if_needed()
+            box = fig.bounding_box()
+            page.mouse.move(box["x"] + 0.45 * box["width"], box["y"] + 0.3 * box["height"])
+            page.mouse.down()
+            page.mouse.move(box["x"] + 0.6 * box["width"], box["y"] + 0.45 * box["height"], steps=8)
+            page.mouse.move(box["x"] + 0.75 * box["width"], box["y"] + 0.6 * box["height"], steps=8)
+            page.mouse.up()
+            images.nth(n0 + 3).wait_for(timeout=30_000)  # the selection layer
+            state = _run_cell(page, 2, "STATE")
+            assert state["selected"] > 0 and state["error"] is None, state
+            page.locator(".leaflet-container").first.scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "explorer-brush.png"))
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "explorer-failure.png"))
             raise

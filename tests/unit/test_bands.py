@@ -183,3 +183,84 @@ def test_cube_without_time_warns_for_date_free_learned_models():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         B.timestamps(cube, eoembed.get_model_spec("spectral"))
+
+
+# ---- sensor knowledge has one owner (issue 8, B2) -----------------------------------------
+def test_band_tables_come_from_sensors_only():
+    import ast
+    from pathlib import Path
+
+    from eoembed.data import stac
+    from eoembed.models import olmoearth, spectral
+
+    assert olmoearth.S2_BANDS is sensors.S2_BANDS and stac.S2_BANDS is sensors.S2_BANDS
+    assert olmoearth.LANDSAT_BANDS is sensors.LANDSAT_BANDS and stac.LANDSAT_ASSETS is sensors.LANDSAT_ASSETS
+    assert spectral.SPEC.modalities["sentinel2_l2a"] is sensors.S2_BANDS
+    assert B.canonical_band is sensors.canonical_band
+    # STAC EO names tell the three red-edge bands apart; the data loader labels them so
+    assert [sensors.S2_COMMON_NAMES[b] for b in ("B05", "B06", "B07")] == ["rededge1", "rededge2", "rededge3"]
+    assert [B.canonical_band(n) for n in ("rededge1", "rededge2", "rededge3")] == [
+        ("sentinel2_l2a", "B05"), ("sentinel2_l2a", "B06"), ("sentinel2_l2a", "B07")]
+    # the band-handling modules spell out no band table (a literal of 6+ S2 bands, or vv/vh)
+    root = Path(eoembed.__file__).parent
+    for f in [root / "bands.py", *(root / "data").glob("*.py"), root / "models" / "olmoearth.py",
+              root / "models" / "spectral.py"]:
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, (ast.Tuple, ast.List, ast.Set, ast.Dict)):
+                elts = node.keys if isinstance(node, ast.Dict) else node.elts
+                consts = {e.value for e in elts if isinstance(e, ast.Constant)}
+                assert not (len(consts & set(sensors.S2_ALL_BANDS)) >= 6 or consts == {"vv", "vh"}), (
+                    f"{f.relative_to(root)}:{node.lineno} holds a band table; import it from eoembed.sensors")
+
+
+def test_data_and_sensors_import_no_later_stage():
+    """Layering: sensors is the bottom; data reads only sensors and exceptions of the core."""
+    import ast
+    from pathlib import Path
+
+    root = Path(eoembed.__file__).parent
+    allowed = {"sensors": {"eoembed.exceptions"},
+               "data": {"eoembed.sensors", "eoembed.exceptions", "eoembed.data"}}
+    for f in [root / "sensors.py", *(root / "data").glob("*.py")]:
+        layer = "sensors" if f.name == "sensors.py" else "data"
+        for node in ast.walk(ast.parse(f.read_text())):
+            mods = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("eoembed"):
+                mods = [node.module] if node.module != "eoembed" else [f"eoembed.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                mods = [a.name for a in node.names if a.name.startswith("eoembed")]
+            for m in mods:
+                assert any(m == a or m.startswith(a + ".") for a in allowed[layer]), (
+                    f"{f.relative_to(root)} imports {m}, a later stage")
+
+
+# ---- one place for band decisions (issue 8, B5) -----------------------------------------
+def test_prepare_holds_every_band_decision():
+    import dataclasses
+
+    cube = synthetic_cube(height=16, width=16, times=2, start="2023-05-01", seed=6)
+    cube = cube.reindex(band=list(cube.band.values) + ["junk"]).drop_sel(band="B09")
+    prep = B.prepare(cube, eoembed.get_model_spec("spectral"), extra_bands="ignore")
+    assert dataclasses.is_dataclass(prep) and dataclasses.fields(prep)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        prep.scale_factor = 2.0
+    s2 = prep.sources["sentinel2_l2a"]
+    names = [str(cube.band.values[prep.band_index[i]]) if i >= 0 else None for i in s2]
+    assert names == [b if b != "B09" else None for b in sensors.S2_BANDS]
+    assert prep.scale_factor == 1.0 and "DN" in prep.scale_how
+    assert prep.offsets == (1000.0, 1000.0) and len(prep.harmonization) == 2
+    assert prep.timestamps == ((1, 4, 2023), (1, 5, 2023))
+    assert prep.select(cube).sizes["band"] == len(prep.band_index) and "junk" in prep.plan.ignored
+
+
+def test_embed_makes_no_band_decisions_inline():
+    """embed.py delegates bands, scale, harmonization, nodata, S1 units and dates to bands.prepare."""
+    import ast
+    from pathlib import Path
+
+    src = (Path(eoembed.__file__).parent / "embed.py").read_text()
+    fn = next(n for n in ast.walk(ast.parse(src)) if isinstance(n, ast.FunctionDef) and n.name == "embed")
+    called = {n.func.attr for n in ast.walk(fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
+    assert "prepare" in called
+    assert not called & {"resolve_bands", "detect_scale", "harmonization_offsets", "harmonization_decisions",
+                         "nodata_value", "sample_values", "timestamps"}

@@ -202,6 +202,25 @@ def test_refinement_positive_negative_and_clear(ex, emb_truth):
         ex.click(*n, negative=True)
 
 
+def test_cubes_with_time_show_the_mean_or_one_timestep():
+    emb, truth = make_emb(20, 30, 8, times=3, block=5, seed=4)
+    p = _centre(emb, 4, 3)
+    ex = eoembed.explore.explore(emb, scatter=None)
+    hits = ex.click(*p)
+    assert list(hits["id"]) == list(ex.index.search(point=p, k=20)["id"])
+    assert ex.similarity.dims == ("time", "y", "x")
+    np.testing.assert_allclose(ex.layer_data["similarity"].values, ex.similarity.mean("time").values, atol=1e-6)
+    ex1 = eoembed.explore.explore(emb, time=1, scatter=None)
+    hits = ex1.click(*p)
+    assert str(hits["time"].iloc[0])[:10] == "2024-02-15" and (hits["row"].iloc[0], hits["col"].iloc[0]) == (4, 3)
+    np.testing.assert_allclose(ex1.layer_data["similarity"].values, ex1.similarity.isel(time=1).values, atol=1e-6)
+    for r, c in [(0, 0), (10, 20), (19, 29), (5, 12), (15, 3), (2, 25), (12, 12), (18, 8)]:
+        ex1.label(*_centre(emb, r, c), f"c{truth.values[r, c]}")
+    clf = ex1.train()
+    assert ex1.layer_data["class"].dims == ("y", "x")
+    np.testing.assert_array_equal(ex1.layer_data["class"].values, clf.predict_map()["class"].values)
+
+
 def test_index_is_built_once_and_reused(emb_truth, monkeypatch):
     import eoembed.index as index_mod
 

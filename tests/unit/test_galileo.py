@@ -229,3 +229,16 @@ def test_unreadable_or_foreign_files_are_typed_errors(tmp_path):
     shutil.copyfile(presto, foreign / "encoder.pt")
     with pytest.raises(E.CorruptWeightsError, match="does not fit galileo-nano"):
         eoembed.load_model("galileo-nano", weights=foreign, device="cpu")
+
+
+@needs_shared
+def test_non_square_window_is_a_typed_error():
+    from eoembed.encode import TileBatch
+
+    enc = eoembed.load_model("galileo-nano", weights=WEIGHTS, device="cpu")
+    s2 = enc.normalize("sentinel2_l2a", np.full((1, 8, 4, 1, 10), 1000, dtype="float32"))
+    batch = TileBatch(data={"sentinel2_l2a": s2}, visible={"sentinel2_l2a": np.ones((1, 2, 1, 1), bool)},
+                      timestamps=np.array([[[1, 5, 2021]]]), patch_size=4, input_res=10.0,
+                      present={"sentinel2_l2a": np.ones(10, bool)})
+    with pytest.raises(E.ParameterError, match="square windows"):
+        enc.encode(batch, pool_time=True)

@@ -175,7 +175,7 @@ def test_polygon_query_is_mean_of_patches_inside(cube, idx):
     assert np.allclose(q, want / np.linalg.norm(want), atol=1e-5)
     assert anchors[0].equals(poly)
     # the same polygon given in lon/lat
-    from eoembed._embcube import to_crs_geom
+    from eoembed.cube import to_crs_geom
 
     q2, _ = idx.query_vector(polygon=to_crs_geom(poly, "EPSG:32631", "EPSG:4326"), crs="EPSG:4326")
     assert np.allclose(q, q2, atol=1e-4)

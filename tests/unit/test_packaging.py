@@ -120,7 +120,7 @@ def test_docs_and_tutorials_name_only_environment_variables_the_library_reads():
     read = set()
     for f in (ROOT / "eoembed").rglob("*.py"):
         read |= set(re.findall(r"\bEOEMBED_[A-Z_]+\b", f.read_text()))
-    read |= {"EOEMBED_SAMPLE"}  # the tutorials' own setting (path of the sample cube), documented there
+    read |= {"EOEMBED_SAMPLE", "EOEMBED_SHARED"}  # the tutorials' own settings (sample cube, shared data folder), documented there
     told = {}
     files = [ROOT / "README.md", *(ROOT / "tutorials").glob("*"), *(ROOT / "notebooks").glob("*"),
              *(ROOT / "tests").rglob("*.py")]

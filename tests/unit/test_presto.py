@@ -164,7 +164,7 @@ def test_spec_and_cost():
     assert s.weight_files[0].url.endswith("13173d028f035abcbcc3b13829314323a5c15d02/data/default_model.pt")
     cost = eoembed.embed_cost(make_cube(16, 3), "presto", patch_size=1)
     assert cost["tokens_per_patch_timestep"] == 7 and cost["halo_overhead"] == 1.0
-    assert cost["tokens"] == 32 * 32 * (3 * 7 + 1)  # one 32-px core covers the cube; no halo is encoded
+    assert cost["tokens"] == 16 * 16 * (3 * 7 + 1)  # one sample per cube pixel; padding and halo are never encoded
     d = 128
     per_pixel = 2 * (4 * 22 * d * d + 2 * 4 * 22 * d * d + 2 * 22 * 22 * d)
-    assert cost["gmacs"] == pytest.approx(32 * 32 * per_pixel / 1e9)
+    assert cost["gmacs"] == pytest.approx(16 * 16 * per_pixel / 1e9)

@@ -22,11 +22,11 @@ from _oracles import import_terratorch_prithvi  # noqa: E402
 
 #: Small models in the registered families' layouts (the real files are 0.4–2.5 GB).
 TL = dataclasses.replace(get_model_spec("prithvi-eo-2.0-300m-tl"), name="prithvi-test-tl", size="test-tl",
-                         embedding_dim=128, depth=2, params=None, aliases=())
+                         embedding_dim=128, depth=2, num_heads=2, params=None, aliases=())
 PLAIN = dataclasses.replace(get_model_spec("prithvi-eo-2.0-300m"), name="prithvi-test", size="test",
-                            embedding_dim=128, depth=2, params=None, aliases=())
+                            embedding_dim=128, depth=2, num_heads=2, params=None, aliases=())
 V1 = dataclasses.replace(get_model_spec("prithvi-eo-1.0-100m"), name="prithvi-test-v1", size="test",
-                         embedding_dim=128, depth=2, params=None, aliases=())
+                         embedding_dim=128, depth=2, num_heads=2, params=None, aliases=())
 S2 = ["B02", "B03", "B04", "B8A", "B11", "B12"]
 
 
@@ -171,8 +171,9 @@ def test_embed_shared_sample(sample_cube, tl_ckpt):
     assert emb.attrs["eoembed:weights_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert emb.attrs["eoembed:license"] == "Apache-2.0"
     assert emb.attrs["eoembed:bands"] == S2
-    per_t = cube.eo.embed(model=TL, weights=path, device="cpu", bands={"B08": "B8A"}, pool_time=False,
-                          progress=False)
+    with pytest.warns(UserWarning, match="trained at 30 m"):
+        per_t = cube.eo.embed(model=TL, weights=path, device="cpu", bands={"B08": "B8A"}, pool_time=False,
+                              progress=False)
     assert per_t.dims == ("time", "embedding", "y", "x") and per_t.shape[0] == 4
 
 
@@ -198,7 +199,8 @@ def test_absent_band_becomes_the_band_mean(tl_ckpt):
 def test_too_many_timesteps_for_the_model(tl_ckpt):
     _, path = tl_ckpt
     cube = synthetic_cube(height=32, width=32, times=5)
-    with pytest.raises(eoembed.exceptions.TooManyTimestepsError, match="at most 4"):
+    with pytest.raises(eoembed.exceptions.TooManyTimestepsError, match="at most 4"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # 10 m pixels vs HLS 30 m
         eoembed.embed(cube, TL, weights=path, device="cpu", progress=False)
 
 
@@ -270,7 +272,7 @@ def test_hugging_face_download_asks_for_the_published_file(monkeypatch, tl_ckpt)
     _, path = tl_ckpt
     calls = []
 
-    def fake_download(repo_id, revision, filename):
+    def fake_download(repo_id, filename, revision, local_files_only=False):
         calls.append((repo_id, revision, filename))
         return str(path)
 
@@ -299,3 +301,56 @@ def test_cloudy_tiles_do_not_depend_on_their_batch(tl_ckpt):
         many = eoembed.embed(cube, TL, batch_size=16, **kw)
     np.testing.assert_allclose(one.values, many.values, atol=1e-5, rtol=0)
     assert np.isfinite(one.values).all()
+
+
+def _terratorch_prithvi_tables():
+    """Constants and configs of terratorch's prithvi_vit.py, read with ast (importing it
+    needs terratorch's datasets and lightning)."""
+    import ast
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("terratorch")
+    if spec is None:
+        pytest.skip("terratorch is not installed: pip install --no-deps terratorch==1.2.13")
+    tree = ast.parse((Path(list(spec.submodule_search_locations)[0]) / "models/backbones/prithvi_vit.py").read_text())
+    consts, cfgs, files = {}, {}, {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+            if name.startswith("PRITHVI_V"):
+                consts[name] = ast.literal_eval(node.value)
+            elif name == "prithvi_cfgs":
+                for k, call in zip(node.value.keys, node.value.values):  # _cfg(...) calls; names stay names
+                    cfgs[k.value] = {kw.arg: kw.value.id if isinstance(kw.value, ast.Name) else ast.literal_eval(kw.value)
+                                     for kw in call.keywords}
+            elif name == "pretrained_weights":
+                files = ast.literal_eval(node.value)
+    return consts, cfgs, files
+
+
+@pytest.mark.parametrize(("name", "variant"), [
+    ("prithvi-eo-1.0-100m", "prithvi_eo_v1_100"), ("prithvi-eo-2.0-300m", "prithvi_eo_v2_300"),
+    ("prithvi-eo-2.0-300m-tl", "prithvi_eo_v2_300_tl"), ("prithvi-eo-2.0-600m", "prithvi_eo_v2_600"),
+    ("prithvi-eo-2.0-600m-tl", "prithvi_eo_v2_600_tl")])
+def test_registry_matches_terratorch_published_configs(name, variant):
+    """Repo, file, dims, depth, heads, patch, frames, coordinate encodings, mean/std."""
+    from eoembed.models import prithvi as P
+
+    consts, cfgs, files = _terratorch_prithvi_tables()
+    defaults = {"embed_dim": 768, "depth": 12, "num_heads": 12, "patch_size": [1, 16, 16], "num_frames": 4,
+                "coords_encoding": [], "mean": "PRITHVI_V2_MEAN"}
+    cfg = {**defaults, **cfgs[variant]}  # _cfg's defaults, then the variant's
+    spec = get_model_spec(name)
+    arch = P._arch(spec)
+    assert (spec.embedding_dim, spec.depth, arch["heads"]) == (cfg["embed_dim"], cfg["depth"], cfg["num_heads"])
+    assert [1, arch["patch"], arch["patch"]] == list(cfg["patch_size"]) and spec.patch_sizes == (arch["patch"],)
+    assert arch["frames"] == cfg["num_frames"] == spec.max_timesteps
+    assert arch["coords"] == (cfg["coords_encoding"] == ["time", "location"])
+    assert (spec.hf_repo, P._MODELS[name][10]) == (files[variant]["hf_hub_id"], files[variant]["hf_hub_filename"])
+    mean = consts[cfg["mean"]]
+    enc_mean = P.V1_MEAN if spec.version == "1.0" else P.V2_MEAN
+    np.testing.assert_array_equal(enc_mean, mean)
+    np.testing.assert_array_equal(P.V1_STD if spec.version == "1.0" else P.V2_STD,
+                                  consts[cfg["mean"].replace("MEAN", "STD")])
+

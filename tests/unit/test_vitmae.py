@@ -20,7 +20,7 @@ from _oracles import import_timm  # noqa: E402
 
 #: A small ViT in the registered family's layout (ViT-B/L checkpoints are 350 MB–1.2 GB).
 TINY = dataclasses.replace(get_model_spec("vitmae-rs-base"), name="vitmae-rs-test", size="test",
-                           embedding_dim=128, depth=2, params=None, aliases=())
+                           embedding_dim=128, depth=2, num_heads=2, params=None, aliases=())
 
 
 def _timm_vit(img_size=96, seed=0, dim=128, depth=2):

@@ -109,3 +109,14 @@ def test_offline_without_local_weights_names_the_urls(tmp_path, monkeypatch):
     monkeypatch.setenv("EOEMBED_OFFLINE", "1")
     with pytest.raises(E.WeightsNotFoundError, match="raw.githubusercontent.com/nasaharvest/galileo/d0482291"):
         resolve_weights(get_model_spec("galileo-nano"))
+
+
+def test_hashes_are_remembered_until_the_file_changes(tmp_path):
+    import os
+
+    f = tmp_path / "w.pt"
+    f.write_bytes(PAYLOAD)
+    assert sha256_file(f) == SHA
+    os.utime(f, ns=(1, 1))
+    f.write_bytes(PAYLOAD[:10])  # new size and mtime: hashed again
+    assert sha256_file(f) == hashlib.sha256(PAYLOAD[:10]).hexdigest()
