@@ -74,6 +74,8 @@ def check_fewshot_summary(stdout: str) -> dict:
             break
         name = ln.split()[0]
         nums = re.findall(r"(?<![\w.])-?\d+\.\d+|\bnan\b", ln)
+        if len(nums) < 5:  # the table ended (the next printed line is prose)
+            break
         row = dict(zip(cols[-len(nums):], nums))
         assert row.get("majority-class rate") == f"{float(maj.group(1)):.3f}", (name, row)
         assert row.get("spectral baseline") == f"{float(spec.group(1)):.3f}", (name, row)
@@ -99,7 +101,8 @@ def test_fewshot_summary_check_catches_a_missing_baseline():
           "model\n"
           "majority   most frequent class    0   0.199   0.200   0.384   0.384   0.199   0.747   0.0\n"
           "spectral  band stats per month  384   0.747   0.855   0.825   0.384   0.199   0.747   0.4\n"
-          "galileo-nano  time-pooled + per-timestep  2176   0.701   0.880   0.790   0.384   0.199   0.747   31.0\n")
+          "galileo-nano  time-pooled + per-timestep  2176   0.701   0.880   0.790   0.384   0.199   0.747   31.0\n"
+          "galileo-nano vs spectral baseline: -0.046 balanced accuracy -> does not beat the baseline on this sample\n")
     assert check_fewshot_summary(ok) == {"majority": 0.199, "spectral": 0.747, "galileo-nano": 0.701}
     with pytest.raises(AssertionError):
         check_fewshot_summary(ok.replace("0.790   0.384", "0.790   0.400"))  # a row with another majority rate
