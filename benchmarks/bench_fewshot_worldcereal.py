@@ -46,7 +46,7 @@ WINDOW = 64  # px: the whole 640 m footprint is one window (no tiling, no seams,
 
 def stacked_features(pooled: xr.DataArray, per_time: xr.DataArray) -> xr.DataArray:
     """One ``(embedding, y, x)`` cube: the time-pooled vector followed by every timestep's vector."""
-    from eoembed._embcube import write_georef
+    from eoembed.cube import write_georef
 
     pt = per_time.transpose("time", "embedding", "y", "x")
     data = np.concatenate([pooled.transpose("embedding", "y", "x").values,

@@ -42,7 +42,9 @@ TILINGS = [
     ("w32-h0", 32, 0, False),
     ("w64-h16 (old default)", 64, 16, False),
     ("w64-h4-blend", 64, 4, True),
+    ("w56-h4-blend", 56, 4, True),
     ("w48-h4-blend", 48, 4, True),
+    ("w40-h4-blend", 40, 4, True),
     ("w64-h8-blend", 64, 8, True),
     ("w48-h8-blend", 48, 8, True),
     ("w64-h16-blend", 64, 16, True),
@@ -132,6 +134,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--tilings", default=None, help="comma-separated labels from TILINGS (default all)")
     ap.add_argument("--no-timing", action="store_true", help="seams only")
+    ap.add_argument("--offsets", default="0", help="comma-separated pixel shifts of the seam cube (crop from the "
+                    "top-left) so window borders fall on different ground; ratios are averaged")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore", UserWarning)
 
@@ -154,14 +158,25 @@ def main(argv=None) -> dict:
     rows = []
     for label, tile, halo, blend in tilings:
         tile, halo = int(round(tile * scale / p)) * p, int(round(halo * scale / p)) * p
-        emb = eoembed.embed(cube, args.model, tile_size=tile, halo=halo, blend=blend, batch_size=batch, **kw)
-        stats = seam_stats(emb.values, (tile - 2 * halo) // p, halo // p if blend else 0)
+        per_offset = []
+        for off in (int(o) for o in args.offsets.split(",")):
+            part = cube.isel(y=slice(off, None), x=slice(off, None))
+            emb = eoembed.embed(part, args.model, tile_size=tile, halo=halo, blend=blend, batch_size=batch, **kw)
+            per_offset.append(seam_stats(emb.values, (tile - 2 * halo) // p, halo // p if blend else 0))
+        per_offset = [st for st in per_offset if st]
+        stats = None
+        if per_offset:
+            stats = {"ratio": float(np.mean([st["ratio"] for st in per_offset])),
+                     "cross_over_in": float(np.mean([st["cross_over_in"] for st in per_offset])),
+                     "pairs": np.sum([st["pairs"] for st in per_offset], axis=0).tolist(),
+                     "ratio_per_offset": [round(st["ratio"], 3) for st in per_offset]}
         cost = eoembed.embed_cost(cube, args.model, patch_size=p, tile_size=tile, halo=halo, blend=blend)
         row = {"tiling": label, "tile_size": tile, "halo": halo, "blend": blend,
                "tokens_per_patch_rel": round(cost["halo_overhead"], 3),
                "seam_ratio": round(stats["ratio"], 3) if stats else float("nan"),
                "cross_over_in": round(stats["cross_over_in"], 3) if stats else float("nan"),
-               "pairs": stats["pairs"] if stats else [0, 0]}
+               "pairs": stats["pairs"] if stats else [0, 0],
+               "ratio_per_offset": stats["ratio_per_offset"] if stats else []}
         if not args.no_timing:
             t_embed, t_bare = [], []
             for _ in range(args.repeat):

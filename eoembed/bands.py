@@ -355,15 +355,6 @@ def harmonization_decisions(
     return np.asarray(offsets, dtype="float64"), reasons
 
 
-def harmonization_offsets(
-    cube: xr.DataArray, harmonize: bool | str = "auto"
-) -> tuple[np.ndarray, str]:
-    """:func:`harmonization_decisions` with the reasons joined into one string."""
-    offsets, reasons = harmonization_decisions(cube, harmonize)
-    uniq = list(dict.fromkeys(reasons))
-    return offsets, uniq[0] if len(uniq) == 1 else "; ".join(f"t{t}: {r}" for t, r in enumerate(reasons))
-
-
 #: Placeholder date for cubes without dates, for models that do not need them.
 _PLACEHOLDER_DATE = (1, 6, 2022)  # (day, month 0-11, year): 2022-07-01
 

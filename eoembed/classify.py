@@ -33,9 +33,9 @@ from eoembed.cube import (
     write_georef,
     xy_to_rowcol,
 )
-from eoembed.exceptions import LabelError, ParameterError, require
+from eoembed.exceptions import LabelError, ParameterError, QueryError, require
 
-__all__ = ["FewShotClassifier", "CVReport", "fewshot", "sample_labels", "spatial_blocks"]
+__all__ = ["FewShotClassifier", "CVReport", "fewshot", "linear_direction", "sample_labels", "spatial_blocks"]
 
 _FEATURE_MODES = ("stack", "mean")
 
@@ -688,3 +688,41 @@ def fewshot(
     return FewShotClassifier(emb, samples, X, y, estimator=est, time=time, block_size=block_size,
                              buffer=buffer, n_splits=n_splits, random_state=random_state,
                              excluded=excluded)
+
+
+def linear_direction(positives: list[np.ndarray], negatives: list[np.ndarray],
+                     background: np.ndarray) -> np.ndarray:
+    """Weight vector of a logistic regression: positives vs negatives + background.
+
+    The search direction of ``method="linear"`` queries (:class:`eoembed.index.Query`).
+    Explicit negatives alone only teach what separates positives *from them*; a
+    direction trained that way can rank unrelated land cover highest. The
+    ``background`` vectors (a random sample of the index) join the negatives with a
+    total weight equal to the explicit negatives' (or the positives' when there are none).
+
+    Parameters
+    ----------
+    positives, negatives:
+        Lists of ``(n_i, dim)`` arrays (one per example).
+    background:
+        ``(m, dim)`` weak negatives.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(dim,)`` float64 weights (not normalised).
+    """
+    require("sklearn", "search", "method='linear' query refinement")
+    from sklearn.linear_model import LogisticRegression
+
+    nb = len(background)
+    if not negatives and nb == 0:
+        raise QueryError("method='linear' needs negatives= (or background > 0) to train a direction.")
+    npos = sum(len(v) for v in positives)
+    nneg = sum(len(v) for v in negatives)
+    X = np.concatenate(list(positives) + list(negatives) + [background])
+    y = np.r_[np.ones(npos), np.zeros(nneg + nb)]
+    w = np.r_[np.ones(npos + nneg), np.full(nb, (nneg or npos) / max(nb, 1))]
+    clf = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000)
+    clf.fit(X, y, sample_weight=w)
+    return clf.coef_[0]

@@ -143,6 +143,9 @@ def _patch_visibility(
     n_valid = pv.sum(axis=(2, 4))
     n_inside = inside.reshape(hp, p, wp, p).sum(axis=(1, 3))
     visible = (n_valid > 0) & (n_valid >= min_valid * np.maximum(n_inside, 1)[None])
+    if pix_valid.all():  # nothing to fill (the common case for a clean block): skip the patch means
+        vals[:, ~present] = np.nan  # vals is this call's own array (_modality_values)
+        return visible, vals
     # fill invalid pixels of visible patches with the patch's per-band mean of valid pixels
     v6 = vals.reshape(t, c, hp, p, wp, p)
     m6 = pv[:, None]  # (t,1,hp,p,wp,p)
@@ -194,28 +197,48 @@ def is_out_of_memory(err: BaseException) -> bool:
 
 
 def encode_with_retry(encoder: Encoder, make_batch: Callable[[list], TileBatch], members: list, batch_size: int,
-                      pool_time: bool, on_oom: Callable[[int], None] | None = None) -> list[np.ndarray]:
+                      pool_time: bool, on_oom: Callable[[int], None] | None = None,
+                      prefetch: bool = False) -> list[np.ndarray]:
     """Encode ``members`` in batches of ``batch_size``; on out-of-memory halve the batch and retry.
 
     Returns one output per member, in order. A batch of one that still runs out of
     memory re-raises the error. ``on_oom(new_size)`` is told each time the size drops.
+    With ``prefetch`` the next batch is cut and stacked in a thread while the encoder
+    runs (worth it when the encoder runs on an accelerator and releases the GIL).
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     outs: list[np.ndarray] = []
     start = 0
-    while start < len(members):
-        chunk = members[start : start + batch_size]
-        try:
-            out = encoder.encode(make_batch(chunk), pool_time=pool_time)
-        except Exception as err:  # noqa: BLE001  (only OOM is handled; the rest re-raised)
-            if not is_out_of_memory(err) or batch_size == 1:
-                raise
-            batch_size = max(1, batch_size // 2)
-            _empty_accelerator_cache()
-            if on_oom is not None:
-                on_oom(batch_size)
-            continue
-        outs.extend(out[k] for k in range(len(chunk)))
-        start += len(chunk)
+    pool = ThreadPoolExecutor(1) if prefetch else None
+    ahead = None  # (start, size, future) of the batch being prepared
+    try:
+        while start < len(members):
+            chunk = members[start : start + batch_size]
+            if ahead is not None and ahead[:2] == (start, len(chunk)):
+                batch = ahead[2].result()
+            else:
+                batch = make_batch(chunk)
+            ahead = None
+            nxt = members[start + len(chunk) : start + len(chunk) + batch_size]
+            if pool is not None and nxt:
+                ahead = (start + len(chunk), len(nxt), pool.submit(make_batch, nxt))
+            try:
+                out = encoder.encode(batch, pool_time=pool_time)
+            except Exception as err:  # noqa: BLE001  (only OOM is handled; the rest re-raised)
+                if not is_out_of_memory(err) or batch_size == 1:
+                    raise
+                batch_size = max(1, batch_size // 2)
+                ahead = None
+                _empty_accelerator_cache()
+                if on_oom is not None:
+                    on_oom(batch_size)
+                continue
+            outs.extend(out[k] for k in range(len(chunk)))
+            start += len(chunk)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
     return outs
 
 
@@ -309,7 +332,8 @@ def embed_block(block: np.ndarray, encoder: Encoder, plan: BlockPlan, origin: tu
     done = 0
     for key in sorted(groups, key=repr):
         members = groups[key]
-        outs = encode_with_retry(encoder, make_batch, members, plan.batch_size, plan.pool_time)
+        outs = encode_with_retry(encoder, make_batch, members, plan.batch_size, plan.pool_time,
+                                 prefetch=str(getattr(encoder, "device", "cpu")).startswith("cuda"))
         results.update(zip(members, outs))
         done += len(members)
         if progress is not None:

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from eoembed._embcube import canonical, cube_info, to_crs_xy
+from eoembed.cube import canonical, cube_info, to_crs_xy
 from eoembed.exceptions import LabelError, MissingOptionalDependency, ParameterError, QueryError
 
 __all__ = ["Explorer", "explore"]

@@ -159,6 +159,10 @@ def utm_epsg(lon: float, lat: float) -> int:
 
     Standard 6-degree zones (no Norway/Svalbard exceptions): 326xx north of the
     equator, 327xx south.
+
+    Kept hand-written instead of ``pyproj.database.query_utm_crs_info``: measured here
+    (pyproj 3.x, 2 cores) at ~0.2 s per call against microseconds, and on a zone border
+    (lon 12.0) it returns both zones, so the same floor rule would still be needed.
     """
     zone = int(math.floor((float(lon) + 180.0) / 6.0)) % 60 + 1
     return (32600 if lat >= 0 else 32700) + zone
@@ -634,6 +638,7 @@ def _finish(
     *,
     band_names: Sequence[str],
     common_names: Mapping[str, str],
+    wavelengths: Mapping[str, float] | None = None,
     epsg: int,
     name: str,
     attrs: Mapping[str, Any],
@@ -652,6 +657,7 @@ def _finish(
     cube = cube.assign_coords(
         band=("band", np.asarray(list(band_names), dtype=str)),
         common_name=("band", np.asarray([common_names.get(b, "") for b in band_names], dtype=str)),
+        center_wavelength=("band", np.asarray([(wavelengths or {}).get(b, np.nan) for b in band_names], dtype=float)),
     )
     transform = cube.attrs.get("transform")
     cube.attrs = {k: v for k, v in attrs.items() if v is not None}
@@ -813,7 +819,8 @@ def sentinel2(
         float32, dask-backed (nothing is read until computed). Values are L2A DN
         (reflectance x 10 000), NaN where masked, missing or never observed; a
         period without any scene is an all-NaN timestep. ``band`` holds S2 names,
-        ``common_name`` the STAC common names; ``x``/``y`` are pixel centres in
+        ``common_name`` the STAC common names, ``center_wavelength`` the central
+        wavelength in µm (:mod:`eoembed.sensors`); ``x``/``y`` are pixel centres in
         ``cube.rio.crs``. Along ``time``: ``s2:processing_baseline`` (highest
         baseline among contributing scenes, ``""`` if none; ``"04.00"`` is inferred
         from the date for items without the property), ``eoembed:n_scenes``,
@@ -884,7 +891,8 @@ def sentinel2(
             "eoembed:mask_classes": list(mask_classes),
         }
     )
-    return _finish(cube, band_names=band_names, common_names=S2_COMMON_NAMES, epsg=epsg, name="reflectance", attrs=attrs)
+    return _finish(cube, band_names=band_names, common_names=S2_COMMON_NAMES,
+                   wavelengths=sensors.S2_WAVELENGTHS, epsg=epsg, name="reflectance", attrs=attrs)
 
 
 def sentinel1(
@@ -1042,4 +1050,5 @@ def landsat(
             "eoembed:mask_bits": list(mask_bits),
         }
     )
-    return _finish(cube, band_names=band_names, common_names=LANDSAT_COMMON_NAMES, epsg=epsg, name="reflectance", attrs=attrs)
+    return _finish(cube, band_names=band_names, common_names=LANDSAT_COMMON_NAMES,
+                   wavelengths=sensors.LANDSAT_WAVELENGTHS, epsg=epsg, name="reflectance", attrs=attrs)

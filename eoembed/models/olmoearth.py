@@ -260,7 +260,9 @@ class OlmoEarthEncoder:
         sample = MaskedOlmoEarthSample(**fields)
         use_amp = self.device.startswith("cuda")
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-            out = self.module(sample, patch_size=p, input_res=batch.input_res, fast_pass=False)
+            # every token visible: skip token removal/re-insertion (same numbers, ~5 % faster)
+            fast = all(bool(v.all()) for v in batch.visible.values())
+            out = self.module(sample, patch_size=p, input_res=batch.input_res, fast_pass=fast)
         tam = out["tokens_and_masks"]
         total, count = None, None
         for m in batch.data:

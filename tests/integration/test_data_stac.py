@@ -80,6 +80,8 @@ def test_sentinel2_monthly_cube_is_canonical_lazy_and_matches_hand_composite(s2)
     assert cube.name == "reflectance"
     assert list(cube["band"].values) == list(stac.S2_BANDS)
     assert list(cube["common_name"].values[:4]) == ["blue", "green", "red", "nir"]
+    assert list(cube["common_name"].values[4:7]) == ["rededge1", "rededge2", "rededge3"]  # STAC EO names
+    assert cube["center_wavelength"].values[:3].tolist() == [0.490, 0.560, 0.665]
     assert cube.rio.crs.to_epsg() == 32632  # UTM zone of the bbox centre (11.997 E)
     assert cube.sizes["time"] == 3
     assert list(pd.DatetimeIndex(cube["time"].values).month) == [1, 2, 3]

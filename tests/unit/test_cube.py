@@ -42,12 +42,6 @@ def test_consumers_use_apply_embedding_not_their_own_dask_branches():
         assert "map_blocks" not in text and '__module__.startswith("dask")' not in text, files
 
 
-def test_old_private_name_still_imports():
-    from eoembed import _embcube
-
-    assert _embcube.canonical is canonical and _embcube.cube_info is cube_info
-
-
 def test_cube_info_reads_grid_and_identity():
     emb, _ = make_emb(6, 7, 4, seed=1)
     info = cube_info(emb)

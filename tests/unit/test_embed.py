@@ -185,15 +185,25 @@ def test_embed_cost_reports_tokens_gmacs_and_area():
     assert 80 < v11["gmacs"] < 120  # measured for this setting: ~102 GMACs
     assert v1["gmacs"] > 5 * v11["gmacs"]
     assert v11["area_km2"] == pytest.approx(1.28 * 1.28)
-    default = eoembed.embed_cost(cube, "tiny")
-    assert default["halo_overhead"] == pytest.approx(4.0)
+    default = eoembed.embed_cost(cube, "tiny")  # OlmoEarth: 12-patch windows, 1-patch blended halo
+    assert default["halo_overhead"] == pytest.approx(1.44) and default["blend"] is True
+    assert (default["tile_size"], default["halo"]) == (48, 4)
+    hard = eoembed.embed_cost(cube, "tiny", tile_size=64, halo=16, blend=False)
+    assert hard["halo_overhead"] == pytest.approx(4.0) and hard["blend"] is False
 
 
 def test_halo_tile_core_equals_a_single_window_run(checkpoints):
-    """A core patch with a halo is embedded exactly as its whole context window alone."""
+    """A core patch with a halo (hard tiling) is embedded exactly as its whole context window alone."""
     cube = synthetic_cube(height=100, width=100, times=2, seed=4)
     ck = checkpoints["v1.1"]
-    tiled = eoembed.embed(cube, "nano", weights=ck, tile_size=64, halo=16, progress=False)
+    tiled = eoembed.embed(cube, "nano", weights=ck, tile_size=64, halo=16, blend=False, progress=False)
     window = cube.isel(y=slice(16, 80), x=slice(16, 80))  # tile (1, 1): core 32..64 px + 16 px halo
     alone = eoembed.embed(window, "nano", weights=ck, tile_size=64, halo=0, progress=False)
     np.testing.assert_allclose(tiled.values[:, 8:16, 8:16], alone.values[:, 4:12, 4:12], atol=1e-5)
+    # blended: a patch outside every overlap takes its one window's output, exactly
+    cube = synthetic_cube(height=128, width=128, times=2, seed=4)
+    blended = eoembed.embed(cube, "nano", weights=ck, tile_size=64, halo=4, blend=True, progress=False)
+    window = cube.isel(y=slice(52, 116), x=slice(52, 116))  # window (1, 1): core 56..112 px, halo 4 px
+    alone = eoembed.embed(window, "nano", weights=ck, tile_size=64, halo=0, progress=False)
+    # window (1, 1) starts at patch 13; its weights are 1 from its 3rd patch to its 14th
+    np.testing.assert_allclose(blended.values[:, 16:26, 16:26], alone.values[:, 3:13, 3:13], atol=1e-5)

@@ -514,3 +514,53 @@ def test_gpu_index_matches_cpu():
     assert gpu.device.startswith("cuda")
     h1, h2 = gpu.search(patch=(3, 3), k=20), cpu.search(patch=(3, 3), k=20)
     assert h1["id"].tolist() == h2["id"].tolist()
+
+
+# ---- the index package: one Query object, no throwaway index (issue 8, B4) ----------
+def test_query_object_is_the_one_set_of_query_arguments(idx, cube):
+    from eoembed.index import Query
+
+    emb, truth = cube
+    r, c = (int(v[0]) for v in np.nonzero(truth.values >= 0))  # a valid patch
+    q = Query(point=centre(emb, r, c))
+    a, b = idx.search(q, k=7), idx.search(point=centre(emb, r, c), k=7)
+    assert a.drop(columns="geometry").equals(b.drop(columns="geometry"))
+    np.testing.assert_array_equal(idx.query_vector(q)[0], idx.query_vector(point=centre(emb, r, c))[0])
+    sm = idx.similarity_map(query=Query(patch=(r, c)))
+    assert float(sm.isel(y=r, x=c)) == pytest.approx(1, abs=1e-5)
+    with pytest.raises(QueryError, match="exactly one"):
+        Query(point=(0, 0), patch=(1, 1))
+    with pytest.raises(QueryError, match="negatives= needs positives="):
+        Query(vector=np.ones(16), negatives=[(0, 0)])
+    with pytest.raises(ParameterError, match="method"):
+        Query(positives=[(0, 0)], method="median")
+    with pytest.raises(ParameterError, match=r"Unknown query argument\(s\) \['pointt'\]"):
+        idx.search(pointt=(0, 0))
+
+
+def test_build_index_creates_exactly_one_faiss_index(monkeypatch, cube):
+    made = []
+    real = faiss.index_factory
+
+    def counting(*a, **kw):
+        made.append(a[1])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(faiss, "index_factory", counting)
+    monkeypatch.setattr(faiss, "IndexFlatIP", lambda *a: pytest.fail("throwaway IndexFlatIP built"))
+    idx = build_index(cube[0])
+    assert made == ["Flat"] and idx.ntotal > 0
+
+
+def test_linear_direction_lives_in_classify(idx, cube):
+    from eoembed.classify import linear_direction
+
+    emb, truth = cube
+    pos = [centre(emb, r, c) for r, c in zip(*np.nonzero(truth.values == 1))][:5]
+    h = idx.search(positives=pos, method="linear", k=20)
+    t = truth.values
+    assert np.mean([t[r, c] == 1 for r, c in zip(h["row"], h["col"])]) > 0.8
+    w = linear_direction([np.ones((2, 3))], [], np.zeros((4, 3)) - 1)
+    assert w.shape == (3,) and (w > 0).all()
+    with pytest.raises(QueryError, match="needs negatives"):
+        linear_direction([np.ones((2, 3))], [], np.zeros((0, 3)))

@@ -130,9 +130,10 @@ class _TightEncoder:
         return np.asarray(batch, dtype="float32")[:, None] * 2
 
 
-def test_out_of_memory_halves_the_batch_and_retries():
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_out_of_memory_halves_the_batch_and_retries(prefetch):
     enc, drops = _TightEncoder(limit=3), []
-    out = encode_with_retry(enc, lambda c: c, list(range(10)), 16, True, on_oom=drops.append)
+    out = encode_with_retry(enc, lambda c: c, list(range(10)), 16, True, on_oom=drops.append, prefetch=prefetch)
     assert [float(o[0]) for o in out] == [2.0 * i for i in range(10)]
     assert drops == [8, 4, 2] and max(enc.sizes[3:]) <= 2
     with pytest.raises(_FakeOOM):
@@ -154,3 +155,16 @@ def test_batch_size_by_device(checkpoints):
     small, big = gpu_batch_size(8 << 30, 1024, 192), gpu_batch_size(80 << 30, 1024, 192)
     assert 1 <= small < big <= 1024 and big >= 8 * small // 10 * 9 // 10
     assert gpu_batch_size(1 << 20, 4096, 768) == 1
+
+
+@pytest.mark.gpu
+def test_gpu_matches_cpu_within_bf16_tolerance(checkpoints):
+    """bf16 autocast on CUDA: every patch within cosine 0.99 of the fp32 CPU result."""
+    cube = synthetic_cube(height=64, width=64, times=3, seed=6)
+    kw = dict(weights=checkpoints["v1.1"], progress=False, tile_size=32, halo=0)
+    cpu = eoembed.embed(cube, "nano", device="cpu", **kw).values.reshape(128, -1)
+    gpu = eoembed.embed(cube, "nano", device="cuda", **kw).values.reshape(128, -1)
+    cos = (cpu * gpu).sum(0) / np.linalg.norm(cpu, axis=0) / np.linalg.norm(gpu, axis=0)
+    assert cos.min() > 0.99, cos.min()
+    big = eoembed.embed(cube, "nano", device="cuda", batch_size=None, **kw)  # batch sized to free memory
+    np.testing.assert_allclose(big.values.reshape(128, -1), gpu, atol=2e-2)
