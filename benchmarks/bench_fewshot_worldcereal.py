@@ -51,7 +51,7 @@ def stacked_features(pooled: xr.DataArray, per_time: xr.DataArray) -> xr.DataArr
     pt = per_time.transpose("time", "embedding", "y", "x")
     data = np.concatenate([pooled.transpose("embedding", "y", "x").values,
                            pt.values.reshape(-1, pt.sizes["y"], pt.sizes["x"])], axis=0)
-    out = xr.DataArray(data, dims=("embedding", "y", "x"),
+    out = xr.DataArray(data, dims=("embedding", "y", "x"), name=pooled.name or "embeddings",
                        coords={"embedding": np.arange(data.shape[0]), "y": pooled["y"], "x": pooled["x"]},
                        attrs={**pooled.attrs, "eoembed:embedding_dim": int(data.shape[0]),
                               "eoembed:features": "time-pooled + per-timestep stacked"})

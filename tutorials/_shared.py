@@ -101,7 +101,7 @@ def stacked(pooled, per_time):
     pt = per_time.transpose("time", "embedding", "y", "x")
     data = np.concatenate([pooled.transpose("embedding", "y", "x").values,
                            pt.values.reshape(-1, pt.sizes["y"], pt.sizes["x"])])
-    out = xr.DataArray(data, dims=("embedding", "y", "x"),
+    out = xr.DataArray(data, dims=("embedding", "y", "x"), name=pooled.name or "embeddings",
                        coords={"embedding": np.arange(len(data)), "y": pooled.y, "x": pooled.x},
                        attrs={**pooled.attrs, "eoembed:embedding_dim": int(len(data))})
     return out.rio.write_crs(pooled.rio.crs).rio.write_transform(pooled.rio.transform())
