@@ -34,6 +34,8 @@ from eoembed.models.registry import ModelSpec
 
 #: Largest spatial dask chunk of the work graph, in pixels.
 WORK_CHUNK_PX_MAX = 1024
+#: Smallest work block, in window cores, when blending (edge windows are computed by both blocks).
+BLEND_MIN_CORES = 8
 
 
 # --- input checks -------------------------------------------------------------------
@@ -382,6 +384,9 @@ def _lazy(sub: xr.DataArray, encoder, plan: BlockPlan, grid: GridSpec, weights, 
     first = max(sub.chunks[2][0], sub.chunks[3][0])
     step = min(max(1, round(first / core)), max(1, WORK_CHUNK_PX_MAX // core)) * core
     step = max(step, -(-h // core) * core)  # every chunk at least as deep as the context
+    if grid.windows_before:  # blending: a block also runs its neighbours' edge windows, so
+        # keep blocks >= 8 cores wide: at most (8+2)/8 the windows per axis (1024 px: ~1.1)
+        step = max(step, min(BLEND_MIN_CORES, max(1, WORK_CHUNK_PX_MAX // core)) * core)
     arr = sub.data.astype("float32")
     # pad to whole work chunks: every block is alike (windows past the last tile are skipped),
     # and the output has the regular chunks a Zarr store needs

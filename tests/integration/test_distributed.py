@@ -35,14 +35,14 @@ def _loads():
 def test_embed_on_a_local_cluster_loads_the_model_once_per_worker(checkpoints, tmp_path):
     cube = synthetic_cube(height=96, width=96, times=2, seed=8)
     ck = checkpoints["v1.1"]
-    eager = eoembed.embed(cube, "nano", weights=ck, progress=False)
+    eager = eoembed.embed(cube, "nano", weights=ck, progress=False, blend=False)
     src = tmp_path / "cube.nc"
     cube.to_dataset(dim="band").to_netcdf(src)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                   memory_limit="2GiB") as cluster, distributed.Client(cluster) as client:
         client.run(_count_loads)
-        lazy = eoembed.embed(cube.chunk({"y": 32, "x": 32}), "nano", weights=ck)
-        assert lazy.data.npartitions >= 9
+        lazy = eoembed.embed(cube.chunk({"y": 32, "x": 32}), "nano", weights=ck, blend=False)
+        assert lazy.data.npartitions >= 4
         from eoembed.io import open_embeddings, to_zarr
 
         info = to_zarr(lazy, tmp_path / "emb.zarr", progress=False)  # streams region by region through the workers
@@ -50,14 +50,14 @@ def test_embed_on_a_local_cluster_loads_the_model_once_per_worker(checkpoints, t
         loads = client.run(_loads)
         assert len(loads) == 2 and all(n <= 1 for n in loads.values()) and sum(loads.values()) >= 1, loads
         # a second run on the same workers reuses their models
-        eoembed.embed(cube.chunk({"y": 48, "x": 48}), "nano", weights=ck).compute()
+        eoembed.embed(cube.chunk({"y": 48, "x": 48}), "nano", weights=ck).compute()  # blended default
         assert client.run(_loads) == loads
         # the command line on an existing scheduler address
         from eoembed.cli import main
 
         out = tmp_path / "cli.zarr"
         assert main(["embed", str(src), "-o", str(out), "--model", "nano", "--weights", str(ck), "--quiet",
-                     "--cluster", cluster.scheduler_address]) == 0
+                     "--no-blend", "--cluster", cluster.scheduler_address]) == 0
     back = open_embeddings(tmp_path / "emb.zarr")
     np.testing.assert_allclose(back.values, eager.values, atol=1e-5, equal_nan=True)
     assert back.rio.crs == eager.rio.crs
