@@ -65,7 +65,7 @@ def test_demo_finds_the_shared_weights_beside_the_sample(sample_path):
 
     if not (GALILEO / "encoder.pt").is_file():
         pytest.skip(f"real Galileo weights not found at {GALILEO}")
-    assert find_local_weights("galileo-nano", str(sample_path)) == GALILEO
+    assert find_local_weights("galileo-nano", str(sample_path)).resolve() == GALILEO.resolve()
     assert find_local_weights("spectral", str(sample_path)) is None
 
 
