@@ -243,10 +243,11 @@ def test_explorer_in_jupyterlab(lab):
             fig = page.locator(".bqplot.figure").first
             fig.scroll_into_view_if_needed()
             box = fig.bounding_box()
-            page.mouse.move(box["x"] + 0.45 * box["width"], box["y"] + 0.3 * box["height"])
+            # a box over most of the plot area: it holds points whatever the PCA's signs/layout
+            page.mouse.move(box["x"] + 0.12 * box["width"], box["y"] + 0.08 * box["height"])
             page.mouse.down()
-            page.mouse.move(box["x"] + 0.6 * box["width"], box["y"] + 0.45 * box["height"], steps=8)
-            page.mouse.move(box["x"] + 0.75 * box["width"], box["y"] + 0.6 * box["height"], steps=8)
+            page.mouse.move(box["x"] + 0.5 * box["width"], box["y"] + 0.45 * box["height"], steps=8)
+            page.mouse.move(box["x"] + 0.95 * box["width"], box["y"] + 0.85 * box["height"], steps=8)
             page.mouse.up()
             images.nth(n0 + 3).wait_for(timeout=30_000)  # the selection layer
             state = _run_cell(page, 2, "STATE")
