@@ -32,6 +32,8 @@ Design notes
 
 from __future__ import annotations
 
+import warnings
+
 import logging
 import os
 from html import escape as _esc
@@ -438,7 +440,9 @@ class Explorer(_HBox):
         self._put_raster("class", cls2d, *categorical_indexed(cls2d.values, codes, colors))  # on top
         self._set_legend(names, colors)
         try:
-            self.cv_report = clf.cv_report()
+            with warnings.catch_warnings():  # fewer folds than asked: the report's notes say so, in the panel
+                warnings.simplefilter("ignore", UserWarning)
+                self.cv_report = clf.cv_report()
             self._report_w.value = _report_html(self.cv_report)
             self._status(f"Trained on {len(clf.y)} patches; spatial-CV balanced accuracy "
                          f"{self.cv_report.balanced_accuracy:.3f}.")

@@ -31,6 +31,8 @@ SAMPLE = ROOT.parent / "shared" / "data" / "worldcereal" / "worldcereal_preproce
 WEIGHTS = ROOT.parent / "shared" / "weights" / "galileo-nano"
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
+TUTORIALS = ROOT / "tutorials"
+TUTORIAL_03 = "03_similarity_search_map.ipynb"
 
 pytestmark = [
     pytest.mark.browser,
@@ -103,10 +105,16 @@ def lab(tmp_path_factory):
     work = root / "work"
     work.mkdir()
     _notebook(work / "explorer.ipynb", "eoembed-venv")
+    # the explorer tutorial, as a student opens it (kernelspec pointed at this venv)
+    tut = json.loads((TUTORIALS / TUTORIAL_03).read_text())
+    tut["metadata"]["kernelspec"] = {"name": "eoembed-venv", "display_name": "eoembed venv", "language": "python"}
+    (work / TUTORIAL_03).write_text(json.dumps(tut))
+    (work / "_shared.py").write_text((TUTORIALS / "_shared.py").read_text())
     port = _free_port()
     env = {**os.environ, "JUPYTER_PATH": str(jpath), "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
            "JUPYTER_CONFIG_DIR": str(root / "config"), "JUPYTERLAB_SETTINGS_DIR": str(root / "settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(root / "workspaces"), "OMP_NUM_THREADS": "1"}
+           "JUPYTERLAB_WORKSPACES_DIR": str(root / "workspaces"), "OMP_NUM_THREADS": "1",
+           "EOEMBED_SHARED": str(ROOT.parent / "shared")}
     log = open(root / "lab.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--port={port}",
@@ -256,6 +264,47 @@ def test_explorer_in_jupyterlab(lab):
             page.screenshot(path=str(ARTIFACTS / "explorer-brush.png"))
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "explorer-failure.png"))
+            raise
+        finally:
+            browser.close()
+
+
+def test_explorer_tutorial_runs_in_jupyterlab(lab):
+    """Tutorial 3 run top to bottom in the browser: no cell fails, the explorer shows its
+    layers, and the classifier trained in its last exercise puts a class legend on the map."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-dev-shm-usage"])
+        page = browser.new_page(viewport={"width": 1700, "height": 1300})
+        try:
+            page.goto(f"{lab}/lab/tree/{TUTORIAL_03}", wait_until="domcontentloaded")
+            page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
+            _dismiss_popups(page)
+            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=120_000)
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.get_by_text("Run All Cells", exact=True).click()
+            code = page.locator(".jp-Notebook .jp-CodeCell")
+            last = code.nth(code.count() - 1).locator(".jp-InputPrompt")
+            deadline = time.time() + 900
+            while time.time() < deadline:  # the last cell gets its execution number when all are done
+                if re.search(r"\[\d+\]", last.inner_text()):
+                    break
+                time.sleep(1)
+            else:
+                pytest.fail("the tutorial did not finish running in 15 min")
+            body = page.locator(".jp-Notebook").inner_text()
+            assert "Traceback (most recent call last)" not in body, body[-3000:]
+            assert "Error" not in "".join(page.locator(".jp-OutputArea-output[data-mime-type="
+                                                       "'application/vnd.jupyter.stderr']").all_inner_texts())
+            images = page.locator(".leaflet-container img.leaflet-image-layer")
+            assert images.count() >= 3  # true colour, PCA-RGB and the class map of the last exercise
+            legend = page.locator(".leaflet-control", has_text="unlike")
+            assert legend.count() >= 1 and "like" in (legend.first.text_content() or "").replace("unlike", "")
+            page.screenshot(path=str(ARTIFACTS / "tutorial-03.png"))
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "tutorial-03-failure.png"))
             raise
         finally:
             browser.close()
