@@ -23,7 +23,6 @@ load from a local folder with the same three files (``weights=PATH`` or
 from __future__ import annotations
 
 import json
-import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -143,9 +142,6 @@ def group_arrays(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 # --- loading ------------------------------------------------------------------------
-_CACHE: OrderedDict = OrderedDict()
-_CACHE_LOCK = threading.Lock()
-_CACHE_SIZE = 4
 # checkpoint parts eoembed never feeds (always-masked groups): present in the file, not built
 _UNUSED_PREFIXES = ("space_embed.", "time_embed.", "static_embed.", "sp_channel_embed", "t_channel_embed",
                     "st_channel_embed")
@@ -218,20 +214,10 @@ def _build_module(spec: ModelSpec, source: WeightsSource):
 
 
 def load_galileo(spec: ModelSpec, weights=None, device: str | None = None) -> "GalileoEncoderAdapter":
-    """Load (or reuse from an in-process cache) the Galileo encoder for ``spec``."""
+    """Build the Galileo encoder for ``spec`` (caching across calls is :func:`eoembed.models.load_model`'s job)."""
     device = resolve_device(device)
     source = resolve_weights(spec, weights)
-    key = (spec.name, str(source.weights), source.weights.stat().st_mtime_ns, device)
-    with _CACHE_LOCK:
-        if key in _CACHE:
-            _CACHE.move_to_end(key)
-            return _CACHE[key]
-    enc = GalileoEncoderAdapter(spec, _build_module(spec, source).to(device), device, source)
-    with _CACHE_LOCK:
-        _CACHE[key] = enc
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    return enc
+    return GalileoEncoderAdapter(spec, _build_module(spec, source).to(device), device, source)
 
 
 class GalileoEncoderAdapter:

@@ -20,8 +20,6 @@ commit, SHA-256-checked; only its ``encoder.*`` part is used.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 
 import numpy as np
 
@@ -67,8 +65,6 @@ SPEC = ModelSpec(
     pixel_series=True,
 )
 
-_CACHE: OrderedDict = OrderedDict()
-_CACHE_LOCK = threading.Lock()
 _UNUSED = ("eo_patch_embed.ERA5.", "eo_patch_embed.SRTM.", "dw_embed.")
 
 
@@ -99,19 +95,10 @@ def _build_module(spec: ModelSpec, source: WeightsSource):
 
 
 def load_presto(spec: ModelSpec, weights=None, device: str | None = None) -> "PrestoEncoderAdapter":
-    """Load (or reuse from an in-process cache) the Presto encoder."""
+    """Build the Presto encoder (caching across calls is :func:`eoembed.models.load_model`'s job)."""
     device = resolve_device(device)
     source = resolve_weights(spec, weights)
-    key = (spec.name, str(source.weights), source.weights.stat().st_mtime_ns, device)
-    with _CACHE_LOCK:
-        if key in _CACHE:
-            return _CACHE[key]
-    enc = PrestoEncoderAdapter(spec, _build_module(spec, source).to(device), device, source)
-    with _CACHE_LOCK:
-        _CACHE[key] = enc
-        while len(_CACHE) > 4:
-            _CACHE.popitem(last=False)
-    return enc
+    return PrestoEncoderAdapter(spec, _build_module(spec, source).to(device), device, source)
 
 
 _TRANSFORMERS: dict[str, object] = {}
