@@ -152,6 +152,7 @@ def compile_encoder(encoder):
     for module in compile_targets(compiled):
         module.compile()
     compiled.compiled = True
+    compiled.provenance = lambda: {**encoder.provenance(), "eoembed:compiled": 1}
     return compiled
 
 

@@ -44,6 +44,16 @@ def test_every_registered_torch_family_is_covered():
     assert families - {"spectral"} == set(TORCH_FAMILIES)
 
 
+@pytest.mark.parametrize(("name", "device", "want"), [
+    ("nano", "cuda:1", "bfloat16 autocast"), ("galileo-nano", "cuda", "bfloat16 autocast"),
+    ("presto", "cuda", "float32"), ("nano", "cpu", "float32"), ("spectral", "cpu", "float32"),
+])
+def test_precision_is_stamped_into_the_attrs(name, device, want):
+    from eoembed.models.weights import provenance_attrs
+
+    assert provenance_attrs(eoembed.get_model_spec(name), None, device)["eoembed:precision"] == want
+
+
 def test_inference_context_on_cpu_is_plain_fp32_inference():
     a = torch.randn(4, 4)
     with tc.inference("cpu", "olmoearth"):
@@ -156,6 +166,8 @@ def test_compile_is_part_of_the_model_cache_key():
     assert comp is not eager and getattr(comp, "compiled", False) and not getattr(eager, "compiled", False)
     assert eoembed.load_model("galileo-nano", weights=GALILEO, device="cpu", compile=True) is comp
     assert eoembed.load_model("galileo-nano", weights=GALILEO, device="cpu") is eager
+    assert comp.provenance()["eoembed:compiled"] == 1 and "eoembed:compiled" not in eager.provenance()
+    assert comp.provenance()["eoembed:weights_sha256"] == eager.provenance()["eoembed:weights_sha256"]
 
 
 @needs_galileo
@@ -167,6 +179,7 @@ def test_compiled_embedding_equals_eager_on_cpu():
     comp = eoembed.embed(cube, "galileo-nano", compile=True, **kw)
     assert np.isfinite(eager.values).all()
     np.testing.assert_allclose(comp.values, eager.values, atol=1e-5, rtol=0)
+    assert comp.attrs["eoembed:compiled"] == 1 and eager.attrs["eoembed:precision"] == "float32"
 
 
 # --- on a GPU -------------------------------------------------------------------------
