@@ -400,10 +400,9 @@ def _lazy(sub: xr.DataArray, encoder, plan: BlockPlan, grid: GridSpec, weights, 
     arr = arr.rechunk({0: -1, 1: -1, 2: step, 3: step})
     cy, cx = arr.chunks[2], arr.chunks[3]
     arr = da.overlap.overlap(arr, depth={0: 0, 1: 0, 2: h, 3: h}, boundary={0: "none", 1: "none", 2: np.nan, 3: np.nan})
-    dev = getattr(encoder, "device", device)
-    if str(dev).startswith("cuda:") and str(device) in ("auto", "None", "cuda"):
-        dev = "cuda"  # each worker picks its own GPU (models._torchcommon.cuda_for_worker)
-    ref = _EncoderRef(encoder.spec.name, None if weights is None else str(weights), dev, bool(compile))
+    # the client's resolved device ("cuda", not "cuda:N"): each worker then takes its own GPU
+    ref = _EncoderRef(encoder.spec.name, None if weights is None else str(weights), getattr(encoder, "device", device),
+                      bool(compile))
     dim = encoder.output_dim(plan.modality_sources, sub.sizes["time"], plan.pool_time)
     out_y = tuple(c // p for c in cy)
     out_x = tuple(c // p for c in cx)
