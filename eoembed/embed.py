@@ -213,9 +213,10 @@ class _EncoderRef:
     name: str
     weights: str | None
     device: str | None
+    compile: bool = False
 
     def get(self):
-        return load_model(self.name, weights=self.weights, device=self.device)
+        return load_model(self.name, weights=self.weights, device=self.device, compile=self.compile)
 
 
 def _block_fn(block, *, ref: _EncoderRef, plan: BlockPlan, offsets_y, offsets_x, block_info=None):
@@ -243,6 +244,7 @@ def embed(
     max_missing_bands: int | None = None,
     extra_bands: str = "raise",
     progress: bool = True,
+    compile: bool = False,
 ) -> xr.DataArray:
     """Embed a datacube: one vector per patch, on the cube's own grid.
 
@@ -296,6 +298,9 @@ def embed(
         ``"raise"`` or ``"ignore"`` labels that are not bands of the model.
     progress:
         Show a progress bar (eager runs).
+    compile:
+        ``torch.compile`` the encoder (see :func:`eoembed.load_model`): worth it on a
+        GPU for large runs; each new tile shape compiles once per process.
 
     Returns
     -------
@@ -330,7 +335,7 @@ def embed(
     used = prep.band_index
     sub = prep.select(cube)
 
-    encoder = load_model(spec, weights=weights, device=device)
+    encoder = load_model(spec, weights=weights, device=device, compile=compile)
     bplan = BlockPlan(
         modality_sources=prep.sources,
         scale_factor=prep.scale_factor,
@@ -359,7 +364,7 @@ def embed(
             data = embed_block(padded, encoder, bplan, (0, 0), progress=bar.update)
         data = data[..., :ny, :nx]
     else:
-        data = _lazy(sub, encoder, bplan, grid, weights, device)
+        data = _lazy(sub, encoder, bplan, grid, weights, device, compile)
     return _wrap(data, cube, grid, spec, encoder, prep.plan, bplan, prep.scale_how, prep.harmonization_how, pool_time)
 
 
@@ -373,7 +378,7 @@ def _center_lonlat(cube: xr.DataArray) -> tuple[float, float]:
     return float(lon), float(lat)
 
 
-def _lazy(sub: xr.DataArray, encoder, plan: BlockPlan, grid: GridSpec, weights, device):
+def _lazy(sub: xr.DataArray, encoder, plan: BlockPlan, grid: GridSpec, weights, device, compile: bool = False):
     """The dask graph: rechunk to whole tile cores, add context, embed block by block."""
     import dask.array as da
 
@@ -395,7 +400,9 @@ def _lazy(sub: xr.DataArray, encoder, plan: BlockPlan, grid: GridSpec, weights, 
     arr = arr.rechunk({0: -1, 1: -1, 2: step, 3: step})
     cy, cx = arr.chunks[2], arr.chunks[3]
     arr = da.overlap.overlap(arr, depth={0: 0, 1: 0, 2: h, 3: h}, boundary={0: "none", 1: "none", 2: np.nan, 3: np.nan})
-    ref = _EncoderRef(encoder.spec.name, None if weights is None else str(weights), getattr(encoder, "device", device))
+    # the client's resolved device ("cuda", not "cuda:N"): each worker then takes its own GPU
+    ref = _EncoderRef(encoder.spec.name, None if weights is None else str(weights), getattr(encoder, "device", device),
+                      bool(compile))
     dim = encoder.output_dim(plan.modality_sources, sub.sizes["time"], plan.pool_time)
     out_y = tuple(c // p for c in cy)
     out_x = tuple(c // p for c in cx)

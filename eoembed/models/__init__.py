@@ -7,6 +7,7 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
+from eoembed.exceptions import ParameterError
 from eoembed.models import galileo as _galileo  # noqa: F401  (registers the family)
 from eoembed.models import olmoearth as _olmoearth  # noqa: F401  (registers the family)
 from eoembed.models import phileo as _phileo  # noqa: F401
@@ -33,7 +34,7 @@ def _weights_identity(weights) -> tuple:
     return (str(path), stats)
 
 
-def load_model(name: str | ModelSpec, *, weights=None, device: str | None = "auto"):
+def load_model(name: str | ModelSpec, *, weights=None, device: str | None = "auto", compile: bool = False):
     """Load an encoder by name, once per process.
 
     Parameters
@@ -46,6 +47,11 @@ def load_model(name: str | ModelSpec, *, weights=None, device: str | None = "aut
         revision) are tried.
     device:
         ``"auto"`` (CUDA when available, with bf16 autocast), ``"cpu"`` or ``"cuda"``.
+        On a dask worker with several GPUs, ``"cuda"`` is the worker's own GPU
+        (``cuda:{worker % n_gpus}``; see the README, "Scaling out").
+    compile:
+        ``torch.compile`` the encoder (default False). Faster on a GPU after a
+        compilation of tens of seconds per new input shape; needs a C++ compiler on CPU.
 
     Returns
     -------
@@ -56,12 +62,18 @@ def load_model(name: str | ModelSpec, *, weights=None, device: str | None = "aut
         do not reload it (:func:`clear_model_cache` empties the cache).
     """
     spec = get_model_spec(name)
-    key = (spec.name, _weights_identity(weights), str(device))
+    key = (spec.name, _weights_identity(weights), str(device), bool(compile))
     with _CACHE_LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
     enc = get_loader(spec)(spec, weights=weights, device=device)
+    if compile:
+        if getattr(enc, "module", None) is None:
+            raise ParameterError(f"{spec.name} has no torch module to compile; use compile=False")
+        from eoembed.models._torchcommon import compile_encoder
+
+        enc = compile_encoder(enc)
     with _CACHE_LOCK:
         _CACHE[key] = enc
         while len(_CACHE) > MODEL_CACHE_SIZE:

@@ -28,7 +28,7 @@ from collections import OrderedDict
 import numpy as np
 
 from eoembed.exceptions import CorruptWeightsError, ParameterError
-from eoembed.models._torchcommon import resolve_device
+from eoembed.models._torchcommon import inference, resolve_device, to_device
 from eoembed.models.registry import ModelSpec, WeightFile, register_model
 from eoembed.models.weights import WeightsSource, _first_line, load_state_dict, provenance_attrs, resolve_weights
 
@@ -259,11 +259,11 @@ class GalileoEncoderAdapter:
                 f"{self.spec.name} needs square windows (its 2-D positions are absolute), got "
                 f"{vis.shape[1]}×{vis.shape[2]} patches; embed() always cuts square tiles."
             )
-        groups = {g: torch.as_tensor(a, device=self.device) for g, a in group_arrays(batch.data).items()}
-        months = torch.as_tensor(batch.timestamps[..., 1], dtype=torch.long, device=self.device)
-        vis_t = torch.as_tensor(vis, device=self.device)
-        with torch.inference_mode():
-            tok = self.module(groups, vis_t, months, batch.patch_size, float(batch.input_res))
+        groups = {g: to_device(a, self.device) for g, a in group_arrays(batch.data).items()}
+        months = to_device(batch.timestamps[..., 1], self.device, dtype=torch.long)
+        vis_t = to_device(vis, self.device)
+        with inference(self.device, self.spec.family):
+            tok = self.module(groups, vis_t, months, batch.patch_size, float(batch.input_res)).float()
             keep = vis_t.to(tok.dtype)
             total = (tok * keep[..., None]).sum(dim=4)  # (B, h, w, T, D)
             count = keep.sum(dim=4)  # (B, h, w, T)

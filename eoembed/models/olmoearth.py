@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from eoembed.exceptions import CorruptWeightsError, MissingOptionalDependency
-from eoembed.models._torchcommon import resolve_device
+from eoembed.models._torchcommon import inference, resolve_device, to_device
 from eoembed.models.registry import ModelSpec, WeightFile, register_model
 from eoembed.models.weights import WeightsSource, _first_line, load_state_dict, provenance_attrs, resolve_weights
 from eoembed.sensors import LANDSAT_BANDS, S1_BANDS, S2_BANDS
@@ -238,17 +238,16 @@ class OlmoEarthEncoder:
         )
 
         p = batch.patch_size
-        fields = {"timestamps": torch.as_tensor(batch.timestamps, device=self.device)}
+        fields = {"timestamps": to_device(batch.timestamps, self.device)}
         for m, x in batch.data.items():
             vis = batch.visible[m]  # (B, h, w, T)
             pix = np.repeat(np.repeat(vis, p, axis=1), p, axis=2)  # (B, H, W, T)
             mask = np.where(pix, MaskValue.ONLINE_ENCODER.value, MaskValue.MISSING.value)
             mask = np.repeat(mask[..., None], self.spec.token_groups[m], axis=-1)
-            fields[m] = torch.as_tensor(x, device=self.device)
-            fields[f"{m}_mask"] = torch.as_tensor(mask, device=self.device)
+            fields[m] = to_device(x, self.device)
+            fields[f"{m}_mask"] = to_device(mask, self.device)
         sample = MaskedOlmoEarthSample(**fields)
-        use_amp = self.device.startswith("cuda")
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+        with inference(self.device, self.spec.family):
             # every token visible: skip token removal/re-insertion (same numbers, ~5 % faster)
             fast = all(bool(v.all()) for v in batch.visible.values())
             out = self.module(sample, patch_size=p, input_res=batch.input_res, fast_pass=fast)

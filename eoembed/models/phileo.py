@@ -34,10 +34,12 @@ import numpy as np
 from eoembed.models._torchcommon import (
     TorchEncoder,
     build_encoder,
+    inference,
     load_into,
     pool_tokens,
     read_checkpoint,
     require_torch,
+    to_device,
 )
 from eoembed.models.registry import ModelSpec, WeightFile, register_model
 
@@ -160,20 +162,22 @@ class PhilEOEncoder(TorchEncoder):
     std = np.full(len(S2_BANDS), 10000.0)
     fill_from_nearest_band = True
 
+    def compile_targets(self) -> list:
+        """``features`` calls the stem and each stage's parts, not ``forward``: compile those."""
+        m = self.module
+        return [m.stem, *(part for st in m.encoder_blocks for part in (st.blocks, st.downsample))]
+
     def group_key(self, visible: dict) -> int:
         """A CNN in eval mode treats every image on its own: any tiles may share a batch."""
         return 0
 
     def encode(self, batch, *, pool_time: bool) -> np.ndarray:
-        import torch
-
         p = batch.patch_size
-        x = torch.as_tensor(batch.data["sentinel2_l2a"], device=self.device)  # (B, H, W, T, C)
-        vis = torch.as_tensor(batch.visible["sentinel2_l2a"], device=self.device)  # (B, h, w, T)
+        x = to_device(batch.data["sentinel2_l2a"], self.device)  # (B, H, W, T, C)
+        vis = to_device(batch.visible["sentinel2_l2a"], self.device)  # (B, h, w, T)
         b, hh, ww, nt, c = x.shape
         imgs = x.permute(0, 3, 4, 1, 2).reshape(b * nt, c, hh, ww)
-        use_amp = self.device.startswith("cuda")
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+        with inference(self.device, self.spec.family):
             fmap = self.module.features(imgs, stride=p).float()  # (B*T, D, h, w)
         tok = fmap.reshape(b, nt, -1, hh // p, ww // p).permute(0, 3, 4, 1, 2)  # (B, h, w, T, D)
         return pool_tokens(tok, vis, pool_time).cpu().numpy().astype("float32")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from eoembed.exceptions import CorruptWeightsError, ParameterError
-from eoembed.models._torchcommon import resolve_device
+from eoembed.models._torchcommon import inference, resolve_device, to_device
 from eoembed.models.galileo import GROUPS, S1, S1_BANDS, S2, S2_BANDS, group_arrays, group_visibility, ndvi
 from eoembed.models.registry import ModelSpec, WeightFile, register_model
 from eoembed.models.weights import WeightsSource, _first_line, load_state_dict, provenance_attrs, resolve_weights
@@ -168,21 +168,21 @@ class PrestoEncoderAdapter:
         latlon = np.stack([lat, lon], axis=-1).astype("float32")
         idx = np.flatnonzero(has)
         first = int(batch.timestamps[0, 0, 1])
-        months = torch.as_tensor((first + np.arange(t)) % 12, dtype=torch.long, device=self.device)
+        months = to_device((first + np.arange(t)) % 12, self.device, dtype=torch.long)
 
         out = np.full((pix_vis.shape[0], self.spec.embedding_dim), np.nan, dtype="float32")
         packed = np.packbits(pix_vis[idx].reshape(len(idx), -1), axis=1)
         patterns, which = np.unique(packed, axis=0, return_inverse=True)
-        with torch.inference_mode():
+        with inference(self.device, self.spec.family):
             for k in range(len(patterns)):
                 members = np.flatnonzero(which.reshape(-1) == k)
-                vis_k = torch.as_tensor(pix_vis[idx[members[0]]], device=self.device)
+                vis_k = to_device(pix_vis[idx[members[0]]], self.device)
                 for s in range(0, len(members), PIXELS_PER_CALL):
                     sel = members[s: s + PIXELS_PER_CALL]
                     rows_sel = idx[sel]
-                    x = {gname: torch.as_tensor(a[rows_sel], device=self.device) for gname, a in arrays.items()}
+                    x = {gname: to_device(a[rows_sel], self.device) for gname, a in arrays.items()}
                     emb = self.module(x, vis_k, months[None].expand(len(sel), -1),
-                                      torch.as_tensor(latlon[sel], device=self.device))
+                                      to_device(latlon[sel], self.device))
                     out[rows_sel] = emb.float().cpu().numpy()
 
         pix = out.reshape(b, hc, p, wc, p, -1)

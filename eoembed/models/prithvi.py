@@ -28,10 +28,12 @@ from eoembed.exceptions import CorruptWeightsError
 from eoembed.models._torchcommon import (
     TorchEncoder,
     build_encoder,
+    inference,
     load_into,
     pool_tokens,
     read_checkpoint,
     require_torch,
+    to_device,
 )
 from eoembed.models.registry import ModelSpec, WeightFile, register_model
 
@@ -172,18 +174,17 @@ class PrithviEncoder(TorchEncoder):
     def encode(self, batch, *, pool_time: bool) -> np.ndarray:
         import torch
 
-        x = torch.as_tensor(batch.data["sentinel2_l2a"], device=self.device)  # (B, H, W, T, C)
-        vis = torch.as_tensor(batch.visible["sentinel2_l2a"], device=self.device)  # (B, h, w, T)
+        x = to_device(batch.data["sentinel2_l2a"], self.device)  # (B, H, W, T, C)
+        vis = to_device(batch.visible["sentinel2_l2a"], self.device)  # (B, h, w, T)
         b, h, w, nt = vis.shape
         x = x.permute(0, 4, 3, 1, 2).contiguous()  # (B, C, T, H, W)
         keep = vis.permute(0, 3, 1, 2).reshape(b, nt * h * w)
-        temporal = torch.as_tensor(day_of_year(batch.timestamps), device=self.device)
+        temporal = to_device(day_of_year(batch.timestamps), self.device)
         lonlat = getattr(batch, "lonlat", None)
         location = None
         if lonlat is not None:
             location = torch.tensor([list(lonlat)] * b, dtype=torch.float32, device=self.device)
-        use_amp = self.device.startswith("cuda")
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+        with inference(self.device, self.spec.family):
             tok = self.module(x, keep, temporal, location).float()
         tok = tok.reshape(b, nt, h, w, -1).permute(0, 2, 3, 1, 4)  # (B, h, w, T, D)
         return pool_tokens(tok, vis, pool_time).cpu().numpy().astype("float32")

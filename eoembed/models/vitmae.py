@@ -28,10 +28,12 @@ from eoembed.exceptions import CorruptWeightsError
 from eoembed.models._torchcommon import (
     TorchEncoder,
     build_encoder,
+    inference,
     load_into,
     pool_tokens,
     read_checkpoint,
     require_torch,
+    to_device,
 )
 from eoembed.models.registry import ModelSpec, WeightFile, register_model
 
@@ -122,6 +124,10 @@ class ViTMAEEncoder(TorchEncoder):
         rgb = np.clip(np.asarray(data, dtype="float32") / np.float32(RGB_DN_MAX), 0.0, 1.0)
         return super().normalize(modality, rgb)
 
+    def compile_targets(self) -> list:
+        """:meth:`patch_tokens` calls the patch embedding and each block, not ``forward``."""
+        return [self.module.patch_embed, *self.module.blocks]
+
     def group_key(self, visible: dict) -> tuple:
         """Visible patches per timestep: equal keys → equal token counts per image."""
         v = visible["sentinel2_l2a"]
@@ -166,11 +172,10 @@ class ViTMAEEncoder(TorchEncoder):
         vis = batch.visible["sentinel2_l2a"]  # (B, h, w, T)
         b, hh, ww, nt, _ = x.shape
         h, w = vis.shape[1], vis.shape[2]
-        xt = torch.as_tensor(x, device=self.device)
-        vt = torch.as_tensor(vis, device=self.device)
+        xt = to_device(x, self.device)
+        vt = to_device(vis, self.device)
         out = torch.zeros(b, h, w, nt, int(self.spec.embedding_dim), device=self.device)
-        use_amp = self.device.startswith("cuda")
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+        with inference(self.device, self.spec.family):
             for t in range(nt):
                 keep = vt[..., t].reshape(b, h * w)
                 if not bool(keep.any()):

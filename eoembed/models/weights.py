@@ -406,6 +406,10 @@ def provenance_attrs(spec: ModelSpec, source: WeightsSource | None, device: str)
         })
     attrs["eoembed:license"] = spec.license
     attrs["eoembed:device"] = device
+    from eoembed.models._torchcommon import autocast_dtype  # here: _torchcommon imports this module
+
+    amp = autocast_dtype(device, spec.family)
+    attrs["eoembed:precision"] = f"{amp} autocast" if amp else "float32"
     return attrs
 
 
