@@ -162,14 +162,17 @@ def _short(keys, n: int = 6) -> str:
     return ", ".join(keys[:n]) + more
 
 
-def load_into(module, state: dict, path: Path, spec: ModelSpec, *, optional: tuple[str, ...] = ()) -> None:
+def load_into(module, state: dict, path: Path, spec: ModelSpec, *, optional: tuple[str, ...] = (),
+              unused: tuple[str, ...] = (), hint: str = "") -> None:
     """``module.load_state_dict(state)`` with a typed error naming what does not fit.
 
-    ``optional`` lists key prefixes the checkpoint may lack (the module keeps its value).
+    ``optional`` lists key prefixes the checkpoint may lack (the module keeps its value);
+    ``unused`` lists prefixes of checkpoint keys the encoder does not use (ignored);
+    ``hint`` replaces the generic last sentence of the error.
     """
     own = module.state_dict()
     missing = [k for k in own if k not in state and not k.startswith(optional)]
-    unexpected = [k for k in state if k not in own]
+    unexpected = [k for k in state if k not in own and not k.startswith(unused)]
     shapes = [f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
               for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or shapes:
@@ -181,8 +184,9 @@ def load_into(module, state: dict, path: Path, spec: ModelSpec, *, optional: tup
         if shapes:
             parts.append(f"wrong shapes: {_short(shapes, 3)}")
         raise CorruptWeightsError(
-            f"{path} does not fit {spec.name} ({'; '.join(parts)}). Check that the file is the "
-            f"published {spec.family} checkpoint for this model size, complete and not truncated."
+            f"{path} does not fit {spec.name} ({'; '.join(parts)}). " + (hint or (
+                f"Check that the file is the published {spec.family} checkpoint for this model size, "
+                "complete and not truncated."))
         )
     module.load_state_dict({k: state[k] for k in own if k in state}, strict=False)
 

@@ -28,9 +28,9 @@ from collections import OrderedDict
 import numpy as np
 
 from eoembed.exceptions import CorruptWeightsError, ParameterError
-from eoembed.models._torchcommon import inference, resolve_device, to_device
+from eoembed.models._torchcommon import inference, load_into, resolve_device, to_device
 from eoembed.models.registry import ModelSpec, WeightFile, register_model
-from eoembed.models.weights import WeightsSource, _first_line, load_state_dict, provenance_attrs, resolve_weights
+from eoembed.models.weights import WeightsSource, load_state_dict, provenance_attrs, resolve_weights
 
 LICENSE = "MIT"
 REPO = "github:nasaharvest/galileo"
@@ -195,18 +195,8 @@ def _build_module(spec: ModelSpec, source: WeightsSource):
     in_chans = {g: len(bands) if g != "NDVI" else 1 for g, (_, bands) in GROUPS.items()}
     module = GalileoEncoder(in_chans, dim, depth, heads, mlp, tmax, base)
     state = {k.replace(".backbone", ""): v for k, v in load_state_dict(source.weights).items()}
-    wanted = set(module.state_dict())
-    unexpected = [k for k in state if k not in wanted and not k.startswith(_UNUSED_PREFIXES)]
-    missing = sorted(wanted - set(state))
-    if missing or unexpected:
-        raise CorruptWeightsError(
-            f"{source.weights} does not fit {spec.name}: missing {missing[:5]}, unexpected {unexpected[:5]}. "
-            "It must be a Galileo encoder.pt (not the decoder or target encoder)."
-        )
-    try:
-        module.load_state_dict({k: state[k] for k in wanted}, strict=True)
-    except RuntimeError as err:
-        raise CorruptWeightsError(f"{source.weights} does not fit {spec.name}: {_first_line(str(err))}") from err
+    load_into(module, state, source.weights, spec, unused=_UNUSED_PREFIXES,
+              hint="It must be a Galileo encoder.pt (not the decoder or target encoder).")
     module.eval()
     for prm in module.parameters():
         prm.requires_grad_(False)

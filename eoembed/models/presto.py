@@ -24,10 +24,10 @@ from __future__ import annotations
 import numpy as np
 
 from eoembed.exceptions import CorruptWeightsError, ParameterError
-from eoembed.models._torchcommon import inference, resolve_device, to_device
+from eoembed.models._torchcommon import inference, load_into, resolve_device, to_device
 from eoembed.models.galileo import GROUPS, S1, S1_BANDS, S2, S2_BANDS, group_arrays, group_visibility, ndvi
 from eoembed.models.registry import ModelSpec, WeightFile, register_model
-from eoembed.models.weights import WeightsSource, _first_line, load_state_dict, provenance_attrs, resolve_weights
+from eoembed.models.weights import WeightsSource, load_state_dict, provenance_attrs, resolve_weights
 
 LICENSE = "MIT"
 COMMIT = "13173d028f035abcbcc3b13829314323a5c15d02"
@@ -76,18 +76,8 @@ def _build_module(spec: ModelSpec, source: WeightsSource):
     in_chans = {g: len(bands) if g != "NDVI" else 1 for g, (_, bands) in GROUPS.items()}
     module = PrestoEncoder(in_chans, spec.embedding_dim, spec.depth, spec.num_heads, spec.mlp_ratio,
                            spec.max_timesteps)
-    wanted = set(module.state_dict())
-    missing = sorted(wanted - set(enc))
-    unexpected = [k for k in enc if k not in wanted and not k.startswith(_UNUSED)]
-    if missing or unexpected:
-        raise CorruptWeightsError(
-            f"{source.weights} does not fit {spec.name}: missing {missing[:5]}, unexpected {unexpected[:5]}. "
-            "It must be Presto's default_model.pt (a state dict with encoder.* keys)."
-        )
-    try:
-        module.load_state_dict({k: enc[k] for k in wanted}, strict=True)
-    except RuntimeError as err:
-        raise CorruptWeightsError(f"{source.weights} does not fit {spec.name}: {_first_line(str(err))}") from err
+    load_into(module, enc, source.weights, spec, unused=_UNUSED,
+              hint="It must be Presto's default_model.pt (a state dict with encoder.* keys).")
     module.eval()
     for prm in module.parameters():
         prm.requires_grad_(False)
