@@ -31,6 +31,7 @@ from eoembed.exceptions import (
 from eoembed.grid import GridSpec, default_tiling, grid_from_cube, seam_attrs
 from eoembed.models import get_model_spec, load_model
 from eoembed.models.registry import ModelSpec
+from eoembed.position import POSITION_METHODS, position_attrs, resolve_position
 
 #: Largest spatial dask chunk of the work graph, in pixels.
 WORK_CHUNK_PX_MAX = 1024
@@ -245,6 +246,7 @@ def embed(
     extra_bands: str = "raise",
     progress: bool = True,
     compile: bool = False,
+    position: str = "auto",
 ) -> xr.DataArray:
     """Embed a datacube: one vector per patch, on the cube's own grid.
 
@@ -301,6 +303,13 @@ def embed(
     compile:
         ``torch.compile`` the encoder (see :func:`eoembed.load_model`): worth it on a
         GPU for large runs; each new tile shape compiles once per process.
+    position:
+        ``"auto"`` (default): ``"neutral"`` for models with absolute in-window positions
+        (Galileo, OlmoEarth, Prithvi-EO, ViT-MAE), ``"raw"`` for the others. ``"neutral"``
+        encodes every token at in-window position (0, 0), so a patch's vector depends on
+        the ground and its context, not on where the encoder window fell (measured: the
+        raw Galileo-Nano vectors' first principal component is ~99 % window position).
+        ``"raw"``: the model's own positions. Stamped in ``attrs["eoembed:position"]``.
 
     Returns
     -------
@@ -328,6 +337,7 @@ def embed(
     if not 0 < min_valid <= 1:
         raise ParameterError(f"min_valid must be in (0, 1], got {min_valid}")
     grid = _grid(cube, spec, patch_size, tile_size, halo, blend)
+    position = resolve_position(position, spec)
     prep = _bands.prepare(
         cube, spec, bands=bands, modalities=modalities, extra_bands=extra_bands, max_missing=max_missing_bands,
         scale=scale, harmonize=harmonize,
@@ -350,19 +360,19 @@ def embed(
         lonlat=_center_lonlat(cube),
         transform=tuple(grid.transform)[:6],
         crs=cube.rio.crs.to_wkt(),
+        position=position,
     )
-    py, px = grid.padded_shape
     ny, nx = grid.patches_y, grid.patches_x
     if sub.chunks is None:
         arr = np.asarray(sub.values, dtype="float32")
         d = grid.depth
-        padded = np.full((ntime, len(used), py + 2 * d, px + 2 * d), np.nan, dtype="float32")
+        padded = np.full((ntime, len(used), ny * grid.patch_size + 2 * d, nx * grid.patch_size + 2 * d), np.nan,
+                         dtype="float32")
         padded[:, :, d : d + grid.height, d : d + grid.width] = arr
         from tqdm.auto import tqdm
 
         with tqdm(total=grid.n_tiles, desc=f"embed {spec.name}", unit="tile", disable=not progress) as bar:
             data = embed_block(padded, encoder, bplan, (0, 0), progress=bar.update)
-        data = data[..., :ny, :nx]
     else:
         data = _lazy(sub, encoder, bplan, grid, weights, device, compile)
     return _wrap(data, cube, grid, spec, encoder, prep.plan, bplan, prep.scale_how, prep.harmonization_how, pool_time)
@@ -383,13 +393,15 @@ def _lazy(sub: xr.DataArray, encoder, plan: BlockPlan, grid: GridSpec, weights, 
     import dask.array as da
 
     h, core, p = grid.depth, grid.core, grid.patch_size
-    py, px = grid.padded_shape
+    py, px = grid.patches_y * p, grid.patches_x * p
     # work chunks: the input's chunking rounded to whole tile cores (it sets parallelism only;
-    # results do not depend on it), capped so one block stays a few hundred MB at most
+    # results do not depend on it: windows sit on the global grid whatever the block), capped so
+    # one block stays a few hundred MB at most. Windows that straddle a block border (blocks
+    # start on the cube's patches, windows on the CRS grid) are run by both blocks.
     first = max(sub.chunks[2][0], sub.chunks[3][0])
     step = min(max(1, round(first / core)), max(1, WORK_CHUNK_PX_MAX // core)) * core
     step = max(step, -(-h // core) * core)  # every chunk at least as deep as the context
-    if grid.windows_before:  # blending: a block also runs its neighbours' edge windows, so
+    if grid.blend and grid.halo:  # blending: a block also runs its neighbours' edge windows, so
         # keep blocks >= 8 cores wide: at most (8+2)/8 the windows per axis (1024 px: ~1.1)
         step = max(step, min(BLEND_MIN_CORES, max(1, WORK_CHUNK_PX_MAX // core)) * core)
     arr = sub.data.astype("float32")
@@ -433,6 +445,10 @@ def _wrap(data, cube, grid: GridSpec, spec, encoder, plan, bplan: BlockPlan, sca
         "eoembed:tile_size": int(grid.tile_size),
         "eoembed:halo": int(grid.halo),
         "eoembed:blend": int(grid.blend),
+        "eoembed:window_grid": "CRS-anchored: window cores at multiples of the stride from the CRS origin",
+        "eoembed:window_offset": [int(v) for v in grid.window_offset_patches],
+        "eoembed:position": bplan.position,
+        "eoembed:position_method": POSITION_METHODS[bplan.position],
         "eoembed:input_res": float(bplan.input_res),
         "eoembed:bands": plan.used_bands,
         "eoembed:bands_filled": missing,
@@ -449,6 +465,7 @@ def _wrap(data, cube, grid: GridSpec, spec, encoder, plan, bplan: BlockPlan, sca
                                        str(np.datetime_as_string(t.max(), unit="D"))]
     if isinstance(data, np.ndarray):  # lazy cubes get it when written (eoembed.io.to_zarr)
         attrs.update(seam_attrs(data, grid))
+        attrs.update(position_attrs(data, grid.core // grid.patch_size, grid.window_offset_patches))
     out = xr.DataArray(data, coords=coords, dims=dims, name="embeddings", attrs=attrs)
     out = out.rio.write_crs(cube.rio.crs).rio.write_transform(grid.out_transform)
     out.encoding.pop("_FillValue", None)

@@ -49,6 +49,10 @@ class TileBatch:
     transform, crs:
         The cube's pixel transform (6 affine coefficients) and CRS (WKT), for
         encoders that need each pixel's location (e.g. Presto's lat/lon).
+    position:
+        ``"raw"``: tokens get the model's absolute in-window positions; ``"neutral"``:
+        every token is encoded at in-window position (0, 0), so a patch's vector does not
+        depend on where the window fell (models with ``spec.window_positions``).
     """
 
     data: dict[str, np.ndarray]
@@ -62,6 +66,7 @@ class TileBatch:
     origins: np.ndarray | None = None
     transform: tuple[float, ...] | None = None
     crs: str | None = None
+    position: str = "raw"
 
 
 @runtime_checkable
@@ -103,6 +108,7 @@ class BlockPlan:
     lonlat: tuple[float, float] | None = None  # cube centre (degrees), for location encodings
     transform: tuple[float, ...] | None = None  # cube pixel transform (a, b, c, d, e, f)
     crs: str | None = None  # cube CRS as WKT
+    position: str = "raw"  # "raw" or "neutral" in-window positions (TileBatch.position)
 
     @property
     def patch_size(self) -> int:
@@ -258,14 +264,15 @@ def embed_block(block: np.ndarray, encoder: Encoder, plan: BlockPlan, origin: tu
     Parameters
     ----------
     block:
-        ``(T, C_cube, Y, X)`` raw cube values; Y and X are whole cores plus
+        ``(T, C_cube, Y, X)`` raw cube values; Y and X are whole patches plus
         ``plan.grid.depth`` context pixels on each side (out-of-cube pixels are NaN).
     encoder:
         The model.
     plan:
         Scale, harmonization, band and tiling decisions.
     origin:
-        Pixel ``(row, col)`` of the block's first *core* pixel in the cube.
+        Pixel ``(row, col)`` of the block's first output pixel in the cube (a multiple of
+        the patch size; windows are placed on the grid's global window grid).
     progress:
         Called with the number of windows finished.
 
@@ -327,6 +334,7 @@ def embed_block(block: np.ndarray, encoder: Encoder, plan: BlockPlan, origin: tu
             origins=np.array([(origin[0] - depth + y0, origin[1] - depth + x0) for y0, x0 in chunk]),
             transform=plan.transform,
             crs=plan.crs,
+            position=plan.position,
         )
 
     results: dict[tuple[int, int], np.ndarray] = {}

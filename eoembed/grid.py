@@ -1,10 +1,20 @@
 """The global patch grid and the windows that cover it: the one owner of tiling.
 
-Patches sit on one grid anchored at the cube's top-left corner: patch ``(i, j)``
-covers pixels ``[i*P, (i+1)*P) × [j*P, (j+1)*P)``. Window ``(k, l)`` has its *core*
-at pixels ``[k*S, (k+1)*S) × [l*S, (l+1)*S)`` (``S = tile_size - 2*halo``, the stride)
-and sees ``halo`` more pixels on each side (``tile_size`` in all). Two ways to turn
-window outputs into one vector per patch:
+Output patches sit on the cube's own grid: patch ``(i, j)`` covers pixels
+``[i*P, (i+1)*P) × [j*P, (j+1)*P)``. Encoder *windows* sit on a grid anchored in the
+CRS, not at the cube's corner: window ``k`` has its *core* at global pixel rows
+``[k*S, (k+1)*S)`` (``S = tile_size - 2*halo``, the stride), global pixel row ``G`` being
+``y / pixel_height`` of the pixel's edge (the CRS origin is global pixel 0). A cube whose
+first row is global pixel ``G0`` therefore has its window cores at cube rows
+``k*S - offset`` with ``offset = G0 mod S``: two cubes of one place (an AOI and a larger
+one, two dates, two users) share windows, so their patches get the same vectors whatever
+either cube's extent. Windows that cross the cube's edge see masked (missing) tokens,
+never invented pixels. A cube whose origin is not on the global ``P``-pixel patch grid
+gets its windows snapped to its own nearest patch boundary, with a warning
+(:class:`GridAlignmentWarning`).
+
+Each window sees ``halo`` more pixels on each side of its core (``tile_size`` in all).
+Two ways to turn window outputs into one vector per patch:
 
 * ``blend=False`` (hard tiling): each patch takes the output of the one window whose
   core holds it; the halo is context only.
@@ -13,13 +23,14 @@ window outputs into one vector per patch:
   overlap (a linear cross-fade), so tile borders fade instead of jumping. Same windows,
   same encoder cost as hard tiling.
 
-Both rules are global, so results never depend on how the work is chunked. Pixels
-outside the cube are missing (masked), never invented.
+Both rules are global, so results never depend on how the work is chunked or where the
+cube starts.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -27,7 +38,11 @@ import numpy as np
 from affine import Affine
 from rioxarray.rioxarray import affine_to_coords
 
-from eoembed.exceptions import ParameterError, TooSmallError
+from eoembed.exceptions import ParameterError, TooSmallError, user_stacklevel
+
+
+class GridAlignmentWarning(UserWarning):
+    """The cube's origin is not on the global patch grid; windows were snapped to its own patches."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +106,10 @@ class GridSpec:
         Context pixels on each side of a window's core (multiple of P, < tile_size / 2).
     blend:
         Blend overlapping windows (see the module docstring) instead of keeping cores only.
+    offset_y, offset_x:
+        Window phase: the first window core starts ``offset`` pixels before the cube's
+        first row/column (``0 <= offset < core``, a multiple of P). :func:`grid_from_cube`
+        sets it from the cube's position in the CRS.
     """
 
     transform: Affine
@@ -100,6 +119,8 @@ class GridSpec:
     tile_size: int
     halo: int
     blend: bool = False
+    offset_y: int = 0
+    offset_x: int = 0
 
     def __post_init__(self) -> None:
         p, t, h = self.patch_size, self.tile_size, self.halo
@@ -115,6 +136,9 @@ class GridSpec:
                 f"tile_size={t} with halo={h} leaves no core (tile_size - 2*halo must be >= "
                 f"patch_size={p}); use a larger tile_size or a smaller halo"
             )
+        for name, off in (("offset_y", self.offset_y), ("offset_x", self.offset_x)):
+            if off % p or not 0 <= off < t - 2 * h:
+                raise ParameterError(f"{name}={off} must be a multiple of patch_size={p} in [0, core={t - 2 * h})")
         if self.height < p or self.width < p:
             raise TooSmallError(
                 f"the cube is {self.height}×{self.width} pixels, smaller than one "
@@ -136,32 +160,48 @@ class GridSpec:
     def patches_x(self) -> int:
         return math.ceil(self.width / self.patch_size)
 
+    def _span(self, axis: int) -> tuple[int, int]:
+        """Patch-rounded pixel extent of the output along ``axis`` and the window phase there."""
+        if axis == 0:
+            return self.patches_y * self.patch_size, self.offset_y
+        return self.patches_x * self.patch_size, self.offset_x
+
+    def window_range(self, lo: int, hi: int, axis: int) -> range:
+        """Windows ``k`` that contribute to cube pixels ``[lo, hi)`` along ``axis``.
+
+        A window contributes where its weight is positive: its core for hard tiling,
+        its whole footprint when blending.
+        """
+        s, h, t = self.core, self.halo, self.tile_size
+        off = self.offset_y if axis == 0 else self.offset_x
+        a, b = (-h, t - h) if self.blend and h else (0, s)  # contributing pixels relative to the core start
+        # core start k*s - off; contributes iff k*s - off + a < hi and k*s - off + b > lo
+        k0 = (lo + off - b) // s + 1
+        k1 = -((a - hi - off) // s)  # ceil((hi + off - a) / s)
+        return range(k0, k1)
+
     @property
     def tiles_y(self) -> int:
-        return math.ceil(self.height / self.core)
+        """Windows along y that contribute to the cube."""
+        return len(self.window_range(0, self._span(0)[0], 0))
 
     @property
     def tiles_x(self) -> int:
-        return math.ceil(self.width / self.core)
+        return len(self.window_range(0, self._span(1)[0], 1))
 
     @property
     def n_tiles(self) -> int:
         return self.tiles_y * self.tiles_x
 
     @property
-    def padded_shape(self) -> tuple[int, int]:
-        """Input size rounded up to whole cores (before adding the context depth)."""
-        return self.tiles_y * self.core, self.tiles_x * self.core
-
-    @property
-    def windows_before(self) -> int:
-        """Windows whose core lies before a pixel's own core but still reach it."""
-        return math.ceil(self.halo / self.core) if self.blend else 0
-
-    @property
     def depth(self) -> int:
-        """Context pixels a block of whole cores needs on each side to compute its patches."""
-        return self.windows_before * self.core + self.halo
+        """Context pixels a block needs on each side to run every window reaching its patches.
+
+        A window whose weighted part touches a block's first patch may start up to
+        ``tile_size - P`` (blending) or ``core + halo - P`` (hard tiling) pixels before it.
+        """
+        p = self.patch_size
+        return self.tile_size - p if self.blend and self.halo else self.core + self.halo - p
 
     @property
     def seam_spread(self) -> int:
@@ -172,6 +212,11 @@ class GridSpec:
     def overhead(self) -> float:
         """Encoder tokens per output patch, relative to non-overlapping windows."""
         return (self.tile_size / self.core) ** 2
+
+    @property
+    def window_offset_patches(self) -> tuple[int, int]:
+        """``(row, col)``: patches the first window core starts before the cube's first patch."""
+        return self.offset_y // self.patch_size, self.offset_x // self.patch_size
 
     # -- windows ------------------------------------------------------------------------
     def window_weights(self) -> np.ndarray:
@@ -193,14 +238,19 @@ class GridSpec:
     def block_windows(self, origin: int, core_px: int, axis: int) -> list[tuple[int, int]]:
         """Windows that contribute to a block along one axis.
 
-        ``origin`` is the block's first core pixel (a multiple of the core) and
-        ``core_px`` its core length; the block's pixels start ``depth`` before
-        ``origin``. Returns ``(window index in the cube, pixel start within the block)``.
+        ``origin`` is the block's first output pixel in the cube (a multiple of P, any
+        phase against the windows) and ``core_px`` its length; the block's pixels start
+        ``depth`` before ``origin``. Returns ``(window index, pixel start within the block)``.
         """
-        n_tiles = self.tiles_y if axis == 0 else self.tiles_x
-        first = origin // self.core - self.windows_before
-        count = core_px // self.core + 2 * self.windows_before
-        return [(first + r, r * self.core) for r in range(count) if 0 <= first + r < n_tiles]
+        off = self.offset_y if axis == 0 else self.offset_x
+        first = origin - self.depth
+        out = []
+        for k in self.window_range(origin, origin + core_px, axis):
+            start = k * self.core - off - self.halo - first
+            if start < 0 or start + self.tile_size > core_px + 2 * self.depth:  # never: depth covers it
+                raise AssertionError(f"window {k} does not fit the block at {origin} (+{core_px})")
+            out.append((k, start))
+        return out
 
     def core_slices(self) -> tuple[slice, slice]:
         """Patch slices of a window's core within the window's own output."""
@@ -219,21 +269,60 @@ class GridSpec:
         return c["x"], c["y"]
 
 
+def window_offsets(transform: Affine, patch_size: int, core: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Window phase of a cube on the CRS-anchored grid, and how far its origin is off the patch grid.
+
+    Returns ``((offset_y, offset_x), (misalign_y, misalign_x))`` in pixels: windows start
+    ``offset`` before the cube's first pixel; ``misalign`` is the cube origin's distance
+    (0 … P−1 pixels) from the global patch grid (0 when aligned).
+    """
+    p = int(patch_size)
+    offs, mis = [], []
+    # global pixel index of the cube's first row / column: edge coordinate over pixel size
+    for edge, size in ((transform.f, transform.e), (transform.c, transform.a)):
+        g0 = int(math.floor(edge / size + 0.5)) if size else 0  # sub-pixel phases are shared by a source's cubes
+        m = g0 % p
+        mis.append(m)
+        g0 = g0 - m if m * 2 < p else g0 - m + p  # the nearest patch boundary
+        offs.append(g0 % core)
+    return (offs[0], offs[1]), (mis[0], mis[1])
+
+
 def grid_from_cube(cube, *, patch_size: int, tile_size: int, halo: int, blend: bool = False) -> GridSpec:
-    """Build the :class:`GridSpec` for a cube with ``x``/``y`` dims and a rioxarray transform."""
+    """Build the :class:`GridSpec` for a cube with ``x``/``y`` dims and a rioxarray transform.
+
+    Windows are anchored in the CRS (see the module docstring). A cube whose origin is
+    not a whole number of patches from the CRS origin gets its windows snapped to its
+    own nearest patch boundary and a :class:`GridAlignmentWarning` saying how to align it.
+    """
     transform = cube.rio.transform(recalc=True)
+    p = int(patch_size)
+    core = int(tile_size) - 2 * int(halo)
+    (oy, ox), (my, mx) = window_offsets(transform, p, core) if core >= p else ((0, 0), (0, 0))
+    if my or mx:
+        fix_y, fix_x = (p - my) % p, (p - mx) % p
+        warnings.warn(
+            f"the cube's origin is {my} px (y) / {mx} px (x) off the global {p}-px patch grid anchored at the "
+            f"CRS origin; windows were snapped to the cube's own patches, so its vectors match only cubes with "
+            f"the same alignment. To align it, crop: cube.isel(y=slice({fix_y}, None), x=slice({fix_x}, None)) "
+            f"(or build the cube on a grid whose origin is a multiple of {p} pixels).",
+            GridAlignmentWarning,
+            stacklevel=user_stacklevel(),
+        )
     return GridSpec(
         transform=transform,
         height=int(cube.sizes["y"]),
         width=int(cube.sizes["x"]),
-        patch_size=int(patch_size),
+        patch_size=p,
         tile_size=int(tile_size),
         halo=int(halo),
         blend=bool(blend),
+        offset_y=oy,
+        offset_x=ox,
     )
 
 
-def seam_stats(values, core_patches: int, spread: int = 0) -> dict | None:
+def seam_stats(values, core_patches: int, spread: int = 0, offset: tuple[int, int] = (0, 0)) -> dict | None:
     """How visible window borders are in an embedding array (numpy or dask).
 
     ``values`` is ``(..., y, x)`` with every leading dim part of the vector. Cosine
@@ -243,7 +332,8 @@ def seam_stats(values, core_patches: int, spread: int = 0) -> dict | None:
     border (where a blend spreads the change: ``halo / patch_size``; 0 for hard tiling)
     over the mean of all other pairs: ≈1 means borders are invisible.
     ``cross_over_in`` is phase 0 over the rest. None when the array is too small to hold
-    both kinds of pairs. One pass over the data.
+    both kinds of pairs. ``offset`` is the window phase in patches (rows, cols): the first
+    core starts that many patches before the array. One pass over the data.
     """
     if core_patches < 2 or 2 * spread + 1 >= core_patches:
         return None
@@ -263,8 +353,8 @@ def seam_stats(values, core_patches: int, spread: int = 0) -> dict | None:
         parts = dask.compute(*parts)
     sy, ny, sx, nx = (np.asarray(a, dtype="float64") for a in parts)
     sums, counts = np.zeros(core_patches), np.zeros(core_patches)
-    for s, n in ((sy, ny), (sx, nx)):
-        phase = (np.arange(s.size) + 1) % core_patches
+    for s, n, off in ((sy, ny, offset[0]), (sx, nx, offset[1])):
+        phase = (np.arange(s.size) + 1 + off) % core_patches
         np.add.at(sums, phase, s)
         np.add.at(counts, phase, n)
     zone = np.zeros(core_patches, bool)
@@ -284,7 +374,7 @@ def seam_stats(values, core_patches: int, spread: int = 0) -> dict | None:
 
 def seam_attrs(values, grid: GridSpec) -> dict:
     """``eoembed:seam_ratio`` and ``eoembed:seam_cross_over_in`` (see :func:`seam_stats`) for the attrs."""
-    stats = seam_stats(values, grid.core // grid.patch_size, grid.seam_spread)
+    stats = seam_stats(values, grid.core // grid.patch_size, grid.seam_spread, grid.window_offset_patches)
     if stats is None:
         return {}
     return {"eoembed:seam_ratio": round(stats["ratio"], 4), "eoembed:seam_cross_over_in": round(stats["cross_over_in"], 4)}

@@ -205,6 +205,7 @@ def _finish(path: Path, emb: xr.DataArray) -> None:
         grid = GridSpec(transform=Affine.identity(), height=emb.sizes["y"], width=emb.sizes["x"], patch_size=1,
                         tile_size=int(emb.attrs["eoembed:tile_size"]) // int(emb.attrs["eoembed:patch_size"]),
                         halo=int(emb.attrs["eoembed:halo"]) // int(emb.attrs["eoembed:patch_size"]),
-                        blend=bool(emb.attrs.get("eoembed:blend", 0)))
+                        blend=bool(emb.attrs.get("eoembed:blend", 0)),
+                        **dict(zip(("offset_y", "offset_x"), map(int, emb.attrs.get("eoembed:window_offset", (0, 0))))))
         arr.attrs.update(seam_attrs(back.data, grid))
     arr.attrs[_COMPLETE_ATTR] = 1

@@ -147,7 +147,7 @@ class GalileoEncoder(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: dict[str, torch.Tensor], visible: torch.Tensor, months: torch.Tensor,
-                patch_size: int, input_res: float) -> torch.Tensor:
+                patch_size: int, input_res: float, neutral: bool = False) -> torch.Tensor:
         """Encode one batch of square windows.
 
         Parameters
@@ -158,6 +158,9 @@ class GalileoEncoder(nn.Module):
             ``(B, h, w, T, G)`` bool, one flag per token.
         months:
             ``(B, T)`` month index 0–11.
+        neutral:
+            Encode every token at window position (0, 0) instead of its own, so outputs
+            carry no in-window position.
 
         Returns
         -------
@@ -178,11 +181,14 @@ class GalileoEncoder(nn.Module):
         tok = torch.stack(toks, dim=4)  # (B, h, w, T, G, D)
 
         dev = tok.device
+        wpos = window_positions(h, q, input_res * p / BASE_GSD_M, dev)
+        if neutral:
+            wpos = wpos[:1, :1].expand(h, w, -1)
         enc = torch.cat([
             self.s_t_channel_embed[None, None, None, None].expand(b, h, w, t, g, q),
             self.pos_embed[:t][None, None, None, :, None].expand(b, h, w, t, g, q),
             self.month_embed(months)[:, None, None, :, None].expand(b, h, w, t, g, q),
-            window_positions(h, q, input_res * p / BASE_GSD_M, dev)[None, :, :, None, None].expand(b, h, w, t, g, q),
+            wpos[None, :, :, None, None].expand(b, h, w, t, g, q),
         ], dim=-1)
         tok = (tok + enc).reshape(b, -1, self.dim)
         vis = visible.reshape(b, -1)

@@ -81,18 +81,22 @@ class PrithviNet(nn.Module):
         return torch.cat([cls, grid], dim=1)
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None, temporal: torch.Tensor | None = None,
-                location: torch.Tensor | None = None) -> torch.Tensor:
+                location: torch.Tensor | None = None, neutral: bool = False) -> torch.Tensor:
         """``(B, C, T, H, W)`` normalized → ``(B, T*h*w, D)`` tokens (order t, y, x).
 
         ``keep`` (``(B, T*h*w)`` bool, equal counts per row) drops the other tokens
         before the transformer (their output is zero). ``temporal`` is ``(B, T, 2)``
         (year, day of year), ``location`` ``(B, 2)``; both are used only by ``-TL`` models.
+        ``neutral`` encodes every token at spatial position (0, 0) of its frame.
         """
         b, _, t, hh, ww = x.shape
         h, w = hh // self.patch, ww // self.patch
         tok = self.patch_embed.proj(x).flatten(2).transpose(1, 2)  # (B, T*h*w, D)
         pos = self.position(t, h, w)
-        tok = tok + pos[:, 1:]
+        grid = pos[:, 1:]
+        if neutral:  # keep each frame's temporal part, drop the in-window (y, x) part
+            grid = grid.reshape(1, t, h * w, -1)[:, :, :1].expand(1, t, h * w, -1).reshape(1, t * h * w, -1)
+        tok = tok + grid
         if self.coords and temporal is not None:
             tok = tok + torch.repeat_interleave(self.temporal_embed_enc(temporal[..., 0], temporal[..., 1]), h * w, dim=1)
         if self.coords and location is not None:

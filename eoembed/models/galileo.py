@@ -74,6 +74,7 @@ def _files(size: str) -> tuple[WeightFile, ...]:
 def _make_spec(size: str) -> ModelSpec:
     dim, depth, heads, params = _SIZES[size]
     return ModelSpec(
+        window_positions=True,  # absolute 2-D positions inside the window
         name=f"galileo-{size}",
         family="galileo",
         version="1",
@@ -253,7 +254,8 @@ class GalileoEncoderAdapter:
         months = to_device(batch.timestamps[..., 1], self.device, dtype=torch.long)
         vis_t = to_device(vis, self.device)
         with inference(self.device, self.spec.family):
-            tok = self.module(groups, vis_t, months, batch.patch_size, float(batch.input_res)).float()
+            tok = self.module(groups, vis_t, months, batch.patch_size, float(batch.input_res),
+                              neutral=getattr(batch, "position", "raw") == "neutral").float()
             keep = vis_t.to(tok.dtype)
             total = (tok * keep[..., None]).sum(dim=4)  # (B, h, w, T, D)
             count = keep.sum(dim=4)  # (B, h, w, T)

@@ -19,6 +19,7 @@ OlmoEarth Artifact License.
 from __future__ import annotations
 
 import json
+import threading
 import warnings
 from pathlib import Path
 
@@ -92,6 +93,7 @@ def _make_spec(version: str, size: str) -> ModelSpec:
     if (version, size) in _SHORT:
         aliases.append(_SHORT[(version, size)])
     return ModelSpec(
+        window_positions=True,  # absolute 2-D positions inside the window
         name=name,
         family="olmoearth",
         version=version,
@@ -199,6 +201,35 @@ def load_olmoearth(spec: ModelSpec, weights=None, device: str | None = None) -> 
     return OlmoEarthEncoder(spec, module.to(device), device, source)
 
 
+#: Per-thread switch read by the wrapped 2-D position encoder (``position="neutral"``).
+_NEUTRAL = threading.local()
+
+
+def _install_neutral_positions() -> None:
+    """Wrap the package's 2-D position encoding once, so a thread-local flag can make it constant.
+
+    The olmoearth package computes its window positions with
+    ``flexi_vit.get_2d_sincos_pos_encoding_with_resolution`` at every call; the wrapper
+    returns the package's own result unless this thread asked for neutral positions, in
+    which case every position takes the encoding of position (0, 0). Other threads and
+    ``position="raw"`` calls see the package unchanged.
+    """
+    from olmoearth_pretrain_minimal.olmoearth_pretrain_v1.nn import flexi_vit
+
+    orig = flexi_vit.get_2d_sincos_pos_encoding_with_resolution
+    if getattr(orig, "_eoembed_neutral", False):
+        return
+
+    def positions(grid_size, res, encoding_dim, device, cls_token=False):
+        out = orig(grid_size, res, encoding_dim, device, cls_token=cls_token)
+        if cls_token or not getattr(_NEUTRAL, "on", False):  # the encoder never asks for a cls position
+            return out
+        return out[:, :1].expand(-1, out.shape[1], -1)  # (n, h*w, D): flat index 0 is position (0, 0)
+
+    positions._eoembed_neutral = True
+    flexi_vit.get_2d_sincos_pos_encoding_with_resolution = positions
+
+
 class OlmoEarthEncoder:
     """:class:`eoembed.encode.Encoder` around an OlmoEarth encoder module."""
 
@@ -250,7 +281,12 @@ class OlmoEarthEncoder:
         with inference(self.device, self.spec.family):
             # every token visible: skip token removal/re-insertion (same numbers, ~5 % faster)
             fast = all(bool(v.all()) for v in batch.visible.values())
-            out = self.module(sample, patch_size=p, input_res=batch.input_res, fast_pass=fast)
+            _install_neutral_positions()
+            _NEUTRAL.on = getattr(batch, "position", "raw") == "neutral"
+            try:
+                out = self.module(sample, patch_size=p, input_res=batch.input_res, fast_pass=fast)
+            finally:
+                _NEUTRAL.on = False
         tam = out["tokens_and_masks"]
         total, count = None, None
         for m in batch.data:

@@ -70,6 +70,7 @@ def _make_spec(name: str) -> ModelSpec:
     version, size, dim, depth, heads, patch, frames, coords, params, repo, file = _MODELS[name]
     tl = " with time/location encodings" if coords else ""
     return ModelSpec(
+        window_positions=True,  # absolute 2-D positions inside the window
         name=name,
         family="prithvi",
         version=version,
@@ -185,7 +186,8 @@ class PrithviEncoder(TorchEncoder):
         if lonlat is not None:
             location = torch.tensor([list(lonlat)] * b, dtype=torch.float32, device=self.device)
         with inference(self.device, self.spec.family):
-            tok = self.module(x, keep, temporal, location).float()
+            tok = self.module(x, keep, temporal, location,
+                              neutral=getattr(batch, "position", "raw") == "neutral").float()
         tok = tok.reshape(b, nt, h, w, -1).permute(0, 2, 3, 1, 4)  # (B, h, w, T, D)
         return pool_tokens(tok, vis, pool_time).cpu().numpy().astype("float32")
 

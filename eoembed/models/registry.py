@@ -84,6 +84,10 @@ class ModelSpec:
     macs_per_pixel:
         For convolutional encoders: multiply-accumulates per input pixel and timestep;
         the cost estimate uses it instead of the transformer formula.
+    window_positions:
+        True when the encoder adds absolute in-window positions to its tokens (a ViT's
+        2-D position embedding). Such models support ``position="neutral"`` (every token
+        encoded at in-window position (0, 0)), the default in :func:`eoembed.embed`.
     needs_weights:
         False for baselines that have no learned parameters.
     needs_dates:
@@ -129,6 +133,7 @@ class ModelSpec:
     mlp_ratio: float = 4.0
     attends_across_time: bool = True
     macs_per_pixel: float | None = None
+    window_positions: bool = False
     needs_weights: bool = True
     needs_dates: bool = False
     description: str = ""

@@ -57,6 +57,7 @@ _IGNORED_PREFIXES = ("decoder", "mask_token", "head.", "fc_norm.")
 def _make_spec(size: str) -> ModelSpec:
     dim, depth, heads, params = _SIZES[size]
     return ModelSpec(
+        window_positions=True,  # absolute 2-D positions inside the window
         name=f"vitmae-rs-{size}",
         family="vitmae",
         version="rs-mae",
@@ -133,8 +134,10 @@ class ViTMAEEncoder(TorchEncoder):
         v = visible["sentinel2_l2a"]
         return tuple(int(n) for n in v.reshape(-1, v.shape[-1]).sum(axis=0))
 
-    def patch_tokens(self, x, keep=None):
+    def patch_tokens(self, x, keep=None, neutral: bool = False):
         """``(B, 3, H, W)`` normalized images → ``(B, h*w, D)`` patch tokens.
+
+        ``neutral`` gives every patch the position embedding of the window's first patch.
 
         ``keep`` (``(B, h*w)`` bool, equal counts per row) drops the other tokens
         before the transformer; their outputs are zero.
@@ -154,6 +157,8 @@ class ViTMAEEncoder(TorchEncoder):
             pos = pos.reshape(1, side, side, d).permute(0, 3, 1, 2)
             pos = F.interpolate(pos, size=(h, w), mode="bicubic", antialias=True, align_corners=False)
             pos = pos.permute(0, 2, 3, 1).reshape(1, h * w, d)
+        if neutral:
+            pos = pos[:, :1].expand(1, h * w, d)
         t = t + pos
         order = None
         if keep is not None and not bool(keep.all()):
@@ -181,7 +186,8 @@ class ViTMAEEncoder(TorchEncoder):
                 if not bool(keep.any()):
                     continue
                 img = xt[..., t, :].permute(0, 3, 1, 2).contiguous()
-                out[..., t, :] = self.patch_tokens(img, keep).float().reshape(b, h, w, -1)
+                out[..., t, :] = self.patch_tokens(img, keep, neutral=getattr(batch, "position", "raw") == "neutral"
+                                                   ).float().reshape(b, h, w, -1)
             emb = pool_tokens(out, vt, pool_time)
         return emb.cpu().numpy().astype("float32")
 

@@ -178,7 +178,8 @@ def test_missing_bands_are_filled_with_a_warning(sample_cube, checkpoints):
 
 
 def test_embed_cost_reports_tokens_gmacs_and_area():
-    cube = synthetic_cube(height=128, width=128, times=4)
+    # origin on the CRS-anchored 128-px window grid (x 59904 px = 468 windows): exactly one window
+    cube = synthetic_cube(height=128, width=128, times=4, origin=(599040.0, 5600000.0))
     v11 = eoembed.embed_cost(cube, "tiny", patch_size=4, tile_size=128, halo=0)
     v1 = eoembed.embed_cost(cube, "olmoearth-v1-tiny", patch_size=4, tile_size=128, halo=0)
     assert v11["tokens"] == 32 * 32 * 4 and v1["tokens"] == 3 * v11["tokens"]
@@ -190,6 +191,17 @@ def test_embed_cost_reports_tokens_gmacs_and_area():
     assert (default["tile_size"], default["halo"]) == (48, 4)
     hard = eoembed.embed_cost(cube, "tiny", tile_size=64, halo=16, blend=False)
     assert hard["halo_overhead"] == pytest.approx(4.0) and hard["blend"] is False
+    # the same cube 64 px further east straddles two windows along x: the cost says so
+    shifted = eoembed.embed_cost(synthetic_cube(height=128, width=128, times=4, origin=(599680.0, 5600000.0)),
+                                 "tiny", patch_size=4, tile_size=128, halo=0)
+    assert shifted["tiles"] == 2 and shifted["tokens"] == 2 * v11["tokens"]
+
+
+def _on_window_grid(window):
+    """``window``'s pixels moved to an origin on the CRS-anchored window grid (x 59904 px, y -560000 px),
+    so embedding it alone runs exactly one window whose first pixel is the cube's."""
+    aligned = synthetic_cube(height=window.sizes["y"], width=window.sizes["x"], times=1, origin=(599040.0, 5600000.0))
+    return window.assign_coords(x=aligned.x.values, y=aligned.y.values)
 
 
 def test_halo_tile_core_equals_a_single_window_run(checkpoints):
@@ -197,13 +209,14 @@ def test_halo_tile_core_equals_a_single_window_run(checkpoints):
     cube = synthetic_cube(height=100, width=100, times=2, seed=4)
     ck = checkpoints["v1.1"]
     tiled = eoembed.embed(cube, "nano", weights=ck, tile_size=64, halo=16, blend=False, progress=False)
-    window = cube.isel(y=slice(16, 80), x=slice(16, 80))  # tile (1, 1): core 32..64 px + 16 px halo
+    window = _on_window_grid(cube.isel(y=slice(16, 80), x=slice(16, 80)))  # tile (1, 1): core 32..64 px + halo
     alone = eoembed.embed(window, "nano", weights=ck, tile_size=64, halo=0, progress=False)
     np.testing.assert_allclose(tiled.values[:, 8:16, 8:16], alone.values[:, 4:12, 4:12], atol=1e-5)
     # blended: a patch outside every overlap takes its one window's output, exactly
-    cube = synthetic_cube(height=128, width=128, times=2, seed=4)
+    # origin on the 56-px stride of the window grid (x 59976 px), so window (1, 1)'s core starts at 56 px
+    cube = synthetic_cube(height=128, width=128, times=2, seed=4, origin=(599760.0, 5600000.0))
     blended = eoembed.embed(cube, "nano", weights=ck, tile_size=64, halo=4, blend=True, progress=False)
-    window = cube.isel(y=slice(52, 116), x=slice(52, 116))  # window (1, 1): core 56..112 px, halo 4 px
+    window = _on_window_grid(cube.isel(y=slice(52, 116), x=slice(52, 116)))  # window (1, 1): core 56..112, halo 4
     alone = eoembed.embed(window, "nano", weights=ck, tile_size=64, halo=0, progress=False)
     # window (1, 1) starts at patch 13; its weights are 1 from its 3rd patch to its 14th
     np.testing.assert_allclose(blended.values[:, 16:26, 16:26], alone.values[:, 3:13, 3:13], atol=1e-5)

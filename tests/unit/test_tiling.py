@@ -32,16 +32,41 @@ def test_window_weights_cross_fade_and_hard_cores():
     np.testing.assert_allclose(w[-overlap:] + w[:overlap], 1.0)
 
 
-def test_block_windows_cover_every_core_patch_with_the_same_windows_in_any_block():
-    g = _grid(blend=True, halo=8, tile_size=32)  # core 16 px, context 8 px: one extra window each side
-    assert g.windows_before == 1 and g.depth == 24
-    whole = dict(g.block_windows(0, g.padded_shape[0], 0))
-    # a block starting at core 2 sees windows 1..(2+len) — the same global windows, shifted
-    part = g.block_windows(2 * g.core, 2 * g.core, 0)
-    assert [k for k, _ in part] == [1, 2, 3, 4]
-    assert all(start - 0 == (k - 1) * g.core for k, start in part)
-    assert set(whole) == set(range(g.tiles_y))
+@pytest.mark.parametrize("blend, offset", [(True, 0), (True, 12), (False, 0), (False, 8)])
+def test_block_windows_are_the_same_global_windows_in_any_block(blend, offset):
+    g = _grid(blend=blend, halo=8, tile_size=32, offset_y=offset)  # core 16 px, windows 8 patches
+    assert g.depth == (28 if blend else 20)
+    n_px = g.patches_y * g.patch_size
+    whole = g.block_windows(0, n_px, 0)
+    # every window covering part of the cube, and only those (weights > 0 somewhere inside)
+    w = g.window_weights()
+    for k, start in whole:
+        first = start - g.depth  # cube pixel of the window's first pixel
+        assert first == k * g.core - offset - g.halo
+        touched = [first + i * g.patch_size for i in range(len(w)) if w[i] > 0]
+        assert any(0 <= px < n_px for px in touched)
+    assert len(whole) == g.tiles_y
+    # blocks cut anywhere on patches see the same global windows for their own patches
+    for cut in (8, 20, 36, 52):
+        a = {k for k, _ in g.block_windows(0, cut, 0)}
+        b = {k for k, _ in g.block_windows(cut, n_px - cut, 0)}
+        assert a | b == {k for k, _ in whole}
+        for k, start in g.block_windows(cut, n_px - cut, 0):  # positions relative to each block agree
+            assert start + cut - g.depth == k * g.core - offset - g.halo
     assert g.overhead == pytest.approx(4.0)
+
+
+def test_window_phase_comes_from_the_crs_not_the_cube_corner():
+    from eoembed.grid import window_offsets
+
+    # x = 600000 m is global pixel 60000 (a multiple of the 40-px stride); y = 5600000 m -> -560000
+    assert window_offsets(Affine(10, 0, 600000, 0, -10, 5600000), 4, 40) == ((0, 0), (0, 0))
+    # a cube starting 3 patches (12 px) further right and down: its first core starts 12 px before it
+    (oy, ox), mis = window_offsets(Affine(10, 0, 600120, 0, -10, 5600000 - 120), 4, 40)
+    assert (oy, ox) == (12, 12) and mis == (0, 0)
+    # one pixel off the 4-px patch grid: reported, windows snapped to the nearest patch
+    (oy, ox), mis = window_offsets(Affine(10, 0, 600010, 0, -10, 5600000), 4, 40)
+    assert mis == (0, 1) and ox == 0
 
 
 def test_grid_refuses_a_tiling_without_core():
