@@ -128,8 +128,8 @@ def resolve_position(position: str, spec) -> str:
         return "neutral" if has else "raw"
     if position == "neutral" and not has:
         raise ParameterError(
-            f"{spec.name} has no in-window positions (per-pixel, convolutional or weight-free), so its "
-            "vectors are already position-free; use position='raw' or 'auto'."
+            f"{spec.name} adds no absolute in-window positions (per-pixel, convolutional, relative/RoPE "
+            "positions or weight-free), so its vectors are already position-free; use position='raw' or 'auto'."
         )
     return position
 

@@ -93,7 +93,8 @@ def _make_spec(version: str, size: str) -> ModelSpec:
     if (version, size) in _SHORT:
         aliases.append(_SHORT[(version, size)])
     return ModelSpec(
-        window_positions=True,  # absolute 2-D positions inside the window
+        # v1/v1.1 add absolute 2-D sin-cos positions; v1.2 rotates attention by relative positions (3-D RoPE)
+        window_positions=version != "v1.2",
         name=name,
         family="olmoearth",
         version=version,

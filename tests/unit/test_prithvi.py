@@ -126,11 +126,12 @@ def test_embed_matches_direct_terratorch_call(tl_ckpt):
     """embed() of one tile = HLS bands from S2 → v2 mean/std → upstream encoder with the
     cube's dates and centre lon/lat → mean over time."""
     ref_model, path = tl_ckpt
-    cube = synthetic_cube(height=64, width=64, times=4, seed=7, start="2021-02-01")
+    # origin on the CRS-anchored 64-px window grid: the cube is exactly one window
+    cube = synthetic_cube(height=64, width=64, times=4, seed=7, start="2021-02-01", origin=(599040.0, 5600000.0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # 10 m pixels vs HLS 30 m
         emb = eoembed.embed(cube, TL, weights=path, device="cpu", tile_size=64, halo=0, harmonize=False,
-                            progress=False)
+                            progress=False, position="raw")
     x = (cube.sel(band=S2).values.astype("float32") - V2_MEAN[None, :, None, None]) / V2_STD[None, :, None, None]
     x = torch.as_tensor(x.transpose(1, 0, 2, 3)[None], dtype=torch.float32)  # (1, C, T, H, W)
     t = cube.time.to_index()
@@ -287,7 +288,7 @@ def test_cloudy_tiles_do_not_depend_on_their_batch(tl_ckpt):
     """Tiles with different missing patches share batches (equal visible-token counts)
     without changing each other's result."""
     _, path = tl_ckpt
-    cube = synthetic_cube(height=96, width=96, times=3, seed=8)
+    cube = synthetic_cube(height=192, width=192, times=3, seed=8)
     rng = np.random.default_rng(0)
     vals = cube.values
     for _ in range(12):  # 16-px cloud squares on random timesteps
@@ -354,3 +355,24 @@ def test_registry_matches_terratorch_published_configs(name, variant):
     np.testing.assert_array_equal(P.V1_STD if spec.version == "1.0" else P.V2_STD,
                                   consts[cfg["mean"].replace("MEAN", "STD")])
 
+
+
+def _constant_scene(cube):
+    """``cube`` with every pixel of each timestep and band set to that band's cube mean."""
+    return cube.copy(data=np.broadcast_to(cube.mean(("y", "x")).values[..., None, None], cube.shape).copy())
+
+
+def test_neutral_positions_make_a_constant_scene_constant(tl_ckpt):
+    """Same pixels everywhere: with neutral positions every patch whose windows lie inside the cube gets one
+    vector (edge windows hold fewer tokens beside the CLS token, so they differ); raw positions differ."""
+    _, path = tl_ckpt
+    cube = _constant_scene(synthetic_cube(height=192, width=192, times=2, seed=3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        kw = dict(weights=path, device="cpu", tile_size=64, halo=16, blend=True, progress=False)
+        neutral = eoembed.embed(cube, TL, **kw).values
+        raw = eoembed.embed(cube, TL, position="raw", **kw).values
+    inner = (slice(None), slice(3, 9), slice(3, 9))  # 12 x 12 patches; windows of 4 patches fully inside
+    spread = lambda v: float(np.abs(v[inner] - v[:, 3:4, 3:4]).max())  # noqa: E731
+    assert spread(neutral) < 1e-4
+    assert spread(raw) > 1e-2

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -89,8 +91,8 @@ def test_dropped_tokens_match_timm_with_attention_mask(vit_ckpt):
 def test_embed_matches_direct_timm_call(vit_ckpt):
     """embed() on one 64-px tile = DN → true colour → ImageNet norm → timm, CLS dropped."""
     model, path = vit_ckpt
-    cube = synthetic_cube(height=64, width=64, times=1, seed=4)
-    emb = eoembed.embed(cube, TINY, weights=path, device="cpu", tile_size=64, halo=0, progress=False)
+    cube = synthetic_cube(height=64, width=64, times=1, seed=4, origin=(599040.0, 5600000.0))  # one 64-px window
+    emb = eoembed.embed(cube, TINY, weights=path, device="cpu", tile_size=64, halo=0, progress=False, position="raw")
     rgb = cube.sel(band=["B04", "B03", "B02"]).values[0].astype("float32")  # (3, H, W) DN
     x = np.clip(rgb / 3000.0, 0, 1)
     x = (x - np.array([0.485, 0.456, 0.406])[:, None, None]) / np.array([0.229, 0.224, 0.225])[:, None, None]
@@ -203,7 +205,7 @@ def test_training_checkpoint_with_pickled_args_is_refused(tmp_path, vit_ckpt):
 
 def test_cloudy_tiles_do_not_depend_on_their_batch(vit_ckpt):
     _, path = vit_ckpt
-    cube = synthetic_cube(height=96, width=96, times=2, seed=8)
+    cube = synthetic_cube(height=192, width=192, times=2, seed=8)
     vals = cube.values
     rng = np.random.default_rng(1)
     for _ in range(10):
@@ -225,3 +227,24 @@ def test_unequal_visible_counts_in_one_batch_are_refused():
     assert torch.equal(scatter_back(tok, order, 4), x * keep[..., None])
     with pytest.raises(ValueError, match=r"mixes tiles with \[2, 3\] visible tokens"):
         gather_visible(x, torch.tensor([[1, 1, 0, 1], [0, 1, 0, 1]], dtype=torch.bool))
+
+
+def _constant_scene(cube):
+    """``cube`` with every pixel of each timestep and band set to that band's cube mean."""
+    return cube.copy(data=np.broadcast_to(cube.mean(("y", "x")).values[..., None, None], cube.shape).copy())
+
+
+def test_neutral_positions_make_a_constant_scene_constant(vit_ckpt):
+    """Same pixels everywhere: with neutral positions every patch whose windows lie inside the cube gets one
+    vector (edge windows hold fewer tokens beside the CLS token, so they differ); raw positions differ."""
+    _, path = vit_ckpt
+    cube = _constant_scene(synthetic_cube(height=192, width=192, times=1, seed=3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        kw = dict(weights=path, device="cpu", tile_size=64, halo=16, blend=True, progress=False)
+        neutral = eoembed.embed(cube, TINY, **kw).values
+        raw = eoembed.embed(cube, TINY, position="raw", **kw).values
+    inner = (slice(None), slice(3, 9), slice(3, 9))  # 12 x 12 patches; windows of 4 patches fully inside
+    spread = lambda v: float(np.abs(v[inner] - v[:, 3:4, 3:4]).max())  # noqa: E731
+    assert spread(neutral) < 1e-4
+    assert spread(raw) > 1e-2
