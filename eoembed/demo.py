@@ -66,31 +66,6 @@ def find_local_weights(model: str, sample: str | None = None) -> Path | None:
     return None
 
 
-def center_tile_positions(emb):
-    """Subtract, for each position inside a tile core, the mean vector over all tiles.
-
-    Models with absolute in-window position encodings (Galileo, OlmoEarth v1/v1.1) add
-    a component that depends only on where a patch sits in its tile; on a small area it
-    dominates the first principal components and the PCA picture shows the tile grid.
-    Centering per in-tile position removes that shared component (for the picture only;
-    the saved embeddings are untouched). Needs at least 2 × 2 tiles.
-    """
-    p, tile, halo = (int(emb.attrs[f"eoembed:{k}"]) for k in ("patch_size", "tile_size", "halo"))
-    cp = (tile - 2 * halo) // p
-    v = np.asarray(emb.transpose("embedding", "y", "x").values, dtype="float64")
-    if v.shape[1] < 2 * cp or v.shape[2] < 2 * cp:
-        return emb, False
-    out = v.copy()
-    with np.errstate(invalid="ignore"):
-        for i in range(cp):
-            for j in range(cp):
-                blk = v[:, i::cp, j::cp]
-                finite = np.isfinite(blk).all(axis=0)
-                if finite.any():
-                    out[:, i::cp, j::cp] = blk - blk[:, finite].mean(axis=1)[:, None, None]
-    return emb.transpose("embedding", "y", "x").copy(data=out.astype("float32")), True
-
-
 def true_colour(cube) -> np.ndarray:
     """``(y, x, 3)`` in [0, 1] from B04/B03/B02: median over time, 2–98 % stretch."""
     rgb = cube.sel(band=["B04", "B03", "B02"]).median("time", skipna=True).values.astype("float64")
@@ -138,12 +113,7 @@ def run_demo(
 
     save_embeddings(emb, zarr_path, overwrite=overwrite)
 
-    from eoembed.models import get_model_spec
-
-    shown, centered = emb, False
-    if get_model_spec(model).square_tiles:
-        shown, centered = center_tile_positions(emb)
-    rgb = pca_rgb(shown)
+    rgb = pca_rgb(emb)  # the saved vectors as they are: position-neutral by default, no picture-only correction
     img = np.asarray(rgb.transpose("y", "x", ...).values, dtype="float64")
     if img.max() > 1.0:
         img = img / 255.0
@@ -157,8 +127,8 @@ def run_demo(
     axes[0].set_title("Sentinel-2 true colour (B04/B03/B02, median over time)", fontsize=9)
     axes[1].imshow(np.nan_to_num(img), extent=extent, interpolation="nearest")
     axes[1].set_title(f"{attrs['eoembed:model']} embeddings ({emb.sizes['embedding']}-d, "
-                      f"{attrs['eoembed:patch_size_m']:g} m patches): PCA → RGB"
-                      + ("\n(each in-tile position's mean removed)" if centered else ""), fontsize=9)
+                      f"{attrs['eoembed:patch_size_m']:g} m patches): PCA → RGB\n"
+                      f"in-window positions: {attrs.get('eoembed:position', 'raw')}", fontsize=9)
     for ax in axes:
         ax.set_xlabel(f"x ({crs}) [m]")
         ax.set_ylabel(f"y ({crs}) [m]")
@@ -180,7 +150,9 @@ def run_demo(
         "weights_path": None if weights is None else str(weights),
         "device": attrs.get("eoembed:device"),
         "embedding": {k: int(v) for k, v in emb.sizes.items()},
-        "picture_tile_position_centered": centered,
+        "position": attrs.get("eoembed:position"),
+        "position_bias": {k.split(":", 1)[1]: attrs[k] for k in attrs if k.startswith("eoembed:position_")
+                          and k != "eoembed:position_method"},
         "seconds": round(seconds, 2),
         "patches_per_second": round(emb.sizes["y"] * emb.sizes["x"] / max(seconds, 1e-9), 1),
         "total_seconds": round(time.perf_counter() - t_start, 2),

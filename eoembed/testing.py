@@ -10,6 +10,7 @@ form plus ``only_decode_modalities``) and ``weights.pth`` (full fp32 state dict)
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,18 @@ def make_checkpoint(path, version: str = "v1.1", size: str = "nano", *, seed: in
     (out / "config.json").write_text(json.dumps(full, indent=1))
     torch.save(wrapper.model.state_dict(), out / "weights.pth")
     return out
+
+
+def window_aligned_origin(*window_px: int, res: float = 10.0,
+                          near: tuple[float, float] = (600000.0, 5600000.0)) -> tuple[float, float]:
+    """An ``(x, y)`` top-left origin near ``near`` on the CRS-anchored window grid of every given stride.
+
+    Windows sit at multiples of their stride from the CRS origin (:mod:`eoembed.grid`), so a
+    cube built at this origin (``synthetic_cube(origin=...)``) with a side of one window is
+    encoded as exactly that window — what parity tests against a direct encoder call need.
+    """
+    step = math.lcm(*(int(w) for w in window_px)) * res
+    return math.floor(near[0] / step) * step, math.floor(near[1] / step) * step
 
 
 def synthetic_cube(

@@ -43,7 +43,7 @@ def _direct(ckpt, version, cube, patch_size):
 def test_embed_matches_direct_encoder_call(checkpoints, version):
     cube = synthetic_cube(height=32, width=32, times=3, seed=3)
     emb = eoembed.embed(cube, f"olmoearth-{version}-nano", weights=checkpoints[version],
-                        patch_size=4, tile_size=32, halo=0, progress=False)
+                        patch_size=4, tile_size=32, halo=0, progress=False, position="raw")
     ref = _direct(checkpoints[version], version, cube, 4)
     assert emb.shape == ref.shape == (128, 8, 8)
     np.testing.assert_allclose(emb.values, ref, atol=1e-5, rtol=0)

@@ -20,7 +20,7 @@ from eoembed.exceptions import CorruptWeightsError, WeightsNotFoundError  # noqa
 from eoembed.models import get_model_spec, load_model  # noqa: E402
 from eoembed.models._phileonet import GeoAwareEncoder  # noqa: E402
 from eoembed.models.phileo import S2_BANDS, SIZES  # noqa: E402
-from eoembed.testing import synthetic_cube  # noqa: E402
+from eoembed.testing import synthetic_cube, window_aligned_origin  # noqa: E402
 
 SMALL = dataclasses.replace(get_model_spec("phileo-geoaware-nano"), name="phileo-test", size="test",
                             embedding_dim=128, params=None, macs_per_pixel=None, aliases=())
@@ -133,7 +133,7 @@ def test_embed_is_deterministic_and_batch_independent(small_ckpt):
 def test_embed_equals_direct_encoder_call(small_ckpt):
     """One 64-px tile, no halo: DN / 10 000 in PhilEO's band order → encoder → stride-16 map."""
     net, path = small_ckpt
-    cube = synthetic_cube(height=64, width=64, times=1, seed=5)
+    cube = synthetic_cube(height=64, width=64, times=1, seed=5, origin=window_aligned_origin(64))
     emb = eoembed.embed(cube, SMALL, weights=path, device="cpu", tile_size=64, halo=0, progress=False)
     x = torch.as_tensor(cube.sel(band=list(S2_BANDS)).values / 10000.0, dtype=torch.float32)
     with torch.no_grad():
@@ -194,7 +194,7 @@ def test_no_weights_says_how_to_pass_them():
 
 def test_cost_counts_convolutions():
     spec = get_model_spec("phileo-geoaware-nano")
-    cube = synthetic_cube(height=128, width=128, times=2)
+    cube = synthetic_cube(height=128, width=128, times=2, origin=window_aligned_origin(128))
     cost = eoembed.embed_cost(cube, "phileo", tile_size=128, halo=0)
     assert cost["tiles"] == 1
     assert cost["gmacs"] == pytest.approx(spec.macs_per_pixel * 128 * 128 * 2 / 1e9)

@@ -16,7 +16,7 @@ import eoembed  # noqa: E402
 from eoembed.exceptions import CorruptWeightsError, WeightsNotFoundError  # noqa: E402
 from eoembed.models import get_model_spec, load_model  # noqa: E402
 from eoembed.models.prithvi import V2_MEAN, V2_STD, day_of_year  # noqa: E402
-from eoembed.testing import synthetic_cube  # noqa: E402
+from eoembed.testing import synthetic_cube, window_aligned_origin  # noqa: E402
 
 from _oracles import import_terratorch_prithvi  # noqa: E402
 
@@ -258,7 +258,7 @@ def test_registry_and_cost():
     assert names == ["prithvi-eo-1.0-100m", "prithvi-eo-2.0-300m", "prithvi-eo-2.0-300m-tl",
                      "prithvi-eo-2.0-600m", "prithvi-eo-2.0-600m-tl"]
     assert get_model_spec("prithvi-eo-2.0-600m").patch_sizes == (14,)
-    cube = synthetic_cube(height=224, width=224, times=4)
+    cube = synthetic_cube(height=224, width=224, times=4, origin=window_aligned_origin(224))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         cost = eoembed.embed_cost(cube, "prithvi-eo-2.0-300m", tile_size=224, halo=0)

@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 import eoembed  # noqa: E402
 from eoembed.exceptions import CorruptWeightsError, WeightsNotFoundError  # noqa: E402
 from eoembed.models import get_model_spec, load_model  # noqa: E402
-from eoembed.testing import synthetic_cube  # noqa: E402
+from eoembed.testing import synthetic_cube, window_aligned_origin  # noqa: E402
 
 from _oracles import import_timm  # noqa: E402
 
@@ -182,12 +182,13 @@ def test_no_weights_says_what_to_pass(tmp_path):
 
 def test_registry_and_cost():
     assert {"vitmae-rs-base", "vitmae-rs-large"} <= set(eoembed.list_models("vitmae*"))
-    cube = synthetic_cube(height=224, width=224, times=2)
+    cube = synthetic_cube(height=224, width=224, times=2, origin=window_aligned_origin(224))
     cost = eoembed.embed_cost(cube, "vitmae-rs-base", tile_size=224, halo=0)
     assert cost["tokens_per_tile"] == 14 * 14 * 2
     # ViT-B/16 at 224 px: 17.6 GMACs per image (timm's model card, patch embedding included)
     assert cost["gmacs"] == pytest.approx(2 * 17.5, rel=0.03)
-    one = eoembed.embed_cost(synthetic_cube(height=224, width=224, times=1), "vitmae-rs-base", tile_size=224, halo=0)
+    one = eoembed.embed_cost(synthetic_cube(height=224, width=224, times=1, origin=window_aligned_origin(224)),
+                             "vitmae-rs-base", tile_size=224, halo=0)
     assert cost["gmacs"] == pytest.approx(2 * one["gmacs"])  # timesteps are separate images
 
 
