@@ -143,6 +143,10 @@ def run(quick: bool = False, repeat: int = 2, models=MODELS) -> dict:
             core = (emb.attrs["eoembed:tile_size"] - 2 * emb.attrs["eoembed:halo"]) // PATCH
             window = emb.attrs["eoembed:tile_size"] // PATCH
             st = position_stats(emb.values, period=core, offset=tuple(emb.attrs["eoembed:window_offset"]))
+            if st is None:  # fewer than two patches per in-window position: no statistic on this cube
+                st = dict.fromkeys(("same_position_rate", "same_position_chance", "same_position_over_chance",
+                                    "pc1_position_share", "pc1_position_share_null", "total_position_share"),
+                                   float("nan"))
             crops = [1, 3, window - 1] if quick else list(range(1, window + 1))
             row = {"model": name, "position": position, "seam_ratio": emb.attrs.get("eoembed:seam_ratio"),
                    **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in st.items()},

@@ -70,6 +70,7 @@ def _cmd_embed(args) -> int:
         cube = open_cube(args.input, chunks={} if streamed else None)
         emb = embed(cube, args.model, weights=args.weights, patch_size=args.patch_size,
                     tile_size=args.tile_size, halo=args.halo, blend=args.blend, device=args.device,
+                    position=args.position,
                     pool_time=not args.per_timestep, batch_size=args.batch_size)
         if streamed:
             info = to_zarr(emb, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
@@ -116,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--halo", type=int, default=None)
     p.add_argument("--blend", action=argparse.BooleanOptionalAction, default=None,
                    help="blend overlapping windows (default: the model family's)")
+    p.add_argument("--position", choices=["auto", "neutral", "raw"], default="auto",
+                   help="in-window positions: neutral (default for ViT families: every token at window "
+                        "position (0, 0)) or the model's own (raw)")
     p.add_argument("--batch-size", type=int, default=None, help="tiles per encoder call (default: by device)")
     p.add_argument("--per-timestep", action="store_true", help="one vector per patch and timestep")
     p.add_argument("--lazy", action="store_true", help="read, embed and write region by region with dask")

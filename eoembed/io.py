@@ -208,4 +208,10 @@ def _finish(path: Path, emb: xr.DataArray) -> None:
                         blend=bool(emb.attrs.get("eoembed:blend", 0)),
                         **dict(zip(("offset_y", "offset_x"), map(int, emb.attrs.get("eoembed:window_offset", (0, 0))))))
         arr.attrs.update(seam_attrs(back.data, grid))
+    if "eoembed:position_hit_rate" not in arr.attrs and "eoembed:tile_size" in emb.attrs:
+        from eoembed.position import position_attrs
+
+        p = int(emb.attrs["eoembed:patch_size"])
+        period = (int(emb.attrs["eoembed:tile_size"]) - 2 * int(emb.attrs["eoembed:halo"])) // p
+        arr.attrs.update(position_attrs(back.data, period, tuple(emb.attrs.get("eoembed:window_offset", (0, 0)))))
     arr.attrs[_COMPLETE_ATTR] = 1

@@ -145,8 +145,28 @@ def test_tutorial_runs(path, venv_kernel):
         assert len(images) >= 4
         assert "galileo-nano" in stdout and "MIT" in stdout and "cos(A" in stdout
         assert "RANDOM-weight" in stdout and "ratio" in stdout
+        # window position: raw positions dominate, neutral ones sit at chance and at the PC1 noise level
+        pos = {m: (float(r), float(p1), float(null)) for m, r, p1, null in re.findall(
+            r"position=(raw|neutral)\s+hits at the query's position .*?ratio ([0-9.]+)x\) \| PC1 share ([0-9.]+) "
+            r"\(noise level ([0-9.]+)\)", stdout)}
+        assert pos["raw"][0] > 10 and pos["raw"][1] > 0.8, pos
+        assert pos["neutral"][0] <= 2 and pos["neutral"][1] <= pos["neutral"][2] + 0.05, pos
+        m = re.search(r"interior \((\d+) patches\) mean ([0-9.]+), max \|difference\| ([0-9.e+-]+)", stdout)
+        assert m and int(m.group(1)) > 0 and float(m.group(2)) >= 0.99999 and float(m.group(3)) <= 1e-5
+        rnd = dict(re.findall(r"RANDOM-weight OlmoEarth v1.1 Nano, position=(raw|neutral)\s+hits/chance ([0-9.]+)x",
+                              stdout))
+        assert float(rnd["raw"]) > 5 and float(rnd["neutral"]) <= 2, rnd
+        seams = dict(re.findall(r"^(blended|hard) .*?seam ratio ([0-9.]+)", stdout, flags=re.M))
+        assert float(seams["blended"]) < float(seams["hard"]), seams
     if name.startswith("03_"):
         assert len(images) >= 3 and "top-10 hits" in stdout and "same hits as in map coordinates: True" in stdout
+        rates = {m: (float(r), float(c)) for m, r, c in re.findall(
+            r"position=(neutral|raw)\s+top-10 hits at the query's in-window position: ([0-9.]+)% \(chance ([0-9.]+)%\)",
+            stdout)}
+        assert rates["neutral"][0] <= 2 * rates["neutral"][1] < rates["raw"][0], rates
+        m = re.search(r"explorer \(neutral positions, stride \d+\): the first click's top-10 hits at its own "
+                      r"in-window position: (\d+) of 10", stdout)
+        assert m and int(m.group(1)) <= 2
     if name.startswith("04_"):
         scores = check_fewshot_summary(stdout)
         assert "galileo-nano" in scores or "galileo-nano: skipped" in stdout

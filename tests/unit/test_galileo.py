@@ -171,7 +171,7 @@ def test_specs_and_cost():
     cube = make_cube(32, 3)
     cost = eoembed.embed_cost(cube, "galileo-nano", patch_size=4)
     assert cost["tokens_per_patch_timestep"] == 7  # 5 S2 groups + NDVI + S1
-    assert cost["tile_size"] == 12 * 4  # the family default: 12-patch windows (benchmarks/bench_seams.py)
+    assert cost["tile_size"] == 12 * 4  # the family default: 12-patch windows (benchmarks/bench_tiling.py)
     assert cost["tokens_per_tile"] == 12 ** 2 * 3 * 7 and cost["gmacs"] > 0
 
 

@@ -163,3 +163,18 @@ def test_olmoearth_neutral_positions_make_a_constant_scene_constant(checkpoints,
 
     enc = flexi_vit.get_2d_sincos_pos_encoding_with_resolution(4, torch.ones(1), 16, "cpu")
     assert float(enc.std(dim=1).max()) > 0.1
+
+
+def test_streamed_store_carries_the_position_mode_and_diagnostic(checkpoints, tmp_path):
+    from eoembed.io import open_embeddings, to_zarr
+
+    cube = synthetic_cube(height=160, width=160, times=1, seed=8, origin=(600080.0, 5600000.0))
+    kw = dict(weights=checkpoints["v1.1"], tile_size=32, halo=4, blend=True, progress=False)
+    eager = eoembed.embed(cube, "nano", **kw)
+    lazy = eoembed.embed(cube.chunk({"y": 64, "x": 64}), "nano", **kw)
+    to_zarr(lazy, tmp_path / "e.zarr", progress=False)
+    back = open_embeddings(tmp_path / "e.zarr")
+    np.testing.assert_allclose(back.values, eager.values, atol=1e-5)
+    assert back.attrs["eoembed:position"] == "neutral" and back.attrs["eoembed:window_offset"] == [4, 2]
+    for key in ("eoembed:position_hit_rate", "eoembed:position_hit_chance", "eoembed:position_pc1_share"):
+        assert back.attrs[key] == pytest.approx(eager.attrs[key], abs=1e-4)

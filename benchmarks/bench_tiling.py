@@ -1,10 +1,13 @@
-"""Seams against cost for each tiling, and embed() against the bare encoder, in one run.
+"""Seams and window-position bias against cost for each tiling, and embed() against the bare encoder, in one run.
 
-For every tiling (window size, halo, blending) on one cube and model:
+For every tiling (window size, halo, blending) on one cube and model, with ``--position``
+(default ``auto``: neutral in-window positions for ViT families):
 
 1. **Seams**: :func:`eoembed.grid.seam_stats` on the result — neighbour cosine distances
    grouped by phase along the window period; ``ratio`` = worst phase / the rest (≈1: window
    borders invisible), ``cross_over_in`` = pairs straddling a core border / the rest.
+   **Position bias**: :func:`eoembed.position.position_stats` — top-10 hits at the query's
+   in-window position over chance, PC1 variance explained by the position (and its noise level).
 2. **Cost**: encoder tokens per output patch relative to non-overlapping windows
    (``GridSpec.overhead``, the same number ``embed_cost`` reports as ``halo_overhead``).
 3. **Throughput**: embed() time (band resolution, masks, normalization, tiling, stitching)
@@ -16,7 +19,7 @@ Runs on the shared real sample when present, else on a synthetic cube; uses a ra
 checkpoint in the published layout unless ``--weights`` is given (seams of real weights are
 the number that matters: pass them when you have them).
 
-    python benchmarks/bench_seams.py [--quick] [--model nano] [--weights DIR] [--size 128]
+    python benchmarks/bench_tiling.py [--quick] [--model nano] [--weights DIR] [--size 128] [--position raw]
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import numpy as np
 
 import eoembed
 from eoembed.grid import seam_stats
+from eoembed.position import position_stats
 from eoembed.testing import make_checkpoint, synthetic_cube
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared/data/worldcereal/worldcereal_preprocessed_inputs.nc"
@@ -134,6 +138,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--tilings", default=None, help="comma-separated labels from TILINGS (default all)")
     ap.add_argument("--no-timing", action="store_true", help="seams only")
+    ap.add_argument("--position", default="auto", choices=["auto", "neutral", "raw"])
     ap.add_argument("--offsets", default="0", help="comma-separated pixel shifts of the seam cube (crop from the "
                     "top-left) so window borders fall on different ground; ratios are averaged")
     args = ap.parse_args(argv)
@@ -149,7 +154,7 @@ def main(argv=None) -> dict:
     tilings = TILINGS[:1] + TILINGS[2:4] if args.quick else TILINGS
     if args.tilings:
         tilings = [t for t in TILINGS if t[0] in args.tilings.split(",")]
-    kw = dict(weights=weights, patch_size=p, progress=False)
+    kw = dict(weights=weights, patch_size=p, progress=False, position=args.position)
     enc = eoembed.load_model(args.model, weights=weights)
     from eoembed.encode import auto_batch_size
 
@@ -158,11 +163,13 @@ def main(argv=None) -> dict:
     rows = []
     for label, tile, halo, blend in tilings:
         tile, halo = int(round(tile * scale / p)) * p, int(round(halo * scale / p)) * p
-        per_offset = []
+        per_offset, pos = [], []
         for off in (int(o) for o in args.offsets.split(",")):
             part = cube.isel(y=slice(off, None), x=slice(off, None))
             emb = eoembed.embed(part, args.model, tile_size=tile, halo=halo, blend=blend, batch_size=batch, **kw)
-            per_offset.append(seam_stats(emb.values, (tile - 2 * halo) // p, halo // p if blend else 0))
+            woff = tuple(emb.attrs["eoembed:window_offset"])
+            per_offset.append(seam_stats(emb.values, (tile - 2 * halo) // p, halo // p if blend else 0, woff))
+            pos.append(position_stats(emb.values, period=(tile - 2 * halo) // p, offset=woff))
         per_offset = [st for st in per_offset if st]
         stats = None
         if per_offset:
@@ -177,6 +184,9 @@ def main(argv=None) -> dict:
                "cross_over_in": round(stats["cross_over_in"], 3) if stats else float("nan"),
                "pairs": stats["pairs"] if stats else [0, 0],
                "ratio_per_offset": stats["ratio_per_offset"] if stats else []}
+        pos = [s for s in pos if s]
+        for key in ("same_position_over_chance", "pc1_position_share", "pc1_position_share_null"):
+            row[key] = round(float(np.mean([s[key] for s in pos])), 3) if pos else float("nan")
         if not args.no_timing:
             t_embed, t_bare = [], []
             for _ in range(args.repeat):
@@ -191,7 +201,7 @@ def main(argv=None) -> dict:
         floor = rows[0]["bare_s"]
         for r in rows:
             r["time_per_patch_rel"] = round(r["embed_s"] / floor, 3)
-    result = {"input": source, "cube": dict(cube.sizes), "timing_cube": dict(tcube.sizes), "model": default.attrs["eoembed:model"],
+    result = {"position": default.attrs["eoembed:position"], "input": source, "cube": dict(cube.sizes), "timing_cube": dict(tcube.sizes), "model": default.attrs["eoembed:model"],
               "weights": "given" if args.weights else "random (published layout)", "patch_size": p,
               "batch_size": batch, "default_tiling": [default.attrs["eoembed:tile_size"],
                                                       default.attrs["eoembed:halo"], default.attrs["eoembed:blend"]],
@@ -199,9 +209,12 @@ def main(argv=None) -> dict:
     print(json.dumps(result, indent=1))
     print(f"\n{result['model']} ({result['weights']} weights); seams: {source} {dict(cube.sizes)}; "
           f"timing: synthetic {dict(tcube.sizes)}, batch {batch}")
-    print(f"{'tiling':24} {'tokens/patch':>12} {'seam ratio':>10} {'cross/in':>9} {'embed/bare':>10} {'time/patch':>10}")
+    print(f"positions: {result['position']}")
+    print(f"{'tiling':24} {'tokens/patch':>12} {'seam ratio':>10} {'cross/in':>9} {'hits/chance':>11} "
+          f"{'PC1 pos':>8} {'(noise)':>8} {'embed/bare':>10} {'time/patch':>10}")
     for r in rows:
         print(f"{r['tiling']:24} {r['tokens_per_patch_rel']:12.2f} {r['seam_ratio']:10.2f} {r['cross_over_in']:9.2f} "
+              f"{r['same_position_over_chance']:11.2f} {r['pc1_position_share']:8.3f} {r['pc1_position_share_null']:8.3f} "
               f"{r.get('embed_over_bare', float('nan')):10.2f} {r.get('time_per_patch_rel', float('nan')):10.2f}")
     return result
 
