@@ -13,8 +13,9 @@ labelled patches and the same spatial-block folds (``eoembed.classify``:
 * ``galileo-nano`` — time-pooled vector and the per-timestep vectors stacked;
 * ``presto`` — per-pixel encoder, mean over the patch's pixels.
 
-Fixed choices, made before looking at scores: 4-px (40 m) patches, the whole 64 × 64 px
-footprint encoded as one window (``tile_size=64, halo=0``: no tiles, so no seams), 160 m
+Fixed choices, made before looking at scores: 4-px (40 m) patches, each model's default
+tiling and positions (what a user gets: Galileo's blended 12-patch windows on the CRS-anchored
+window grid with neutral in-window positions; the 640 m footprint spans several windows), 160 m
 blocks (a 640 m footprint gives a handful of blocks per fold), 5 folds, classes with fewer
 labelled patches than folds dropped (they cannot be cross-validated). Models that are
 not registered (their branch has not landed) or whose weights are missing are listed
@@ -41,7 +42,6 @@ DATA = ROOT.parent / "shared" / "data" / "worldcereal-training"
 WEIGHTS = ROOT.parent / "shared" / "weights"
 PATCH = 4
 BLOCK_M = 160.0
-WINDOW = 64  # px: the whole 640 m footprint is one window (no tiling, no seams, no halo cost)
 
 
 def stacked_features(pooled: xr.DataArray, per_time: xr.DataArray) -> xr.DataArray:
@@ -73,7 +73,7 @@ def embed_model(cube, name: str, weights_dir: Path):
     """Feature cube for ``name`` and the seconds embedding took."""
     import eoembed
 
-    kw = dict(patch_size=PATCH, tile_size=WINDOW, halo=0, progress=False)
+    kw = dict(patch_size=PATCH, progress=False)  # default tiling and positions
     if name != "spectral":
         kw["weights"] = str(weights_dir / name)
     t0 = time.perf_counter()

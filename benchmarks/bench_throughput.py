@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 
 import eoembed
-from eoembed.testing import make_checkpoint, synthetic_cube
+from eoembed.testing import make_checkpoint, synthetic_cube, window_aligned_origin
 
 GALILEO = Path(__file__).resolve().parents[2] / "shared" / "weights" / "galileo-nano"
 WINDOW = 128
@@ -41,7 +41,9 @@ def _weights(name: str, root: Path):
 
 def run(models, patch_sizes, images: int, repeat: int, device: str, compile: bool) -> list[dict]:
     side = int(round(images ** 0.5))
-    cube = synthetic_cube(height=side * WINDOW, width=side * WINDOW, times=1, seed=3)
+    # on the CRS-anchored window grid: exactly side x side windows, no partial ones at the edges
+    cube = synthetic_cube(height=side * WINDOW, width=side * WINDOW, times=1, seed=3,
+                          origin=window_aligned_origin(WINDOW))
     n_img = side * side
     km2 = n_img * (WINDOW * 10 / 1000) ** 2
     root = Path(tempfile.mkdtemp())
