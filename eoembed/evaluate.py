@@ -140,7 +140,10 @@ def _mosaic(tiles: np.ndarray, bands: Sequence[str], res: float = 10.0) -> tuple
     for i, t in enumerate(tiles):
         r, c = divmod(i, cols)
         canvas[..., r * h:(r + 1) * h, c * w:(c + 1) * w] = t
-    x0, y0 = 500_000.0, 5_000_000.0
+    # origin on the CRS-anchored window grid (eoembed.grid): with tile_size = the chip side, each chip
+    # is exactly one encoder window and never shares one with its neighbour
+    step_y, step_x = h * res, w * res
+    x0, y0 = (500_000.0 // step_x) * step_x, (5_000_000.0 // step_y) * step_y
     transform = Affine(res, 0, x0, 0, -res, y0)
     centres = affine_to_coords(transform, cols * w, rows * h)
     xs, ys = centres["x"], centres["y"]

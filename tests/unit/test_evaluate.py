@@ -146,3 +146,16 @@ def test_eurosat_band_order_comes_from_the_sensor_table():
     # the EuroSAT GeoTIFFs store B01..B12 in number order, then B8A last
     assert EUROSAT_BANDS == ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A")
     assert set(EUROSAT_BANDS) == set(S2_ALL_BANDS) and all(canonical_band(b) == ("sentinel2_l2a", b) for b in EUROSAT_BANDS)
+
+
+def test_each_chip_is_its_own_window(checkpoints):
+    """Chips laid side by side never share an encoder window: a chip's vector does not depend on its neighbours."""
+    from eoembed.evaluate import embed_tiles
+    from eoembed.sensors import S2_L2A_BANDS
+
+    rng = np.random.default_rng(3)
+    bands = list(S2_L2A_BANDS)
+    chips = rng.uniform(200, 4000, size=(3, 1, len(bands), 32, 32)).astype("float32")  # (N, time, band, H, W)
+    together = embed_tiles(chips, bands, "nano", weights=checkpoints["v1.1"])
+    alone = embed_tiles(chips[1:2], bands, "nano", weights=checkpoints["v1.1"])
+    np.testing.assert_allclose(together[1], alone[0], atol=1e-5)
