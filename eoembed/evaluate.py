@@ -149,7 +149,7 @@ def _mosaic(tiles: np.ndarray, bands: Sequence[str], res: float = 10.0) -> tuple
     xs, ys = centres["x"], centres["y"]
     if len(lead) == 2:
         dims = ("time", "band", "y", "x")
-        coords = {"time": np.arange(lead[0]).astype("datetime64[D]") + np.datetime64("2021-06-01"),
+        coords = {"time": (np.datetime64("2021-06", "M") + np.arange(lead[0])).astype("datetime64[ns]"),
                   "band": list(bands), "y": ys, "x": xs}
     else:
         dims = ("band", "y", "x")
