@@ -165,7 +165,7 @@ def open_embeddings(
     year:
         Year of an annual product (AlphaEarth/TESSERA); stated as
         ``eoembed:time_range``. Default: the first 4-digit 2015–2039 year in the file
-        name, if any.
+        name (or, for TESSERA tiles, the ``<year>`` folder holding them), if any.
     georef:
         TESSERA ``.npy`` tiles: a GeoTIFF on the same grid (the tile's landmask).
     crs, transform:
@@ -233,11 +233,12 @@ def _detect(src: str, remote: bool) -> str:
         with rasterio.open(src) as ds:
             dtype, count, nodata = ds.dtypes[0], ds.count, ds.nodata
             names = [d or "" for d in ds.descriptions]
+            tags = ds.tags()
     except rasterio.errors.RasterioIOError as err:
         raise InputError(f"{src} is neither a GeoTIFF, a Zarr store nor GeoParquet that eoembed can read "
                          f"({err}). Pass format= explicitly.") from err
     if dtype == "int8":
-        if count == 64 and (names[:2] == ["A00", "A01"] or nodata == ALPHAEARTH_NODATA):
+        if (count == 64 or "eoembed_model" in tags) and (names[:2] == ["A00", "A01"] or nodata == ALPHAEARTH_NODATA):
             return "alphaearth"
         if _scales_sidecar(src) is not None:
             return "tessera"
@@ -289,7 +290,10 @@ def _year(src: str, year: int | None) -> int | None:
     if year is not None:
         return int(year)
     m = re.search(r"(?<!\d)(20[1-3]\d)(?!\d)", Path(src).name)
-    return int(m.group(1)) if m else None
+    if m:
+        return int(m.group(1))
+    parent = Path(src).parent.name  # geotessera layout: <root>/global_0.1_degree_representation/<year>/grid_*.npy
+    return int(parent) if re.fullmatch(r"20[1-3]\d", parent) else None
 
 
 def _base_attrs(*, model: str, family: str, version: str, dim: int, res: float, license: str,
@@ -314,7 +318,8 @@ def _base_attrs(*, model: str, family: str, version: str, dim: int, res: float, 
 
 def _open_alphaearth(src: str, *, chunks: Any, year: int | None) -> xr.DataArray:
     da = _open_raster(src, chunks)
-    if da.dtype != np.int8 or da.sizes["band"] != 64:
+    own = "eoembed_model" in da.attrs  # eoembed.export writes any dimension in this convention
+    if da.dtype != np.int8 or (da.sizes["band"] != 64 and not own):
         raise InputError(
             f"{src} is not an AlphaEarth embedding COG: expected 64 int8 bands (A00-A63), got "
             f"{da.sizes['band']} {da.dtype} bands. For float vectors use format='geotiff'."
@@ -328,6 +333,11 @@ def _open_alphaearth(src: str, *, chunks: Any, year: int | None) -> xr.DataArray
         quantization="int8, value = sign(q) * (|q|/127.5)**2, nodata -128, renormalised to unit length",
         quantization_source="https://developers.google.com/earth-engine/guides/aef_on_gcs_readme",
     )
+    tags = _eoembed_tags(da)
+    if "eoembed:model" in tags:  # written by eoembed.export.embeddings_to_cog: the cube's own provenance
+        attrs = {k: v_ for k, v_ in attrs.items() if k in ("eoembed:source", "eoembed:quantization",
+                                                          "eoembed:quantization_source")}
+        attrs.update({k: v_ for k, v_ in tags.items() if k not in attrs})
     return _cube(v, da, attrs)
 
 
@@ -421,7 +431,7 @@ def _open_geotiff(src: str, *, chunks: Any, model: str | None, year: int | None)
     nodata = da.rio.nodata
     if nodata is not None and np.isfinite(nodata):
         v = _where((v == np.float32(nodata)).all(axis=0, keepdims=True), np.float32(np.nan), v)
-    tags = {k: v_ for k, v_ in da.attrs.items() if k.startswith("eoembed:")}
+    tags = _eoembed_tags(da)
     attrs = _base_attrs(model=model or str(tags.get("eoembed:model", "unknown")), family="unknown",
                         version=str(tags.get("eoembed:model_version", "")), dim=da.sizes["band"],
                         res=abs(da.rio.resolution()[0]), license=str(tags.get("eoembed:license", "unknown")),
@@ -430,6 +440,12 @@ def _open_geotiff(src: str, *, chunks: Any, model: str | None, year: int | None)
     if model:
         attrs["eoembed:model"] = model
     return _cube(v, da, attrs)
+
+
+def _eoembed_tags(da: xr.DataArray) -> dict:
+    """``eoembed_*`` GeoTIFF tags (written by :mod:`eoembed.export`) as ``eoembed:*`` attrs."""
+    return {"eoembed:" + k[len("eoembed_"):]: _tag_value(v) for k, v in da.attrs.items()
+            if str(k).startswith("eoembed_")}
 
 
 def _tag_value(v: Any) -> Any:
@@ -646,7 +662,7 @@ class PointEmbeddings:
 
         q = shapely.centroid(geoms)
         tree = shapely.STRtree(self.gdf.geometry.values)
-        _, idx = tree.query_nearest(q, max_distance=max_distance, return_distance=True, all_matches=False)
+        idx = tree.query_nearest(q, max_distance=max_distance, all_matches=False)
         out = np.full(len(q), -1, np.int64)
         out[idx[0]] = idx[1]
         return out
