@@ -205,7 +205,7 @@ def _class_cog(da: xr.DataArray, path: Path, *, colors: dict | None, compress: s
                    crs=da.rio.crs, transform=t, nodata=CLASS_NODATA)
     tags = _tags(da.attrs)
     if names:
-        tags["eoembed:classes"] = json.dumps(dict(zip(map(str, values), names)))
+        tags["eoembed_classes"] = json.dumps(dict(zip(map(str, values), names)))
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         work = Path(tmp) / "class.tif"
         with rasterio.open(work, "w", **profile) as ds:
@@ -272,15 +272,13 @@ def to_geoparquet(gdf, path: str | os.PathLike, *, crs: Any = None, attrs: dict 
 
     path = _prepare(path, overwrite)
     gdf = _plain_columns(_as_gdf(gdf, crs))
-    table = gdf.to_arrow(index=False, geometry_encoding="WKB")
-    import pyarrow as pa
-
-    table = pa.table(table)
+    tmp = path.with_name(path.name + ".partial")
+    gdf.to_parquet(tmp, index=False)  # GeoParquet 1.x ('geo' metadata, WKB geometry)
+    table = pq.read_table(tmp)
     meta = dict(table.schema.metadata or {})
     meta.update({k.encode(): v.encode() for k, v in _tags(attrs or {}).items()})
-    if b"geo" not in meta:  # geopandas' arrow export carries the GeoParquet 'geo' metadata
-        raise EOEmbedError("geopandas did not attach GeoParquet metadata; upgrade geopandas (>= 1.0).")
-    pq.write_table(table.replace_schema_metadata(meta), path)
+    pq.write_table(table.replace_schema_metadata(meta), tmp)
+    tmp.replace(path)
     log.info("wrote %s (%d rows)", path, len(gdf))
     return path
 

@@ -251,8 +251,12 @@ def _detect(src: str, remote: bool) -> str:
 
 
 def _is_own_zarr(src: str) -> bool:
+    import warnings
+
     try:
-        ds = xr.open_zarr(src, consolidated=None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # "not consolidated": fine for a probe
+            ds = xr.open_zarr(src, consolidated=None)
     except Exception:  # noqa: BLE001  (not a store xarray can open: let the zarr path say why)
         return False
     return any("embedding" in v.dims for v in ds.data_vars.values())
@@ -461,9 +465,13 @@ def _tag_value(v: Any) -> Any:
 
 
 def _open_zarr(src: str, *, chunks: Any, model: str | None) -> xr.DataArray:
+    import warnings
+
     try:
-        ds = xr.open_zarr(src, consolidated=None, chunks=chunks if chunks is not None else None,
-                          decode_coords="all")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # stores written without consolidated metadata
+            ds = xr.open_zarr(src, consolidated=None, chunks=chunks if chunks is not None else None,
+                              decode_coords="all")
     except Exception as err:  # noqa: BLE001  (any unreadable store: say what was expected)
         raise InputError(f"{src} is not a Zarr store xarray can open ({type(err).__name__}: {err}).") from err
     if any("embedding" in v.dims for v in ds.data_vars.values()):
@@ -585,7 +593,7 @@ def _open_geoparquet(src: str, *, column: str, time_column: str, model: str | No
 
 
 def _meta(meta: dict, key: str) -> str | None:
-    for k in (f"eoembed:{key}".encode(), key.encode()):
+    for k in (f"eoembed_{key}".encode(), f"eoembed:{key}".encode(), key.encode()):
         if k in meta:
             return meta[k].decode()
     return None
