@@ -515,9 +515,12 @@ class FewShotClassifier(_ClassifierMixin, _BaseEstimator):
     # ---- scikit-learn estimator API ------------------------------------------------
     def fit(self, X, y) -> "FewShotClassifier":
         """Fit on feature rows ``X`` ``(n, F)`` and labels ``y``; NaN rows are refused."""
-        X, y = self._check_X(X, fitting=True), np.asarray(y)
-        if y.ndim != 1 or len(y) != len(X):
-            raise ParameterError(f"y must be 1-D with one label per row of X ({len(X)}), got shape {y.shape}.")
+        from sklearn.utils.multiclass import check_classification_targets
+        from sklearn.utils.validation import validate_data
+
+        self._refuse_cube(X)
+        X, y = validate_data(self, X, y, dtype=np.float32, y_numeric=False, reset=True)
+        check_classification_targets(y)
         classes = np.unique(y)
         if len(classes) < 2:
             raise LabelError(f"Only one class ({classes[0]!r}) among the {len(y)} labels; a classifier needs at "
@@ -525,29 +528,22 @@ class FewShotClassifier(_ClassifierMixin, _BaseEstimator):
         self._template = make_estimator(self.estimator, random_state=self.random_state)
         self.X_, self.y_ = X, y
         self.classes_ = classes
-        self.n_features_in_ = X.shape[1]
         self.estimator_ = _fit(self._template, X, y)
         self._reports: dict[Any, CVReport] = {}
         return self
 
-    def _check_X(self, X, *, fitting: bool = False) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float32)
-        if X.ndim != 2:
-            raise ParameterError(f"X must be a 2-D (n_samples, n_features) array, got shape {X.shape}. For a cube "
-                                 "use fewshot(emb, labels) / clf.predict_map(emb).")
-        if len(X) == 0:
-            raise ParameterError("X has no rows (0 samples); at least one is required.")
-        if not np.isfinite(X).all():
-            raise ParameterError("X contains NaN or infinite values (masked patches); drop those rows, or use "
-                                 "predict_map()/predict_proba_vectors(), which return NaN for them.")
-        if not fitting:
-            from sklearn.utils.validation import check_is_fitted
+    @staticmethod
+    def _refuse_cube(X) -> None:
+        if isinstance(X, (xr.DataArray, xr.Dataset)):
+            raise ParameterError("fit()/predict() take feature rows (n_samples, n_features); for a cube use "
+                                 "fewshot(emb, labels) and clf.predict_map(emb).")
 
-            check_is_fitted(self, "estimator_")
-            if X.shape[1] != self.n_features_in_:
-                raise ParameterError(f"X has {X.shape[1]} features, but the classifier was fitted on "
-                                     f"{self.n_features_in_}.")
-        return X
+    def _check_X(self, X) -> np.ndarray:
+        from sklearn.utils.validation import check_is_fitted, validate_data
+
+        self._refuse_cube(X)
+        check_is_fitted(self, "estimator_")
+        return validate_data(self, X, dtype=np.float32, reset=False)
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities ``(n, n_classes)`` (columns in ``classes_`` order)."""
