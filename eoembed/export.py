@@ -28,7 +28,7 @@ import xarray as xr
 
 from eoembed.exceptions import DimensionError, EOEmbedError, InputError, MissingCRSError, ParameterError, require
 
-__all__ = ["CLASS_NODATA", "PALETTE", "embeddings_to_cog", "to_cog", "to_geojson", "to_geoparquet"]
+__all__ = ["CLASS_NODATA", "PALETTE", "cf_coords", "embeddings_to_cog", "to_cog", "to_geojson", "to_geoparquet"]
 
 log = logging.getLogger("eoembed.export")
 
@@ -37,6 +37,22 @@ CLASS_NODATA = 255
 #: Default class colours (Okabe-Ito then Tableau-like), cycled; pass ``colors=`` to choose.
 PALETTE = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#999999",
            "#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#E377C2", "#17BECF")
+
+
+def cf_coords(da):
+    """``da`` with CF attributes on ``x``/``y`` (``standard_name``, ``long_name``, ``axis``, ``units``).
+
+    ``projection_x_coordinate``/``projection_y_coordinate`` in ``m`` for projected
+    CRSs (``longitude``/``latitude`` in degrees for geographic ones), from the CRS via
+    rioxarray; nothing changes without a CRS.
+    """
+    if da.rio.crs is None:
+        return da
+    out = da.rio.write_coordinate_system()
+    for c in ("x", "y"):
+        if c in out.coords and out[c].attrs.get("units") in ("metre", "meter", "metres", "meters"):
+            out[c].attrs["units"] = "m"
+    return out
 
 
 def _prepare(path, overwrite: bool) -> Path:
