@@ -332,11 +332,12 @@ def embeddings_to_cog(
     nodata ``-128`` in every band of a masked patch, bands named ``A00``, ``A01``…;
     overviews are nearest-neighbour (valid quantized vectors). Reading it back with
     :func:`eoembed.open_embeddings` de-quantizes (``sign(q) * (q/127.5)**2``) and
-    renormalises. Measured on real embeddings (Galileo-Nano, p=4, on the shared
-    WorldCereal sample, 128-d, 2 500 patches): mean cosine between each vector and
-    its round trip 0.99990 (min 0.99979), i.e. a mean cosine error of 1.0e-4; cosine
-    search is unaffected at that level. Magnitudes are not kept (the vectors come
-    back unit length; eoembed's search and few-shot use cosine/standardised features).
+    renormalises. Measured on real embeddings (Galileo-Nano weights, ``patch_size=4``,
+    the shared 1 km² WorldCereal sample: 625 patches × 128 dims): mean cosine between
+    each (unit) vector and its int8 round trip 0.99993 (min 0.99989), i.e. a mean
+    cosine error of 7.4e-5; the top-10 cosine neighbours of each patch agree at 99.1 %;
+    the file is 0.12 MB against 0.32 MB of float32. Magnitudes are not kept (vectors
+    come back unit length; eoembed's search uses cosine, few-shot standardised features).
     ``quantize=None`` writes float32 with nodata NaN, band names ``E000``….
 
     Parameters
