@@ -265,9 +265,14 @@ def _is_own_zarr(src: str) -> bool:
 # --------------------------------------------------------------------------------------
 # rasters
 # --------------------------------------------------------------------------------------
+#: Default dask chunk side (pixels) of rasters: a multiple of the 256/512 COG blocks.
+RASTER_CHUNK = 1024
+
+
 def _open_raster(src: str, chunks: Any) -> xr.DataArray:
-    da = rioxarray.open_rasterio(src, chunks=chunks if chunks is not None else None, masked=False,
-                                 mask_and_scale=False)
+    if chunks == "auto":  # every band in one chunk (vectors are read whole), COG-block-aligned tiles
+        chunks = {"band": -1, "y": RASTER_CHUNK, "x": RASTER_CHUNK}
+    da = rioxarray.open_rasterio(src, chunks=chunks, masked=False, mask_and_scale=False)
     if isinstance(da, list):
         raise InputError(f"{src} holds several subdatasets; open one of them.")
     if da.rio.crs is None:

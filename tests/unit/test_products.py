@@ -345,3 +345,59 @@ def test_own_store_round_trip_dispatches_to_io(tmp_path):
     assert back.attrs == {**emb.attrs, **back.attrs} and back.attrs["eoembed:model"] == emb.attrs["eoembed:model"]
     np.testing.assert_allclose(back.values, emb.values)
     assert eoembed.open_embeddings is open_embeddings  # the package-level name is the product reader
+
+
+# ---- the whole workflow on products (issue 20's "done when") ----------------------------
+def _planted_products(tmp_path):
+    """The same planted 3-class cube as an AlphaEarth int8 COG and as GeoParquet rows."""
+    emb, truth = make_emb(30, 36, 64, block=6, noise=0.3, seed=11, pitch=10.0)
+    v = emb.values / np.linalg.norm(emb.values, axis=0, keepdims=True)
+    aef = tmp_path / "aef_2024.tif"
+    _write_aef(aef, _aef_quantize(v), transform=emb.rio.transform())
+    gdf, _, _ = _rows(emb)
+    gp = tmp_path / "rows.parquet"
+    gdf.to_parquet(gp)
+    return emb, truth, {"alphaearth": aef, "geoparquet": gp}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["alphaearth", "geoparquet"])
+def test_search_fewshot_explorer_and_class_map_on_products(tmp_path, fmt):
+    pytest.importorskip("faiss")
+    pytest.importorskip("ipyleaflet")
+    gpd = pytest.importorskip("geopandas")
+    from eoembed import export
+
+    own, truth, paths = _planted_products(tmp_path)
+    emb = open_embeddings(paths[fmt])
+    assert emb.rio.crs == own.rio.crs and tuple(emb.rio.transform()) == tuple(own.rio.transform())
+    # search: the top hits of a patch share its planted class
+    idx = emb.eo.index()
+    hits = idx.search(point=(float(emb.x[4]), float(emb.y[4])), k=10)
+    assert (truth.values[hits["row"], hits["col"]] == truth.values[4, 4]).mean() >= 0.9
+    # few-shot with spatial CV
+    rng = np.random.default_rng(0)
+    r, c = rng.integers(0, 30, 120), rng.integers(0, 36, 120)
+    labels = gpd.GeoDataFrame({"class": np.char.add("c", truth.values[r, c].astype(str))},
+                              geometry=gpd.points_from_xy(emb.x.values[c], emb.y.values[r]), crs=emb.rio.crs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf = emb.eo.fewshot(labels)
+        assert clf.cv_report().accuracy > 0.8
+    pm = clf.predict_map()
+    # the explorer: a click is the index query, labels train the same classifier
+    ex = emb.eo.explore(k=5)
+    h = ex.click(float(emb.x[4]), float(emb.y[4]))
+    assert list(h["id"]) == list(idx.search(point=(float(emb.x[4]), float(emb.y[4])), k=5)["id"])
+    for i in range(0, 120, 4):
+        ex.label(float(emb.x[c[i]]), float(emb.y[r[i]]), f"c{truth.values[r[i], c[i]]}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert ex.train().predict_map()["class"].shape == (30, 36)
+    # the class map leaves as a COG with its colours
+    out = export.to_cog(pm, tmp_path / "classes.tif", colors={"c0": (255, 0, 0)})
+    with rasterio.open(out) as ds:
+        assert ds.crs == own.rio.crs and tuple(ds.transform)[:6] == tuple(own.rio.transform())[:6]
+        assert ds.colormap(1)[0] == (255, 0, 0, 255) and ds.nodata == 255
+        a = ds.read(1)
+    assert (a == pm["class"].values).mean() > 0.99
