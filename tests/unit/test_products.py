@@ -245,6 +245,19 @@ def test_geoparquet_rows_on_a_grid_become_a_cube(tmp_path):
     p2 = tmp_path / "fixed.parquet"
     pq.write_table(t, p2)
     np.testing.assert_allclose(open_embeddings(p2).values, cube.values, equal_nan=True)
+    # fixed-shape tensor extension column (arrow.fixed_shape_tensor)
+    mat = np.stack(gdf["embedding"].to_numpy()).astype(np.float32)
+    t3 = t.set_column(t.column_names.index("embedding"), "embedding",
+                      pa.FixedShapeTensorArray.from_numpy_ndarray(mat))
+    p3 = tmp_path / "tensor.parquet"
+    pq.write_table(t3, p3)
+    np.testing.assert_allclose(open_embeddings(p3).values, cube.values, equal_nan=True)
+    # chip footprints (polygons, as Major-TOM/Clay publish) are placed at their centroids
+    chips = gdf.copy()
+    chips["geometry"] = chips.geometry.buffer(40, cap_style="square")
+    p4 = tmp_path / "chips.parquet"
+    chips.to_parquet(p4)
+    np.testing.assert_allclose(open_embeddings(p4).values, cube.values, equal_nan=True)
 
 
 def test_geoparquet_timestamps_become_a_time_dim(tmp_path):
