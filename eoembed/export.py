@@ -6,7 +6,8 @@ metadata, so the files open in QGIS, GDAL, rasterio and geopandas with nothing l
 
 * :func:`to_cog` — similarity, probability and class maps (and any other
   ``(y, x)``/``(band, y, x)`` map) through GDAL's COG driver (via rioxarray/rasterio).
-  Class maps become ``uint8`` with an embedded colour table and nodata 255.
+  Class maps become ``uint8`` (``uint16`` for codes above 254) with an embedded colour
+  table and nodata 255 (65535).
 * :func:`to_geoparquet`, :func:`to_geojson` — search hits, labels, matches.
 * :func:`embeddings_to_cog` — the embedding cube itself, float32 or int8 in the
   AlphaEarth convention (readable back with :func:`eoembed.open_embeddings`).
@@ -32,8 +33,10 @@ __all__ = ["CLASS_NODATA", "PALETTE", "cf_coords", "embeddings_to_cog", "to_cog"
 
 log = logging.getLogger("eoembed.export")
 
-#: nodata of uint8 class maps.
+#: nodata of uint8 class maps (classes 0-254).
 CLASS_NODATA = 255
+#: nodata of uint16 class maps (classes up to 65534, e.g. WorldCereal crop codes).
+CLASS_NODATA_16 = 65535
 #: Default class colours (Okabe-Ito then Tableau-like), cycled; pass ``colors=`` to choose.
 PALETTE = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#999999",
            "#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#E377C2", "#17BECF")
@@ -119,7 +122,8 @@ def to_cog(
     path:
         Output ``.tif``.
     kind:
-        ``"class"`` (``uint8``, colour table, nodata 255), ``"continuous"`` (float32,
+        ``"class"`` (``uint8`` with nodata 255, or ``uint16`` with nodata 65535 when a
+        class value exceeds 254; colour table embedded), ``"continuous"`` (float32,
         nodata NaN) or ``"auto"`` (class when the map has ``flag_values`` — as
         ``predict_map`` writes — or is an integer map named ``class``).
     colors:
@@ -139,7 +143,7 @@ def to_cog(
     MissingCRSError
         The map has no CRS.
     ParameterError
-        Class values outside 0-254 (uint8 with nodata 255), unknown ``kind`` or bad colours.
+        Class values outside 0-65534, unknown ``kind`` or bad colours.
     """
     if isinstance(map_da, xr.Dataset):
         if "class" not in map_da:
@@ -200,14 +204,18 @@ def _class_cog(da: xr.DataArray, path: Path, *, colors: dict | None, compress: s
         valid &= arr != src_nodata
     if not values:
         values = sorted({int(v) for v in np.unique(arr[valid])})
-    bad = [v for v in values if not 0 <= v <= 254] + ([] if valid.sum() == 0 else
-                                                     [int(v) for v in np.unique(arr[valid]) if not 0 <= v <= 254])
-    if bad:
+    present = values + ([] if valid.sum() == 0 else [int(v) for v in np.unique(arr[valid])])
+    if all(0 <= v < CLASS_NODATA for v in present):
+        dtype, nodata = "uint8", CLASS_NODATA
+    elif all(0 <= v < CLASS_NODATA_16 for v in present):  # e.g. WorldCereal crop codes (1100, 1200…)
+        dtype, nodata = "uint16", CLASS_NODATA_16
+    else:
         raise ParameterError(
-            f"Class values {sorted(set(bad))[:5]} do not fit a uint8 class map (0-254; 255 is nodata). Map the "
-            "classes to 0..K-1 first (predict_map does for string labels), or write kind='continuous'."
+            f"Class values {sorted(v for v in set(present) if not 0 <= v < CLASS_NODATA_16)[:5]} do not fit a "
+            "class map (0-65534). Map the classes to 0..K-1 first (predict_map does for string labels), or "
+            "write kind='continuous'."
         )
-    out = np.where(valid, arr, CLASS_NODATA).astype(np.uint8)
+    out = np.where(valid, arr, nodata).astype(dtype)
     cmap = {v: _rgb(PALETTE[i % len(PALETTE)]) for i, v in enumerate(values)}
     for key, c in (colors or {}).items():
         v = values[names.index(key)] if isinstance(key, str) and key in names else key
@@ -215,10 +223,10 @@ def _class_cog(da: xr.DataArray, path: Path, *, colors: dict | None, compress: s
             raise ParameterError(f"colors has {key!r}, which is not a class of the map (values {values}, "
                                  f"names {names}).")
         cmap[int(v)] = _rgb(c)
-    cmap[CLASS_NODATA] = (0, 0, 0, 0)
+    cmap[nodata] = (0, 0, 0, 0)
     t = da.rio.transform()
-    profile = dict(driver="GTiff", width=out.shape[1], height=out.shape[0], count=1, dtype="uint8",
-                   crs=da.rio.crs, transform=t, nodata=CLASS_NODATA)
+    profile = dict(driver="GTiff", width=out.shape[1], height=out.shape[0], count=1, dtype=dtype,
+                   crs=da.rio.crs, transform=t, nodata=nodata)
     tags = _tags(da.attrs)
     if names:
         tags["eoembed_classes"] = json.dumps(dict(zip(map(str, values), names)))

@@ -90,8 +90,15 @@ def test_probability_and_similarity_cogs(cube, pmap, tmp_path):
         export.to_cog(xr.DataArray(np.zeros((3, 3)), dims=("y", "x")), tmp_path / "nocrs.tif")
     with pytest.raises(DimensionError):
         export.to_cog(xr.concat([sim, sim], "a").expand_dims(b=1), tmp_path / "4d.tif")
-    with pytest.raises(ParameterError, match="uint8"):
-        export.to_cog((sim * 1000).astype(np.int32).rename("class"), tmp_path / "big.tif")
+    # class codes above 254 (WorldCereal crop codes) keep their values in a uint16 class map
+    codes = xr.where(sim > 0, 1100, 2000).astype(np.int32).rename("class").rio.write_crs(32631)
+    codes = codes.rio.write_transform(emb.rio.transform())
+    p = export.to_cog(codes, tmp_path / "codes.tif")
+    with rasterio.open(p) as ds:
+        assert ds.dtypes[0] == "uint16" and ds.nodata == 65535 and set(ds.colormap(1)) >= {1100, 2000}
+        assert set(np.unique(ds.read(1))) == {1100, 2000}
+    with pytest.raises(ParameterError, match="0-65534"):
+        export.to_cog((codes * 100).rename("class"), tmp_path / "big.tif")
 
 
 def test_hits_and_labels_as_geoparquet_and_geojson(cube, tmp_path):
