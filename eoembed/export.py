@@ -376,7 +376,7 @@ def embeddings_to_cog(
         raise MissingCRSError("The cube has no CRS; write one with emb.rio.write_crs(...).")
     path = _prepare(path, overwrite)
     dim = emb.sizes["embedding"]
-    attrs = dict(emb.attrs)
+    attrs = {**emb.attrs, "eoembed:embedding_dim": int(dim)}
     data = emb.data
     if quantize == "int8":
         v = data.astype(np.float32)

@@ -347,6 +347,7 @@ def _open_alphaearth(src: str, *, chunks: Any, year: int | None) -> xr.DataArray
         attrs = {k: v_ for k, v_ in attrs.items() if k in ("eoembed:source", "eoembed:quantization",
                                                           "eoembed:quantization_source")}
         attrs.update({k: v_ for k, v_ in tags.items() if k not in attrs})
+        attrs["eoembed:embedding_dim"] = int(da.sizes["band"])
     return _cube(v, da, attrs)
 
 
@@ -446,6 +447,7 @@ def _open_geotiff(src: str, *, chunks: Any, model: str | None, year: int | None)
                         res=abs(da.rio.resolution()[0]), license=str(tags.get("eoembed:license", "unknown")),
                         src=src, year=year)
     attrs.update({k: _tag_value(v_) for k, v_ in tags.items() if k not in ("eoembed:source",)})
+    attrs["eoembed:embedding_dim"] = int(da.sizes["band"])
     if model:
         attrs["eoembed:model"] = model
     return _cube(v, da, attrs)
