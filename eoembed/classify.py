@@ -35,7 +35,8 @@ from eoembed.cube import (
 )
 from eoembed.exceptions import LabelError, ParameterError, QueryError, TooFewLabelsError, require
 
-__all__ = ["FewShotClassifier", "CVReport", "SpatialBlockKFold", "fewshot", "linear_direction", "sample_labels", "spatial_blocks"]
+__all__ = ["FewShotClassifier", "CVReport", "SpatialBlockKFold", "fewshot", "linear_direction", "sample_labels",
+           "spatial_blocks"]
 
 _FEATURE_MODES = ("stack", "mean")
 

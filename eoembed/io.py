@@ -180,7 +180,7 @@ def to_zarr(emb: xr.DataArray, path, *, resume: bool = False, overwrite: bool = 
             todo.append((r, marker))
     from tqdm.auto import tqdm
 
-    logging.getLogger("eoembed.io").info("%s: %d of %d regions finished earlier, skipped", path, len(regions) - len(todo), len(regions))
+    logging.getLogger("eoembed.io").info("%s: %d of %d regions finished earlier, skipped", path, len(regions) - len(todo), len(regions))  # noqa: E501
     step = _parallelism()
     with tqdm(total=len(regions), initial=len(regions) - len(todo), desc=f"write {path.name}", unit="region",
               disable=not progress) as bar:

@@ -72,7 +72,8 @@ log = logging.getLogger("eoembed.products")
 FORMATS = ("auto", "eoembed", "alphaearth", "tessera", "geoparquet", "geotiff", "zarr")
 #: A GeoParquet lattice becomes a cube only if at least this share of its cells has a row.
 GRID_MIN_FILL = 0.25
-ALPHAEARTH_ATTRIBUTION = "The AlphaEarth Foundations Satellite Embedding dataset is produced by Google and Google DeepMind."
+ALPHAEARTH_ATTRIBUTION = ("The AlphaEarth Foundations Satellite Embedding dataset is produced by Google and "
+                          "Google DeepMind.")
 ALPHAEARTH_NODATA = -128
 _AEF_SCALE = 127.5
 _TESSERA_ATTRIBUTION = ("TESSERA embeddings, University of Cambridge (https://github.com/ucam-eo/tessera, "

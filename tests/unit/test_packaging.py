@@ -235,7 +235,8 @@ def test_core_modules_import_with_core_dependencies_only():
         "import numpy as np, rasterio, tempfile, os\n"  # an AlphaEarth-layout COG opens with the core only
         "p = os.path.join(tempfile.mkdtemp(), 'a.tif')\n"
         "with rasterio.open(p, 'w', driver='GTiff', width=2, height=2, count=64, dtype='int8', crs='EPSG:32631',\n"
-        "                   transform=rasterio.Affine(10, 0, 0, 0, -10, 0), nodata=-128) as ds: ds.write(np.ones((64, 2, 2), 'i1'))\n"
+        "                   transform=rasterio.Affine(10, 0, 0, 0, -10, 0), nodata=-128) as ds:\n"
+        "    ds.write(np.ones((64, 2, 2), 'i1'))\n"
         "e = eoembed.open_embeddings(p)\n"
         "assert e.attrs['eoembed:model'] == 'alphaearth' and abs(float((e ** 2).sum('embedding')[0, 0]) - 1) < 1e-5\n"
         "print('ok')\n"
