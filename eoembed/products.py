@@ -165,8 +165,9 @@ def open_embeddings(
         eagerly into memory).
     year:
         Year of an annual product (AlphaEarth/TESSERA); stated as
-        ``eoembed:time_range``. Default: the first 4-digit 2015–2039 year in the file
-        name (or, for TESSERA tiles, the ``<year>`` folder holding them), if any.
+        ``eoembed:time_range``. Default: a 2010–2039 year in the file name, else a
+        ``<year>`` folder among the last three holding it (the TESSERA and AlphaEarth
+        bucket layouts), if any.
     georef:
         TESSERA ``.npy`` tiles: a GeoTIFF on the same grid (the tile's landmask).
     crs, transform:
@@ -302,8 +303,12 @@ def _year(src: str, year: int | None) -> int | None:
     m = re.search(r"(?<!\d)(20[1-3]\d)(?!\d)", Path(src).name)
     if m:
         return int(m.group(1))
-    parent = Path(src).parent.name  # geotessera layout: <root>/global_0.1_degree_representation/<year>/grid_*.npy
-    return int(parent) if re.fullmatch(r"20[1-3]\d", parent) else None
+    # folder layouts: TESSERA <root>/global_0.1_degree_representation/<year>/grid_*.npy,
+    # AlphaEarth <bucket>/<year>/<utm zone>/<file>.tiff
+    for part in reversed(Path(src).parent.parts[-3:]):
+        if re.fullmatch(r"20[1-3]\d", part):
+            return int(part)
+    return None
 
 
 def _base_attrs(*, model: str, family: str, version: str, dim: int, res: float, license: str,

@@ -83,6 +83,11 @@ def test_alphaearth_cog(aef):
     # explicit format and year agree with auto
     e2 = open_embeddings(str(path), format="alphaearth", year=2021)
     assert e2.attrs["eoembed:time_range"][0] == "2021-01-01"
+    # the bucket layout <year>/<utm zone>/<file>: the year comes from the folder
+    nested = path.parent / "2019" / "31N" / "xa3lkmkmf-0000008192-0000000000.tiff"
+    nested.parent.mkdir(parents=True)
+    _write_aef(nested, q)
+    assert open_embeddings(nested).attrs["eoembed:time_range"] == ["2019-01-01", "2019-12-31"]
 
 
 def test_alphaearth_bottom_up_copy_is_flipped_north_up(aef, tmp_path):
