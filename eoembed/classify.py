@@ -468,11 +468,14 @@ class SpatialBlockKFold:
 try:  # the search extra; without it fewshot() raises MissingOptionalDependency naming the extra
     from sklearn.base import BaseEstimator as _BaseEstimator
     from sklearn.base import ClassifierMixin as _ClassifierMixin
-except ImportError:  # pragma: no cover - exercised by tests/unit/test_packaging.py (core-only import)
-    _BaseEstimator = _ClassifierMixin = object  # type: ignore[assignment,misc]
+
+    _BASES: tuple = (_ClassifierMixin, _BaseEstimator)
+except ImportError:  # exercised by tests/unit/test_packaging.py (core-only import)
+    _BaseEstimator = None
+    _BASES = ()
 
 
-class FewShotClassifier(_ClassifierMixin, _BaseEstimator):
+class FewShotClassifier(*_BASES):
     """A scikit-learn classifier for embedding vectors, with spatial-block evaluation.
 
     Usually created fitted on an embedding cube by :func:`fewshot` (or
@@ -578,7 +581,7 @@ class FewShotClassifier(_ClassifierMixin, _BaseEstimator):
 
     def __repr__(self, N_CHAR_MAX: int = 700) -> str:
         if not hasattr(self, "y_"):
-            return super().__repr__(N_CHAR_MAX) if _BaseEstimator is not object else "FewShotClassifier()"
+            return super().__repr__(N_CHAR_MAX) if _BaseEstimator is not None else "FewShotClassifier()"
         counts = ", ".join(f"{c}: {int((self.y == c).sum())}" for c in self.classes_)
         bs = f"; block_size={self.block_size:g} m" if self.block_size is not None else ""
         return f"<FewShotClassifier {type(self._template).__name__} on {len(self.y)} patches ({counts}){bs}>"

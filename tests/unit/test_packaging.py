@@ -237,7 +237,11 @@ def test_core_modules_import_with_core_dependencies_only():
         "with rasterio.open(p, 'w', driver='GTiff', width=2, height=2, count=64, dtype='int8', crs='EPSG:32631',\n"
         "                   transform=rasterio.Affine(10, 0, 0, 0, -10, 0), nodata=-128) as ds:\n"
         "    ds.write(np.ones((64, 2, 2), 'i1'))\n"
-        "e = eoembed.open_embeddings(p)\n"
+        "e = eoembed.open_embeddings(p)\n"        "import eoembed.classify\n"  # imports without scikit-learn; using it names the extra
+        "from eoembed.exceptions import MissingOptionalDependency\n"
+        "try: eoembed.classify.fewshot(e, None)\n"
+        "except MissingOptionalDependency as err: assert \"eoembed[search]\" in str(err)\n"
+        "else: raise AssertionError('fewshot ran without scikit-learn')\n"
         "assert e.attrs['eoembed:model'] == 'alphaearth' and abs(float((e ** 2).sum('embedding')[0, 0]) - 1) < 1e-5\n"
         "print('ok')\n"
     )
