@@ -27,11 +27,12 @@ __all__ = [
 ]
 
 _SUBMODULES = {"data", "index", "classify", "reduce", "evaluate", "io", "testing", "bands", "grid", "models", "cli",
+               "products", "export",
                "explore", "viz"}
 
 
 _LAZY = {"build_index": "index", "EmbeddingIndex": "index", "fewshot": "classify", "pca_rgb": "reduce",
-         "open_cube": "data", "open_embeddings": "io", "save_embeddings": "io",
+         "open_cube": "data", "open_embeddings": "products", "save_embeddings": "io",
          "Explorer": "explore"}
 
 

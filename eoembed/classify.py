@@ -35,7 +35,8 @@ from eoembed.cube import (
 )
 from eoembed.exceptions import LabelError, ParameterError, QueryError, TooFewLabelsError, require
 
-__all__ = ["FewShotClassifier", "CVReport", "fewshot", "linear_direction", "sample_labels", "spatial_blocks"]
+__all__ = ["FewShotClassifier", "CVReport", "SpatialBlockKFold", "fewshot", "linear_direction", "sample_labels",
+           "spatial_blocks"]
 
 _FEATURE_MODES = ("stack", "mean")
 
@@ -363,40 +364,227 @@ class CVReport:
 # ---------------------------------------------------------------------------------
 # classifier
 # ---------------------------------------------------------------------------------
-class FewShotClassifier:
-    """A scikit-learn classifier fitted on labelled patches of an embedding cube.
+class SpatialBlockKFold:
+    """Spatial-block cross-validation splitter (scikit-learn's splitter protocol).
 
-    Create with :func:`fewshot` (or ``emb.eo.fewshot(labels)``).
+    Samples are grouped into square blocks of ``block_size`` (CRS units, metres for
+    projected CRSs, anchored at 0, 0); whole blocks go to one side of every split
+    (``StratifiedGroupKFold``) and training samples closer than ``buffer`` to any test
+    sample are dropped. Usable wherever scikit-learn takes ``cv=``::
 
-    Attributes
+        cv = clf.spatial_cv()                     # bound to the labelled patches
+        cross_val_score(FewShotClassifier(), clf.X, clf.y, cv=cv)
+
+    ``n_splits`` is reduced, with a ``UserWarning``, to the label count of the rarest
+    class and to the number of blocks.
+
+    Parameters
     ----------
-    estimator_: the estimator fitted on all labelled patches.
-    classes_: class labels (sorted). samples: DataFrame of the labelled patches used
-    (row, col, x, y, label, origin, block). excluded: number of labelled patches
-    dropped because their embedding is NaN (masked).
+    xy:
+        ``(n, 2)`` sample coordinates, in the order of the ``X`` rows passed to
+        :meth:`split`. ``None``: pass them as ``groups`` to :meth:`split`.
+    block_size, buffer:
+        Block side and train/test buffer (CRS units).
+    n_splits, random_state:
+        Requested folds; seed of the fold shuffle.
     """
 
-    def __init__(self, emb, samples, X, y, *, estimator, time, block_size, buffer, n_splits,
-                 random_state, excluded):
-        self.emb = emb
-        self.samples = samples
-        self.X = X
-        self.y = y
-        self.classes_ = np.unique(y)
-        self.time = time
+    def __init__(self, xy: np.ndarray | None = None, *, block_size: float, buffer: float = 0.0,
+                 n_splits: int = 5, random_state: int | None = 0):
+        self.xy = None if xy is None else np.asarray(xy, dtype=float)
         self.block_size = float(block_size)
         self.buffer = float(buffer)
         self.n_splits = int(n_splits)
         self.random_state = random_state
-        self.excluded = int(excluded)
-        self._template = estimator
-        self.estimator_ = _fit(estimator, X, y)
-        self._reports: dict[Any, CVReport] = {}
+        if not self.block_size > 0:
+            raise ParameterError(f"block_size must be > 0, got {block_size!r}.")
 
     def __repr__(self) -> str:
+        return (f"SpatialBlockKFold(n_splits={self.n_splits}, block_size={self.block_size:g}, "
+                f"buffer={self.buffer:g})")
+
+    def _xy(self, n: int, groups) -> np.ndarray:
+        xy = self.xy if groups is None else np.asarray(groups, dtype=float)
+        if xy is None or xy.ndim != 2 or xy.shape != (n, 2):
+            raise ParameterError(
+                f"SpatialBlockKFold needs the (n, 2) sample coordinates for the {n} rows: give them as xy= "
+                f"or as groups= in split()/cross_val_score (got {None if xy is None else xy.shape})."
+            )
+        return xy
+
+    def _plan(self, y: np.ndarray, blocks: np.ndarray) -> int:
+        """Effective number of folds (warns when fewer than asked)."""
+        classes, counts = np.unique(y, return_counts=True)
+        rare = classes[np.argmin(counts)]
+        if counts.min() < 2:
+            raise TooFewLabelsError(
+                f"Class {str(rare)!r} has {counts.min()} labelled patch(es); cross-validation needs at least 2 "
+                f"per class (label counts: {', '.join(f'{c}: {n}' for c, n in zip(classes, counts))}). "
+                f"Add more labels of {str(rare)!r}, or drop that class."
+            )
+        k = min(self.n_splits, int(counts.min()))
+        why = f"class {str(rare)!r} has only {int(counts.min())} labelled patches"
+        nb = len(np.unique(blocks))
+        if nb < 2:
+            raise LabelError(
+                f"All {len(y)} labelled patches fall in one {self.block_size:g} m block, so no spatially "
+                "honest split exists. Label more widely spread areas, or pass a smaller block_size=."
+            )
+        if nb < k:
+            k, why = nb, f"the labels fall in only {nb} blocks of {self.block_size:g} m"
+        if k < self.n_splits:
+            warnings.warn(f"Using n_splits={k} instead of {self.n_splits}: {why}. Add labels for more folds.",
+                          UserWarning, stacklevel=4)
+        return k
+
+    def get_n_splits(self, X=None, y=None, groups=None) -> int:
+        """Folds :meth:`split` yields (the requested number unless ``X`` and ``y`` are given)."""
+        if X is None or y is None:
+            return self.n_splits
+        xy = self._xy(len(y), groups)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return self._plan(np.asarray(y), spatial_blocks(xy[:, 0], xy[:, 1], self.block_size))
+
+    def split(self, X, y, groups=None):
+        """Yield ``(train, test)`` index arrays: blocks disjoint, training buffered from the test samples."""
+        from sklearn.model_selection import StratifiedGroupKFold
+
+        y = np.asarray(y)
+        xy = self._xy(len(y), groups)
+        blocks = spatial_blocks(xy[:, 0], xy[:, 1], self.block_size)
+        k = self._plan(y, blocks)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "least populated class" notices
+            splits = list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=self.random_state)
+                          .split(np.zeros((len(y), 1)), y, blocks))
+        if self.buffer > 0:
+            from scipy.spatial import cKDTree
+
+            splits = [(tr[cKDTree(xy[te]).query(xy[tr], k=1)[0] >= self.buffer], te) for tr, te in splits]
+        yield from splits
+
+
+try:  # the search extra; without it fewshot() raises MissingOptionalDependency naming the extra
+    from sklearn.base import BaseEstimator as _BaseEstimator
+    from sklearn.base import ClassifierMixin as _ClassifierMixin
+
+    _BASES: tuple = (_ClassifierMixin, _BaseEstimator)
+except ImportError:  # exercised by tests/unit/test_packaging.py (core-only import)
+    _BaseEstimator = None
+    _BASES = ()
+
+
+class FewShotClassifier(*_BASES):
+    """A scikit-learn classifier for embedding vectors, with spatial-block evaluation.
+
+    Usually created fitted on an embedding cube by :func:`fewshot` (or
+    ``emb.eo.fewshot(labels)``), which samples the labelled patches and keeps them
+    for :meth:`cv_report` and :meth:`predict_map`. It is also a plain scikit-learn
+    estimator (``fit``/``predict``/``predict_proba``/``score``, ``get_params``/
+    ``set_params``, ``sklearn.base.clone``) over feature rows, so it composes with
+    pipelines and ``cross_val_score``; :meth:`spatial_cv` gives the matching
+    :class:`SpatialBlockKFold`.
+
+    Parameters
+    ----------
+    estimator:
+        ``"logistic"``, ``"knn"``, ``"random_forest"`` or a scikit-learn classifier
+        (cloned at fit). See :func:`make_estimator`.
+    time:
+        Feature mode for cubes with time (see :func:`fewshot`).
+    block_size, buffer:
+        Spatial CV block side and buffer in metres (``None``: :func:`fewshot` derives
+        them from the patch spacing).
+    n_splits, random_state:
+        CV folds; seed.
+
+    Attributes
+    ----------
+    estimator_: the estimator fitted on all rows. classes_: class labels (sorted).
+    n_features_in_: feature count. samples: DataFrame of the labelled patches used
+    (row, col, x, y, label, origin, block; cube-fitted only). excluded: labelled
+    patches dropped because their embedding is NaN (masked).
+    """
+
+    def __init__(self, estimator: Any = "logistic", *, time: Any = "stack", block_size: float | None = None,
+                 buffer: float | None = None, n_splits: int = 5, random_state: int = 0):
+        self.estimator = estimator
+        self.time = time
+        self.block_size = block_size
+        self.buffer = buffer
+        self.n_splits = n_splits
+        self.random_state = random_state
+
+    # ---- scikit-learn estimator API ------------------------------------------------
+    def fit(self, X, y) -> "FewShotClassifier":
+        """Fit on feature rows ``X`` ``(n, F)`` and labels ``y``; NaN rows are refused."""
+        from sklearn.utils.multiclass import check_classification_targets
+        from sklearn.utils.validation import validate_data
+
+        self._refuse_cube(X)
+        X, y = validate_data(self, X, y, dtype=np.float32, y_numeric=False, reset=True)
+        check_classification_targets(y)
+        classes = np.unique(y)
+        if len(classes) < 2:
+            raise LabelError(f"Only one class ({classes[0]!r}) among the {len(y)} labels; a classifier needs at "
+                             "least two. Add examples of another class (e.g. 'other'/background).")
+        self._template = make_estimator(self.estimator, random_state=self.random_state)
+        self.X_, self.y_ = X, y
+        self.classes_ = classes
+        self.estimator_ = _fit(self._template, X, y)
+        self._reports: dict[Any, CVReport] = {}
+        return self
+
+    @staticmethod
+    def _refuse_cube(X) -> None:
+        if isinstance(X, (xr.DataArray, xr.Dataset)):
+            raise ParameterError("fit()/predict() take feature rows (n_samples, n_features); for a cube use "
+                                 "fewshot(emb, labels) and clf.predict_map(emb).")
+
+    def _check_X(self, X) -> np.ndarray:
+        from sklearn.utils.validation import check_is_fitted, validate_data
+
+        self._refuse_cube(X)
+        check_is_fitted(self, "estimator_")
+        return validate_data(self, X, dtype=np.float32, reset=False)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities ``(n, n_classes)`` (columns in ``classes_`` order)."""
+        return self.predict_proba_vectors(self._check_X(X)).astype(np.float64)
+
+    def predict(self, X) -> np.ndarray:
+        """Most probable class per row."""
+        X = self._check_X(X)
+        return np.asarray(self.classes_)[np.argmax(self.predict_proba_vectors(X), axis=1)]
+
+    def spatial_cv(self, *, n_splits: int | None = None) -> SpatialBlockKFold:
+        """The :class:`SpatialBlockKFold` over this classifier's labelled patches (cube-fitted)."""
+        if getattr(self, "samples_", None) is None:
+            raise ParameterError("spatial_cv() needs the patch locations: fit with fewshot(emb, labels), or build "
+                                 "SpatialBlockKFold(xy, block_size=...) yourself.")
+        return SpatialBlockKFold(self.samples_[["x", "y"]].to_numpy(), block_size=self.block_size,
+                                 buffer=self.buffer, n_splits=int(n_splits or self.n_splits),
+                                 random_state=self.random_state)
+
+    # ---- the cube it was fitted on (fewshot) -----------------------------------------
+    def _fit_cube(self, emb, samples, X, y, excluded: int) -> "FewShotClassifier":
+        self.fit(X, y)
+        self.emb_, self.samples_, self.excluded_ = emb, samples, int(excluded)
+        return self
+
+    emb = property(lambda self: getattr(self, "emb_", None), doc="The cube the classifier was fitted on.")
+    samples = property(lambda self: getattr(self, "samples_", None), doc="The labelled patches (DataFrame).")
+    X = property(lambda self: self.X_, doc="Training features (n, F).")
+    y = property(lambda self: self.y_, doc="Training labels (n,).")
+    excluded = property(lambda self: getattr(self, "excluded_", 0), doc="Labelled patches dropped as NaN.")
+
+    def __repr__(self, N_CHAR_MAX: int = 700) -> str:
+        if not hasattr(self, "y_"):
+            return super().__repr__(N_CHAR_MAX) if _BaseEstimator is not None else "FewShotClassifier()"
         counts = ", ".join(f"{c}: {int((self.y == c).sum())}" for c in self.classes_)
-        return (f"<FewShotClassifier {type(self._template).__name__} on {len(self.y)} patches ({counts}); "
-                f"block_size={self.block_size:g} m>")
+        bs = f"; block_size={self.block_size:g} m" if self.block_size is not None else ""
+        return f"<FewShotClassifier {type(self._template).__name__} on {len(self.y)} patches ({counts}){bs}>"
 
     # ---- cross-validation ---------------------------------------------------------
     def folds(self, *, spatial: bool = True, n_splits: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -410,10 +598,16 @@ class FewShotClassifier:
         spatial folds, to the number of blocks. A class with fewer than 2 labelled patches
         raises :class:`~eoembed.exceptions.TooFewLabelsError`.
         """
-        from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+        from sklearn.model_selection import StratifiedKFold
 
+        if self.samples is None:
+            raise ParameterError("folds()/cv_report() need the patch locations: fit with fewshot(emb, labels), or "
+                                 "use cross_val_score(clf, X, y, cv=SpatialBlockKFold(xy, block_size=...)).")
         requested = int(n_splits or self.n_splits)
-        groups = self.samples["block"].to_numpy()
+        if spatial:
+            cv = SpatialBlockKFold(self.samples[["x", "y"]].to_numpy(), block_size=self.block_size,
+                                   buffer=self.buffer, n_splits=requested, random_state=self.random_state)
+            return list(cv.split(self.X, self.y))
         y = self.y
         counts = {c: int((y == c).sum()) for c in self.classes_}
         rare = min(counts, key=counts.get)
@@ -424,31 +618,10 @@ class FewShotClassifier:
                 f"Add more labels of {str(rare)!r}, or drop that class."
             )
         k = min(requested, counts[rare])
-        why = f"class {str(rare)!r} has only {counts[rare]} labelled patches"
-        if spatial:
-            nb = len(np.unique(groups))
-            if nb < 2:
-                raise LabelError(
-                    f"All {len(y)} labelled patches fall in one {self.block_size:g} m block, so no spatially "
-                    "honest split exists. Label more widely spread areas, or pass a smaller block_size=."
-                )
-            if nb < k:
-                k, why = nb, f"the labels fall in only {nb} blocks of {self.block_size:g} m"
         if k < requested:
-            warnings.warn(f"Using n_splits={k} instead of {requested}: {why}. Add labels for more folds.",
-                          UserWarning, stacklevel=2)
-        if not spatial:
-            return list(StratifiedKFold(n_splits=k, shuffle=True, random_state=self.random_state).split(self.X, y))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "least populated class" notices
-            splits = list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=self.random_state)
-                          .split(self.X, y, groups))
-        if self.buffer > 0:
-            from scipy.spatial import cKDTree
-
-            xy = self.samples[["x", "y"]].to_numpy()
-            splits = [(tr[cKDTree(xy[te]).query(xy[tr], k=1)[0] >= self.buffer], te) for tr, te in splits]
-        return splits
+            warnings.warn(f"Using n_splits={k} instead of {requested}: class {str(rare)!r} has only "
+                          f"{counts[rare]} labelled patches. Add labels for more folds.", UserWarning, stacklevel=2)
+        return list(StratifiedKFold(n_splits=k, shuffle=True, random_state=self.random_state).split(self.X, y))
 
     def cv_report(self, *, spatial: bool = True, n_splits: int | None = None) -> CVReport:
         """Cross-validated accuracy, per-class precision/recall/F1 and confusion matrix.
@@ -579,6 +752,9 @@ class FewShotClassifier:
             dask-backed.
         """
         src = self.emb if emb is None else emb
+        if src is None:
+            raise ParameterError("This classifier was fitted on feature rows, not a cube: pass the cube to "
+                                 "classify, clf.predict_map(emb).")
         src = canonical(src)
         if emb is not None:
             check_same_space(self.emb.attrs, dict(src.attrs), expected_dim=self.emb.sizes["embedding"],
@@ -706,9 +882,9 @@ def fewshot(
     block_size = float(block_size) if block_size is not None else 10.0 * pitch
     buffer = float(buffer) if buffer is not None else 1.5 * pitch
     samples["block"] = spatial_blocks(samples["x"].to_numpy(), samples["y"].to_numpy(), block_size)
-    return FewShotClassifier(emb, samples, X, y, estimator=est, time=time, block_size=block_size,
-                             buffer=buffer, n_splits=n_splits, random_state=random_state,
-                             excluded=excluded)
+    clf = FewShotClassifier(estimator=est, time=time, block_size=block_size, buffer=buffer, n_splits=n_splits,
+                            random_state=random_state)
+    return clf._fit_cube(emb, samples, X, y, excluded)
 
 
 def linear_direction(positives: list[np.ndarray], negatives: list[np.ndarray],

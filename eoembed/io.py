@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -26,13 +27,16 @@ def save_embeddings(emb: xr.DataArray, path, *, overwrite: bool = False) -> Path
         shutil.rmtree(tmp)
     elif tmp.exists():
         tmp.unlink()
+    from eoembed.export import cf_coords  # CF attributes on x/y (standard_name, units m)
+    emb = cf_coords(emb)
     if path.suffix in (".nc", ".nc4"):
         emb.to_netcdf(tmp)
     else:
-        emb.to_dataset().to_zarr(tmp, mode="w", consolidated=False)
+        emb.to_dataset().to_zarr(tmp, mode="w", consolidated=True)
     if path.exists():
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     tmp.rename(path)
+    logging.getLogger("eoembed.io").info("wrote %s", path)
     return path
 
 
@@ -176,6 +180,7 @@ def to_zarr(emb: xr.DataArray, path, *, resume: bool = False, overwrite: bool = 
             todo.append((r, marker))
     from tqdm.auto import tqdm
 
+    logging.getLogger("eoembed.io").info("%s: %d of %d regions finished earlier, skipped", path, len(regions) - len(todo), len(regions))  # noqa: E501
     step = _parallelism()
     with tqdm(total=len(regions), initial=len(regions) - len(todo), desc=f"write {path.name}", unit="region",
               disable=not progress) as bar:

@@ -95,7 +95,7 @@ class Projection:
         dims = tuple("component" if d == "embedding" else d for d in emb.dims)
         coords = {**spatial_coords(emb), "component": np.arange(self.n_components)}
         res = xr.DataArray(out, dims=dims, coords=coords, name=self.kind)
-        res.attrs = {k: v for k, v in emb.attrs.items() if k.startswith("eoembed:")}
+        res.attrs = {k: v for k, v in emb.attrs.items() if k.startswith("eoembed:") and k != "eoembed:embedding_dim"}
         res.attrs["eoembed:reducer"] = self.kind
         res.attrs.update({k: v for k, v in self.info.items() if isinstance(v, (str, int, float, list))})
         return write_georef(res, emb)

@@ -13,7 +13,7 @@ python -m pip install -q --upgrade pip
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   python -m pip install -q torch
   python -m pip install -q -e '.[all,test]'
-  python -m pip install -q faiss-gpu-cu12 && python -m pip uninstall -q -y faiss-cpu || true
+  python -m pip install -q -e '.[gpu]' && python -m pip uninstall -q -y faiss-cpu || true
 else
   python -m pip install -q torch==2.13.0
   python -m pip install -q -e '.[all,test]'

@@ -14,12 +14,16 @@ One frozen :class:`RetryPolicy` drives three layers so they agree on how hard to
 from __future__ import annotations
 
 import dataclasses
+import logging
 import random
 import re
 from collections.abc import Iterator
 from typing import Literal
 
 from eoembed.exceptions import ParameterError
+
+#: every classified network failure is logged here (INFO: will be retried/re-signed, WARNING: fatal)
+log = logging.getLogger("eoembed.data.retry")
 
 __all__ = ["RetryPolicy", "classify_error", "DEFAULT_RETRY"]
 
@@ -171,6 +175,13 @@ def classify_error(exc: BaseException) -> ErrorKind:
     """
     text = " | ".join(str(e) for e in _chain(exc))
     status = http_status_of(exc)
+    kind = _classify(exc, text, status)
+    log.log(logging.WARNING if kind == "fatal" else logging.INFO, "network error (%s%s): %s: %s",
+            kind, f", HTTP {status}" if status is not None else "", type(exc).__name__, str(exc)[:300])
+    return kind
+
+
+def _classify(exc: BaseException, text: str, status: int | None) -> ErrorKind:
     if status == 403 or _EXPIRED_TEXT.search(text):
         return "expired"
     if status is not None:

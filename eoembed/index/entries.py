@@ -82,7 +82,13 @@ def collect(emb: xr.DataArray, src_no: int) -> tuple[np.ndarray, tuple[np.ndarra
     xs = np.asarray(emb["x"].values, dtype=np.float64)
     ys = np.asarray(emb["y"].values, dtype=np.float64)
     vecs, ts, rs, cs = [], [], [], []
-    for t, r0, blk in _iter_cube_vectors(emb):
+    from tqdm.auto import tqdm
+
+    rows = int(emb.chunks[emb.dims.index("y")][0]) if emb.chunks is not None else emb.sizes["y"]
+    n_blocks = -(-emb.sizes["y"] // rows) * (emb.sizes["time"] if "time" in emb.dims else 1)
+    blocks = tqdm(_iter_cube_vectors(emb), total=n_blocks, desc="index: read vectors", unit="block",
+                  disable=n_blocks < 4)  # a bar only when the cube is read in several (dask) blocks
+    for t, r0, blk in blocks:
         d, h, w = blk.shape
         flat = np.ascontiguousarray(blk.reshape(d, h * w).T, dtype=np.float32)
         ok = valid_mask(flat)

@@ -24,6 +24,7 @@ holds pickled Python objects is refused.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 import urllib.error
@@ -39,6 +40,8 @@ from eoembed.exceptions import (
     WeightsNotFoundError,
 )
 from eoembed.models.registry import ModelSpec, WeightFile
+
+log = logging.getLogger("eoembed.weights")
 
 CONFIG_FILENAME = "config.json"
 WEIGHTS_FILENAME = "weights.pth"
@@ -222,6 +225,7 @@ def resolve_weights(spec: ModelSpec, weights: str | os.PathLike | None = None) -
         A cached or downloaded file is not the published one (names both hashes).
     """
     if weights is not None:
+        log.info("%s: using the weights given at %s", spec.name, weights)
         return _from_user(spec, Path(weights).expanduser())
 
     main = _main_file(spec).name
@@ -231,12 +235,14 @@ def resolve_weights(spec: ModelSpec, weights: str | os.PathLike | None = None) -
         hashes, _ = _hash_all(spec, found, refuse=True,
                               fix=f"Delete {folder} and run again to download it, or pass weights=PATH.")
         verified = any(wf.sha256 for wf in _files(spec))
+        log.info("%s: cache hit in %s (verified: %s)", spec.name, folder, verified)
         return WeightsSource(found, "cache", spec.source_revision or "unknown", hashes, verified, main)
 
     if spec.hf_repo:
         found = _hf_files(spec, local_only=True)
         if found is not None:
             hashes, _ = _hash_all(spec, found, refuse=True, fix=_hf_fix(spec))
+            log.info("%s: cache hit in the Hugging Face cache (%s)", spec.name, spec.hf_repo)
             return WeightsSource(found, "huggingface", spec.hf_revision, hashes, _has_hashes(spec), main)
 
     if _offline():
@@ -247,6 +253,7 @@ def resolve_weights(spec: ModelSpec, weights: str | os.PathLike | None = None) -
     if spec.hf_repo:
         endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
         _require_reachable(endpoint, spec)
+        log.info("%s: downloading from Hugging Face %s@%s", spec.name, spec.hf_repo, spec.hf_revision[:10])
         try:
             found = _hf_files(spec, local_only=False)
         except Exception as err:  # network errors come in many types
@@ -342,6 +349,7 @@ def download_pinned(url: str, dest: str | os.PathLike, *, sha256: str | None = N
         The bytes are not the published file (names both hashes).
     """
     dest = Path(dest)
+    log.info("downloading %s from %s to %s", what, url, dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     h, n = hashlib.sha256(), 0
@@ -381,6 +389,7 @@ def download_pinned(url: str, dest: str | os.PathLike, *, sha256: str | None = N
                 "was kept."
             )
         os.replace(tmp, dest)
+        log.info("downloaded %s: %d bytes, SHA-256 %s", what, n, got)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

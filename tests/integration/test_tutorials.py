@@ -179,3 +179,7 @@ def test_tutorial_runs(path, venv_kernel):
         assert "max |streamed − in-memory| = 0.00e+00" in stdout
     if name == "quickstart":
         assert images and "EPSG:32631" in stdout and "rank" in stdout
+    if name == "products":  # an AlphaEarth-layout COG and GeoParquet rows searched, classified, exported
+        assert images and "layout COG" in stdout and "same top-5 as the float cube: True" in stdout
+        assert "int8 round trip: mean cosine 0.99" in stdout and "colour table: {" in stdout
+        assert "spatial-block CV" in stdout

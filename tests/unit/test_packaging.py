@@ -17,6 +17,8 @@ def _pyproject_names() -> set[str]:
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     reqs = list(meta["dependencies"])
     for extra, items in meta["optional-dependencies"].items():
+        if extra == "gpu":  # environment.yml is the CPU environment; its header names the swap
+            continue
         reqs += [r for r in items if not r.startswith("eoembed")]
     return {"dask" if _name(r) == "dask" else _name(r) for r in reqs}
 
@@ -39,7 +41,7 @@ def test_environment_yml_lists_the_same_packages_as_pyproject():
 def test_all_extra_covers_every_extra_but_test():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     listed = re.search(r"\[(.*)\]", meta["all"][0]).group(1).split(",")
-    assert set(listed) == set(meta) - {"all", "test"}
+    assert set(listed) == set(meta) - {"all", "test", "gpu"}  # gpu conflicts with faiss-cpu
 
 
 def test_ci_runs_the_readme_test_command():
@@ -131,3 +133,119 @@ def test_docs_and_tutorials_name_only_environment_variables_the_library_reads():
     unknown = {n: f for n, f in told.items() if n not in read}
     assert not unknown, f"environment variables eoembed does not read: {unknown}"
     assert "EOEMBED_WEIGHTS_DIR" in read
+
+
+# ---- the declared requirements are what the code imports (issue 20) -----------------
+#: import name -> distribution name where they differ (normalised: lower case, '-').
+_DIST_OF_IMPORT = {
+    "PIL": "pillow", "sklearn": "scikit-learn", "faiss": "faiss-cpu", "umap": "umap-learn",
+    "yaml": "pyyaml", "dask": "dask", "distributed": "distributed",
+}
+#: declared without being imported: xarray's I/O engines, the notebook front end, the GPU build of faiss.
+_DECLARED_NOT_IMPORTED = {"h5py", "h5netcdf", "jupyterlab", "faiss-gpu-cu12"}
+
+
+def _dist(import_name: str) -> str:
+    return _DIST_OF_IMPORT.get(import_name, import_name.lower().replace("_", "-"))
+
+
+def _declared() -> dict[str, set[str]]:
+    """``{"core": {...}, "<extra>": {...}}`` of normalised distribution names."""
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    out = {"core": {_name(r) for r in meta["dependencies"]}}
+    for extra, items in meta["optional-dependencies"].items():
+        out[extra] = {_name(r) for r in items if not r.startswith("eoembed")}
+    return out
+
+
+def _third_party_imports() -> tuple[dict[str, set[str]], list[tuple[str, str, str]]]:
+    """Every third-party top-level import in eoembed/ (import name -> files) and the
+    ``require("module", "extra", ...)`` calls as ``(module, extra, file)``."""
+    import ast
+    import sys
+
+    found: dict[str, set[str]] = {}
+    requires = []
+    for f in sorted((ROOT / "eoembed").rglob("*.py")):
+        rel = f.relative_to(ROOT).as_posix()
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module.split(".")[0]]
+            elif (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "require"
+                  and len(node.args) >= 2 and all(isinstance(a, ast.Constant) for a in node.args[:2])):
+                mod, extra = str(node.args[0].value), str(node.args[1].value)
+                requires.append((mod.split(".")[0], extra, rel))
+                names = [mod.split(".")[0]]
+            for n in names:
+                if n != "eoembed" and n not in sys.stdlib_module_names and n != "__future__":
+                    found.setdefault(n, set()).add(rel)
+    return found, requires
+
+
+def test_every_import_is_a_declared_requirement():
+    declared = set().union(*[v for k, v in _declared().items() if k != "test"])
+    imports, _ = _third_party_imports()
+    undeclared = {m: sorted(files)[:3] for m, files in imports.items() if _dist(m) not in declared}
+    assert not undeclared, (
+        f"eoembed imports {undeclared} but pyproject.toml declares no such distribution; add it to the "
+        "core dependencies or the extra of the feature that needs it (and to environment.yml)."
+    )
+
+
+def test_every_declared_requirement_is_imported():
+    imports, _ = _third_party_imports()
+    used = {_dist(m) for m in imports}
+    for extra, dists in _declared().items():
+        if extra in ("test", "all"):
+            continue
+        unused = dists - used - _DECLARED_NOT_IMPORTED
+        assert not unused, f"[{extra}] declares {sorted(unused)} but no eoembed module imports it; remove it."
+
+
+def test_require_calls_name_the_extra_that_declares_the_package():
+    _, requires = _third_party_imports()
+    declared = _declared()
+    assert requires
+    for mod, extra, where in requires:
+        assert extra in declared, f"{where}: require({mod!r}, {extra!r}) names an extra pyproject does not define"
+        assert _dist(mod) in declared[extra] | declared["core"], (
+            f"{where}: require({mod!r}, {extra!r}) but [{extra}] does not declare {_dist(mod)!r}")
+
+
+def test_core_modules_import_with_core_dependencies_only():
+    """``pip install eoembed`` (no extras) can open and write cubes and products: every
+    optional distribution's import names are blocked and the core modules still import."""
+    import os
+    import subprocess
+    import sys
+    from importlib.metadata import packages_distributions
+
+    declared = _declared()
+    core = declared["core"] | {"dask"}
+    optional = set().union(*[v for k, v in declared.items() if k not in ("core", "test", "all")]) - core
+    blocked = sorted({m for m, dists in packages_distributions().items()
+                      if {_name(d) for d in dists} & optional and m.isidentifier()}
+                     | {m for m, d in _DIST_OF_IMPORT.items() if d in optional})
+    code = (
+        f"import sys\nfor m in {blocked!r}: sys.modules[m] = None\n"
+        "import eoembed, eoembed.io, eoembed.cube, eoembed.grid, eoembed.bands, eoembed.products, eoembed.export\n"
+        "import numpy as np, rasterio, tempfile, os\n"  # an AlphaEarth-layout COG opens with the core only
+        "p = os.path.join(tempfile.mkdtemp(), 'a.tif')\n"
+        "with rasterio.open(p, 'w', driver='GTiff', width=2, height=2, count=64, dtype='int8', crs='EPSG:32631',\n"
+        "                   transform=rasterio.Affine(10, 0, 0, 0, -10, 0), nodata=-128) as ds:\n"
+        "    ds.write(np.ones((64, 2, 2), 'i1'))\n"
+        "e = eoembed.open_embeddings(p)\n"        "import eoembed.classify\n"  # imports without scikit-learn; using it names the extra
+        "from eoembed.exceptions import MissingOptionalDependency\n"
+        "try: eoembed.classify.fewshot(e, None)\n"
+        "except MissingOptionalDependency as err: assert \"eoembed[search]\" in str(err)\n"
+        "else: raise AssertionError('fewshot ran without scikit-learn')\n"
+        "assert e.attrs['eoembed:model'] == 'alphaearth' and abs(float((e ** 2).sum('embedding')[0, 0]) - 1) < 1e-5\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
+    assert "torch" in blocked and "sklearn" in blocked and "faiss" in blocked
