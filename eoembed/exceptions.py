@@ -172,3 +172,7 @@ class StoreLockedError(StoreError):
 
 class StoreIntegrityError(StoreError, ValueError):
     """A store's data does not match what its run recorded (missing, tampered or truncated)."""
+
+
+class StoreMismatchError(StoreError, InputError):
+    """An existing store was written by another run (other input data, model or settings)."""
