@@ -200,6 +200,8 @@ def _lock(path: Path):
 
     lock = FileLock(str(path) + ".lock")
     try:
+        with open(str(path) + ".lock", "a"):  # filelock would report an unwritable folder as "locked"
+            pass
         lock.acquire(timeout=0)
     except Timeout:
         raise StoreLockedError(
