@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except EOEmbedError as err:
-        print(f"error ({type(err).__name__}): {err}", file=sys.stderr)
+        print(f"error ({type(err).__name__}): {' '.join(str(err).split())}", file=sys.stderr)  # one line
         return 2
 
 
