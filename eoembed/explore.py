@@ -44,7 +44,7 @@ import numpy as np
 import xarray as xr
 
 from eoembed.cube import canonical, cube_info, to_crs_xy
-from eoembed.exceptions import LabelError, MissingOptionalDependency, ParameterError, QueryError
+from eoembed.exceptions import LabelError, MissingOptionalDependency, ParameterError, QueryError, user_stacklevel
 
 __all__ = ["Explorer", "explore"]
 
@@ -650,7 +650,7 @@ class Explorer(_HBox):
                 "layer is drawn where the cube is, apart from the embeddings. Pass the cube the embeddings were "
                 "computed from (or cube=None).",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
 
     def _add_pca_layer(self) -> None:
