@@ -338,6 +338,8 @@ def to_zarr(emb: xr.DataArray, path, *, resume: bool = False, overwrite: bool = 
             done_dir.mkdir(exist_ok=True)
             regions = _regions(emb)
             arr = _open_store_array(path, name)
+            if _repair_coords(path, emb):
+                repaired.append("x/y coordinates (changed since written)")
             todo = []
             for r in regions:
                 marker = done_dir / _marker_name(r)
@@ -389,6 +391,31 @@ def _create(emb: xr.DataArray, path: Path, run: str) -> None:
     ds.to_zarr(tmp, mode="w", compute=False, consolidated=False)
     (tmp / _DONE_DIR).mkdir()
     tmp.rename(path)
+
+
+def _repair_coords(path: Path, emb: xr.DataArray) -> bool:
+    """Rewrite the store's x/y when they differ from the run's (True when they did)."""
+    import zarr
+
+    want = _coords_digest(emb["y"].values, emb["x"].values)
+    try:
+        group = zarr.open_group(str(path), mode="r")
+        have = _coords_digest(np.asarray(group["y"][:]), np.asarray(group["x"][:]))
+    except Exception:  # noqa: BLE001  (missing or unreadable coordinate arrays)
+        have = None
+    if have == want:
+        return False
+    from eoembed.exceptions import StoreIntegrityError
+
+    try:
+        group = zarr.open_group(str(path), mode="r+")
+        for d in ("y", "x"):
+            group[d][:] = emb[d].values
+    except Exception as err:  # noqa: BLE001
+        raise StoreIntegrityError(f"{path}: its x/y coordinates are damaged and cannot be rewritten "
+                                  f"({type(err).__name__}); remove it and write it again (overwrite=True / "
+                                  "--overwrite).") from err
+    return True
 
 
 def _set_attrs(path: Path, name: str, values: dict) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 import time as _time
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -428,7 +429,7 @@ class EmbeddingIndex:
                        entries=EntryTable.load(path, meta["sources"]))
         except KeyError as err:
             raise IndexMismatchError(f"{path!r}: meta.json lacks {err}. {rebuild}") from None
-        except (OSError, RuntimeError, ValueError, TypeError) as err:
+        except (OSError, RuntimeError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as err:
             if isinstance(err, (IndexMismatchError, FileNotFoundError)):
                 raise
             raise IndexMismatchError(f"{path!r}: the index files are damaged or truncated "
