@@ -657,7 +657,7 @@ def run(verbose: bool = False) -> dict:
                 outcome = "correct" if ok else "wrong-silent"
             except E.EOEmbedError as err:
                 outcome, detail = "typed error", f"{type(err).__name__}: {' '.join(str(err).split())[:160]}"
-            except Exception as err:  # noqa: BLE001
+            except (Exception, SystemExit) as err:  # noqa: BLE001  (argparse exits are crashes here too)
                 outcome = "untyped crash"
                 detail = f"{type(err).__name__}: {err}\n{traceback.format_exc()[-1500:]}" if verbose else \
                     f"{type(err).__name__}: {str(err)[:160]}"
