@@ -46,7 +46,9 @@ def open_embeddings(path, *, chunks="auto") -> xr.DataArray:
     if path.suffix in (".nc", ".nc4"):
         ds = xr.open_dataset(path, decode_coords="all", chunks=chunks)
     else:
-        ds = xr.open_zarr(path, decode_coords="all", chunks=chunks, consolidated=False)
+        with warnings.catch_warnings():  # our done-markers folder is not a Zarr node; zarr says so
+            warnings.filterwarnings("ignore", message="Object at .eoembed-done")
+            ds = xr.open_zarr(path, decode_coords="all", chunks=chunks, consolidated=False)
     names = [n for n, v in ds.data_vars.items() if "embedding" in v.dims]
     if len(names) != 1:
         raise InputError(f"{path} holds no single embedding cube (variables: {list(ds.data_vars)})")
@@ -478,7 +480,9 @@ def verify(path) -> dict:
         raise StoreError(f"{path} does not exist.")
     try:
         group = zarr.open_group(str(path), mode="r")
-        names = [n for n, a in group.arrays() if _RUN_ATTR in a.attrs]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Object at .eoembed-done")
+            names = [n for n, a in group.arrays() if _RUN_ATTR in a.attrs]
     except Exception as err:  # noqa: BLE001
         raise StoreError(f"{path} is not a readable Zarr store ({type(err).__name__}: {err}); remove it and write "
                          "it again (overwrite=True / --overwrite).") from err

@@ -175,17 +175,9 @@ def test_galileo_with_an_empty_band_is_refused_before_the_model(cube, tmp_path):
 
 
 # --- CRS ---------------------------------------------------------------------------------
-def _in(cube, crs, res=10.0):
-    from affine import Affine
-
-    from eoembed.testing import synthetic_cube as sc
-
-    return sc(height=32, width=32, times=2, seed=3, crs=crs, origin=(1_000_000.0, 6_500_000.0), res=res) \
-        if crs == "EPSG:3857" else cube
-
-
-def test_web_mercator_ten_metres_is_warned_like_utm_and_gets_ground_resolution(cube, tmp_path, checkpoints):
-    merc = _in(cube, "EPSG:3857")  # ~50.3°N: a "10 m" pixel is ~6.4 m on the ground
+def test_web_mercator_ten_metres_is_warned_like_utm_and_gets_ground_resolution(cube, checkpoints):
+    # ~50.3°N: a "10 m" Web Mercator pixel is ~6.4 m on the ground
+    merc = synthetic_cube(height=32, width=32, times=2, seed=3, crs="EPSG:3857", origin=(1_000_000.0, 6_500_000.0))
     k_m, k_p = ground_scale(merc.rio.crs, 1_000_160.0, 6_499_840.0)
     assert k_m == pytest.approx(k_p, rel=1e-6) and 1.5 < k_m < 1.62
     spec = eoembed.get_model_spec("olmoearth-v1.1-nano")
@@ -202,8 +194,6 @@ def test_web_mercator_ten_metres_is_warned_like_utm_and_gets_ground_resolution(c
 
 
 def test_a_crs_in_feet_is_refused(cube):
-    from affine import Affine
-
     ft = cube.rio.write_crs("EPSG:2263")  # NY State Plane, US survey feet
     with pytest.raises(E.InputError, match="not metres"):
         _embed(ft)
