@@ -241,6 +241,7 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path, referen
         assert verify(store)["ok"], trial
 
 
+@pytest.mark.slow
 def test_two_writers_cannot_both_succeed(tmp_path, reference):
     store = tmp_path / "s.zarr"
     a, b = _child(store, delay=0.2), _child(store, delay=0.2)  # started together, racing for the same path
