@@ -201,7 +201,11 @@ def _as_datetimes(values: np.ndarray) -> pd.DatetimeIndex:
     flat = list(values.ravel())
     try:
         if flat and all(hasattr(x, "calendar") for x in flat):  # cftime
-            return xr.CFTimeIndex(flat).to_datetimeindex(time_unit="ns")
+            index = xr.CFTimeIndex(flat)
+            try:
+                return index.to_datetimeindex(time_unit="ns")
+            except TypeError:  # xarray < 2025.01 has no time_unit
+                return index.to_datetimeindex()
         idx = pd.to_datetime(flat, utc=True, format="mixed")
     except (ValueError, TypeError, OverflowError) as err:
         raise TimeCoordinateError(
