@@ -272,13 +272,12 @@ def check_band_values(cube: xr.DataArray, *, max_values: int = 200_000) -> None:
     ScaleError
         Some Sentinel-2 bands look like 0–1 reflectance and others like DN.
     """
-    from eoembed.bands import nodata_value, sample_values
+    from eoembed.bands import nodata_value
 
     nd = nodata_value(cube)
     labels = [str(b) for b in cube["band"].values] if "band" in cube.coords else [str(i) for i in range(cube.sizes["band"])]
     data = cube.transpose("band", ...).data
-    sample = sample_values(data, max_values=max_values)
-    sample = sample.reshape(sample.shape[0], -1)
+    sample = _band_sample(data, max_values)
     if nd is not None and not np.isnan(nd):
         sample = np.where(sample == nd, np.nan, sample)
     empty = []
@@ -318,6 +317,36 @@ def check_band_values(cube: xr.DataArray, *, max_values: int = 200_000) -> None:
             "numbers (≥ 100); one scale is applied to all bands, so half of them would be wrong. Put them on one "
             f"scale first, e.g. cube.loc[dict(band={unit})] *= 10000 (or divide the DN bands by 10000)."
         )
+
+
+#: Most spatial dask blocks read for the value checks (spread evenly over the cube).
+SAMPLE_BLOCKS = 16
+
+
+def _band_sample(data, max_values: int) -> np.ndarray:
+    """``(band, n)`` strided sample; for dask, from at most :data:`SAMPLE_BLOCKS` blocks spread over y/x.
+
+    Bands whose sample holds nothing valid are then checked in full by the caller, so a
+    band with data only outside the sampled blocks is never refused.
+    """
+    from eoembed.bands import sample_values
+
+    nb = data.shape[0]
+    if not hasattr(data, "blocks") or len(data.chunks[-2]) * len(data.chunks[-1]) <= SAMPLE_BLOCKS:
+        return sample_values(data, max_values=max_values).reshape(nb, -1)
+    import dask
+
+    side = int(np.sqrt(SAMPLE_BLOCKS))
+    iy = np.unique(np.linspace(0, len(data.chunks[-2]) - 1, side).round().astype(int))
+    ix = np.unique(np.linspace(0, len(data.chunks[-1]) - 1, side).round().astype(int))
+    per = max(1, max_values // (len(iy) * len(ix)))
+    parts = []
+    for i in iy:
+        for j in ix:
+            block = data.blocks[(slice(None),) * (data.ndim - 2) + (int(i), int(j))]
+            step = max(1, int(np.ceil((block.size / per) ** 0.5)))
+            parts.append(block[..., ::step, ::step].reshape(nb, -1))
+    return np.concatenate([np.asarray(p, dtype="float64") for p in dask.compute(*parts)], axis=1)
 
 
 # --- everything for an input cube --------------------------------------------------------

@@ -319,3 +319,21 @@ def test_cli_negative_halo_is_one_line(tmp_path, capsys, cube):
     assert main(["embed", str(src), "-o", str(tmp_path / "o.zarr"), "--model", "spectral", "--halo", "-4"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "halo=-4" in err and "no core" not in err
+
+
+def test_value_checks_on_many_dask_blocks_read_a_few_and_fall_back_to_exact():
+    from eoembed.validate import SAMPLE_BLOCKS, check_band_values
+
+    c = synthetic_cube(height=64, width=64, times=1, seed=8).copy()
+    c.loc[{"band": "B01"}] = np.nan
+    c.loc[{"band": "B01", "y": c.y[61], "x": c.x[13]}] = 900.0  # data in one block the sample skips
+    c.loc[{"band": "B09"}] = np.nan
+    lazy = c.chunk({"y": 8, "x": 8})  # 64 spatial blocks
+    assert len(lazy.chunks[-1]) * len(lazy.chunks[-2]) > SAMPLE_BLOCKS
+    with pytest.raises(E.EmptyDataError, match=r"\['B09'\]"):  # B01 is not named: its pixel is found
+        check_band_values(lazy)
+    check_band_values(lazy.drop_sel(band="B09"))
+    mixed = c.drop_sel(band=["B01", "B09"]).copy()
+    mixed.loc[{"band": "B03"}] = mixed.sel(band="B03") / 10000
+    with pytest.raises(E.ScaleError, match="B03"):
+        check_band_values(mixed.chunk({"y": 8, "x": 8}))
