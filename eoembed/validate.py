@@ -1,10 +1,11 @@
 """One place that checks an input cube before any work is done.
 
-Every entry point that takes an input cube (:func:`eoembed.embed`,
-:func:`eoembed.embed_cost`, the explorer's true-colour layer, the command line)
-goes through :func:`as_cube` and :func:`check_crs` here, so they all give the same
-answer for the same cube; :func:`check_embedding_grid` does the grid part for
-embedding cubes (few-shot, explorer). What is checked:
+Every entry point that embeds or costs an input cube (:func:`eoembed.embed`,
+:func:`eoembed.embed_cost`, ``eoembed embed`` / ``eoembed cost``) goes through
+:func:`as_cube` and :func:`check_crs` here, so they all give the same answer for the
+same cube. The explorer's true-colour layer (a picture, so 8-bit cubes are fine there)
+takes the grid rule (:func:`check_spacing`), and :func:`check_embedding_grid` does the
+grid part for embedding cubes (few-shot, explorer). What is checked:
 
 * **structure** — dims ``(time, band, y, x)``; a Dataset with one variable per band is
   stacked, after checking its bands agree on dtype and scale (:func:`check_dataset_bands`);
