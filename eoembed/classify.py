@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from eoembed.cube import (
@@ -63,7 +64,7 @@ def _geo_labels(emb: xr.DataArray, gdf, class_column: str):
     xs, ys = emb["x"].values, emb["y"].values
     rows, cols, labels, origin = [], [], [], []
     for i, (geom, lab) in enumerate(zip(g.geometry.values, g[class_column].values)):
-        if lab is None or (isinstance(lab, float) and np.isnan(lab)):
+        if np.ndim(lab) == 0 and pd.isna(lab):  # None, NaN, pd.NA (nullable string/Int columns), NaT
             continue
         if geom.geom_type in ("Point", "MultiPoint"):
             pts = shapely.get_coordinates(geom)
@@ -849,6 +850,9 @@ def fewshot(
     """
     require("sklearn", "search", "Few-shot classification")
     emb = canonical(emb)
+    from eoembed.validate import check_embedding_grid
+
+    check_embedding_grid(emb)  # labels are placed by patch centre: the grid must be regular
     info = cube_info(emb)
     est = make_estimator(estimator, random_state=random_state)
     samples = sample_labels(emb, labels, class_column=class_column, nodata=nodata)

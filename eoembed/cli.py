@@ -1,4 +1,4 @@
-"""Command line: ``eoembed models | cost | embed | demo``.
+"""Command line: ``eoembed models | cost | embed | verify | demo``.
 
 Errors eoembed raises on purpose are printed as one actionable line (exit code 2);
 anything else is a bug and shows its traceback.
@@ -85,6 +85,18 @@ def _cmd_embed(args) -> int:
     return 0
 
 
+def _cmd_verify(args) -> int:
+    from eoembed.io import verify
+
+    rep = verify(args.path)
+    if not rep["ok"]:
+        from eoembed.exceptions import StoreIntegrityError
+
+        raise StoreIntegrityError(rep["message"])
+    print(f"ok: {rep['message']}")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from eoembed.demo import run_demo
 
@@ -131,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_embed)
 
+    p = sub.add_parser("verify", help="check a store written by embed --lazy/--resume against its checksums")
+    p.add_argument("path", help="the OUTPUT.zarr store")
+    p.set_defaults(func=_cmd_verify)
+
     p = sub.add_parser("demo", help="embed a small real cube and save a PCA-RGB picture")
     p.add_argument("--sample", default=None, help="a local cube file instead of downloading")
     p.add_argument("--out", default="eoembed-demo", help="output folder (default ./eoembed-demo)")
@@ -145,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except EOEmbedError as err:
-        print(f"error ({type(err).__name__}): {err}", file=sys.stderr)
+        print(f"error ({type(err).__name__}): {' '.join(str(err).split())}", file=sys.stderr)  # one line
         return 2
 
 

@@ -8,8 +8,6 @@ provenance.
 
 from __future__ import annotations
 
-import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,19 +17,12 @@ import xarray as xr
 import eoembed
 from eoembed import bands as _bands
 from eoembed.encode import BlockPlan, auto_batch_size, embed_block
-from eoembed.exceptions import (
-    DimensionError,
-    GeographicCRSError,
-    InputError,
-    MissingCRSError,
-    ParameterError,
-    TooManyTimestepsError,
-    user_stacklevel,
-)
+from eoembed.exceptions import ParameterError, TooManyTimestepsError
 from eoembed.grid import GridSpec, default_tiling, grid_from_cube, seam_attrs
 from eoembed.models import get_model_spec, load_model
 from eoembed.models.registry import ModelSpec
 from eoembed.position import POSITION_METHODS, position_attrs, resolve_position
+from eoembed.validate import check_options as _check_options
 
 #: Largest spatial dask chunk of the work graph, in pixels.
 WORK_CHUNK_PX_MAX = 1024
@@ -40,103 +31,27 @@ BLEND_MIN_CORES = 8
 
 
 # --- input checks -------------------------------------------------------------------
-def as_cube(obj) -> xr.DataArray:
-    """Return ``obj`` as a DataArray with dims ``(time, band, y, x)``.
+def as_cube(obj, *, values: bool | str = "eager") -> xr.DataArray:
+    """Return ``obj`` as a checked DataArray with dims ``(time, band, y, x)``.
 
-    A Dataset with one variable per band is stacked along ``band``; a missing
-    ``time`` dim becomes a single timestep. ``lat``/``lon`` or other names are refused
-    with the fix.
+    A Dataset with one variable per band is stacked along ``band``; a missing ``time``
+    dim becomes a single timestep. Structure, grid spacing, dates, dtype and (for
+    in-memory cubes, or ``values=True``) band values are checked by
+    :func:`eoembed.validate.as_cube`, the one place every entry point uses.
     """
-    if isinstance(obj, xr.Dataset):
-        names = [v for v, da in obj.data_vars.items() if {"y", "x"} <= set(da.dims)]
-        if not names:
-            raise DimensionError(
-                f"the Dataset has no variable with 'y' and 'x' dims (variables: "
-                f"{list(obj.data_vars)}, dims: {dict(obj.sizes)})."
-            )
-        crs = obj.rio.crs
-        obj = obj[names].to_dataarray("band")
-        if crs is not None and obj.rio.crs is None:
-            obj = obj.rio.write_crs(crs)
-    if not isinstance(obj, xr.DataArray):
-        raise InputError(
-            f"embed() needs an xarray DataArray (time, band, y, x) or Dataset, got "
-            f"{type(obj).__name__}. Wrap numpy arrays with xr.DataArray(..., dims=...) and "
-            "set the CRS with .rio.write_crs(...)."
-        )
-    dims = set(obj.dims)
-    if not {"y", "x"} <= dims:
-        hint = ""
-        if {"lat", "lon"} & dims or {"latitude", "longitude"} & dims:
-            hint = (" It looks geographic (lat/lon): reproject to a projected CRS in metres "
-                    "with .rio.reproject('EPSG:326xx') and rename to y/x.")
-        raise DimensionError(
-            f"the cube's dims are {tuple(obj.dims)}; eoembed needs spatial dims named 'y' and "
-            f"'x'. Rename them, e.g. cube.rename({{'rows': 'y', 'cols': 'x'}}).{hint}"
-        )
-    if "band" not in dims:
-        if len(dims) == 2 + ("time" in dims):
-            raise DimensionError(
-                f"the cube has no 'band' dim (dims {tuple(obj.dims)}); eoembed needs several "
-                "bands. Add them with xr.concat([...], dim='band') or ds.to_dataarray('band')."
-            )
-        others = dims - {"y", "x", "time"}
-        raise DimensionError(
-            f"the cube's dims are {tuple(obj.dims)}; expected (time, band, y, x). If "
-            f"{sorted(others)} holds the bands, rename it: cube.rename({{{sorted(others)[0]!r}: 'band'}})."
-        )
-    extra = dims - {"time", "band", "y", "x"}
-    if extra:
-        raise DimensionError(
-            f"the cube has extra dims {sorted(extra)} besides (time, band, y, x). Select "
-            f"one value (cube.isel({sorted(extra)[0]}=0)) or stack them into 'band' or 'time'."
-        )
-    if "time" not in dims:
-        obj = obj.expand_dims("time")
-    elif "time" in obj.coords and not np.issubdtype(obj["time"].dtype, np.datetime64):
-        raise InputError(
-            f"the 'time' coordinate holds {obj['time'].dtype} values; eoembed needs dates "
-            "(datetime64) to build the model's timestamps. Convert with "
-            "cube.assign_coords(time=pd.to_datetime(cube.time.values))."
-        )
-    return obj.transpose("time", "band", "y", "x")
+    from eoembed import validate
+
+    return validate.as_cube(obj, values=values)
 
 
 def check_crs(cube: xr.DataArray, spec: ModelSpec) -> tuple[xr.DataArray, float]:
-    """CRS present and projected, pixels square; returns the cube and pixel size in metres."""
-    crs = cube.rio.crs
-    if crs is None and "epsg" in cube.coords:  # stackstac
-        cube = cube.rio.write_crs(int(cube["epsg"].values))
-        crs = cube.rio.crs
-    if crs is None:
-        raise MissingCRSError(
-            "the cube has no CRS. Set it with cube.rio.write_crs('EPSG:32631') (the EPSG "
-            "code of your data), or load it with eoembed.data.open_cube / rioxarray."
-        )
-    if not crs.is_projected:
-        raise GeographicCRSError(
-            f"the cube is in a geographic CRS ({crs.to_string()}), in degrees; patches need "
-            "metres. Reproject first: cube.rio.reproject(cube.rio.estimate_utm_crs(), "
-            "resolution=10)."
-        )
-    if cube.sizes["x"] < 2 or cube.sizes["y"] < 2:
-        res = cube.rio.resolution()
-    else:
-        res = cube.rio.resolution(recalc=True)
-    rx, ry = abs(float(res[0])), abs(float(res[1]))
-    if not math.isclose(rx, ry, rel_tol=1e-3):
-        raise InputError(
-            f"pixels are not square ({rx:g} × {ry:g} m). Resample to square pixels: "
-            f"cube.rio.reproject(cube.rio.crs, resolution={spec.native_resolution:g})."
-        )
-    if spec.needs_weights and not math.isclose(rx, spec.native_resolution, rel_tol=0.1):
-        warnings.warn(
-            f"pixel size is {rx:g} m; {spec.name} was trained at {spec.native_resolution:g} m. "
-            "Passing input_res to the encoder, but embeddings may be off-distribution.",
-            UserWarning,
-            stacklevel=user_stacklevel(),
-        )
-    return cube, rx
+    """CRS present, projected and in metres, pixels square; returns the cube and ground pixel size in metres.
+
+    See :func:`eoembed.validate.check_crs` (scale distortion of the CRS included).
+    """
+    from eoembed import validate
+
+    return validate.check_crs(cube, spec)
 
 
 def _grid(cube: xr.DataArray, spec: ModelSpec, patch_size, tile_size, halo, blend=None) -> GridSpec:
@@ -168,6 +83,7 @@ def embed_cost(cube, model: str | ModelSpec = "tiny", *, patch_size: int | None 
         ``tokens_per_patch_timestep``.
     """
     spec = get_model_spec(model)
+    _check_options(tile_size=tile_size, halo=halo, patch_size=patch_size)
     cube = as_cube(cube)
     cube, res = check_crs(cube, spec)
     grid = _grid(cube, spec, patch_size, tile_size, halo, blend)
@@ -323,7 +239,8 @@ def embed(
         used, harmonization and eoembed version.
     """
     spec = get_model_spec(model)
-    cube = as_cube(cube)
+    _check_options(tile_size=tile_size, halo=halo, patch_size=patch_size, batch_size=batch_size)
+    cube = as_cube(cube, values=True)
     cube, res = check_crs(cube, spec)
     ntime = cube.sizes["time"]
     if ntime > spec.max_timesteps:

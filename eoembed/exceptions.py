@@ -151,3 +151,28 @@ def user_stacklevel() -> int:
         frame = frame.f_back
         level += 1
     return level
+
+
+# --- appended (issue 17) ------------------------------------------------------------
+class CoordinateError(InputError):
+    """The cube's x/y (or time) coordinates are not a regular, monotonic grid."""
+
+
+class TimeCoordinateError(InputError):
+    """The cube's time coordinate cannot be used as acquisition dates (unparsable, NaT, unsorted)."""
+
+
+class StoreError(EOEmbedError):
+    """An output store cannot be written, resumed or trusted."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the store's write lock."""
+
+
+class StoreIntegrityError(StoreError, ValueError):
+    """A store's data does not match what its run recorded (missing, tampered or truncated)."""
+
+
+class StoreMismatchError(StoreError, InputError):
+    """An existing store was written by another run (other input data, model or settings)."""

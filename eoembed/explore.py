@@ -44,7 +44,7 @@ import numpy as np
 import xarray as xr
 
 from eoembed.cube import canonical, cube_info, to_crs_xy
-from eoembed.exceptions import LabelError, MissingOptionalDependency, ParameterError, QueryError
+from eoembed.exceptions import LabelError, MissingOptionalDependency, ParameterError, QueryError, user_stacklevel
 
 __all__ = ["Explorer", "explore"]
 
@@ -150,6 +150,9 @@ class Explorer(_HBox):
 
         t0 = _time.perf_counter()
         self.emb = canonical(emb)
+        from eoembed.validate import check_embedding_grid
+
+        check_embedding_grid(self.emb)
         info = cube_info(self.emb)
         from pyproj import CRS
 
@@ -608,6 +611,10 @@ class Explorer(_HBox):
             raise ParameterError("cube= must be the input DataArray with a 'band' dimension (or None).")
         if cube.rio.crs is None:
             raise ParameterError("cube= has no CRS; write one with cube.rio.write_crs(...).")
+        from eoembed.validate import check_spacing
+
+        check_spacing(cube)  # the same grid rule as embed(): a stitched cube would be drawn misplaced
+        self._warn_if_apart(cube)
         bands = _true_colour_bands(cube)
         ny, nx = cube.sizes["y"], cube.sizes["x"]
         s = max(1, int(np.ceil(max(ny, nx) / self.max_pixels)))
@@ -622,6 +629,29 @@ class Explorer(_HBox):
         warp = MercatorWarp.from_grid(cube.rio.crs, tr_ov, sub.shape[-2:], max_pixels=self.max_pixels)
         rgb = robust_stretch(sub.values, (2, 98))
         self._put_raster("true colour", sub, rgb_to_rgba(rgb), warp=warp)
+
+    def _warn_if_apart(self, cube: xr.DataArray) -> None:
+        """Warn when ``cube`` does not overlap the embedding cube (it is drawn where it is)."""
+        from affine import Affine
+
+        left, bottom, right, top = cube.rio.bounds(recalc=cube.sizes["x"] > 1 and cube.sizes["y"] > 1)
+        xs = np.array([left, right, right, left, (left + right) / 2])
+        ys = np.array([bottom, bottom, top, top, (bottom + top) / 2])
+        cx, cy = to_crs_xy(np.concatenate([xs, np.linspace(left, right, 9)]),
+                           np.concatenate([ys, np.linspace(bottom, top, 9)]), cube.rio.crs, self.crs)
+        t = Affine(*self._transform)
+        ny, nx = self._shape
+        ex = sorted([t.c, t.c + t.a * nx])
+        ey = sorted([t.f, t.f + t.e * ny])
+        if cx.max() < ex[0] or cx.min() > ex[1] or cy.max() < ey[0] or cy.min() > ey[1]:
+            gap = max(ex[0] - cx.max(), cx.min() - ex[1], ey[0] - cy.max(), cy.min() - ey[1], 0.0)
+            warnings.warn(
+                f"cube= does not overlap the embedding cube (it lies {gap / 1000:.3g} km away): its true-colour "
+                "layer is drawn where the cube is, apart from the embeddings. Pass the cube the embeddings were "
+                "computed from (or cube=None).",
+                UserWarning,
+                stacklevel=user_stacklevel(),
+            )
 
     def _add_pca_layer(self) -> None:
         from eoembed.reduce import fit_pca

@@ -49,9 +49,21 @@ def _from_dataset(ds: xr.Dataset, *, nodata, keep_extra: bool, source: str) -> x
         if mapped and mapped[0] == "sentinel1":
             s1.append(var)
     if not names:
+        spatial = [v for v, da in ds.data_vars.items() if {"y", "x"} <= set(da.dims)]
+        if not spatial:
+            dims = sorted({str(d) for da in ds.data_vars.values() for d in da.dims})
+            geo = {"lat", "lon", "latitude", "longitude"} & set(dims)
+            hint = (f" Its grid is geographic ({sorted(geo)}, degrees): reproject it to a projected CRS in metres "
+                    "first, e.g. da = ds[name].rio.set_spatial_dims(x_dim='lon', y_dim='lat').rio.write_crs(4326); "
+                    "da.rio.reproject(da.rio.estimate_utm_crs(), resolution=10), then save and open that."
+                    if geo else " Rename the spatial dims to y/x (ds.rename({'rows': 'y', 'cols': 'x'})).")
+            raise DimensionError(
+                f"{source}: no variable has y/x dims (variables: {list(ds.data_vars)}, dims: {dims}).{hint}"
+            )
         raise DimensionError(
             f"{source}: no variable with y/x dims is a band eoembed recognises (variables: "
-            f"{list(ds.data_vars)}). Pass keep_extra=True to keep them as they are."
+            f"{list(ds.data_vars)}). Rename them to band names (B02…B12, vv, vh), or pass keep_extra=True "
+            "to keep them as they are (then map them with embed(..., bands={'name': 'B04'}))."
         )
     crs = ds.rio.crs or _crs_from_grid_mapping(ds, names[0])
     planes = []
@@ -150,14 +162,30 @@ def open_cube(path, *, nodata="auto", keep_extra: bool = False, chunks=None, tim
     for p in paths:
         if not os.path.exists(p):
             raise InputError(f"{p} does not exist")
+        if os.path.isfile(p) and os.path.getsize(p) == 0:
+            raise InputError(f"{p} is empty (0 bytes): a download or write that did not finish. Fetch or write "
+                             "it again.")
     first = paths[0]
     suffix = Path(first).suffix.lower()
     if suffix in (".tif", ".tiff", ".vrt", ".jp2"):
-        return _from_tiffs(paths, times=times, nodata=nodata, chunks=chunks)
+        try:
+            return _from_tiffs(paths, times=times, nodata=nodata, chunks=chunks)
+        except (OSError, ValueError) as err:  # rasterio's RasterioIOError is an OSError
+            if isinstance(err, InputError):
+                raise
+            raise InputError(f"{first}: cannot be read as a GeoTIFF/COG ({type(err).__name__}: {err}). Check "
+                             "that the file is complete (re-download it) and is a raster.") from err
     if len(paths) > 1:
         raise InputError("several files are only supported for GeoTIFF stacks")
     if suffix == ".zarr" or os.path.isdir(first):
-        ds = xr.open_zarr(first, chunks=chunks, decode_coords="all")
+        try:
+            ds = xr.open_zarr(first, chunks=chunks, decode_coords="all")
+        except Exception as err:  # noqa: BLE001  (zarr raises many types for a folder that is no store)
+            raise InputError(
+                f"{first} is not a readable Zarr store ({type(err).__name__}: {err}); an empty folder, or a "
+                "write that did not finish. Point to the store folder itself (the one holding zarr.json or "
+                ".zgroup), or write it again."
+            ) from err
         arrays = [v for v in ds.data_vars.values() if {"band", "y", "x"} <= set(v.dims)]
         if len(arrays) == 1:
             cube = arrays[0]
@@ -167,5 +195,14 @@ def open_cube(path, *, nodata="auto", keep_extra: bool = False, chunks=None, tim
                 cube = cube.expand_dims("time")
             return cube.transpose("time", "band", "y", "x")
         return _from_dataset(ds, nodata=nodata, keep_extra=keep_extra, source=first)
-    ds = xr.open_dataset(first, chunks=chunks, mask_and_scale=True)
+    try:
+        ds = xr.open_dataset(first, chunks=chunks, mask_and_scale=True)
+    except (OSError, ValueError) as err:
+        with open(first, "rb") as fh:
+            head = fh.read(8)
+        raise InputError(
+            f"{first} is not a file eoembed can open (no reader recognises it; it starts with {head!r}). "
+            "open_cube reads NetCDF (.nc), Zarr folders and GeoTIFF/COG "
+            "(.tif): check the path and that the file is complete, or convert it (e.g. gdal_translate -of GTiff)."
+        ) from err
     return _from_dataset(ds, nodata=nodata, keep_extra=keep_extra, source=first)

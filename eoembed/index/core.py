@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 import time as _time
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -409,17 +410,31 @@ class EmbeddingIndex:
             ``emb=`` uses the stored vectors.
         """
         path = os.fspath(path)
+        rebuild = "Rebuild it: eoembed.build_index(emb).save(path) (or restore the folder from a backup)."
         try:
             with open(os.path.join(path, "meta.json")) as fh:
                 meta = json.load(fh)
         except FileNotFoundError:
             raise FileNotFoundError(f"{path!r} is not a saved eoembed index (no meta.json).") from None
+        except (ValueError, UnicodeDecodeError) as err:
+            raise IndexMismatchError(f"{path!r}: meta.json is damaged (not JSON: {err}). {rebuild}") from None
+        if not isinstance(meta, dict):
+            raise IndexMismatchError(f"{path!r}: meta.json holds no index description. {rebuild}")
         if meta.get("format") != "eoembed-index" or meta.get("format_version", 0) > _FORMAT_VERSION:
             raise IndexMismatchError(f"{path!r} holds an unsupported index format {meta.get('format_version')}.")
-        store = VectorStore.read(path, key=meta["key"], params=meta["params"], device=device)
-        self = cls(store, key=meta["key"], metric=meta["metric"], params=meta["params"],
-                   crs_wkt=meta["crs_wkt"], dim=meta["dim"], attrs=meta["attrs"],
-                   entries=EntryTable.load(path, meta["sources"]))
+        try:
+            store = VectorStore.read(path, key=meta["key"], params=meta["params"], device=device)
+            self = cls(store, key=meta["key"], metric=meta["metric"], params=meta["params"],
+                       crs_wkt=meta["crs_wkt"], dim=meta["dim"], attrs=meta["attrs"],
+                       entries=EntryTable.load(path, meta["sources"]))
+        except KeyError as err:
+            raise IndexMismatchError(f"{path!r}: meta.json lacks {err}. {rebuild}") from None
+        except (OSError, RuntimeError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as err:
+            if isinstance(err, (IndexMismatchError, FileNotFoundError)):
+                raise
+            raise IndexMismatchError(f"{path!r}: the index files are damaged or truncated "
+                                     f"({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}). "
+                                     f"{rebuild}") from err
         self.tuning = meta.get("tuning", {})
         return self
 

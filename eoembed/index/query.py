@@ -219,8 +219,15 @@ def resolve(query: Query, idx: "EmbeddingIndex", *, seed: int = 0) -> tuple[np.n
             v, a = _example(idx, it, crs, source, time)
             pv.append(v)
             anchors.append(a)
-        for it in neg:
+        for j, it in enumerate(neg):
             v, a = _example(idx, it, crs, source, time)
+            for i, w in enumerate(pv):
+                if v.shape == w.shape and np.array_equal(v, w):
+                    raise QueryError(
+                        f"negatives[{j}] is the same example as positives[{i}] (identical vectors): it would "
+                        "cancel itself out of the query. Identical positives and negatives are refused; drop it "
+                        "from one of the lists."
+                    )
             nv.append(v)
             anchors.append(a)
         if q_.method == "mean":

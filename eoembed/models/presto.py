@@ -2,9 +2,9 @@
 
 Each pixel's series (T ≤ 24) is embedded on its own — no spatial context — from the
 same channel groups as Galileo (Sentinel-1 VV/VH; Sentinel-2 RGB, red edge, NIR 10 m,
-NIR 20 m, SWIR; NDVI computed by eoembed), with the month of the first timestep
-(Presto counts consecutive months from it, as in its monthly training series) and
-the pixel's lat/lon (from the cube's CRS). ERA5, SRTM and Dynamic World are always
+NIR 20 m, SWIR; NDVI computed by eoembed), with each timestep's own calendar month
+(Presto takes a month per timestep; counting on from the first date, as its monthly
+training series do, would mislabel weekly or irregular series) and the pixel's lat/lon (from the cube's CRS). ERA5, SRTM and Dynamic World are always
 masked. Normalization: S1 ``(dB + 25) / 25``, S2 ``DN / 10 000``, NDVI as is.
 
 A patch's vector is the mean of the vectors of its pixels that hold data
@@ -157,8 +157,8 @@ class PrestoEncoderAdapter:
         lon, lat = pixel_lonlat(batch.transform, batch.crs, rows[has], cols[has])
         latlon = np.stack([lat, lon], axis=-1).astype("float32")
         idx = np.flatnonzero(has)
-        first = int(batch.timestamps[0, 0, 1])
-        months = to_device((first + np.arange(t)) % 12, self.device, dtype=torch.long)
+        # each timestep's own month (0-11); eoembed.validate has sorted the cube's dates
+        months = to_device(np.asarray(batch.timestamps[0, :, 1], dtype="int64") % 12, self.device, dtype=torch.long)
 
         out = np.full((pix_vis.shape[0], self.spec.embedding_dim), np.nan, dtype="float32")
         packed = np.packbits(pix_vis[idx].reshape(len(idx), -1), axis=1)

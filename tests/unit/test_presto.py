@@ -77,7 +77,7 @@ def reference(encoder, cube: xr.DataArray, absent=()):
     x = np.nan_to_num(x)
     xx, yy = np.meshgrid(cube.x.values, cube.y.values)
     lon, lat = Transformer.from_crs(cube.rio.crs, "EPSG:4326", always_xy=True).transform(xx, yy)
-    month = int(cube.time.dt.month.values[0]) - 1
+    months = torch.as_tensor(cube.time.dt.month.values - 1, dtype=torch.long)[None]  # each timestep's month
     out = np.full((h, w, 128), np.nan)
     for i in range(h):
         for j in range(w):
@@ -89,7 +89,7 @@ def reference(encoder, cube: xr.DataArray, absent=()):
                     torch.as_tensor(x[None, :, i, j], dtype=torch.float32),
                     dynamic_world=torch.full((1, t), 9, dtype=torch.long),
                     latlons=torch.tensor([[lat[i, j], lon[i, j]]], dtype=torch.float32),
-                    mask=torch.as_tensor(m[None], dtype=torch.float32), month=month)[0].numpy()
+                    mask=torch.as_tensor(m[None], dtype=torch.float32), month=months)[0].numpy()
     return out
 
 
@@ -134,6 +134,22 @@ def test_parity_with_masks_and_patch_mean(oracle):
         patches = ours(cube, 2)
     assert_close(patches.transpose("y", "x", "embedding").values, patch_mean(ref, 2))
     assert np.isnan(patches.values[:, 3, 3]).all()
+
+
+@needs_shared
+def test_weekly_and_unsorted_series_get_each_timestep_s_own_month(oracle):
+    """Issue 17: months were counted on from the first date (weekly scenes got the wrong months) and
+    unsorted dates were taken as given. Weekly scenes across a month boundary, given shuffled."""
+    import pandas as pd
+
+    cube = make_cube(4, 5, seed=7).assign_coords(time=pd.date_range("2021-05-19", periods=5, freq="7D"))
+    ref = reference(oracle, cube)  # months May, May, June, June, June
+    shuffled = cube.isel(time=[3, 0, 4, 2, 1])
+    with pytest.warns(UserWarning, match="sorted"):
+        emb = ours(shuffled, 1)
+    assert_close(emb.transpose("y", "x", "embedding").values, ref)
+    consecutive = reference(oracle, cube.assign_coords(time=pd.date_range("2021-05-01", periods=5, freq="MS")))
+    assert np.nanmax(np.abs(ref - consecutive)) > 1e-3  # the months matter: the old counting was wrong
 
 
 @needs_shared
