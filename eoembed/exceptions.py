@@ -151,3 +151,8 @@ def user_stacklevel() -> int:
         frame = frame.f_back
         level += 1
     return level
+
+
+# --- appended (issue 19: analyses) ---------------------------------------------------
+class GridMismatchError(InputError):
+    """Two embedding cubes that must share a patch grid (CRS, transform, shape, patch size) do not."""
