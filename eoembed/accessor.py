@@ -44,6 +44,10 @@ class EOAccessor(_EOBase):
     umap = _wrap("eoembed.reduce", "umap")
     to_zarr = _wrap("eoembed.io", "to_zarr")
     explore = _wrap("eoembed.explore", "explore")
+    cluster = _wrap("eoembed.analysis", "cluster")
+    change = _wrap("eoembed.analysis", "change")
+    regress = _wrap("eoembed.analysis", "regress")
+    trajectory = _wrap("eoembed.analysis", "trajectory")
 
 
 @xr.register_dataset_accessor("eo")
