@@ -5,7 +5,7 @@ of a season — or two timesteps of one ``pool_time=False`` cube) are compared p
 patch: ``distance = 1 - cos(a, b)`` in ``[0, 2]``. A patch is *changed* when its
 distance exceeds a threshold, either given or chosen by **Otsu's rule** on the
 distance histogram (256 bins over the observed range: the cut that maximises the
-between-class variance of "unchanged" and "changed"). The distance map is computed
+between-class variance of "unchanged" and "changed"; the middle of a tie). The distance map is computed
 chunk by chunk (a dask cube is never loaded whole; only the ``(y, x)`` map, 1/dim of
 the cube, is held).
 """
@@ -60,7 +60,8 @@ def cosine_distance(emb_a: xr.DataArray, emb_b: xr.DataArray) -> xr.DataArray:
 def otsu_threshold(values: np.ndarray, bins: int = OTSU_BINS) -> float:
     """Otsu's threshold of finite ``values``: the histogram cut maximising between-class variance.
 
-    Returns the upper edge of the last "low" bin (values ``>`` it are the high class).
+    Returns the upper edge of the last "low" bin (values ``>`` it are the high class); when
+    several cuts score the same (empty bins between two modes) the middle one.
     """
     v = np.asarray(values, np.float64)
     v = v[np.isfinite(v)]
@@ -77,7 +78,14 @@ def otsu_threshold(values: np.ndarray, bins: int = OTSU_BINS) -> float:
     m1 = (np.sum(hist * centres) - s0) / np.where(w1 > 0, w1, 1)
     between = w0 * w1 * (m0 - m1) ** 2
     between[(w0 == 0) | (w1 == 0)] = -1
-    return float(edges[1:-1][int(np.argmax(between))])
+    # well-separated modes leave a plateau of equal scores over the empty bins between them:
+    # cut in the middle of the plateau, not at its lower end (the edge of the "unchanged" mode)
+    first = int(np.argmax(between))
+    flat = between >= between[first] * (1 - 1e-12)
+    last = first
+    while last + 1 < len(flat) and flat[last + 1]:
+        last += 1
+    return float(edges[1:-1][(first + last) // 2])
 
 
 @dataclass
