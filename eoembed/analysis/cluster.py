@@ -100,7 +100,7 @@ class ClusterModel:
 def _kmeans(x: np.ndarray, k: int, seed: int, niter: int) -> np.ndarray:
     import faiss
 
-    km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, spherical=True, verbose=False,
+    km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, spherical=True, verbose=False, min_points_per_centroid=1,
                       max_points_per_centroid=max(256, -(-len(x) // k)))
     km.train(x)
     return np.asarray(km.centroids, np.float32)
