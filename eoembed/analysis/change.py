@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 
 from eoembed.analysis._common import as_cube, check_int, check_same_grid, provenance, select_time
-from eoembed.cube import spatial_coords, valid_mask, write_georef
+from eoembed.cube import spatial_coords, write_georef
 from eoembed.exceptions import EmptyDataError, ParameterError
 
 __all__ = ["ChangeResult", "change", "cosine_distance", "otsu_threshold"]
@@ -28,16 +28,22 @@ OTSU_BINS = 256
 
 
 def _distance_block(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``1 - cos`` along the last axis; NaN where either vector is NaN or all zero."""
-    shape = a.shape[:-1]
-    fa, fb = a.reshape(-1, a.shape[-1]).astype(np.float64), b.reshape(-1, b.shape[-1]).astype(np.float64)
-    ok = valid_mask(fa) & valid_mask(fb)
-    out = np.full(len(fa), np.nan, np.float32)
-    if ok.any():
-        va, vb = fa[ok], fb[ok]
-        cos = np.einsum("ij,ij->i", va, vb) / (np.linalg.norm(va, axis=1) * np.linalg.norm(vb, axis=1))
-        out[ok] = 1.0 - np.clip(cos, -1.0, 1.0)
-    return out.reshape(shape)
+    """``1 - cos`` along the last axis; NaN where either vector is NaN, infinite or all zero.
+
+    Dot products and norms accumulate in float64 without float64 copies of the block
+    (``einsum(..., dtype=float64)`` casts in small buffers), so a task holds little more
+    than its two input chunks.
+    """
+    fa, fb = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+    dots = np.einsum("ij,ij->i", fa, fb, dtype=np.float64)
+    na = np.sqrt(np.einsum("ij,ij->i", fa, fa, dtype=np.float64))
+    nb = np.sqrt(np.einsum("ij,ij->i", fb, fb, dtype=np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = dots / (na * nb)
+    bad = ~(np.isfinite(cos) & np.isfinite(na) & np.isfinite(nb) & (na > 0) & (nb > 0))
+    out = (1.0 - np.clip(cos, -1.0, 1.0)).astype(np.float32)
+    out[bad] = np.nan
+    return out.reshape(a.shape[:-1])
 
 
 def cosine_distance(emb_a: xr.DataArray, emb_b: xr.DataArray) -> xr.DataArray:
