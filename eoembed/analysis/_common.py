@@ -19,6 +19,8 @@ def provenance(emb: xr.DataArray) -> dict[str, Any]:
 def select_time(emb: xr.DataArray, time: Any, *, what: str = "time") -> xr.DataArray:
     """One timestep (label, date string or integer position) of a ``pool_time=False`` cube.
 
+    A partial date (``"2019-05"``) that matches exactly one timestep selects it.
+
     ``time=None`` returns ``emb`` unchanged. A cube without a ``time`` dim and a
     non-None ``time`` raises :class:`DimensionError`; a label not in the cube raises
     :class:`ParameterError` listing the available ones.
@@ -42,6 +44,8 @@ def select_time(emb: xr.DataArray, time: Any, *, what: str = "time") -> xr.DataA
         out = emb.sel(time=time)
     except (KeyError, TypeError, ValueError):
         out = None
+    if out is not None and "time" in out.dims and out.sizes["time"] == 1:  # "2019-05" on monthly composites
+        out = out.isel(time=0)
     if out is None or "time" in out.dims:
         times = [str(t)[:10] for t in emb["time"].values]
         raise ParameterError(

@@ -129,10 +129,13 @@ def test_cluster_time_selection():
     assert one.dims == ("y", "x")
     np.testing.assert_array_equal(one.values, cluster(emb.isel(time=1), 2).values)
     np.testing.assert_array_equal(cluster(emb, 2, time=1).values, one.values)
+    np.testing.assert_array_equal(cluster(emb, 2, time="2024-02").values, one.values)  # partial date, one match
     with pytest.raises(ParameterError, match="does not name one timestep"):
         cluster(emb, 2, time="2030-01-01")
     with pytest.raises(ParameterError, match="out of range"):
         cluster(emb, 2, time=7)
+    with pytest.raises(ParameterError, match="does not name one timestep"):
+        cluster(emb, 2, time="2024")  # three timesteps match
     with pytest.raises(DimensionError, match="pool_time=False"):
         cluster(emb.isel(time=0), 2, time=0)
 
@@ -334,6 +337,8 @@ def test_regress_predict_map_lazy_equals_eager_and_has_colourbar_attrs(linear):
         assert cnt.n == 0
     assert isinstance(lazy["prediction"].data, da.Array)
     np.testing.assert_allclose(lazy["prediction"].compute().values, p.values, rtol=1e-6)
+    fitted_lazy = regress(lazy_emb, ras, estimator="ridge", n_splits=3)  # fitting reads only the target patches
+    pd.testing.assert_frame_equal(fitted_lazy.folds, res.folds)
 
 
 def test_regress_knn_uncertainty_is_neighbour_spread(linear):
