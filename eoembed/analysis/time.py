@@ -28,7 +28,9 @@ def trajectory(emb: xr.DataArray, point: Any, *, crs: Any = None, fitted: Any = 
     fitted:
         A :class:`eoembed.reduce.Projection` (``fit_pca``) to project on; default a
         1-component PCA fitted on a sample of all the cube's per-timestep vectors, so
-        values are comparable between places of the same cube.
+        values are comparable between places of the same cube. Drawing that sample
+        reads every chunk holding a sampled patch (for a large lazy cube, fit once
+        with :func:`eoembed.reduce.fit_pca` and pass it here for every place).
     sample, random_state:
         Sample size and seed of that PCA fit.
 
