@@ -306,6 +306,11 @@ def test_regress_cv_equals_sklearn_on_the_same_folds(linear):
                             buffer=res.buffer, random_state=0)
     from sklearn.base import clone
 
+    assert len(splits) == len(res.folds) == 4
+    for tr, te in splits:  # honest folds: no block on both sides, no training patch within the buffer of a test one
+        assert not set(s["block"].iloc[tr]) & set(s["block"].iloc[te])
+        gap = np.hypot(*(s[["x", "y"]].to_numpy()[tr][:, None] - s[["x", "y"]].to_numpy()[te][None]).T).min()
+        assert gap >= res.buffer
     y = s["value"].to_numpy()
     for (tr, te), (_, row) in zip(splits, res.folds.iterrows()):
         p = clone(res.template).fit(X[tr], y[tr]).predict(X[te])
