@@ -28,12 +28,13 @@ __all__ = [
 
 _SUBMODULES = {"data", "index", "classify", "reduce", "evaluate", "io", "testing", "bands", "grid", "models", "cli",
                "products", "export",
-               "explore", "viz"}
+               "explore", "viz", "analysis"}
 
 
 _LAZY = {"build_index": "index", "EmbeddingIndex": "index", "fewshot": "classify", "pca_rgb": "reduce",
          "open_cube": "data", "open_embeddings": "products", "save_embeddings": "io",
-         "Explorer": "explore"}
+         "Explorer": "explore", "cluster": "analysis", "change": "analysis", "regress": "analysis",
+         "trajectory": "analysis"}
 
 
 def __getattr__(name: str):

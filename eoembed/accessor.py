@@ -36,6 +36,10 @@ DELEGATES: dict[str, tuple[str, str]] = {
     "to_cog": ("eoembed.export", "to_cog"),
     "embeddings_to_cog": ("eoembed.export", "embeddings_to_cog"),
     "explore": ("eoembed.explore", "explore"),
+    "cluster": ("eoembed.analysis.cluster", "cluster"),
+    "change": ("eoembed.analysis.change", "change"),
+    "regress": ("eoembed.analysis.regress", "regress"),
+    "trajectory": ("eoembed.analysis.time", "trajectory"),
 }
 _DATASET = ("embed", "embed_cost", "to_cog")
 

@@ -37,7 +37,7 @@ from eoembed.cube import (
 from eoembed.exceptions import LabelError, ParameterError, QueryError, TooFewLabelsError, require
 
 __all__ = ["FewShotClassifier", "CVReport", "SpatialBlockKFold", "fewshot", "linear_direction", "sample_labels",
-           "spatial_blocks"]
+           "spatial_blocks", "spatial_splits"]
 
 _FEATURE_MODES = ("stack", "mean")
 
@@ -212,6 +212,37 @@ def spatial_blocks(x: np.ndarray, y: np.ndarray, block_size: float) -> np.ndarra
     by = np.floor(np.asarray(y, float) / block_size).astype(np.int64)
     _, ids = np.unique(np.stack([bx, by], axis=1), axis=0, return_inverse=True)
     return ids.ravel()
+
+
+def spatial_splits(xy: np.ndarray, groups: np.ndarray, n_splits: int, *, y: np.ndarray | None = None,
+                   buffer: float = 0.0, random_state: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Spatial-block ``(train, test)`` index pairs with a buffer.
+
+    Whole blocks (``groups``, from :func:`spatial_blocks`) go to one side of every split:
+    ``StratifiedGroupKFold`` when class labels ``y`` are given (classification),
+    ``GroupKFold`` with shuffled block order otherwise (continuous targets). Training
+    samples closer than ``buffer`` (CRS units) to any test sample are then dropped.
+    ``n_splits`` must not exceed the number of blocks (callers cap it and say so).
+    """
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+
+    xy = np.asarray(xy, float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class" notices
+        if y is not None:
+            splits = list(StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
+                          .split(xy, y, groups))
+        else:
+            try:  # block order shuffled (scikit-learn >= 1.6)
+                kf = GroupKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
+            except TypeError:  # pragma: no cover - older scikit-learn: size-balanced, deterministic
+                kf = GroupKFold(n_splits=n_splits)
+            splits = list(kf.split(xy, None, groups))
+    if buffer > 0:
+        from scipy.spatial import cKDTree
+
+        splits = [(tr[cKDTree(xy[te]).query(xy[tr], k=1)[0] >= buffer], te) for tr, te in splits]
+    return splits
 
 
 # ---------------------------------------------------------------------------------
@@ -449,21 +480,12 @@ class SpatialBlockKFold:
 
     def split(self, X, y, groups=None):
         """Yield ``(train, test)`` index arrays: blocks disjoint, training buffered from the test samples."""
-        from sklearn.model_selection import StratifiedGroupKFold
-
         y = np.asarray(y)
         xy = self._xy(len(y), groups)
         blocks = spatial_blocks(xy[:, 0], xy[:, 1], self.block_size)
         k = self._plan(y, blocks)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "least populated class" notices
-            splits = list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=self.random_state)
-                          .split(np.zeros((len(y), 1)), y, blocks))
-        if self.buffer > 0:
-            from scipy.spatial import cKDTree
-
-            splits = [(tr[cKDTree(xy[te]).query(xy[tr], k=1)[0] >= self.buffer], te) for tr, te in splits]
-        yield from splits
+        yield from spatial_splits(xy, blocks, k, y=y, buffer=self.buffer,
+                                  random_state=0 if self.random_state is None else self.random_state)
 
 
 try:  # the search extra; without it fewshot() raises MissingOptionalDependency naming the extra

@@ -176,3 +176,8 @@ class StoreIntegrityError(StoreError, ValueError):
 
 class StoreMismatchError(StoreError, InputError):
     """An existing store was written by another run (other input data, model or settings)."""
+
+
+# --- appended (issue 19: analyses) ---------------------------------------------------
+class GridMismatchError(InputError):
+    """Two embedding cubes that must share a patch grid (CRS, transform, shape, patch size) do not."""

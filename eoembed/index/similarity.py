@@ -25,7 +25,7 @@ def _cosine(vectors: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.clip(out, -1.0, 1.0).astype(np.float32, copy=False)  # rounding
 
 
-def similarity_map(emb: xr.DataArray, vector: Any, *, name: str = "similarity") -> xr.DataArray:
+def similarity_map(emb: xr.DataArray, vector: Any, *, name: str = "similarity", time: Any = None) -> xr.DataArray:
     """Cosine similarity of every patch of ``emb`` with one query vector.
 
     Parameters
@@ -36,6 +36,9 @@ def similarity_map(emb: xr.DataArray, vector: Any, *, name: str = "similarity") 
         Query vector of length ``embedding`` (any norm; it is normalised).
     name:
         Name of the returned DataArray.
+    time:
+        For ``pool_time=False`` cubes: one timestep (label, date string or integer
+        position) → a ``(y, x)`` map; ``None`` (default) maps every timestep.
 
     Returns
     -------
@@ -46,6 +49,10 @@ def similarity_map(emb: xr.DataArray, vector: Any, *, name: str = "similarity") 
         chunk of ``emb`` in memory per task, the ``embedding`` axis merged into one chunk).
     """
     emb = canonical(emb)
+    if time is not None:
+        from eoembed.analysis._common import select_time
+
+        emb = select_time(emb, time)
     q = np.asarray(vector, dtype=np.float64).reshape(-1)
     if q.shape[0] != emb.sizes["embedding"]:
         raise IndexMismatchError(

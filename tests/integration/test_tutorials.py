@@ -21,7 +21,7 @@ SHARED = ROOT.parent / "shared"
 NEEDS = [SHARED / "data" / "worldcereal" / "worldcereal_preprocessed_inputs.nc",
          SHARED / "data" / "worldcereal-training", SHARED / "weights" / "galileo-nano"]
 EXPECTED = ["01_tokens_and_cost", "02_what_an_embedding_is", "03_similarity_search_map",
-            "04_fewshot_crop_mapping", "05_models_compared", "06_scaling_out"]
+            "04_fewshot_crop_mapping", "05_models_compared", "06_scaling_out", "07_clusters_and_change"]
 
 
 @pytest.fixture
@@ -82,6 +82,24 @@ def check_fewshot_summary(stdout: str) -> dict:
         scores[name] = float(row["balanced acc (spatial CV)"])
     assert {"majority", "spectral"} <= set(scores), scores
     return scores
+
+
+def check_clusters_and_change(stdout: str) -> None:
+    """What notebook 7's prose relies on: k chosen by the best silhouette, the ARI comparison's verdict matching its
+    sign, Otsu thresholds and change counts in range, both models reported, a refused comparison explained."""
+    ks = re.findall(r"(\S+): k chosen by silhouette = (\d+) \(silhouette (-?[0-9.]+); next best k = \d+ at "
+                    r"(-?[0-9.]+)\)", stdout)
+    assert {m[0] for m in ks} == {"galileo-nano", "spectral"}, ks
+    for _, k, best, nxt in ks:
+        assert 2 <= int(k) <= 12 and float(best) >= float(nxt)
+    m = re.search(r"galileo-nano vs spectral baseline, ARI at k = \d+: ([+-][0-9.]+) -> (.*)", stdout)
+    assert m, "the ARI comparison with the spectral baseline must be printed"
+    assert (float(m.group(1)) > 0) == ("agrees more" in m.group(2)), m.group(0)
+    otsu = re.findall(r"(\S+): Otsu threshold ([0-9.]+); changed patches: (\d+) of (\d+)", stdout)
+    assert {o[0] for o in otsu} == {"galileo-nano", "spectral"}, otsu
+    for _, thr, n, valid in otsu:
+        assert 0 < float(thr) < 2 and 0 < int(n) < int(valid)
+    assert "IndexMismatchError - " in stdout and "lowest similarity to its first month" in stdout
 
 
 def test_tutorials_found_and_committed_without_outputs():
@@ -177,6 +195,9 @@ def test_tutorial_runs(path, venv_kernel):
     if name.startswith("06_"):
         assert "after resume: {'regions': 4, 'written': 2, 'skipped': 2}" in stdout
         assert "max |streamed − in-memory| = 0.00e+00" in stdout
+    if name.startswith("07_"):
+        check_clusters_and_change(stdout)
+        assert len(images) >= 4
     if name == "quickstart":
         assert images and "EPSG:32631" in stdout and "rank" in stdout
     if name == "products":  # an AlphaEarth-layout COG and GeoParquet rows searched, classified, exported
