@@ -169,16 +169,22 @@ class GridSpec:
     def window_range(self, lo: int, hi: int, axis: int) -> range:
         """Windows ``k`` that contribute to cube pixels ``[lo, hi)`` along ``axis``.
 
-        A window contributes where its weight is positive: its core for hard tiling,
-        its whole footprint when blending.
+        A window contributes where its weight is positive — its core for hard tiling, its
+        whole footprint when blending — and only if its core overlaps the cube: a window
+        that would reach the cube with its halo alone sees almost nothing but missing
+        pixels, so it is not run (the cube's edge patches take their inner windows only),
+        which keeps the window count, and the cost, that of hard tiling.
         """
         s, h, t = self.core, self.halo, self.tile_size
         off = self.offset_y if axis == 0 else self.offset_x
         a, b = (-h, t - h) if self.blend and h else (0, s)  # contributing pixels relative to the core start
-        # core start k*s - off; contributes iff k*s - off + a < hi and k*s - off + b > lo
-        k0 = (lo + off - b) // s + 1
-        k1 = -((a - hi - off) // s)  # ceil((hi + off - a) / s)
-        return range(k0, k1)
+
+        def ks(lo_, hi_, a_, b_):  # core start k*s - off: k*s - off + a_ < hi_ and k*s - off + b_ > lo_
+            return (lo_ + off - b_) // s + 1, -((a_ - hi_ - off) // s)  # ceil((hi_ + off - a_) / s)
+
+        k0, k1 = ks(lo, hi, a, b)
+        c0, c1 = ks(0, self._span(axis)[0], 0, s)
+        return range(max(k0, c0), min(k1, c1))
 
     @property
     def tiles_y(self) -> int:
