@@ -107,12 +107,13 @@ def stacked(pooled, per_time):
     return out.rio.write_crs(pooled.rio.crs).rio.write_transform(pooled.rio.transform())
 
 
-def fewshot_features(cube, name: str, *, patch_size: int = 4, window: int = 64, cache=None):
+def fewshot_features(cube, name: str, *, patch_size: int = 4, cache=None):
     """Feature cube for few-shot on the labelled sample, as in notebook 4 and the benchmark.
 
     ``galileo-nano``: time-pooled + per-timestep vectors stacked; other models: their
-    default (time-pooled) vectors. The whole footprint is one ``window``-px window (no
-    halo). With ``cache`` (a folder), the cube is saved there with
+    default (time-pooled) vectors. Each model's default tiling and positions (Galileo:
+    blended 12-patch windows on the CRS-anchored grid, neutral in-window positions).
+    With ``cache`` (a folder), the cube is saved there with
     ``eoembed.save_embeddings`` and reopened next time, with the seconds the embedding
     took in ``attrs["tutorial:embed_seconds"]``.
     """
@@ -125,10 +126,10 @@ def fewshot_features(cube, name: str, *, patch_size: int = 4, window: int = 64, 
     if cache is not None:
         from pathlib import Path
 
-        path = Path(cache) / f"{name}_p{patch_size}_w{window}_T{cube.sizes['time']}.zarr"
+        path = Path(cache) / f"{name}_p{patch_size}_default_T{cube.sizes['time']}.zarr"
         if path.exists():
             return eoembed.open_embeddings(path).load()
-    kw = dict(patch_size=patch_size, tile_size=window, halo=0, progress=False)
+    kw = dict(patch_size=patch_size, progress=False)
     if name != "spectral":
         kw["weights"] = str(shared("weights", name))
     t0 = time.perf_counter()
