@@ -122,6 +122,7 @@ def test_docs_and_tutorials_name_only_environment_variables_the_library_reads():
     read = set()
     for f in (ROOT / "eoembed").rglob("*.py"):
         read |= set(re.findall(r"\bEOEMBED_[A-Z_]+\b", f.read_text()))
+    read |= set(re.findall(r"\bEOEMBED_[A-Z_]+\b", (ROOT / "scripts" / "setup.sh").read_text()))  # EOEMBED_TORCH_INDEX
     read |= {"EOEMBED_SAMPLE", "EOEMBED_SHARED"}  # the tutorials' own settings (sample cube, shared data folder), documented there
     told = {}
     files = [ROOT / "README.md", *(ROOT / "tutorials").glob("*"), *(ROOT / "notebooks").glob("*"),
