@@ -194,3 +194,28 @@ def test_setup_script_documents_its_settings():
     head = text[: text.index("set -euo pipefail")]
     for word in ("EOEMBED_TORCH_INDEX", "PYTHON", "--plan", CPU_INDEX, "auto (default)", "pip ", "<URL>"):
         assert word in head, word
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_the_real_run_executes_the_planned_commands(repo, gpu):
+    """Without --plan the script runs exactly the planned pip commands (here in a prepared
+    .venv whose `python` only records its arguments), then reports the torch it installed."""
+    log = repo.parent / "calls.log"
+    fake = repo.parent / "venv-bin"
+    fake.mkdir()
+    (fake / "python").write_text(
+        "#!/bin/sh\n"
+        f"echo \"python $*\" >> '{log}'\n"
+        "if [ \"$1\" = - ]; then cat > /dev/null; echo 'installed torch 2.13.0+cpu (CPU build)'; fi\n")
+    (fake / "python").chmod(0o755)
+    (repo / ".venv" / "bin").mkdir(parents=True)
+    (repo / ".venv" / "bin" / "activate").write_text(f'PATH="{fake}:$PATH"\n')
+    planned = [c for c in commands(plan(repo, gpu=gpu)) if c.startswith("python ")]
+    assert not log.exists()
+    r = plan(repo, gpu=gpu, args=())
+    assert r.returncode == 0, r.stderr
+    ran = log.read_text().splitlines()
+    assert ran[:-1] == planned and len(planned) == (6 if gpu else 4)
+    assert ran[-1] == f"python - {int(gpu)}"  # the closing report of the installed build
+    assert "installed torch 2.13.0+cpu (CPU build)" in r.stdout and r.stdout.startswith("eoembed setup: torch: ")
+    assert r.stdout.rstrip().endswith(f"eoembed installed in {repo}/.venv")
