@@ -337,7 +337,8 @@ class CVReport:
     accuracy, balanced_accuracy: pooled over all test folds.
     per_class: DataFrame indexed by class: precision, recall, f1, support.
     confusion: DataFrame, rows = true class, columns = predicted class.
-    fold_accuracy: accuracy of each fold. n_samples, n_blocks, n_splits, block_size,
+    fold_accuracy, fold_balanced_accuracy: accuracy and balanced accuracy of each evaluated fold
+    (in fold order: pair them across feature sets of one cube to compare models). n_samples, n_blocks, n_splits, block_size,
     buffer, spatial: how the split was made. dropped_by_buffer: training samples
     removed (summed over folds) because they were within ``buffer`` of a test sample.
     """
@@ -347,6 +348,7 @@ class CVReport:
     per_class: Any
     confusion: Any
     fold_accuracy: list[float]
+    fold_balanced_accuracy: list[float] = field(default_factory=list)
     n_samples: int
     n_blocks: int
     n_splits: int
@@ -362,6 +364,7 @@ class CVReport:
             "accuracy": self.accuracy,
             "balanced_accuracy": self.balanced_accuracy,
             "fold_accuracy": self.fold_accuracy,
+            "fold_balanced_accuracy": self.fold_balanced_accuracy,
             "per_class": self.per_class.to_dict(orient="index"),
             "confusion": self.confusion.to_dict(orient="index"),
             "n_samples": self.n_samples,
@@ -692,7 +695,7 @@ class FewShotClassifier(*_BASES):
             warnings.warn(w.message, w.category, stacklevel=2)
         pred = np.empty(len(self.y), dtype=self.y.dtype)
         tested = np.zeros(len(self.y), bool)
-        fold_acc, dropped = [], 0
+        fold_acc, fold_bacc, dropped = [], [], 0
         for i, (tr, te) in enumerate(splits):
             dropped += int(len(self.y) - len(te) - len(tr))
             if len(np.unique(self.y[tr])) < 2:
@@ -705,6 +708,9 @@ class FewShotClassifier(*_BASES):
             pred[te] = est.predict(self.X[te])
             tested[te] = True
             fold_acc.append(float(accuracy_score(self.y[te], pred[te])))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # a class absent from a test fold
+                fold_bacc.append(float(balanced_accuracy_score(self.y[te], pred[te])))
         if not tested.any():
             raise LabelError("No fold could be evaluated (every training part had one class); add labels.")
         yt, yp = self.y[tested], pred[tested]
@@ -719,7 +725,7 @@ class FewShotClassifier(*_BASES):
             bacc = float(balanced_accuracy_score(yt, yp))
         rep = CVReport(
             accuracy=float(accuracy_score(yt, yp)), balanced_accuracy=bacc, per_class=per_class,
-            confusion=cm, fold_accuracy=fold_acc, n_samples=int(len(self.y)),
+            confusion=cm, fold_accuracy=fold_acc, fold_balanced_accuracy=fold_bacc, n_samples=int(len(self.y)),
             n_blocks=int(self.samples["block"].nunique()), n_splits=len(splits),
             block_size=self.block_size, buffer=self.buffer if spatial else 0.0, spatial=spatial,
             dropped_by_buffer=dropped, notes=notes,
