@@ -167,7 +167,7 @@ def test_click_top_k_equals_index_search_and_similarity_equals_index_map(ex, emb
     sim = ex.similarity
     np.testing.assert_allclose(sim.values, ex.index.similarity_map(point=p).values, atol=1e-6)
     assert sim.dims == ("y", "x") and sim.shape == (40, 50)
-    assert "similarity" in ex.layers and "cosine similarity" in ex._colorbar_w.value
+    assert "similarity" in ex.layers and ex._colorbar in ex.map.controls and ex._colorbar.caption == "cosine similarity"
     assert len(ex._hits_group.data["features"]) == 7 + 1  # hits + the query point
 
 
