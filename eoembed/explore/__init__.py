@@ -180,6 +180,7 @@ class Explorer(ActionsMixin, ScatterMixin, PanelMixin, _HBox):
         self._split = None
         self._split_names = None
         self._gallery_on = False
+        self._gallery_k, self._gallery_size = 8, None
         self._muted: set[int] = set()
 
         # ---- overview of the embedding cube (the only part read for display) -------
@@ -398,7 +399,7 @@ def explore(emb: xr.DataArray, cube: xr.DataArray | None = None, *, basemap: Any
         hit gallery (:meth:`Explorer.gallery`).
     basemap:
         ``None`` (default: blank, offline, no API key), ``"osm"``, ``"esri"``, an
-        xyzservices provider name (``"CartoDB.Positron"``), a ``TileProvider`` or an
+        xyzservices provider name (``"OpenTopoMap"``), a ``TileProvider`` or an
         ``ipyleaflet.TileLayer``. The panel's picker changes it later.
     k:
         Number of hits per search.

@@ -362,7 +362,7 @@ class ActionsMixin:
     # ---- map tools -----------------------------------------------------------------------------------
     def set_basemap(self, basemap: Any) -> None:
         """Show a basemap under the layers: ``None`` (blank, offline), ``"osm"``, ``"esri"``,
-        an xyzservices provider name (``"CartoDB.Positron"``), a provider or a ``TileLayer``."""
+        an xyzservices provider name (``"OpenTopoMap"``), a provider or a ``TileLayer``."""
         from eoembed.explore.layers import basemap_layer
 
         layer = basemap_layer(basemap)
@@ -414,15 +414,16 @@ class ActionsMixin:
         self._put_raster(name, rgb, rgb_to_rgba(rgb.values))
         return name
 
-    def gallery(self, k: int = 8, size: int | None = None):
+    def gallery(self, k: int | None = None, size: int | None = None):
         """True-colour chips of the top-``k`` hits cut from the input cube (``cube=``).
 
         Parameters
         ----------
         k:
-            Number of hits shown (at most ``ex.k``).
+            Number of hits shown (at most ``ex.k``; default the last one asked, first 8).
         size:
-            Chip side in input-cube pixels (default three patches, at least 32).
+            Chip side in input-cube pixels (default the last one asked, first three
+            patches and at least 32).
 
         Returns
         -------
@@ -441,12 +442,14 @@ class ActionsMixin:
             raise QueryError("No hits yet: click the map or draw a polygon first.")
         cube = self._cube
         tr = cube.rio.transform()
+        k = int(self._gallery_k if k is None else k)
+        size = self._gallery_size if size is None else int(size)
         if size is None:
             size = max(32, int(round(3 * abs(self._transform[0]) / abs(tr.a))))
-        size = int(size)
-        if size < 4:
-            raise ParameterError(f"size must be at least 4 pixels, got {size}.")
-        hits = self.hits.head(int(k))
+        if size < 4 or k < 1:
+            raise ParameterError(f"The gallery needs k >= 1 and size >= 4 pixels, got k={k}, size={size}.")
+        self._gallery_k, self._gallery_size = k, size
+        hits = self.hits.head(k)
         hx, hy = to_crs_xy(hits["x"].to_numpy(), hits["y"].to_numpy(), self.crs, cube.rio.crs)
         ny, nx = cube.sizes["y"], cube.sizes["x"]
         rgb = cube.sel(band=true_colour_bands(cube))

@@ -39,14 +39,14 @@ __all__ = ["add_layers", "basemap_layer", "BASEMAP_CHOICES"]
 #: Short names accepted for ``basemap=`` beside any xyzservices provider name.
 _BASEMAP_ALIASES = {"osm": "OpenStreetMap.Mapnik", "esri": "Esri.WorldImagery"}
 #: What the basemap picker offers (xyzservices names; "none" keeps the map blank and offline).
-BASEMAP_CHOICES = ("none", "OpenStreetMap.Mapnik", "Esri.WorldImagery", "OpenTopoMap", "CartoDB.Positron")
+BASEMAP_CHOICES = ("none", "OpenStreetMap.Mapnik", "Esri.WorldImagery", "Esri.WorldGrayCanvas", "OpenTopoMap")
 
 
 def basemap_layer(basemap: Any):
     """``None``/"none"/"blank" → no tile layer; a name, provider or ``TileLayer`` → a base ``TileLayer``.
 
     Names are ``"osm"``, ``"esri"`` or any xyzservices provider name
-    (``"CartoDB.Positron"``, ``"OpenTopoMap"``, …). Providers that need an API key are
+    (``"Esri.WorldGrayCanvas"``, ``"OpenTopoMap"``, …). Providers that need an API key are
     refused with the name of the key.
     """
     import ipyleaflet
@@ -64,7 +64,7 @@ def basemap_layer(basemap: Any):
         except ValueError:
             raise ParameterError(
                 f"basemap={basemap!r} is not known; use None (blank, offline), 'osm', 'esri', an xyzservices "
-                "provider name such as 'CartoDB.Positron' or 'OpenTopoMap', or an ipyleaflet TileLayer."
+                "provider name such as 'Esri.WorldGrayCanvas' or 'OpenTopoMap', or an ipyleaflet TileLayer."
             ) from None
         if provider.requires_token():
             raise ParameterError(f"basemap={basemap!r} needs an API key; pick a provider without one "
