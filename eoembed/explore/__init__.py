@@ -127,13 +127,13 @@ class Explorer(ActionsMixin, ScatterMixin, PanelMixin, _HBox):
                  k: int = 20, labels: Any = None, index: Any = None, index_kwargs: dict | None = None,
                  fewshot_kwargs: dict | None = None, max_pixels: int = 1024, scatter: str | None = "pca",
                  scatter_sample: int = 2000, cmap: str = "viridis", time: Any = None,
-                 height: str = "560px", m: Any = None, session: Any = None) -> None:
+                 height: str = "560px", m: Any = None, session: Any = None, pyramid: Any = None) -> None:
         _require_viz()
         import ipyleaflet
         import ipywidgets as w
         from pyproj import CRS
 
-        from eoembed.explore.layers import check_input_cube, overview, warp_for
+        from eoembed.explore.layers import check_input_cube, warp_for
 
         t0 = _time.perf_counter()
         self.emb = canonical(emb)
@@ -184,7 +184,7 @@ class Explorer(ActionsMixin, ScatterMixin, PanelMixin, _HBox):
         self._muted: set[int] = set()
 
         # ---- overview of the embedding cube (the only part read for display) -------
-        self._ov, self._stride = overview(self.emb, self.max_pixels)
+        self._ov, self._stride = self._overview(pyramid)
         self.timings["overview"] = _time.perf_counter() - t0
         self._warp = warp_for(self._ov, self.max_pixels)
         self.timings["warp"] = _time.perf_counter() - t0
@@ -239,6 +239,29 @@ class Explorer(ActionsMixin, ScatterMixin, PanelMixin, _HBox):
         self.timings["open"] = _time.perf_counter() - t0
 
     # ---- helpers ---------------------------------------------------------------------------------
+    def _overview(self, pyramid) -> tuple[xr.DataArray, int]:
+        """The display grid: a strided read of the cube, or the finest pyramid level that fits."""
+        from eoembed.explore.layers import overview
+
+        if pyramid is None:
+            return overview(self.emb, self.max_pixels)
+        from eoembed.explore.pyramid import open_pyramid
+
+        levels = open_pyramid(pyramid) if isinstance(pyramid, (str, os.PathLike)) else [canonical(p) for p in pyramid]
+        if not levels:
+            raise ParameterError("pyramid= holds no level; write one with eoembed.explore.pyramid.write_pyramid.")
+        a = self._transform[0]
+        for lvl in levels:
+            f = lvl.rio.transform().a / a
+            if round(f) != f or f < 2 or lvl.rio.crs != self.emb.rio.crs:
+                raise ParameterError(f"pyramid level of {lvl.sizes['y']}×{lvl.sizes['x']} patches is not a coarser "
+                                     "level of this cube (same CRS, patch pitch a power-of-two multiple); write the "
+                                     "pyramid from this cube with write_pyramid(emb, path).")
+        fit = [lvl for lvl in levels if max(lvl.sizes["y"], lvl.sizes["x"]) <= self.max_pixels]
+        lvl = fit[0] if fit else levels[-1]
+        ov, s = overview(lvl, self.max_pixels)
+        return ov, s * int(round(lvl.rio.transform().a / a))
+
     def _to_emb_crs(self, x, y, crs) -> tuple[float, float]:
         if crs is None:
             return float(x), float(y)
@@ -385,7 +408,8 @@ class Explorer(ActionsMixin, ScatterMixin, PanelMixin, _HBox):
 
 
 def explore(emb: xr.DataArray, cube: xr.DataArray | None = None, *, basemap: Any = None, k: int = 20,
-            labels: Any = None, m: Any = None, session: Any = None, **kwargs: Any) -> Explorer:
+            labels: Any = None, m: Any = None, session: Any = None, pyramid: Any = None,
+            **kwargs: Any) -> Explorer:
     """Open the interactive map explorer on an embedding cube.
 
     Parameters
@@ -411,6 +435,10 @@ def explore(emb: xr.DataArray, cube: xr.DataArray | None = None, *, basemap: Any
         layers and tools on; default a new ``leafmap.Map`` without basemap.
     session:
         A session file written by :meth:`Explorer.save_session` to restore.
+    pyramid:
+        A pyramid written by :func:`eoembed.explore.pyramid.write_pyramid` (its path or
+        levels): the layers are drawn from its finest level that fits ``max_pixels``
+        instead of a strided read of the full cube (for large dask/Zarr cubes).
     **kwargs:
         ``index=`` (a prebuilt :class:`~eoembed.index.EmbeddingIndex`),
         ``index_kwargs=`` (for :func:`~eoembed.index.build_index`), ``fewshot_kwargs=``
@@ -432,4 +460,5 @@ def explore(emb: xr.DataArray, cube: xr.DataArray | None = None, *, basemap: Any
         The ``viz`` extra is not installed (``pip install 'eoembed[viz]'``).
     """
     _require_viz()
-    return Explorer(emb, cube, basemap=basemap, k=k, labels=labels, m=m, session=session, **kwargs)
+    return Explorer(emb, cube, basemap=basemap, k=k, labels=labels, m=m, session=session, pyramid=pyramid,
+                    **kwargs)

@@ -693,3 +693,33 @@ def test_basemaps_that_need_an_api_key_are_refused(emb_truth):
         warnings.simplefilter("ignore", UserWarning)
         with pytest.raises(ParameterError, match="API key"):
             ex.set_basemap("CartoDB.Positron")
+
+
+# ---- any scale: the pyramid ----------------------------------------------------------------------
+def test_pyramid_levels_are_unit_block_means_and_feed_the_overview(tmp_path):
+    from eoembed.explore.pyramid import coarsen_embeddings, open_pyramid, write_pyramid
+
+    emb, _ = make_emb(40, 50, 16, seed=5, nan_frac=0.05, chunks={"y": 16, "x": 16})
+    paths = write_pyramid(emb, tmp_path / "pyr", min_side=16)
+    levels = open_pyramid(tmp_path / "pyr")
+    assert [lv.shape[-2:] for lv in levels] == [(20, 25), (10, 13)] and len(paths) == 2
+    v = np.asarray(emb.values, np.float64)
+    blk = v[:, 2:4, 6:8].reshape(16, -1)
+    blk = blk[:, np.isfinite(blk).all(0)]
+    ref = blk.mean(1) / np.linalg.norm(blk.mean(1))
+    np.testing.assert_allclose(levels[0].values[:, 1, 3], ref, atol=1e-5)
+    assert np.allclose(np.linalg.norm(np.nan_to_num(levels[1].values), axis=0)[np.isfinite(levels[1].values).all(0)], 1,
+                       atol=1e-5)
+    assert levels[1].rio.transform().a == 4 * emb.rio.transform().a and levels[0].attrs == emb.attrs
+    # the last, partial block (13th column of level 2) covers cube columns 48-49 only
+    np.testing.assert_allclose(float(levels[1].x[-1]), float(emb.x[0]) - 40 + 4 * 80 * 12.5)
+    np.testing.assert_allclose(coarsen_embeddings(emb).values, levels[0].values, atol=1e-6)
+    with pytest.raises(eoembed.exceptions.InputError, match="overwrite=True"):
+        write_pyramid(emb, tmp_path / "pyr", min_side=16)
+    ex = eoembed.explore.explore(emb, scatter=None, max_pixels=24, pyramid=tmp_path / "pyr")
+    assert ex._stride == 4 and ex._ov.shape[-2:] == (10, 13)  # level 2: the finest that fits 24 px
+    hits = ex.click(*_centre(emb, 12, 31))
+    assert hits["row"].iloc[0] == 12 and hits["col"].iloc[0] == 31  # search stays at full resolution
+    other, _ = make_emb(40, 50, 16, seed=5, pitch=60.0)
+    with pytest.raises(ParameterError, match="not a coarser level"):
+        eoembed.explore.explore(other, scatter=None, pyramid=levels)
