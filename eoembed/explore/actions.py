@@ -50,14 +50,26 @@ class ActionsMixin:
     """The public methods of :class:`~eoembed.explore.Explorer` (mixed into it)."""
 
     # ---- search ----------------------------------------------------------------------------------
+    #: Dask cubes with more patches than this get an out-of-core index
+    #: (:func:`eoembed.index.ooc.build_index_ooc`) instead of one built in memory.
+    OOC_PATCHES = 2_000_000
+
     @property
     def index(self):
-        """The :class:`~eoembed.index.EmbeddingIndex` (built on first use, then reused)."""
+        """The :class:`~eoembed.index.EmbeddingIndex` (built on first use, then reused).
+
+        Dask cubes of more than :attr:`OOC_PATCHES` patches are indexed out of core
+        (IVF trained on a sample, filled chunk by chunk); ``index_kwargs=`` goes to the
+        builder used.
+        """
         if self._index is None:
             from eoembed.index import build_index
+            from eoembed.index.ooc import build_index_ooc
 
             t0 = _time.perf_counter()
-            self._index = build_index(self.emb, **self._index_kwargs)
+            n = int(np.prod([self.emb.sizes[d] for d in self.emb.dims if d != "embedding"]))
+            big = self.emb.chunks is not None and n > self.OOC_PATCHES
+            self._index = (build_index_ooc if big else build_index)(self.emb, **self._index_kwargs)
             self.timings["index_build"] = _time.perf_counter() - t0
         return self._index
 

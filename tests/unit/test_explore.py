@@ -723,3 +723,12 @@ def test_pyramid_levels_are_unit_block_means_and_feed_the_overview(tmp_path):
     other, _ = make_emb(40, 50, 16, seed=5, pitch=60.0)
     with pytest.raises(ParameterError, match="not a coarser level"):
         eoembed.explore.explore(other, scatter=None, pyramid=levels)
+
+
+def test_large_dask_cubes_get_the_out_of_core_index(emb_truth, monkeypatch):
+    emb = emb_truth[0].chunk({"y": 10})
+    monkeypatch.setattr(eoembed.explore.Explorer, "OOC_PATCHES", 1000)
+    ex = eoembed.explore.explore(emb, scatter=None, index_kwargs={"key": "IVF16,Flat"})
+    hits = ex.click(*_centre(emb, 12, 31))
+    assert ex.index.tuning["out_of_core"] and ex.index.key == "IVF16,Flat"
+    assert hits["row"].iloc[0] == 12 and hits["col"].iloc[0] == 31
