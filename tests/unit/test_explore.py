@@ -429,6 +429,9 @@ def test_bench_explore_quick(tmp_path):
     assert res["click"]["topk_equal"] is True
     assert res["click"]["ratio"] < 5
     assert res["open"]["seconds"] < 30
+    large = res["large"]
+    assert large["ooc_index"]["recall@10"] >= 0.95 and large["pyramid_levels"] >= 1
+    assert large["overview_shape"] == [150, 150] and large["open_s"] < 30
 
 
 def test_train_with_a_single_label_class_explains_the_missing_cv(ex, emb_truth):
