@@ -443,7 +443,10 @@ class ActionsMixin:
             The gallery (also shown in the panel and refreshed after every query):
             one ``ipywidgets.Image`` (PNG) per hit, captioned with rank and score.
         """
+        import io
+
         import ipywidgets as w
+        from PIL import Image
 
         from eoembed.explore.layers import true_colour_bands
         from eoembed.viz import rgb_to_rgba, robust_stretch
@@ -467,7 +470,7 @@ class ActionsMixin:
         rgb = cube.sel(band=true_colour_bands(cube))
         chips = []
         for x, y in zip(hx, hy):
-            col, row = ~tr * (x, y)
+            col, row = ~tr @ (x, y)
             r0 = int(np.clip(np.floor(row) - size // 2, 0, max(ny - size, 0)))
             c0 = int(np.clip(np.floor(col) - size // 2, 0, max(nx - size, 0)))
             chip = rgb.isel(y=slice(r0, r0 + size), x=slice(c0, c0 + size))
@@ -477,9 +480,6 @@ class ActionsMixin:
         # one stretch for all chips, so their brightness compares
         stack = robust_stretch(np.concatenate([c.reshape(3, -1) for c in chips], axis=1)[:, None, :], (2, 98))[:, 0]
         widgets, at = [], 0
-        from PIL import Image
-        import io
-
         for (r, hit), chip in zip(hits.iterrows(), chips):
             n = chip.shape[1] * chip.shape[2]
             img = rgb_to_rgba(stack[:, at:at + n].reshape(chip.shape))

@@ -24,7 +24,6 @@ harder than the in-memory builder's.
 from __future__ import annotations
 
 import time as _time
-from typing import Any
 
 import numpy as np
 import xarray as xr
