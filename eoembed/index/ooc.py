@@ -6,8 +6,11 @@ row of dask chunks plus a training sample:
 
 1. **Pass 1** (sample): each row of chunks is read once; a random fraction of its valid
    vectors (with their global entry ids) is kept, enough for FAISS training.
-2. **Train** an IVF index (default ``IVF<nb_clusters(n)>,SQ8``: 1 byte per component)
-   on that sample (:func:`eoembed.index.backend.train_index`).
+2. **Train** an IVF index on that sample (:func:`eoembed.index.backend.train_index`):
+   ``IVF<nb_clusters(n)>,Flat`` when the raw vectors fit ``max_memory``, else
+   ``IVF<…>,SQ8`` (1 byte per component). Measured on 4·10⁶ 16-d patches: SQ8's code
+   error caps recall@10 at 0.94 even when every list is probed, so it is only the
+   fallback.
 3. **Pass 2** (add): each row of chunks is read again, normalised and added; the same
    pass runs *exact* top-``k`` search for the tuning queries over each block
    (:func:`~eoembed.index.backend.numpy_topk`) and merges them, so the ground truth
@@ -24,6 +27,7 @@ harder than the in-memory builder's.
 from __future__ import annotations
 
 import time as _time
+import warnings
 
 import numpy as np
 import xarray as xr
@@ -31,7 +35,7 @@ import xarray as xr
 from eoembed.cube import normalize, valid_mask
 from eoembed.exceptions import EmptyDataError, ParameterError
 from eoembed.index.backend import VectorStore, faiss_module, numpy_topk, train_index
-from eoembed.index.choice import drop_self, nb_clusters, recall_at_k
+from eoembed.index.choice import drop_self, nb_clusters, parse_memory, recall_at_k
 from eoembed.index.core import EmbeddingIndex
 from eoembed.index.entries import EntryTable, _iter_cube_vectors, prepare_source
 
@@ -60,6 +64,7 @@ def build_index_ooc(
     rows_per_block: int | None = None,
     source: str | None = None,
     device: str = "auto",
+    max_memory: int | str | None = "8G",
     seed: int = 0,
 ) -> EmbeddingIndex:
     """Build an :class:`~eoembed.index.EmbeddingIndex` without loading the cube into memory.
@@ -71,9 +76,12 @@ def build_index_ooc(
         :func:`eoembed.io.open_embeddings` of a Zarr store); read twice, one row of chunks
         at a time.
     key:
-        FAISS factory string of an IVF index; default ``"IVF<nb_clusters(n)>,SQ8"``
-        (``"IVF…,PQ32"`` etc. also work; non-IVF keys are refused: use
-        :func:`~eoembed.index.build_index` for those, they need all vectors at once).
+        FAISS factory string of an IVF index; default ``"IVF<nb_clusters(n)>,Flat"`` if
+        ``n × dim × 4`` bytes fit ``max_memory``, else ``"IVF<…>,SQ8"`` (``"IVF…,PQ32"``
+        etc. also work; non-IVF keys are refused: use :func:`~eoembed.index.build_index`
+        for those, they need all vectors at once).
+    max_memory:
+        Index memory budget for the default key (bytes or ``"8G"``; None = ``"8G"``).
     metric:
         ``"cosine"`` (default; vectors L2-normalised) or ``"ip"``.
     train_size:
@@ -115,7 +123,10 @@ def build_index_ooc(
     rng = np.random.default_rng(seed)
     nt = emb.sizes.get("time", 1)
     n_max = nt * emb.sizes["y"] * emb.sizes["x"]
-    key = key or f"IVF{nb_clusters(n_max)},SQ8"
+    if key is None:
+        budget = parse_memory(max_memory)
+        codes = "Flat" if n_max * info.dim * 4 <= budget else "SQ8"
+        key = f"IVF{nb_clusters(n_max)},{codes}"
     nlist = faiss.extract_index_ivf(faiss.index_factory(info.dim, key, faiss.METRIC_INNER_PRODUCT)).nlist
     want = int(train_size or max(64 * nlist, 10_000))
     frac = min(1.0, 1.3 * want / n_max)
@@ -187,6 +198,10 @@ def build_index_ooc(
             chosen = p
             break
     ps.set_index_parameter(index, "nprobe", chosen)
+    if rec < target_recall:
+        warnings.warn(f"The out-of-core index {key!r} reaches recall@{k} {rec:.3f} < target {target_recall} even "
+                      f"with nprobe={chosen}: its codes are too coarse for these vectors. Use an IVF…,Flat key "
+                      "(more memory) or a larger PQ/SQ code.", UserWarning, stacklevel=2)
     entries = EntryTable()
     entries.append(src, tuple(np.concatenate(c) for c in cols))
     params = {"nprobe": int(chosen)}

@@ -32,7 +32,7 @@ def test_ooc_index_matches_exact_search_and_states_its_recall(emb):
 
     idx = build_index_ooc(emb, seed=0, n_queries=100)
     flat = build_index(emb, kind="flat")
-    assert idx.ntotal == flat.ntotal and idx.key.startswith("IVF") and idx.key.endswith("SQ8")
+    assert idx.ntotal == flat.ntotal and idx.key.startswith("IVF") and idx.key.endswith(",Flat")
     assert idx.tuning["out_of_core"] and idx.tuning["recall@10"] >= 0.95
     np.testing.assert_array_equal(idx.entries_table.row, flat.entries_table.row)  # same ids, same places
     np.testing.assert_array_equal(idx.entries_table.col, flat.entries_table.col)
@@ -49,6 +49,14 @@ def test_ooc_index_matches_exact_search_and_states_its_recall(emb):
         with dask.callbacks.Callback(pretask=None, posttask=None, start=count):
             build_index_ooc(emb, seed=0, n_queries=20, key="IVF16,Flat")
     assert len(reads) == 2 * 4  # two passes × four rows of chunks
+
+
+def test_ooc_index_codes_follow_the_memory_budget_and_a_missed_target_warns(emb):
+    small = build_index_ooc(emb, max_memory=100_000, n_queries=50)  # 12,000 × 16 × 4 B do not fit
+    assert small.key.endswith(",SQ8") and small.tuning["recall@10"] > 0.5
+    with pytest.warns(UserWarning, match="recall@10"):
+        coarse = build_index_ooc(emb, key="IVF16,PQ2", target_recall=0.999, n_queries=50)
+    assert coarse.tuning["recall@10"] < 0.999 and coarse.tuning["nprobe"] == 16
 
 
 def test_ooc_index_errors_are_typed(emb):
