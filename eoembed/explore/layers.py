@@ -147,11 +147,15 @@ def pca_rgb_2d(proj, ov: xr.DataArray) -> xr.DataArray:
 
 
 def similarity_range(values: np.ndarray) -> tuple[float, float]:
-    """Colour range of a similarity map: 2nd percentile → max (on ≤ 100k samples)."""
+    """Colour range of a similarity map: 2nd percentile → max (on ≤ 100k samples), widened to
+    3 decimals (floor/ceil) so that the colour bar's end labels are short and exact."""
     v = np.asarray(values)
     s = v.ravel()[:: max(1, v.size // 100_000)]
     s = s[np.isfinite(s)]
-    return (float(np.percentile(s, 2)), float(s.max())) if len(s) else (0.0, 1.0)
+    if not len(s):
+        return 0.0, 1.0
+    lo, hi = math.floor(float(np.percentile(s, 2)) * 1000) / 1000, math.ceil(float(s.max()) * 1000) / 1000
+    return lo, max(hi, lo + 0.001)
 
 
 def true_colour_bands(cube: xr.DataArray) -> list:
