@@ -181,6 +181,7 @@ class Explorer(ActionsMixin, ScatterMixin, PanelMixin, _HBox):
         self._split_names = None
         self._gallery_on = False
         self._gallery_k, self._gallery_size = 8, None
+        self._view_bounds = None
         self._muted: set[int] = set()
 
         # ---- overview of the embedding cube (the only part read for display) -------
@@ -234,6 +235,8 @@ class Explorer(ActionsMixin, ScatterMixin, PanelMixin, _HBox):
         ny, nx = self._shape
         self._status(f"{ny}×{nx} patches ({self.crs.to_string()}); overview 1/{self._stride}. "
                      "Click the map to search, or draw a polygon.")
+        if self._stride > 1:  # zooming in draws the view from a finer level
+            self.map.observe(self._guarded(lambda ch: self.refine_view(ch["new"])), "bounds")
         if session is not None:
             self.load_session(session)
         self.timings["open"] = _time.perf_counter() - t0
@@ -243,6 +246,7 @@ class Explorer(ActionsMixin, ScatterMixin, PanelMixin, _HBox):
         """The display grid: a strided read of the cube, or the finest pyramid level that fits."""
         from eoembed.explore.layers import overview
 
+        self._levels = [(1, self.emb)]  # (factor, cube) sources for zoomed-in detail, finest first
         if pyramid is None:
             return overview(self.emb, self.max_pixels)
         from eoembed.explore.pyramid import open_pyramid
@@ -257,6 +261,7 @@ class Explorer(ActionsMixin, ScatterMixin, PanelMixin, _HBox):
                 raise ParameterError(f"pyramid level of {lvl.sizes['y']}×{lvl.sizes['x']} patches is not a coarser "
                                      "level of this cube (same CRS, patch pitch a power-of-two multiple); write the "
                                      "pyramid from this cube with write_pyramid(emb, path).")
+        self._levels += [(int(round(lvl.rio.transform().a / a)), lvl) for lvl in levels]
         fit = [lvl for lvl in levels if max(lvl.sizes["y"], lvl.sizes["x"]) <= self.max_pixels]
         lvl = fit[0] if fit else levels[-1]
         ov, s = overview(lvl, self.max_pixels)

@@ -172,6 +172,8 @@ class ActionsMixin:
         self._highlight_query_in_scatter()
         if self.threshold is not None:
             self.set_threshold(self.threshold)
+        if "PCA-RGB detail" in self.layers:
+            self.refine_view(self._view_bounds)  # the zoomed-in view gets the new similarity too
         if self._gallery_on:
             self.gallery()
         self._status(f"Top {len(hits)} of {idx.ntotal} patches; best score {float(hits['score'].iloc[0]):.3f}.")
@@ -194,6 +196,7 @@ class ActionsMixin:
         self._positives, self._negatives, self._polygon = [], [], None
         self._query, self._similarity, self._ov_similarity, self.hits = None, None, None, None
         self._remove_layer("similarity")
+        self._remove_layer("similarity detail")
         self._remove_layer("matches")
         self._colorbar = set_control(self.map, self._colorbar, None)
         self._hits_group.data = _fc([])
@@ -491,6 +494,79 @@ class ActionsMixin:
         self._gallery_box.children = tuple(widgets)
         self._gallery_on = True
         return self._gallery_box
+
+    # ---- zoomed-in detail -------------------------------------------------------------------------
+    def refine_view(self, bounds=None) -> str | None:
+        """Draw the map's current view (or ``bounds``) at the finest resolution that fits.
+
+        The overview layers show the whole cube at ``max_pixels``; when the view covers
+        less, the ``"PCA-RGB detail"`` layer (and ``"similarity detail"`` when a query is
+        active) is drawn over it from the finest source that keeps the view within
+        ``max_pixels`` — the full-resolution cube, or a level of ``pyramid=`` — reading
+        only that window. A map pan/zoom calls this (cubes larger than ``max_pixels``).
+
+        Parameters
+        ----------
+        bounds:
+            ``[[south, west], [north, east]]`` in degrees (default ``ex.map.bounds``).
+
+        Returns
+        -------
+        str or None
+            ``"1/<factor>"`` of the source drawn, or None when the overview is already the
+            finest that fits (the detail layers are then removed).
+        """
+        from eoembed.explore.layers import pca_rgb_2d, similarity_range, warp_for
+        from eoembed.viz import colormap_indexed, rgb_to_rgba
+
+        t0 = _time.perf_counter()
+        bounds = bounds if bounds is not None else self.map.bounds
+        if not bounds or len(bounds) != 2:
+            return None
+        (south, west), (north, east) = bounds
+        self._view_bounds = bounds
+        if not (south < north and west < east):
+            raise ParameterError(f"bounds must be [[south, west], [north, east]] with south < north and west < east, "
+                                 f"got {bounds}.")
+        lon = np.array([west, east, east, west, (west + east) / 2, (west + east) / 2, west, east])
+        lat = np.array([south, south, north, north, south, north, (south + north) / 2, (south + north) / 2])
+        xs, ys = to_crs_xy(lon, lat, "EPSG:4326", self.crs)
+        a, _, c, _, e, f = self._transform
+        ny, nx = self._shape
+        c0, c1 = int(np.clip(np.floor((np.min(xs) - c) / a), 0, nx)), int(np.clip(np.ceil((np.max(xs) - c) / a), 0, nx))
+        r0, r1 = sorted((int(np.clip(np.floor((np.max(ys) - f) / e), 0, ny)),
+                         int(np.clip(np.ceil((np.min(ys) - f) / e), 0, ny))))
+        if r1 - r0 < 1 or c1 - c0 < 1:
+            return None
+        side = max(r1 - r0, c1 - c0)
+        for factor, src in self._levels:  # finest first
+            step = max(1, int(np.ceil(side / factor / self.max_pixels)))
+            if factor * step < self._stride:
+                break
+        else:
+            factor = None
+        if factor is None:
+            for name in ("PCA-RGB detail", "similarity detail"):
+                self._remove_layer(name)
+            return None
+        win = src.isel(y=slice(r0 // factor, -(-r1 // factor), step), x=slice(c0 // factor, -(-c1 // factor), step))
+        if step > 1:
+            from affine import Affine
+
+            ta, tb, tc, td, te, tf = tuple(win.rio.transform())[:6]
+            win = win.rio.write_transform(Affine(ta * step, tb, tc, td, te * step, tf))
+        win = win.copy(data=np.asarray(win.data)) if not isinstance(win.data, np.ndarray) else win
+        warp = warp_for(win, self.max_pixels)
+        rgb = pca_rgb_2d(self._proj, self._display_2d(win))
+        self._put_raster("PCA-RGB detail", rgb, rgb_to_rgba(rgb.values), warp=warp)
+        if self._query is not None:
+            sim = self._display_2d(self.index.similarity_map(win, **self._query))
+            vmin, vmax = similarity_range(self._ov_similarity.values)  # the overview's colour bar holds
+            self._put_raster("similarity detail", sim, *colormap_indexed(sim.values, vmin, vmax, self.cmap), warp=warp)
+        else:
+            self._remove_layer("similarity detail")
+        self.timings["refine_view"] = _time.perf_counter() - t0
+        return f"1/{factor * step}"
 
     # ---- sessions -----------------------------------------------------------------------------------------
     def save_session(self, path: str | os.PathLike) -> str:

@@ -736,3 +736,33 @@ def test_large_dask_cubes_get_the_out_of_core_index(emb_truth, monkeypatch):
     hits = ex.click(*_centre(emb, 12, 31))
     assert ex.index.tuning["out_of_core"] and ex.index.key == "IVF16,Flat"
     assert hits["row"].iloc[0] == 12 and hits["col"].iloc[0] == 31
+
+
+def test_zooming_in_draws_the_view_from_a_finer_level(emb_truth, tmp_path):
+    from eoembed.explore.layers import pca_rgb_2d
+
+    emb = emb_truth[0]  # 40 × 50 patches; overview 1/3 at max_pixels=20
+    ex = eoembed.explore.explore(emb.chunk({"y": 10}), scatter=None, max_pixels=20)
+    assert ex._stride == 3
+    # a view of 10 × 12 patches fits 20 px at full resolution
+    x0, y1 = float(emb.x[5]) - 40, float(emb.y[20]) + 40
+    x1, y0 = float(emb.x[16]) + 40, float(emb.y[29]) - 40
+    (w, s), (e, n) = _lonlat(x0, y0), _lonlat(x1, y1)
+    assert ex.refine_view([[s, w], [n, e]]) == "1/1"
+    det = ex.layer_data["PCA-RGB detail"]
+    assert det.sizes["y"] >= 10 and det.sizes["x"] >= 12 and det.sizes["y"] <= 12  # the window only
+    ref = pca_rgb_2d(ex._proj, emb.sel(y=det.y, x=det.x))
+    np.testing.assert_allclose(det.values, ref.values, atol=1e-6)
+    ex.click(*_centre(emb, 25, 10))
+    assert "similarity detail" in ex.layers
+    np.testing.assert_allclose(ex.layer_data["similarity detail"].values,
+                               ex.similarity.sel(y=det.y, x=det.x).values, atol=1e-6)
+    # the map's own pan/zoom message does the same; zooming out to the whole cube removes the detail
+    (south, west), (north, east) = ex.layers["PCA-RGB"].bounds
+    ex.map.set_state({"south": south, "west": west, "north": north, "east": east})  # as the browser syncs it
+    assert ex.last_error is None, ex.last_error
+    assert "PCA-RGB detail" not in ex.layers and "similarity detail" not in ex.layers
+    ex.map.set_state({"south": s, "west": w, "north": n, "east": e})  # zoomed in again by the user
+    assert "PCA-RGB detail" in ex.layers and "similarity detail" in ex.layers
+    with pytest.raises(ParameterError, match="south < north"):
+        ex.refine_view([[n, w], [s, e]])
