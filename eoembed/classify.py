@@ -348,7 +348,6 @@ class CVReport:
     per_class: Any
     confusion: Any
     fold_accuracy: list[float]
-    fold_balanced_accuracy: list[float] = field(default_factory=list)
     n_samples: int
     n_blocks: int
     n_splits: int
@@ -357,6 +356,7 @@ class CVReport:
     spatial: bool
     dropped_by_buffer: int = 0
     notes: list[str] = field(default_factory=list)
+    fold_balanced_accuracy: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python summary (JSON-friendly)."""

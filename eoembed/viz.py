@@ -1,5 +1,9 @@
 """Rendering helpers for map layers: stretch, colour, warp to Web Mercator, PNG data URLs.
 
+Colour bars and legends are ipyleaflet ``ColormapControl``/``LegendControl`` on the map
+(:mod:`eoembed.explore.layers`); why the warp and the data URL stay hand-written is
+measured there.
+
 Pure numpy (+ pyproj, Pillow, matplotlib colormaps) and no widgets, so that the pieces
 the explorer puts on a Leaflet map can be tested on their own.
 
@@ -23,9 +27,7 @@ import numpy as np
 __all__ = [
     "MercatorWarp",
     "categorical_indexed",
-    "colorbar_html",
     "colormap_indexed",
-    "legend_html",
     "png_data_url",
     "robust_stretch",
     "rgb_to_rgba",
@@ -242,28 +244,3 @@ def _bilinear(coarse: np.ndarray, iy: np.ndarray, ix: np.ndarray, ny: int, nx: i
     top = coarse[k0y][:, k0x] * (1 - tx) + coarse[k0y][:, k1x] * tx
     bot = coarse[k1y][:, k0x] * (1 - tx) + coarse[k1y][:, k1x] * tx
     return top * (1 - ty)[:, None] + bot * ty[:, None]
-
-
-def colorbar_html(vmin: float, vmax: float, cmap: str = "viridis", label: str = "") -> str:
-    """A horizontal colour bar (CSS gradient) with its end values."""
-    lut = _lut(cmap, 11)
-    stops = ", ".join(f"rgb({r},{g},{b}) {i * 10}%" for i, (r, g, b, _) in enumerate(lut))
-    return (f"<div style='font-size:12px'>{label}"
-            f"<div style='height:12px;width:220px;background:linear-gradient(to right, {stops});"
-            "border:1px solid #999'></div>"
-            f"<div style='display:flex;justify-content:space-between;width:222px'>"
-            f"<span>{vmin:.3f}</span><span>{vmax:.3f}</span></div></div>")
-
-
-def legend_html(names: list[str], colors: list[str], title: str = "") -> str:
-    """A vertical legend of coloured squares."""
-    rows = "".join(
-        f"<div><span style='display:inline-block;width:12px;height:12px;background:{c};"
-        f"margin-right:6px;border:1px solid #555'></span>{_esc(n)}</div>" for n, c in zip(names, colors))
-    return f"<div style='font-size:12px'><b>{_esc(title)}</b>{rows}</div>"
-
-
-def _esc(s: str) -> str:
-    import html
-
-    return html.escape(str(s))

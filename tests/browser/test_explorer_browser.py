@@ -24,6 +24,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,12 +76,26 @@ print("STATE", json.dumps({
     "trained": ex.classifier is not None,
     "selected": len(ex.selected),
     "highlight": len(ex.scatter.marks[1].x),
+    "polygon": ex._polygon is not None,
+    "threshold": ex.threshold,
+    "kth_score": None if ex.hits is None else float(ex.hits["score"].iloc[-1]),
     "error": None if ex.last_error is None else repr(ex.last_error)}))"""
+
+RESTORE = """\
+import os
+ex2 = emb.eo.explore(cube, k=10, session="session.json") if os.path.exists("session.json") else None
+matches = json.load(open("matches.geojson"))["features"] if os.path.exists("matches.geojson") else []
+print("RESTORED", "{}" if ex2 is None else json.dumps({
+    "labels": ex2.labels["class"].tolist(), "threshold": ex2.threshold, "polygon": ex2._polygon is not None,
+    "same_hits": ex.hits is not None and list(ex2.hits["id"]) == list(ex.hits["id"]),
+    "trained": ex2.classifier is not None, "exported": len(matches),
+    "matches": len(ex.matches) if ex.threshold is not None else None}))
+ex2"""
 
 
 def _notebook(path: Path, kernel: str) -> None:
     cells = [{"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": src}
-             for src in (SETUP, TARGETS, STATE)]
+             for src in (SETUP, TARGETS, STATE, RESTORE)]
     nb = {"cells": cells, "nbformat": 4, "nbformat_minor": 5,
           "metadata": {"kernelspec": {"name": kernel, "display_name": "eoembed venv", "language": "python"},
                        "language_info": {"name": "python"}}}
@@ -262,6 +277,45 @@ def test_explorer_in_jupyterlab(lab):
             assert state["selected"] > 0 and state["error"] is None, state
             page.locator(".leaflet-container").first.scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / "explorer-brush.png"))
+
+            # ---- draw a rectangle query with the map's draw tool → polygon-mean search
+            page.locator(".leaflet-container").first.scroll_into_view_if_needed()
+            page.locator(".leaflet-draw-draw-rectangle").first.click()
+            box = pca.bounding_box()
+            page.mouse.move(box["x"] + 0.15 * box["width"], box["y"] + 0.15 * box["height"])
+            page.mouse.down()
+            page.mouse.move(box["x"] + 0.3 * box["width"], box["y"] + 0.3 * box["height"], steps=6)
+            page.mouse.up()
+            time.sleep(1.5)
+            state = _run_cell(page, 2, "STATE")
+            assert state["polygon"] and state["error"] is None, state
+
+            # ---- threshold: type a value into the slider's readout, then Export and save the session
+            slider = page.locator(".widget-slider", has_text="Threshold").first
+            slider.scroll_into_view_if_needed()
+            readout = slider.locator(".widget-readout").first
+            want = np.floor(state["kth_score"] / 0.005) * 0.005  # on the slider's step; >= 10 matches
+            readout.click()
+            page.keyboard.press("Control+A")
+            page.keyboard.type(f"{want:.3f}")
+            page.keyboard.press("Enter")
+            time.sleep(1.5)
+            state = _run_cell(page, 2, "STATE")
+            assert state["threshold"] == pytest.approx(want, abs=1e-6) and state["error"] is None, state
+            page.locator("button", has_text="Export").first.click()
+            time.sleep(1.0)
+            page.locator("button", has_text="Save").last.click()  # the session row's Save
+            time.sleep(1.0)
+            page.screenshot(path=str(ARTIFACTS / "explorer-threshold.png"))
+
+            # ---- reload the saved session in a new explorer
+            restored = _run_cell(page, 3, "RESTORED")
+            assert restored["polygon"] and restored["same_hits"] and restored["trained"], restored
+            assert restored["threshold"] == pytest.approx(want, abs=1e-6)
+            assert sorted(restored["labels"]) == sorted(state["labels"])
+            assert restored["exported"] == restored["matches"] and restored["exported"] >= 10
+            page.locator(".jp-Notebook .jp-Cell").nth(3).locator(".leaflet-container").first.wait_for(timeout=60_000)
+            page.screenshot(path=str(ARTIFACTS / "explorer-session.png"))
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "explorer-failure.png"))
             raise

@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -167,7 +168,7 @@ def test_click_top_k_equals_index_search_and_similarity_equals_index_map(ex, emb
     sim = ex.similarity
     np.testing.assert_allclose(sim.values, ex.index.similarity_map(point=p).values, atol=1e-6)
     assert sim.dims == ("y", "x") and sim.shape == (40, 50)
-    assert "similarity" in ex.layers and "cosine similarity" in ex._colorbar_w.value
+    assert "similarity" in ex.layers and ex._colorbar in ex.map.controls and ex._colorbar.caption == "cosine similarity"
     assert len(ex._hits_group.data["features"]) == 7 + 1  # hits + the query point
 
 
@@ -428,6 +429,9 @@ def test_bench_explore_quick(tmp_path):
     assert res["click"]["topk_equal"] is True
     assert res["click"]["ratio"] < 5
     assert res["open"]["seconds"] < 30
+    large = res["large"]
+    assert large["ooc_index"]["recall@10"] >= 0.95 and large["pyramid_levels"] >= 1
+    assert large["overview_shape"] == [150, 150] and large["open_s"] < 30
 
 
 def test_train_with_a_single_label_class_explains_the_missing_cv(ex, emb_truth):
@@ -439,3 +443,326 @@ def test_train_with_a_single_label_class_explains_the_missing_cv(ex, emb_truth):
     assert list(clf.classes_) == ["a", "b"] and "class" in ex.layer_data
     assert ex.cv_report is None
     assert "No spatial CV" in ex._report_w.value and "Add more labels of &#x27;b&#x27;" in ex._report_w.value
+
+
+# ---- leafmap-native ------------------------------------------------------------------------------
+def _rgb_cube(emb, scale=8):
+    import xarray as xr
+    from affine import Affine
+
+    rng = np.random.default_rng(0)
+    ny, nx = emb.sizes["y"] * scale, emb.sizes["x"] * scale
+    data = rng.uniform(200, 1500, (3, ny, nx)).astype("float32")
+    res = 80.0 / scale
+    cube = xr.DataArray(data, dims=("band", "y", "x"),
+                        coords={"band": ["B02", "B03", "B04"], "x": 500_000 + res * (np.arange(nx) + 0.5),
+                                "y": 5_700_000 - res * (np.arange(ny) + 0.5)})
+    return cube.rio.write_crs("EPSG:32631").rio.write_transform(Affine(res, 0, 500_000, 0, -res, 5_700_000))
+
+
+def test_the_map_is_a_leafmap_map_offline_or_the_users_own(emb_truth):
+    import ipyleaflet
+    import leafmap
+
+    emb = emb_truth[0]
+    ex = eoembed.explore.explore(emb, scatter=None)
+    assert isinstance(ex.map, leafmap.Map)
+    assert not any(isinstance(lyr, ipyleaflet.TileLayer) for lyr in ex.map.layers)  # offline: no basemap
+    assert ex.draw_control in ex.map.controls
+    m = leafmap.Map(center=(51.4, 3.0), zoom=8, draw_control=False, toolbar_control=False)
+    own = ipyleaflet.GeoJSON(data={"type": "FeatureCollection", "features": []}, name="my fields")
+    m.add(own)
+    ex2 = eoembed.explore.explore(emb, m=m, scatter=None)
+    assert ex2.map is m and own in m.layers and ex2.layers["PCA-RGB"] in m.layers
+    assert any(isinstance(lyr, ipyleaflet.TileLayer) for lyr in m.layers)  # the user's basemap is kept
+    with pytest.raises(ParameterError, match="leafmap.Map"):
+        eoembed.explore.explore(emb, m="not a map")
+
+
+def test_basemap_picker_offers_xyzservices_providers(emb_truth):
+    import ipyleaflet
+
+    ex = eoembed.explore.explore(emb_truth[0], scatter=None)
+    ex._basemap_w.value = "Esri.WorldGrayCanvas"  # the picker
+    tiles = [lyr for lyr in ex.map.layers if isinstance(lyr, ipyleaflet.TileLayer)]
+    assert len(tiles) == 1 and "Canvas" in tiles[0].url and ex.map.layers[0] is tiles[0]
+    ex.set_basemap(None)
+    assert not any(isinstance(lyr, ipyleaflet.TileLayer) for lyr in ex.map.layers)
+    with pytest.raises(ParameterError, match="not known"):
+        ex.set_basemap("NoSuch.Provider")
+
+
+@pytest.mark.parametrize("mapcls", ["ipyleaflet", "leafmap"])
+def test_add_layers_puts_each_kind_with_its_colour_bar_or_legend_on_any_map(emb_truth, mapcls):
+    import ipyleaflet
+    import leafmap
+
+    from eoembed.classify import fewshot
+    from eoembed.explore import add_layers
+    from eoembed.explore.layers import pca_rgb_2d
+    from eoembed.index import build_index
+    from eoembed.reduce import fit_pca
+
+    emb, truth = emb_truth
+    m = ipyleaflet.Map() if mapcls == "ipyleaflet" else leafmap.Map(draw_control=False, toolbar_control=False)
+    n0 = len(m.layers)
+    pca = add_layers(m, emb, "pca")
+    assert pca in m.layers and pca.eoembed_control is None and pca.name == "eoembed pca"
+    # the same colours as the explorer's PCA layer
+    ex = eoembed.explore.explore(emb, scatter=None)
+    assert pca.url == ex.layers["PCA-RGB"].url
+    np.testing.assert_allclose(pca_rgb_2d(fit_pca(emb, 3, sample=20_000), emb).values,
+                               ex.layer_data["PCA-RGB"].values, atol=1e-6)
+    idx = build_index(emb)
+    p = _centre(emb, 5, 5)
+    sim = add_layers(m, emb, "similarity", index=idx, point=p)
+    assert isinstance(sim.eoembed_control, ipyleaflet.ColormapControl) and sim.eoembed_control in m.controls
+    s = idx.similarity_map(point=p).values
+    assert 0 <= sim.eoembed_control.value_max - float(np.nanmax(s)) <= 1e-3
+    assert sim.eoembed_control.value_max == round(sim.eoembed_control.value_max, 3)  # short colour-bar labels
+    labels = ex.labels
+    rng = np.random.default_rng(1)
+    import geopandas as gpd
+
+    rows = []
+    for cls in range(3):
+        rr, cc = np.nonzero(truth.values == cls)
+        for i in rng.choice(len(rr), 4, replace=False):
+            rows.append((f"c{cls}", *_centre(emb, rr[i], cc[i])))
+    labels = gpd.GeoDataFrame({"class": [r[0] for r in rows]},
+                              geometry=gpd.points_from_xy([r[1] for r in rows], [r[2] for r in rows]), crs=emb.rio.crs)
+    clf = fewshot(emb, labels, class_column="class")
+    cls = add_layers(m, emb, "class", classifier=clf)
+    assert isinstance(cls.eoembed_control, ipyleaflet.LegendControl)
+    assert set(cls.eoembed_control.legend) == {"c0", "c1", "c2"}
+    prob = add_layers(m, emb, "probability", classifier=clf, name="p")
+    assert prob.name == "p" and prob.eoembed_control.caption == "class probability"
+    assert len(m.layers) == n0 + 4
+    with pytest.raises(ParameterError, match="kind"):
+        add_layers(m, emb, "ndvi")
+    with pytest.raises(ParameterError, match="classifier="):
+        add_layers(m, emb, "class")
+    with pytest.raises(ParameterError, match="needs a query"):
+        add_layers(m, emb, "similarity", index=idx)
+    with pytest.raises(ParameterError, match="leafmap.Map"):
+        add_layers(object(), emb)
+
+
+# ---- map tools -----------------------------------------------------------------------------------
+def _square(emb, r0, c0, n):
+    from shapely.geometry import box
+
+    a = float(emb.x[1] - emb.x[0])
+    x0, y0 = float(emb.x[c0]) - a / 2, float(emb.y[r0]) + a / 2
+    return box(x0, y0 - n * a, x0 + n * a, y0)
+
+
+def test_drawn_polygon_is_the_polygon_mean_query(ex, emb_truth):
+    from shapely.geometry import Polygon, mapping
+    from shapely.ops import transform as shp_transform
+    from pyproj import Transformer
+
+    emb = emb_truth[0]
+    poly = _square(emb, 2, 2, 3)  # 3×3 patches inside one class block
+    ref = ex.index.search(polygon=poly, k=7)
+    to_ll = Transformer.from_crs("EPSG:32631", "EPSG:4326", always_xy=True).transform
+    gj = {"type": "Feature", "properties": {}, "geometry": mapping(shp_transform(to_ll, poly))}
+    # exactly the message the browser's draw control sends
+    ex.draw_control._handle_leaflet_event(None, {"event": "draw:created", "geo_json": gj}, None)
+    assert ex.last_error is None
+    assert list(ex.hits["id"]) == list(ref["id"]) and np.allclose(ex.hits["score"], ref["score"], atol=1e-5)
+    assert "similarity" in ex.layers and ex.draw_control.data == []
+    assert any(f["geometry"]["type"] == "Polygon" for f in ex._hits_group.data["features"])
+    hits = ex.query_polygon(poly)  # the public method, in the cube CRS
+    assert list(hits["id"]) == list(ref["id"])
+    with pytest.raises(QueryError, match="does not overlap"):
+        ex.query_polygon(Polygon([(0, 0), (1, 0), (1, 1)]))
+    with pytest.raises(QueryError, match="Polygon"):
+        ex.query_polygon("POINT (500100 5699900)")
+
+
+def test_threshold_marks_and_exports_the_matches(ex, emb_truth, tmp_path):
+    import geopandas as gpd
+
+    emb = emb_truth[0]
+    with pytest.raises(QueryError, match="No query"):
+        ex.set_threshold(0.5) or ex.matches
+    ex.clear()
+    ex.click(*_centre(emb, 12, 31))
+    sim = ex.similarity.values
+    t = float(np.nanpercentile(sim, 90))
+    ex._threshold_w.value = t  # the slider
+    assert ex.threshold == pytest.approx(t)
+    want = int((sim >= ex.threshold).sum())
+    m = ex.matches
+    assert len(m) == want and (m["score"] >= ex.threshold - 1e-6).all() and m.crs == emb.rio.crs
+    assert "matches" in ex.layers and f"{want} patches" in ex._matches_w.value
+    r, c = int(m["row"].iloc[0]), int(m["col"].iloc[0])
+    assert m["score"].iloc[0] == pytest.approx(float(np.nanmax(sim)))
+    assert m.geometry.iloc[0].contains(gpd.points_from_xy([emb.x[c]], [emb.y[r]])[0])
+    assert m.geometry.area.round(6).eq(80.0 * 80.0).all()  # one patch square each
+    gj = ex.export_matches(tmp_path / "m.geojson")
+    back = gpd.read_file(gj)
+    assert len(back) == want and back.crs.to_epsg() == 4326
+    np.testing.assert_allclose(back["score"], m["score"], atol=1e-6)
+    ex._export_path_w.value = str(tmp_path / "m.parquet")
+    ex._export_w.click()  # the button
+    pq = gpd.read_parquet(tmp_path / "m.parquet")
+    assert len(pq) == want and pq.crs == emb.rio.crs and list(pq["row"]) == list(m["row"])
+    with pytest.raises(ParameterError, match=".geojson"):
+        ex.export_matches(tmp_path / "m.csv")
+    with pytest.raises(ParameterError, match=r"\[-1, 1\]"):
+        ex.set_threshold(2)
+
+
+def test_split_map_shows_two_layers_side_by_side(ex, emb_truth):
+    import ipyleaflet
+
+    ex.click(*_centre(emb_truth[0], 3, 3))
+    ex.split("PCA-RGB", "similarity")
+    ctl = [c for c in ex.map.controls if isinstance(c, ipyleaflet.SplitMapControl)]
+    assert len(ctl) == 1 and ctl[0].left_layer is ex.layers["PCA-RGB"] and ctl[0].right_layer is ex.layers["similarity"]
+    ex.split("similarity", "PCA-RGB")  # replaces, does not stack
+    assert sum(isinstance(c, ipyleaflet.SplitMapControl) for c in ex.map.controls) == 1
+    ex.clear()  # the similarity layer goes: so does the split
+    assert not any(isinstance(c, ipyleaflet.SplitMapControl) for c in ex.map.controls)
+    with pytest.raises(ParameterError, match="No layer named"):
+        ex.split("PCA-RGB", "nope")
+
+
+def test_split_two_dates():
+    emb, _ = make_emb(20, 20, 8, times=2, seed=4)
+    ex = eoembed.explore.explore(emb, scatter=None)
+    a, b = ex.add_time_layer(0), ex.add_time_layer(1)
+    ex.split(a, b)
+    assert ex._split.left_layer is ex.layers[a] and ex.layers[a].url != ex.layers[b].url
+    with pytest.raises(ParameterError, match="not in the cube"):
+        ex.add_time_layer(5)
+
+
+def test_gallery_shows_true_colour_chips_of_the_top_hits(emb_truth):
+    from PIL import Image
+
+    emb = emb_truth[0]
+    cube = _rgb_cube(emb)
+    ex = eoembed.explore.explore(emb, cube, scatter=None, k=6)
+    with pytest.raises(QueryError, match="No hits"):
+        ex.gallery()
+    ex.click(*_centre(emb, 20, 20))
+    box = ex.gallery(k=4)
+    assert len(box.children) == 4 and box in ex.panel.children
+    img = np.asarray(Image.open(io.BytesIO(box.children[0].children[0].value)))
+    assert img.shape == (32, 32, 4)  # default: 3 patches of 8 px, at least 32 px
+    assert "#1 ·" in box.children[0].children[1].value
+    ex.click(*_centre(emb, 5, 5))  # refreshed after each query
+    assert len(ex._gallery_box.children) == 4
+    ex2 = eoembed.explore.explore(emb, scatter=None)
+    ex2.click(*_centre(emb, 5, 5))
+    with pytest.raises(ParameterError, match="cube="):
+        ex2.gallery()
+
+
+def test_session_round_trip_restores_labels_query_threshold_layers(emb_truth, tmp_path):
+    emb, truth = emb_truth
+    ex = eoembed.explore.explore(emb, scatter=None, k=7)
+    _label_checkerboard(ex, emb, truth, n=3)
+    ex.train()
+    ex.query_polygon(_square(emb, 2, 2, 3))
+    ex.click(*_centre(emb, 30, 40), refine=True)
+    ex.click(*_centre(emb, 12, 31), negative=True)
+    ex.set_threshold(0.6)
+    ex.layers["PCA-RGB"].opacity = 0.4
+    ex.split("PCA-RGB", "similarity")
+    path = ex.save_session(tmp_path / "s.json")
+    ex2 = eoembed.explore.explore(emb, scatter=None, k=7, session=path)
+    assert ex2.labels.geom_equals_exact(ex.labels, 1e-6).all() and list(ex2.labels["class"]) == list(ex.labels["class"])
+    assert list(ex2.hits["id"]) == list(ex.hits["id"])
+    np.testing.assert_allclose(ex2.similarity.values, ex.similarity.values, atol=1e-6)
+    assert ex2.threshold == 0.6 and len(ex2.matches) == len(ex.matches)
+    assert ex2.classifier is not None and "class" in ex2.layers
+    assert ex2.layers["PCA-RGB"].opacity == 0.4 and ex2._split_names == ("PCA-RGB", "similarity")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ParameterError, match="invalid JSON"):
+        ex2.load_session(tmp_path / "bad.json")
+    with pytest.raises(ParameterError, match="No session file"):
+        ex2.load_session(tmp_path / "none.json")
+    other = eoembed.explore.explore(make_emb(20, 20, 16, seed=3)[0], scatter=None)
+    with pytest.raises(ParameterError, match="another embedding grid"):
+        other.load_session(path)
+
+
+def test_basemaps_that_need_an_api_key_are_refused(emb_truth):
+    ex = eoembed.explore.explore(emb_truth[0], scatter=None)
+    with warnings.catch_warnings():  # xyzservices warns about CartoDB's new key (once per process)
+        warnings.simplefilter("ignore", UserWarning)
+        with pytest.raises(ParameterError, match="API key"):
+            ex.set_basemap("CartoDB.Positron")
+
+
+# ---- any scale: the pyramid ----------------------------------------------------------------------
+def test_pyramid_levels_are_unit_block_means_and_feed_the_overview(tmp_path):
+    from eoembed.explore.pyramid import coarsen_embeddings, open_pyramid, write_pyramid
+
+    emb, _ = make_emb(40, 50, 16, seed=5, nan_frac=0.05, chunks={"y": 16, "x": 16})
+    paths = write_pyramid(emb, tmp_path / "pyr", min_side=16)
+    levels = open_pyramid(tmp_path / "pyr")
+    assert [lv.shape[-2:] for lv in levels] == [(20, 25), (10, 13)] and len(paths) == 2
+    v = np.asarray(emb.values, np.float64)
+    blk = v[:, 2:4, 6:8].reshape(16, -1)
+    blk = blk[:, np.isfinite(blk).all(0)]
+    ref = blk.mean(1) / np.linalg.norm(blk.mean(1))
+    np.testing.assert_allclose(levels[0].values[:, 1, 3], ref, atol=1e-5)
+    assert np.allclose(np.linalg.norm(np.nan_to_num(levels[1].values), axis=0)[np.isfinite(levels[1].values).all(0)], 1,
+                       atol=1e-5)
+    assert levels[1].rio.transform().a == 4 * emb.rio.transform().a and levels[0].attrs == emb.attrs
+    # the last, partial block (13th column of level 2) covers cube columns 48-49 only
+    np.testing.assert_allclose(float(levels[1].x[-1]), float(emb.x[0]) - 40 + 4 * 80 * 12.5)
+    np.testing.assert_allclose(coarsen_embeddings(emb).values, levels[0].values, atol=1e-6)
+    with pytest.raises(eoembed.exceptions.InputError, match="overwrite=True"):
+        write_pyramid(emb, tmp_path / "pyr", min_side=16)
+    ex = eoembed.explore.explore(emb, scatter=None, max_pixels=24, pyramid=tmp_path / "pyr")
+    assert ex._stride == 4 and ex._ov.shape[-2:] == (10, 13)  # level 2: the finest that fits 24 px
+    hits = ex.click(*_centre(emb, 12, 31))
+    assert hits["row"].iloc[0] == 12 and hits["col"].iloc[0] == 31  # search stays at full resolution
+    other, _ = make_emb(40, 50, 16, seed=5, pitch=60.0)
+    with pytest.raises(ParameterError, match="not a coarser level"):
+        eoembed.explore.explore(other, scatter=None, pyramid=levels)
+
+
+def test_large_dask_cubes_get_the_out_of_core_index(emb_truth, monkeypatch):
+    emb = emb_truth[0].chunk({"y": 10})
+    monkeypatch.setattr(eoembed.explore.Explorer, "OOC_PATCHES", 1000)
+    ex = eoembed.explore.explore(emb, scatter=None, index_kwargs={"key": "IVF16,Flat"})
+    hits = ex.click(*_centre(emb, 12, 31))
+    assert ex.index.tuning["out_of_core"] and ex.index.key == "IVF16,Flat"
+    assert hits["row"].iloc[0] == 12 and hits["col"].iloc[0] == 31
+
+
+def test_zooming_in_draws_the_view_from_a_finer_level(emb_truth, tmp_path):
+    from eoembed.explore.layers import pca_rgb_2d
+
+    emb = emb_truth[0]  # 40 × 50 patches; overview 1/3 at max_pixels=20
+    ex = eoembed.explore.explore(emb.chunk({"y": 10}), scatter=None, max_pixels=20)
+    assert ex._stride == 3
+    # a view of 10 × 12 patches fits 20 px at full resolution
+    x0, y1 = float(emb.x[5]) - 40, float(emb.y[20]) + 40
+    x1, y0 = float(emb.x[16]) + 40, float(emb.y[29]) - 40
+    (w, s), (e, n) = _lonlat(x0, y0), _lonlat(x1, y1)
+    assert ex.refine_view([[s, w], [n, e]]) == "1/1"
+    det = ex.layer_data["PCA-RGB detail"]
+    assert det.sizes["y"] >= 10 and det.sizes["x"] >= 12 and det.sizes["y"] <= 12  # the window only
+    ref = pca_rgb_2d(ex._proj, emb.sel(y=det.y, x=det.x))
+    np.testing.assert_allclose(det.values, ref.values, atol=1e-6)
+    ex.click(*_centre(emb, 25, 10))
+    assert "similarity detail" in ex.layers
+    np.testing.assert_allclose(ex.layer_data["similarity detail"].values,
+                               ex.similarity.sel(y=det.y, x=det.x).values, atol=1e-6)
+    # the map's own pan/zoom message does the same; zooming out to the whole cube removes the detail
+    (south, west), (north, east) = ex.layers["PCA-RGB"].bounds
+    ex.map.set_state({"south": south, "west": west, "north": north, "east": east})  # as the browser syncs it
+    assert ex.last_error is None, ex.last_error
+    assert "PCA-RGB detail" not in ex.layers and "similarity detail" not in ex.layers
+    ex.map.set_state({"south": s, "west": w, "north": n, "east": e})  # zoomed in again by the user
+    assert "PCA-RGB detail" in ex.layers and "similarity detail" in ex.layers
+    with pytest.raises(ParameterError, match="south < north"):
+        ex.refine_view([[n, w], [s, e]])
