@@ -185,7 +185,7 @@ def embed(
     tile_size, halo:
         Encoder context in pixels: a tile is a core plus ``halo`` on each side; only
         core patches are kept. Multiples of ``patch_size``. Defaults per model family
-        (:data:`eoembed.grid.DEFAULT_TILING`, chosen by benchmark; see the README, "Tiling").
+        (:data:`eoembed.grid.DEFAULT_TILING`, chosen by benchmark; see docs/tiling-and-position.md).
     blend:
         True: each patch is the weighted mean of every window containing it, weights
         ramping down over the overlap (a cross-fade: borders fade instead of jumping,

@@ -54,7 +54,7 @@ class Tiling:
     blend: bool = False
 
 
-#: Default tiling per model family, chosen with ``benchmarks/bench_tiling.py`` (README, "Tiling").
+#: Default tiling per model family, chosen with ``benchmarks/bench_tiling.py`` (docs/tiling-and-position.md).
 #: Galileo-Nano, real weights, shared sample, p=4: 12-patch windows with a 1-patch halo,
 #: blended, give a seam ratio of 1.07 at 1.44x the tokens of non-overlapping windows
 #: (no halo: 6.3 at 16 patches, 3.1 at 8; the old 16-px halo: 4.6 at 4x). OlmoEarth v1/v1.1

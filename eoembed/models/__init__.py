@@ -48,7 +48,7 @@ def load_model(name: str | ModelSpec, *, weights=None, device: str | None = "aut
     device:
         ``"auto"`` (CUDA when available, with bf16 autocast), ``"cpu"`` or ``"cuda"``.
         On a dask worker with several GPUs, ``"cuda"`` is the worker's own GPU
-        (``cuda:{worker % n_gpus}``; see the README, "Scaling out").
+        (``cuda:{worker % n_gpus}``; see docs/scaling-and-gpu.md).
     compile:
         ``torch.compile`` the encoder (default False). Faster on a GPU after a
         compilation of tens of seconds per new input shape; needs a C++ compiler on CPU.

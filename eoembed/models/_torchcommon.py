@@ -54,8 +54,7 @@ def resolve_device(device: str | None) -> str:
 def cuda_for_worker(device_count: int, rank: int | None) -> str:
     """The GPU a plain ``device="cuda"`` means in this process.
 
-    Several GPUs are used through one dask worker per GPU (see the README, "Scaling
-    out"): on the worker numbered ``rank`` it is ``cuda:{rank % device_count}``. Outside
+    Several GPUs are used through one dask worker per GPU (see docs/scaling-and-gpu.md): on the worker numbered ``rank`` it is ``cuda:{rank % device_count}``. Outside
     a worker, or with one GPU, it stays ``"cuda"`` (torch's current device).
     """
     if rank is None or device_count <= 1:
