@@ -56,6 +56,13 @@ import eoembed
 cube = eoembed.open_cube({str(SAMPLE)!r})
 emb = cube.eo.embed(model="galileo-nano", weights={str(WEIGHTS)!r}, progress=False)
 ex = emb.eo.explore(cube, k=10)
+# in-window position of a patch: (row, col) + the window phase, modulo the window stride
+stride = (emb.attrs["eoembed:tile_size"] - 2 * emb.attrs["eoembed:halo"]) // emb.attrs["eoembed:patch_size"]
+oy, ox = emb.attrs["eoembed:window_offset"]
+def stride_hits():
+    pos = lambda r, c: ((int(r) + oy) % stride, (int(c) + ox) % stride)
+    q, rest = ex.hits.iloc[0], ex.hits.iloc[1:]  # rank 1 is the clicked patch itself
+    return sum(pos(r, c) == pos(q["row"], q["col"]) for r, c in zip(rest["row"], rest["col"]))
 ex"""
 
 TARGETS = f"""\
@@ -79,6 +86,8 @@ print("STATE", json.dumps({
     "polygon": ex._polygon is not None,
     "threshold": ex.threshold,
     "kth_score": None if ex.hits is None else float(ex.hits["score"].iloc[-1]),
+    "stride_hits": None if ex.hits is None else int(stride_hits()),
+    "position": emb.attrs["eoembed:position"],
     "error": None if ex.last_error is None else repr(ex.last_error)}))"""
 
 RESTORE = """\
@@ -234,6 +243,9 @@ def test_explorer_in_jupyterlab(lab):
             state = _run_cell(page, 2, "STATE")
             assert state["error"] is None, state
             assert state["hit"] == list(SEARCH_PATCH)  # the clicked patch is its own best match
+            # no periodic pattern at the window stride: of the 9 other hits, at most one shares the query's
+            # in-window position (chance ~0.1; with position="raw" a quarter of all hits do, bench_position.py)
+            assert state["position"] == "neutral" and state["stride_hits"] <= 1, state
             page.locator(".leaflet-container").first.scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / "explorer-search.png"))
 
