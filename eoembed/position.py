@@ -23,8 +23,13 @@ def _phases(n: int, offset_patches: int, period: int) -> np.ndarray:
     return (np.arange(n) + offset_patches) % period
 
 
-def _between_share(x: np.ndarray, groups: np.ndarray) -> float:
-    """Between-group sum of squares over total, summed over the columns of ``x`` (``(N, D)``)."""
+def position_share(x: np.ndarray, groups: np.ndarray) -> float:
+    """Share of the variance of ``x`` (``(N, D)``, summed over columns) explained by ``groups`` (N labels).
+
+    Between-group sum of squares over the total; with in-window positions as groups it says how
+    much of a map (a similarity layer, a principal component) repeats with the window stride.
+    Noise alone gives about (G−1)/(N−1) for G groups.
+    """
     xc = x - x.mean(axis=0, keepdims=True)
     total = float((xc * xc).sum())
     if total <= 0:
@@ -102,9 +107,9 @@ def position_stats(values, *, period: int, offset: tuple[int, int] = (0, 0), k: 
         "same_position_rate": rate,
         "same_position_chance": chance,
         "same_position_over_chance": rate / chance if chance > 0 else float("nan"),
-        "pc1_position_share": _between_share(pc1[:, None], pos),
+        "pc1_position_share": position_share(pc1[:, None], pos),
         "pc1_position_share_null": null,
-        "total_position_share": _between_share(v, pos),
+        "total_position_share": position_share(v, pos),
         "positions": int(g),
         "patches": int(n),
     }

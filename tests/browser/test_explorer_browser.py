@@ -61,11 +61,11 @@ stride = (emb.attrs["eoembed:tile_size"] - 2 * emb.attrs["eoembed:halo"]) // emb
 oy, ox = emb.attrs["eoembed:window_offset"]
 def stride_share():
     """Share of the similarity layer's variance explained by the in-window position (noise alone: ~0.16 here)."""
-    from eoembed.position import _between_share
+    from eoembed.position import position_share
     s = ex.similarity.values
     g = (((np.arange(s.shape[0]) + oy) % stride)[:, None] * stride + ((np.arange(s.shape[1]) + ox) % stride)).ravel()
     ok = np.isfinite(s.ravel())
-    return _between_share(s.ravel()[ok][:, None], g[ok])
+    return position_share(s.ravel()[ok][:, None], g[ok])
 ex"""
 
 TARGETS = f"""\
