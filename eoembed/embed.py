@@ -383,6 +383,11 @@ def _wrap(data, cube, grid: GridSpec, spec, encoder, plan, bplan: BlockPlan, sca
     if isinstance(data, np.ndarray):  # lazy cubes get it when written (eoembed.io.to_zarr)
         attrs.update(seam_attrs(data, grid))
         attrs.update(position_attrs(data, grid.core // grid.patch_size, grid.window_offset_patches))
+    if pool_time and "time" in cube.coords and np.issubdtype(cube["time"].dtype, np.datetime64):
+        # the span the pooled vectors summarise, as coordinates (CF-style bounds of the pooled time axis)
+        t = cube["time"].values
+        coords["time_start"] = ((), t.min(), {"long_name": "first acquisition pooled into the vectors"})
+        coords["time_end"] = ((), t.max(), {"long_name": "last acquisition pooled into the vectors"})
     out = xr.DataArray(data, coords=coords, dims=dims, name="embeddings", attrs=attrs)
     out = out.rio.write_crs(cube.rio.crs).rio.write_transform(grid.out_transform)
     out.encoding.pop("_FillValue", None)

@@ -220,3 +220,15 @@ def test_halo_tile_core_equals_a_single_window_run(checkpoints):
     alone = eoembed.embed(window, "nano", weights=ck, tile_size=64, halo=0, progress=False)
     # window (1, 1) starts at patch 13; its weights are 1 from its 3rd patch to its 14th
     np.testing.assert_allclose(blended.values[:, 16:26, 16:26], alone.values[:, 3:13, 3:13], atol=1e-5)
+
+
+def test_pooled_cube_keeps_its_time_span_as_coordinates(tmp_path):
+    cube = synthetic_cube(height=32, width=32, times=3, start="2021-04-01")
+    emb = eoembed.embed(cube, "spectral", progress=False)
+    assert emb["time_start"].values == cube.time.values.min() and emb["time_end"].values == cube.time.values.max()
+    per_t = eoembed.embed(cube, "spectral", pool_time=False, progress=False)
+    assert "time_start" not in per_t.coords and per_t.sizes["time"] == 3  # the time axis itself says it
+    from eoembed.io import open_embeddings, save_embeddings
+
+    back = open_embeddings(save_embeddings(emb, tmp_path / "e.zarr"))
+    assert back["time_start"].values == emb["time_start"].values and back["time_end"].values == emb["time_end"].values
