@@ -59,8 +59,7 @@ ex = emb.eo.explore(cube, k=10)
 # in-window position of a patch: (row, col) + the window phase, modulo the window stride
 stride = (emb.attrs["eoembed:tile_size"] - 2 * emb.attrs["eoembed:halo"]) // emb.attrs["eoembed:patch_size"]
 oy, ox = emb.attrs["eoembed:window_offset"]
-def stride_share():
-    """Share of the similarity layer's variance explained by the in-window position (noise alone: ~0.16 here)."""
+def stride_share():  # share of the similarity layer's variance explained by the in-window position
     from eoembed.position import position_share
     s = ex.similarity.values
     g = (((np.arange(s.shape[0]) + oy) % stride)[:, None] * stride + ((np.arange(s.shape[1]) + ox) % stride)).ravel()
