@@ -38,6 +38,7 @@ Design notes
 from __future__ import annotations
 
 import os
+import warnings
 import time as _time
 from typing import Any
 
@@ -61,11 +62,12 @@ def _require_viz() -> None:
     import importlib
 
     missing = []
-    for mod, dist in _VIZ_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ImportError:
-            missing.append(dist)
+    with warnings.catch_warnings():  # importing leafmap adds a global "ignore all warnings" filter: keep it local
+        for mod, dist in _VIZ_MODULES:
+            try:
+                importlib.import_module(mod)
+            except ImportError:
+                missing.append(dist)
     if missing:
         raise MissingOptionalDependency(
             f"The map explorer needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
@@ -89,14 +91,18 @@ except ImportError:  # pragma: no cover - exercised by the no-viz test via explo
 def _new_map(warp, height: str):
     """A ``leafmap.Map`` framed on the layers, with no basemap and no tools that go online."""
     import ipyleaflet
-    import leafmap
 
     from eoembed.explore.layers import fit_zoom
 
     (south, west), (north, east) = warp.bounds
-    m = leafmap.Map(center=((south + north) / 2, (west + east) / 2), zoom=fit_zoom(warp), height=height,
-                    draw_control=False, toolbar_control=False, search_control=False, layers_control=True,
-                    scale_control=True, interpolation="nearest")
+    # leafmap calls warnings.filterwarnings("ignore") in places (import, Map set-up), which would silence
+    # every later warning of the user's session, eoembed's included: keep its filter changes local
+    with warnings.catch_warnings():
+        import leafmap
+
+        m = leafmap.Map(center=((south + north) / 2, (west + east) / 2), zoom=fit_zoom(warp), height=height,
+                        draw_control=False, toolbar_control=False, search_control=False, layers_control=True,
+                        scale_control=True, interpolation="nearest")
     for layer in [lyr for lyr in m.layers if isinstance(lyr, ipyleaflet.TileLayer)]:
         m.remove(layer)  # leafmap's default OpenStreetMap: offline by default
     return m

@@ -193,7 +193,7 @@ def test_tutorial_runs(path, venv_kernel):
     if name.startswith("05_"):
         assert images and "vs spectral" in stdout
     if name.startswith("06_"):
-        assert "after resume: {'regions': 4, 'written': 2, 'skipped': 2}" in stdout
+        assert "after resume: {'regions': 4, 'written': 2, 'skipped': 2, 'repaired': 0}" in stdout
         assert "max |streamed − in-memory| = 0.00e+00" in stdout
     if name.startswith("07_"):
         check_clusters_and_change(stdout)

@@ -766,3 +766,18 @@ def test_zooming_in_draws_the_view_from_a_finer_level(emb_truth, tmp_path):
     assert "PCA-RGB detail" in ex.layers and "similarity detail" in ex.layers
     with pytest.raises(ParameterError, match="south < north"):
         ex.refine_view([[n, w], [s, e]])
+
+
+def test_opening_the_explorer_does_not_silence_the_sessions_warnings():
+    """leafmap adds a global 'ignore' filter on import; the explorer keeps that change local."""
+    import warnings
+
+    pytest.importorskip("leafmap")
+    from _embfixtures import make_emb
+
+    import eoembed.explore
+
+    emb, _ = make_emb(12, 12, 8, seed=2)
+    before = list(warnings.filters)
+    eoembed.explore.explore(emb, scatter=None)
+    assert warnings.filters == before
