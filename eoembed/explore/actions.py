@@ -656,3 +656,86 @@ class ActionsMixin:
             self.split(*state["split"])
         self.set_mode(state.get("mode", "search"))
         self._status(f"Session restored from {path}.")
+
+    # ---- analyses on the map (eoembed.analysis) ---------------------------------------
+    def show_clusters(self, k: int | None = None, **cluster_kwargs: Any):
+        """Cluster the embeddings (:func:`eoembed.cluster`) and add a ``"clusters"`` layer with a legend.
+
+        ``k=None`` lets the silhouette choose (see the returned map's attrs). The map is
+        kept as ``ex.clusters``; :meth:`label_cluster` turns a cluster into labels.
+        """
+        from eoembed.analysis import cluster
+        from eoembed.explore.layers import legend_control, set_control
+        from eoembed.viz import categorical_indexed, class_color
+
+        if "time" in self.emb.dims and self._time is not None:
+            cluster_kwargs.setdefault("time", self._time)
+        cm = cluster(self.emb, k=k, **cluster_kwargs)
+        self.clusters = cm
+        ov = cm.sel(y=self._ov["y"], x=self._ov["x"]).compute()
+        ids = sorted(int(v) for v in np.unique(cm.values) if v >= 0)
+        names = [f"cluster {i}" for i in ids]
+        colors = [class_color(i) for i in ids]
+        self._put_raster("clusters", ov, *categorical_indexed(ov.values, ids, colors))
+        self._cluster_legend = set_control(self.map, getattr(self, "_cluster_legend", None),
+                                           legend_control(names, colors, "clusters", position="topright"))
+        self._status(f"{len(ids)} clusters (k by {cm.attrs.get('eoembed:cluster_criterion', 'the caller')}); "
+                     "label_cluster(i, name) turns one into labels.")
+        return cm
+
+    def label_cluster(self, cluster_id: int, cls: str, *, max_patches: int = 50, seed: int = 0):
+        """Label up to ``max_patches`` patches of cluster ``cluster_id`` (from :meth:`show_clusters`) as ``cls``.
+
+        The patches are drawn at random (fixed ``seed``) so they spread over the cluster;
+        they become ordinary labels for :meth:`train`. Returns ``ex.labels``.
+        """
+        import geopandas as gpd
+        import pandas as pd
+        from shapely.geometry import Point
+
+        cm = getattr(self, "clusters", None)
+        if cm is None:
+            raise LabelError("No clusters yet: run ex.show_clusters() first.")
+        cls = str(cls).strip()
+        if not cls:
+            raise LabelError("The class name is empty; pass cls='water' (for example).")
+        rows, cols = np.nonzero(np.asarray(cm.values) == int(cluster_id))
+        if rows.size == 0:
+            ids = sorted(int(v) for v in np.unique(cm.values) if v >= 0)
+            raise LabelError(f"Cluster {cluster_id} has no patches; the clusters are {ids}.")
+        if int(max_patches) < 1:
+            raise ParameterError(f"max_patches must be >= 1, got {max_patches}.")
+        pick = np.random.default_rng(seed).permutation(rows.size)[: int(max_patches)]
+        xs, ys = cm["x"].values[cols[pick]], cm["y"].values[rows[pick]]
+        new = gpd.GeoDataFrame({"class": [cls] * len(pick)},
+                               geometry=[Point(float(a), float(b)) for a, b in zip(xs, ys)], crs=self.crs)
+        self._labels = gpd.GeoDataFrame(pd.concat([self._labels, new], ignore_index=True), crs=self.crs)
+        self._draw_labels()
+        if self.labels_path:
+            self.save_labels(self.labels_path)
+        self._status(f"Cluster {cluster_id}: {len(pick)} of its {rows.size} patches labelled {cls!r}.")
+        return self.labels
+
+    def show_change(self, other: Any = None, *, time: Any = None, threshold: Any = "otsu"):
+        """Cosine distance between this cube and ``other`` (or two of its timesteps) as a ``"change"`` layer.
+
+        Calls :func:`eoembed.change` (same model and grid required) and adds the distance
+        map with a colour bar; the result (threshold, most-changed patches) is kept as
+        ``ex.change_result`` and returned.
+        """
+        from eoembed.analysis import change
+        from eoembed.explore.layers import colorbar_control, set_control
+        from eoembed.viz import colormap_indexed
+
+        res = change(self.emb, other, time=time, threshold=threshold)
+        self.change_result = res
+        dist = res.distance.sel(y=self._ov["y"], x=self._ov["x"]).compute()
+        v = dist.values
+        vmax = float(np.nanmax(v)) if np.isfinite(v).any() else 1.0
+        self._put_raster("change", dist, *colormap_indexed(v, 0.0, max(vmax, 1e-6), "inferno"))
+        self._change_bar = set_control(self.map, getattr(self, "_change_bar", None),
+                                       colorbar_control(0.0, max(vmax, 1e-6), "inferno", "cosine distance (change)",
+                                                        position="topright"))
+        self._status(f"Change: threshold {res.threshold:.3f} ({res.rule}); "
+                     f"{int(res.changed.sum())} patches above it.")
+        return res

@@ -781,3 +781,37 @@ def test_opening_the_explorer_does_not_silence_the_sessions_warnings():
     before = list(warnings.filters)
     eoembed.explore.explore(emb, scatter=None)
     assert warnings.filters == before
+
+
+def test_clusters_layer_and_a_cluster_turned_into_labels():
+    pytest.importorskip("faiss")
+    import eoembed
+
+    emb, _ = make_emb(16, 16, 8, seed=4)
+    ex = eoembed.explore.explore(emb, scatter=None)
+    cm = ex.show_clusters(k=3)
+    direct = eoembed.cluster(emb, k=3)  # the layer is exactly the API's cluster map
+    np.testing.assert_array_equal(cm.values, direct.values)
+    assert "clusters" in ex.layers and set(ex._cluster_legend.legend) == {"cluster 0", "cluster 1", "cluster 2"}
+    n0 = int((cm.values == 0).sum())
+    labels = ex.label_cluster(0, "big", max_patches=5)
+    assert list(labels["class"]) == ["big"] * min(5, n0)
+    # every labelled point falls in a patch of cluster 0
+    for pt in labels.geometry:
+        assert int(cm.sel(x=pt.x, y=pt.y, method="nearest")) == 0
+    with pytest.raises(eoembed.exceptions.LabelError, match="no patches"):
+        ex.label_cluster(7, "x")
+
+
+def test_change_layer_matches_the_api():
+    import eoembed
+
+    a, _ = make_emb(12, 12, 8, seed=5)
+    b = a.copy(data=a.values.copy())
+    b.values[:, :4, :4] = -b.values[:, :4, :4]  # a block that turned around
+    ex = eoembed.explore.explore(a, scatter=None)
+    res = ex.show_change(b)
+    direct = eoembed.change(a, b)
+    np.testing.assert_allclose(res.distance.values, direct.distance.values)
+    assert "change" in ex.layers and res.threshold == direct.threshold
+    assert bool(res.changed.values[:4, :4].all()) and not bool(res.changed.values[6:, 6:].any())
