@@ -160,11 +160,9 @@ class GridSpec:
     def patches_x(self) -> int:
         return math.ceil(self.width / self.patch_size)
 
-    def _span(self, axis: int) -> tuple[int, int]:
-        """Patch-rounded pixel extent of the output along ``axis`` and the window phase there."""
-        if axis == 0:
-            return self.patches_y * self.patch_size, self.offset_y
-        return self.patches_x * self.patch_size, self.offset_x
+    def _span(self, axis: int) -> int:
+        """Patch-rounded pixel extent of the output along ``axis``."""
+        return (self.patches_y if axis == 0 else self.patches_x) * self.patch_size
 
     def window_range(self, lo: int, hi: int, axis: int) -> range:
         """Windows ``k`` that contribute to cube pixels ``[lo, hi)`` along ``axis``.
@@ -183,17 +181,17 @@ class GridSpec:
             return (lo_ + off - b_) // s + 1, -((a_ - hi_ - off) // s)  # ceil((hi_ + off - a_) / s)
 
         k0, k1 = ks(lo, hi, a, b)
-        c0, c1 = ks(0, self._span(axis)[0], 0, s)
+        c0, c1 = ks(0, self._span(axis), 0, s)
         return range(max(k0, c0), min(k1, c1))
 
     @property
     def tiles_y(self) -> int:
         """Windows along y that contribute to the cube."""
-        return len(self.window_range(0, self._span(0)[0], 0))
+        return len(self.window_range(0, self._span(0), 0))
 
     @property
     def tiles_x(self) -> int:
-        return len(self.window_range(0, self._span(1)[0], 1))
+        return len(self.window_range(0, self._span(1), 1))
 
     @property
     def n_tiles(self) -> int:

@@ -66,6 +66,16 @@ def make_checkpoint(path, version: str = "v1.1", size: str = "nano", *, seed: in
     return out
 
 
+def constant_scene(cube: xr.DataArray) -> xr.DataArray:
+    """``cube`` with every pixel of each timestep and band set to that band's mean over the cube.
+
+    Every patch then holds the same pixels: an encoder without in-window positions gives
+    every patch whose windows are alike the same vector (``position="neutral"`` tests).
+    """
+    means = cube.mean(("y", "x")).values[..., None, None]
+    return cube.copy(data=np.broadcast_to(means, cube.shape).copy())
+
+
 def window_aligned_origin(*window_px: int, res: float = 10.0,
                           near: tuple[float, float] = (600000.0, 5600000.0)) -> tuple[float, float]:
     """An ``(x, y)`` top-left origin near ``near`` on the CRS-anchored window grid of every given stride.

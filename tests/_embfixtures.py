@@ -85,3 +85,19 @@ def make_emb(
     truth_da = xr.DataArray(truth, dims=("y", "x"), coords={"y": ys, "x": xs}, name="truth")
     truth_da = truth_da.rio.write_crs(crs).rio.write_transform(transform)
     return emb, truth_da
+
+
+def label_points(emb: xr.DataArray, truth: xr.DataArray, n: int, *, seed: int = 0, names=None, crs: int = 32631):
+    """``n`` random patches' true classes as a point GeoDataFrame at the patch centres (class < 0 dropped).
+
+    ``names`` maps class indices to labels (default: the indices). Same draws as
+    ``rng.integers`` over rows then columns, so fixtures built on it are reproducible.
+    """
+    import geopandas as gpd
+
+    rng = np.random.default_rng(seed)
+    r, c = rng.integers(0, emb.sizes["y"], n), rng.integers(0, emb.sizes["x"], n)
+    keep = truth.values[r, c] >= 0
+    r, c = r[keep], c[keep]
+    cls = truth.values[r, c] if names is None else np.asarray(names)[truth.values[r, c]]
+    return gpd.GeoDataFrame({"class": cls}, geometry=gpd.points_from_xy(emb.x.values[c], emb.y.values[r]), crs=crs)

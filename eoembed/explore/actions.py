@@ -673,7 +673,7 @@ class ActionsMixin:
         cm = cluster(self.emb, k=k, **cluster_kwargs)
         self.clusters = cm
         ov = cm.sel(y=self._ov["y"], x=self._ov["x"]).compute()
-        ids = sorted(int(v) for v in np.unique(cm.values) if v >= 0)
+        ids = list(range(int(cm.attrs["eoembed:cluster_k"])))  # labels 0..k-1 (no need to read the whole map)
         names = [f"cluster {i}" for i in ids]
         colors = [class_color(i) for i in ids]
         self._put_raster("clusters", ov, *categorical_indexed(ov.values, ids, colors))

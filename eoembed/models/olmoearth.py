@@ -242,6 +242,8 @@ class OlmoEarthEncoder:
         self.device = device
         self.source = source
         norm_cls = {"v1": NormalizerV1, "v1.1": NormalizerV1_1, "v1.2": NormalizerV1_2}[spec.version]
+        if spec.window_positions:
+            _install_neutral_positions()  # once per process; raw calls see the package's own encoder
         self._normalizer = norm_cls()
 
     # -- Encoder protocol ------------------------------------------------------------
@@ -282,7 +284,6 @@ class OlmoEarthEncoder:
         with inference(self.device, self.spec.family):
             # every token visible: skip token removal/re-insertion (same numbers, ~5 % faster)
             fast = all(bool(v.all()) for v in batch.visible.values())
-            _install_neutral_positions()
             _NEUTRAL.on = getattr(batch, "position", "raw") == "neutral"
             try:
                 out = self.module(sample, patch_size=p, input_res=batch.input_res, fast_pass=fast)

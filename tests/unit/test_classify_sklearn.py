@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _embfixtures import make_emb  # noqa: E402
+from _embfixtures import label_points, make_emb  # noqa: E402
 
 gpd = pytest.importorskip("geopandas")
 pytest.importorskip("sklearn")
@@ -28,11 +28,7 @@ NAMES = np.array(["crop", "forest", "water"])
 @pytest.fixture(scope="module")
 def fitted():
     emb, truth = make_emb(40, 50, 16, nan_frac=0.05, noise=0.6, seed=2)
-    rng = np.random.default_rng(0)
-    r, c = rng.integers(0, 40, 300), rng.integers(0, 50, 300)
-    keep = truth.values[r, c] >= 0
-    labels = gpd.GeoDataFrame({"class": NAMES[truth.values[r[keep], c[keep]]]},
-                              geometry=gpd.points_from_xy(emb.x.values[c[keep]], emb.y.values[r[keep]]), crs=32631)
+    labels = label_points(emb, truth, 300, names=NAMES)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return fewshot(emb, labels, block_size=640, buffer=200), emb

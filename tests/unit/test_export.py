@@ -13,7 +13,7 @@ import rasterio
 import xarray as xr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _embfixtures import make_emb  # noqa: E402
+from _embfixtures import label_points, make_emb  # noqa: E402
 
 gpd = pytest.importorskip("geopandas")
 pytest.importorskip("sklearn")
@@ -36,11 +36,7 @@ def cube():
 @pytest.fixture(scope="module")
 def pmap(cube):
     emb, truth = cube
-    rng = np.random.default_rng(0)
-    r, c = rng.integers(0, 24, 200), rng.integers(0, 30, 200)
-    keep = truth.values[r, c] >= 0
-    labels = gpd.GeoDataFrame({"class": NAMES[truth.values[r[keep], c[keep]]]},
-                              geometry=gpd.points_from_xy(emb.x.values[c[keep]], emb.y.values[r[keep]]), crs=32631)
+    labels = label_points(emb, truth, 200, names=NAMES)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return fewshot(emb, labels).predict_map()

@@ -13,7 +13,7 @@ import eoembed
 from eoembed.exceptions import ParameterError
 from eoembed.grid import GridAlignmentWarning
 from eoembed.position import position_stats
-from eoembed.testing import synthetic_cube
+from eoembed.testing import constant_scene, synthetic_cube
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 GALILEO = SHARED / "weights" / "galileo-nano"
@@ -131,7 +131,7 @@ def test_real_galileo_default_is_position_neutral_and_raw_is_not(sample_cube):
     assert neutral.attrs["eoembed:position_hit_rate"] == pytest.approx(sn["same_position_rate"], abs=1e-4)
     assert neutral.attrs["eoembed:position_pc1_share"] == pytest.approx(sn["pc1_position_share"], abs=1e-4)
     # a constant scene: neutral positions give one vector wherever the windows are whole; raw do not
-    flat = cube.copy(data=np.broadcast_to(cube.mean(("y", "x")).values[..., None, None], cube.shape).copy())
+    flat = constant_scene(cube)
     fn = eoembed.embed(flat, "galileo-nano", weights=GALILEO, progress=False).values
     fr = eoembed.embed(flat, "galileo-nano", weights=GALILEO, progress=False, position="raw").values
     assert float(np.abs(fn - fn[:, :1, :1]).max()) < 1e-4  # no CLS token: even edge windows agree
@@ -148,7 +148,7 @@ def test_olmoearth_v1_2_has_relative_positions_so_neutral_is_refused(checkpoints
 @pytest.mark.parametrize("version", ["v1", "v1.1"])
 def test_olmoearth_neutral_positions_make_a_constant_scene_constant(checkpoints, version):
     cube = synthetic_cube(height=96, width=96, times=2, seed=2)
-    flat = cube.copy(data=np.broadcast_to(cube.mean(("y", "x")).values[..., None, None], cube.shape).copy())
+    flat = constant_scene(cube)
     name = {"v1": "olmoearth-v1-nano", "v1.1": "nano"}[version]
     kw = dict(weights=checkpoints[version], tile_size=32, halo=4, blend=True, progress=False)
     neutral = eoembed.embed(flat, name, **kw).values

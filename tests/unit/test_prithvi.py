@@ -16,7 +16,7 @@ import eoembed  # noqa: E402
 from eoembed.exceptions import CorruptWeightsError, WeightsNotFoundError  # noqa: E402
 from eoembed.models import get_model_spec, load_model  # noqa: E402
 from eoembed.models.prithvi import V2_MEAN, V2_STD, day_of_year  # noqa: E402
-from eoembed.testing import synthetic_cube, window_aligned_origin  # noqa: E402
+from eoembed.testing import constant_scene, synthetic_cube, window_aligned_origin  # noqa: E402
 
 from _oracles import import_terratorch_prithvi  # noqa: E402
 
@@ -357,16 +357,12 @@ def test_registry_matches_terratorch_published_configs(name, variant):
 
 
 
-def _constant_scene(cube):
-    """``cube`` with every pixel of each timestep and band set to that band's cube mean."""
-    return cube.copy(data=np.broadcast_to(cube.mean(("y", "x")).values[..., None, None], cube.shape).copy())
-
 
 def test_neutral_positions_make_a_constant_scene_constant(tl_ckpt):
     """Same pixels everywhere: with neutral positions every patch whose windows lie inside the cube gets one
     vector (edge windows hold fewer tokens beside the CLS token, so they differ); raw positions differ."""
     _, path = tl_ckpt
-    cube = _constant_scene(synthetic_cube(height=192, width=192, times=2, seed=3))
+    cube = constant_scene(synthetic_cube(height=192, width=192, times=2, seed=3))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         kw = dict(weights=path, device="cpu", tile_size=64, halo=16, blend=True, progress=False)

@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 import eoembed  # noqa: E402
 from eoembed.exceptions import CorruptWeightsError, WeightsNotFoundError  # noqa: E402
 from eoembed.models import get_model_spec, load_model  # noqa: E402
-from eoembed.testing import synthetic_cube, window_aligned_origin  # noqa: E402
+from eoembed.testing import constant_scene, synthetic_cube, window_aligned_origin  # noqa: E402
 
 from _oracles import import_timm  # noqa: E402
 
@@ -230,16 +230,12 @@ def test_unequal_visible_counts_in_one_batch_are_refused():
         gather_visible(x, torch.tensor([[1, 1, 0, 1], [0, 1, 0, 1]], dtype=torch.bool))
 
 
-def _constant_scene(cube):
-    """``cube`` with every pixel of each timestep and band set to that band's cube mean."""
-    return cube.copy(data=np.broadcast_to(cube.mean(("y", "x")).values[..., None, None], cube.shape).copy())
-
 
 def test_neutral_positions_make_a_constant_scene_constant(vit_ckpt):
     """Same pixels everywhere: with neutral positions every patch whose windows lie inside the cube gets one
     vector (edge windows hold fewer tokens beside the CLS token, so they differ); raw positions differ."""
     _, path = vit_ckpt
-    cube = _constant_scene(synthetic_cube(height=192, width=192, times=1, seed=3))
+    cube = constant_scene(synthetic_cube(height=192, width=192, times=1, seed=3))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         kw = dict(weights=path, device="cpu", tile_size=64, halo=16, blend=True, progress=False)
