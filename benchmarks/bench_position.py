@@ -103,18 +103,12 @@ def cost(cube, name: str, position: str, repeat: int) -> dict:
 
 def fewshot_folds(emb, labels, n_splits: int = 5) -> list[float]:
     """Balanced accuracy of each spatial-block fold (same folds for every feature set of one cube)."""
-    from sklearn.metrics import balanced_accuracy_score
-
-    from eoembed.classify import _fit, fewshot, make_estimator
+    from eoembed.classify import fewshot
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         clf = fewshot(emb, labels, estimator="logistic", block_size=160.0, n_splits=n_splits)
-        out = []
-        for train, test in clf.folds(spatial=True):
-            est = _fit(make_estimator("logistic"), clf.X[train], clf.y[train])
-            out.append(float(balanced_accuracy_score(clf.y[test], est.predict(clf.X[test]))))
-    return out
+        return list(clf.cv_report(spatial=True).fold_balanced_accuracy)
 
 
 def run(quick: bool = False, repeat: int = 2, models=MODELS) -> dict:
