@@ -71,9 +71,18 @@ def position_stats(values, *, period: int, offset: tuple[int, int] = (0, 0), k: 
         N patches); ``total_position_share`` (the same over all dimensions) and
         ``positions``/``patches``. None when fewer than two patches per position exist.
     """
+    from eoembed.exceptions import ParameterError
+
+    if isinstance(period, bool) or not isinstance(period, (int, np.integer)) or period < 1:
+        raise ParameterError(f"period must be the window stride in patches (an integer >= 1), got {period!r}; "
+                             "for an embedding cube: (tile_size - 2 * halo) // patch_size from its attrs.")
+    if k < 1:
+        raise ParameterError(f"k (neighbours per query) must be >= 1, got {k!r}.")
     if hasattr(values, "dask"):
         values = values.compute()
     v = np.asarray(values, dtype="float64")
+    if v.ndim < 2:
+        raise ParameterError(f"values must be (..., y, x) with the vector in the leading dims, got shape {v.shape}.")
     ny, nx = v.shape[-2:]
     v = v.reshape(-1, ny * nx).T  # (N, D)
     pos = (_phases(ny, offset[0], period)[:, None] * period + _phases(nx, offset[1], period)[None, :]).ravel()

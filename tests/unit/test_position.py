@@ -50,6 +50,13 @@ def test_position_stats_ignores_nan_patches_and_refuses_tiny_grids():
     s = position_stats(v, period=5)
     assert s["patches"] == 25 * 30
     assert position_stats(v[:, :6, :6], period=5) is None
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ParameterError, match="period must be"):
+            position_stats(v, period=bad)
+    with pytest.raises(ParameterError, match="k "):
+        position_stats(v, period=5, k=0)
+    with pytest.raises(ParameterError, match="shape"):
+        position_stats(v[0, 0], period=5)
 
 
 # -- errors -----------------------------------------------------------------------------------------
