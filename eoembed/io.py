@@ -237,7 +237,7 @@ def _open_store_array(path: Path, name: str):
 
 
 def to_zarr(emb: xr.DataArray, path, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
-            region_patches: int = REGION_PATCHES) -> dict:
+            region_patches: int = REGION_PATCHES, pyramid: bool = False) -> dict:
     """Write an embedding cube to a Zarr store region by region, resumably and verifiably.
 
     The store is laid out first (every coordinate, the CRS, the attrs, the run
@@ -286,12 +286,19 @@ def to_zarr(emb: xr.DataArray, path, *, resume: bool = False, overwrite: bool = 
         Show a progress bar over regions.
     region_patches:
         Region side when ``emb`` is not dask-backed.
+    pyramid:
+        Once the store is complete, also write its multiscale pyramid (2×2 means
+        renormalised to unit length per level, and the PCA-RGB COG served as map tiles)
+        to ``<path>.pyramid`` with :func:`eoembed.explore.pyramid.write_pyramid`, read from
+        the verified store; open the map with ``explore(emb, pyramid="<path>.pyramid")``.
+        Skipped (``"pyramid": None``) when the cube's long side is at most 256 patches.
 
     Returns
     -------
     dict
         ``path``, ``regions``, ``written`` and ``skipped`` region counts, ``repaired``
-        (regions marked done whose data failed verification and were written again).
+        (regions marked done whose data failed verification and were written again),
+        ``pyramid`` (its folder, or None).
 
     Raises
     ------
@@ -313,7 +320,7 @@ def to_zarr(emb: xr.DataArray, path, *, resume: bool = False, overwrite: bool = 
     if emb.chunks is None:
         emb = emb.chunk({"y": region_patches, "x": region_patches})
     emb = _regular(emb.transpose(..., "y", "x"))
-    name = emb.name or "embeddings"
+    name = emb.name if emb.name and emb.name not in emb.coords else "embeddings"  # a variable needs its own name
     emb = emb.rename(name)
     run = _run_id(emb)
     done_dir = path / _DONE_DIR
@@ -376,6 +383,12 @@ def to_zarr(emb: xr.DataArray, path, *, resume: bool = False, overwrite: bool = 
                     dask.compute(*tasks)
                     bar.update(len(tasks))
             _finish(path, emb)
+            pyr = None
+            if pyramid and max(emb.sizes["y"], emb.sizes["x"]) > 256:
+                from eoembed.explore.pyramid import write_pyramid
+
+                pyr = Path(f"{path}.pyramid")
+                write_pyramid(open_embeddings(path, chunks={}), pyr, overwrite=True)
         except OSError as err:
             raise StoreError(
                 f"writing {path} failed: {err.strerror or err} ({type(err).__name__}, errno {err.errno}). Regions "
@@ -385,7 +398,7 @@ def to_zarr(emb: xr.DataArray, path, *, resume: bool = False, overwrite: bool = 
     finally:
         lock.release()
     return {"path": path, "regions": len(regions), "written": len(todo), "skipped": len(regions) - len(todo),
-            "repaired": len(repaired)}
+            "repaired": len(repaired), "pyramid": pyr}
 
 
 def _create(emb: xr.DataArray, path: Path, run: str) -> None:

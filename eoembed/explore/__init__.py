@@ -256,9 +256,13 @@ class Explorer(ActionsMixin, ScatterMixin, PanelMixin, _HBox):
         from eoembed.explore.layers import overview
 
         self._levels = [(1, self.emb)]  # (factor, cube) sources for zoomed-in detail, finest first
+        self._pca_cog = None  # the pyramid's PCA-RGB COG, served as tiles (see eoembed.explore.tiles)
         if pyramid is None:
             return overview(self.emb, self.max_pixels)
-        from eoembed.explore.pyramid import open_pyramid
+        from eoembed.explore.pyramid import open_pyramid, pyramid_pca_cog
+
+        if isinstance(pyramid, (str, os.PathLike)) and "time" not in self.emb.dims:
+            self._pca_cog = pyramid_pca_cog(pyramid)
 
         levels = open_pyramid(pyramid) if isinstance(pyramid, (str, os.PathLike)) else [canonical(p) for p in pyramid]
         if not levels:
@@ -365,6 +369,17 @@ class Explorer(ActionsMixin, ScatterMixin, PanelMixin, _HBox):
         from eoembed.reduce import fit_pca
         from eoembed.viz import rgb_to_rgba
 
+        if self._pca_cog is not None:  # zoom-dependent tiles of the full-resolution view
+            from eoembed.explore.tiles import tile_layer
+
+            # the projection the COG was coloured with (write_pyramid: fitted on the coarsest level)
+            self._proj = fit_pca(self._levels[-1][1], 3, sample=20_000)
+            self.layer_data["PCA-RGB"] = pca_rgb_2d(self._proj, self._ov)
+            self.layers["PCA-RGB"] = layer = tile_layer(self._pca_cog, name="PCA-RGB")
+            at = [i for i, lyr in enumerate(self.map.layers) if lyr is self._hits_group or lyr is self._labels_group]
+            self.map.add(layer, index=min(at)) if at else self.map.add(layer)
+            self._refresh_layer_list()
+            return
         self._proj = fit_pca(self._ov, 3, sample=20_000)
         rgb = pca_rgb_2d(self._proj, self._display_2d(self._ov))
         self._put_raster("PCA-RGB", rgb, rgb_to_rgba(rgb.values))

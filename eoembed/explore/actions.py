@@ -549,6 +549,9 @@ class ActionsMixin:
             for name in ("PCA-RGB detail", "similarity detail"):
                 self._remove_layer(name)
             return None
+        if self._pca_cog is not None and self._query is None:  # the PCA tiles hold the detail; nothing to draw
+            self._remove_layer("similarity detail")
+            return None
         win = src.isel(y=slice(r0 // factor, -(-r1 // factor), step), x=slice(c0 // factor, -(-c1 // factor), step))
         if step > 1:
             from affine import Affine
@@ -557,8 +560,9 @@ class ActionsMixin:
             win = win.rio.write_transform(Affine(ta * step, tb, tc, td, te * step, tf))
         win = win.copy(data=np.asarray(win.data)) if not isinstance(win.data, np.ndarray) else win
         warp = warp_for(win, self.max_pixels)
-        rgb = pca_rgb_2d(self._proj, self._display_2d(win))
-        self._put_raster("PCA-RGB detail", rgb, rgb_to_rgba(rgb.values), warp=warp)
+        if self._pca_cog is None:  # with the pyramid's COG, the PCA-RGB tiles already have this detail
+            rgb = pca_rgb_2d(self._proj, self._display_2d(win))
+            self._put_raster("PCA-RGB detail", rgb, rgb_to_rgba(rgb.values), warp=warp)
         if self._query is not None:
             sim = self._display_2d(self.index.similarity_map(win, **self._query))
             vmin, vmax = similarity_range(self._ov_similarity.values)  # the overview's colour bar holds

@@ -17,12 +17,12 @@ Kept hand-written helpers (measured against the library alternatives)
 * :func:`eoembed.viz.png_data_url`: ipyleaflet's ``ImageOverlay`` takes a URL; a data
   URL needs no tile server or file, so the explorer works offline and in remote
   JupyterLab without a proxy. leafmap's ``add_raster`` needs localtileserver.
-* Tiles: rio-tiler 9.4 (``XarrayReader``) was measured on a lazy PCA-RGB of pyramid
-  levels of a 2000×2000-patch dask cube (2 shared cores, warm, one z9–z11 tile + PNG):
-  0.6–1.6 s per tile, against 0.17 s to redraw the whole ≤1024 px overview here. Layers
-  stay overview images drawn from the finest pyramid level that fits
-  (:mod:`eoembed.explore.pyramid`); serving tiles would need precomputed uint8 RGB
-  levels and a tile server (localtileserver + jupyter-server-proxy), not installed.
+* Tiles: the static PCA-RGB view of a large cube (a ``pyramid=`` written with
+  :func:`~eoembed.explore.pyramid.write_pyramid`) is a COG served as XYZ tiles by
+  localtileserver (:mod:`eoembed.explore.tiles`): 16–50 ms per warm tile against 0.6–1.6 s
+  for rio-tiler's ``XarrayReader`` on the lazy embedding levels. Per-query layers
+  (similarity, matches) stay overview images of the finest level that fits the view:
+  a full-resolution COG per click would read the whole cube each time.
 * ``Map.fit_bounds`` is asynchronous: it waits for the browser to report the map's
   bounds, so on a map not yet displayed (and in a kernel without a front end) the zoom
   stays at its default (measured: zoom 2 after ``fit_bounds`` on an undisplayed map).

@@ -22,7 +22,7 @@ import xarray as xr
 
 from eoembed.exceptions import InputError, ParameterError
 
-__all__ = ["coarsen_embeddings", "open_pyramid", "write_pyramid"]
+__all__ = ["coarsen_embeddings", "open_pyramid", "pyramid_pca_cog", "write_pyramid"]
 
 _META = "pyramid.json"
 
@@ -66,7 +66,7 @@ def coarsen_embeddings(emb: xr.DataArray, factor: int = 2) -> xr.DataArray:
 
 
 def write_pyramid(emb: xr.DataArray, path, *, min_side: int = 256, overwrite: bool = False,
-                  chunks: int = 512) -> list[Path]:
+                  chunks: int = 512, pca: bool = True) -> list[Path]:
     """Write levels 1, 2, … of ``emb``'s pyramid under ``path`` until the long side is ≤ ``min_side``.
 
     Parameters
@@ -81,6 +81,11 @@ def write_pyramid(emb: xr.DataArray, path, *, min_side: int = 256, overwrite: bo
         Replace an existing pyramid at ``path``.
     chunks:
         Spatial chunk side of each written level (patches).
+    pca:
+        Also render the full-resolution PCA-RGB view as a Cloud-Optimized GeoTIFF
+        ``path/pca.tif`` (:func:`eoembed.explore.tiles.write_pca_cog`, PCA fitted on the
+        coarsest level), which the explorer serves as zoom-dependent tiles. Skipped for a
+        cube with ``time`` (its view depends on the date shown).
 
     Returns
     -------
@@ -117,7 +122,13 @@ def write_pyramid(emb: xr.DataArray, path, *, min_side: int = 256, overwrite: bo
         cur = canonical(open_embeddings(out, chunks={}))
         levels.append(out)
         meta.append({"level": lvl, "factor": 2 ** lvl, "path": out.name, "shape": [cur.sizes["y"], cur.sizes["x"]]})
-    (root / _META).write_text(json.dumps({"eoembed_pyramid": 1, "levels": meta}, indent=1))
+    doc = {"eoembed_pyramid": 1, "levels": meta}
+    if pca and "time" not in emb.dims:
+        from eoembed.explore.tiles import PCA_COG, write_pca_cog
+
+        write_pca_cog(emb, root / PCA_COG, sample_from=cur, overwrite=True)
+        doc["pca_cog"] = PCA_COG
+    (root / _META).write_text(json.dumps(doc, indent=1))
     return levels
 
 
@@ -132,3 +143,13 @@ def open_pyramid(path) -> list[xr.DataArray]:
     except FileNotFoundError:
         raise InputError(f"No pyramid at {root} ({_META} missing); write one with write_pyramid(emb, path).") from None
     return [canonical(open_embeddings(root / m["path"], chunks={})) for m in meta["levels"]]
+
+
+def pyramid_pca_cog(path) -> Path | None:
+    """The PCA-RGB COG written beside the levels by :func:`write_pyramid` (None if there is none)."""
+    root = Path(path)
+    try:
+        name = json.loads((root / _META).read_text()).get("pca_cog")
+    except FileNotFoundError:
+        return None
+    return root / name if name and (root / name).exists() else None
