@@ -51,6 +51,7 @@ from eoembed.explore.actions import ActionsMixin, _fc, _point
 from eoembed.explore.layers import add_layers
 from eoembed.explore.panel import PanelMixin
 from eoembed.explore.scatter import ScatterMixin
+from eoembed.explore.timeline import TIME_LAYERS, TimeMixin
 
 __all__ = ["Explorer", "add_layers", "explore"]
 
@@ -108,7 +109,7 @@ def _new_map(warp, height: str):
     return m
 
 
-class Explorer(ActionsMixin, ScatterMixin, PanelMixin, _HBox):
+class Explorer(ActionsMixin, TimeMixin, ScatterMixin, PanelMixin, _HBox):
     """An interactive map of an embedding cube: search by clicking or drawing, label, train, inspect.
 
     Create with :func:`explore` (``emb.eo.explore(cube)``); display it as the last
@@ -164,7 +165,8 @@ class Explorer(ActionsMixin, ScatterMixin, PanelMixin, _HBox):
         self._index = index
         self._index_kwargs = dict(index_kwargs or {})
         self._fewshot_kwargs = dict(fewshot_kwargs or {})
-        self._time = time
+        self._times = self.emb["time"].values if "time" in self.emb.dims else None
+        self._time, self._time_pos = self._resolve_time(time)  # (label, position); None: mean of all
         self._cube = cube
         self.mode = "search"
         self.hits = None
@@ -188,6 +190,8 @@ class Explorer(ActionsMixin, ScatterMixin, PanelMixin, _HBox):
         self._basemap_name = "none"
         self._split = None
         self._split_names = None
+        self._split_dates = None
+        self._split_labels: list = []
         self._gallery_on = False
         self._gallery_k, self._gallery_size = 8, None
         self._view_bounds = None
@@ -302,22 +306,29 @@ class Explorer(ActionsMixin, ScatterMixin, PanelMixin, _HBox):
     def _display_2d(self, da: xr.DataArray) -> xr.DataArray:
         from eoembed.explore.layers import display_2d
 
-        return display_2d(da, self._time)
+        return display_2d(da, self._time_pos)
 
     def _put_raster(self, name: str, data: xr.DataArray, image: np.ndarray, palette: np.ndarray | None = None,
-                    warp=None) -> None:
+                    warp=None, title: str | None = None) -> None:
         """Warp an image on a source grid to Mercator and add/update the ``name`` overlay.
 
         ``image`` is RGBA ``(y, x, 4)`` or palette indices ``(y, x)`` with ``palette``.
+        ``title`` is the name shown on the map (default ``name``, plus the date shown for
+        the layers that follow the time slider); ``ex.layers`` keys stay ``name``.
         """
         from eoembed.explore.layers import overlay
 
+        if title is None:
+            title = name + self._time_suffix() if name in TIME_LAYERS else name
         self.layer_data[name] = data
         new = name not in self.layers
-        self.layers[name] = overlay(self.map, self.layers.get(name), name, image, palette, warp or self._warp,
+        self.layers[name] = overlay(self.map, self.layers.get(name), title, image, palette, warp or self._warp,
                                     below=(self._hits_group, self._labels_group))
         if new:
             self._refresh_layer_list()
+        elif self.layers[name].name != title:
+            self.layers[name].name = title
+            self._layers_renamed()
 
     def _remove_layer(self, name: str) -> None:
         layer = self.layers.pop(name, None)
