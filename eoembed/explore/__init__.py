@@ -8,7 +8,9 @@ method that the widget callbacks call — :meth:`~Explorer.click`,
 :meth:`~Explorer.query_polygon`, :meth:`~Explorer.label`, :meth:`~Explorer.train`,
 :meth:`~Explorer.clear`, :meth:`~Explorer.select`, :meth:`~Explorer.set_threshold`,
 :meth:`~Explorer.export_matches`, :meth:`~Explorer.split`, :meth:`~Explorer.gallery`,
-:meth:`~Explorer.save_session` — so notebooks and tests drive exactly what a click does.
+:meth:`~Explorer.save_session`, and on cubes with time (``pool_time=False``) the time
+slider's :meth:`~Explorer.set_time` and the trajectory plot's
+:meth:`~Explorer.trajectory_at` — so notebooks and tests drive exactly what a click does.
 :func:`add_layers` puts the same layers on any leafmap/ipyleaflet map.
 
 Where things are
@@ -18,6 +20,7 @@ Where things are
 * :mod:`eoembed.explore.actions` — the public methods' logic.
 * :mod:`eoembed.explore.panel` — the side-panel widgets and callbacks, the draw control.
 * :mod:`eoembed.explore.scatter` — the embedding view.
+* :mod:`eoembed.explore.timeline` — time slider, trajectory plot, two dates side by side.
 
 Design notes
 ------------
@@ -125,9 +128,12 @@ class Explorer(ActionsMixin, TimeMixin, ScatterMixin, PanelMixin, _HBox):
     classifier: the last :class:`~eoembed.classify.FewShotClassifier` (after :meth:`train`).
     cv_report: its spatial cross-validation report (None when CV was not possible).
     threshold: the similarity threshold of :attr:`matches` (None until set).
-    layers: dict name → ipyleaflet layer. layer_data: dict name → the overview
-    DataArray each raster layer was drawn from. draw_control: the polygon query tool.
-    last_error: last callback exception.
+    layers: dict name → ipyleaflet layer (the map shows the layers that follow the time
+    slider with the date, e.g. ``"PCA-RGB 2024-03-15"``; the keys stay ``"PCA-RGB"``…).
+    layer_data: dict name → the overview DataArray each raster layer was drawn from.
+    draw_control: the polygon query tool. time: the timestep shown and searched (None:
+    the mean of all; cubes with time only). trajectory_data: the last trajectory plotted
+    (:meth:`trajectory_at`). last_error: last callback exception.
     """
 
     def __init__(self, emb: xr.DataArray, cube: xr.DataArray | None = None, *, basemap: Any = None,
@@ -495,20 +501,27 @@ def explore(emb: xr.DataArray, cube: xr.DataArray | None = None, *, basemap: Any
         ``index_kwargs=`` (for :func:`~eoembed.index.build_index`), ``fewshot_kwargs=``
         (for :func:`~eoembed.classify.fewshot`), ``max_pixels=1024``,
         ``scatter="pca" | "umap" | None``, ``scatter_sample=2000``, ``cmap="viridis"``,
-        ``time=`` (timestep shown and searched for cubes with time), ``height="560px"``.
+        ``time=`` (timestep shown and searched for cubes with time — a label, date string or
+        position; default the mean of all; the panel's time slider and
+        :meth:`Explorer.set_time` change it), ``height="560px"``.
 
     Returns
     -------
     Explorer
         An ipywidgets widget; display it, then click. Its methods ``click``,
         ``query_polygon``, ``label``, ``train``, ``clear``, ``select``,
-        ``set_threshold``, ``export_matches``, ``split``, ``gallery`` and
-        ``save_session`` do what the widgets do.
+        ``set_threshold``, ``export_matches``, ``split``, ``gallery``,
+        ``save_session`` and, for cubes with time, ``set_time``, ``trajectory_at`` and
+        ``split_dates`` do what the widgets do.
 
     Raises
     ------
     MissingOptionalDependency
         The ``viz`` extra is not installed (``pip install 'eoembed[viz]'``).
+    DimensionError
+        ``time=`` given for a cube without a ``time`` dim.
+    ParameterError
+        ``time=`` not one of the cube's timesteps, or another bad option.
     """
     _require_viz()
     return Explorer(emb, cube, basemap=basemap, k=k, labels=labels, m=m, session=session, pyramid=pyramid,
