@@ -9,6 +9,7 @@ raise typed errors; from a widget callback the error is shown in the panel inste
 from __future__ import annotations
 
 import json
+import math
 import os
 import time as _time
 import warnings
@@ -767,7 +768,8 @@ class ActionsMixin:
         self.change_result = res
         dist = res.distance.sel(y=self._ov["y"], x=self._ov["x"]).compute()
         v = dist.values
-        vmax = float(np.nanmax(v)) if np.isfinite(v).any() else 1.0
+        # colour bar top rounded up to 3 decimals, so that its end label is short (as for similarity)
+        vmax = math.ceil(float(np.nanmax(v)) * 1000) / 1000 if np.isfinite(v).any() else 1.0
         self._put_raster("change", dist, *colormap_indexed(v, 0.0, max(vmax, 1e-6), "inferno"))
         self._change_bar = set_control(self.map, getattr(self, "_change_bar", None),
                                        colorbar_control(0.0, max(vmax, 1e-6), "inferno", "cosine distance (change)",

@@ -26,7 +26,9 @@ TIME_LAYERS = ("PCA-RGB", "PCA-RGB detail", "similarity", "similarity detail", "
 
 def time_label(t: Any) -> str:
     """A short label of a time coordinate value: ``2024-03-15`` (``2024-03-15 10:30`` with a time of day)."""
-    if isinstance(t, (np.datetime64, np.generic)) and np.issubdtype(np.asarray(t).dtype, np.datetime64):
+    import datetime
+
+    if isinstance(t, (np.datetime64, datetime.datetime)):  # pandas Timestamps are datetimes
         import pandas as pd
 
         ts = pd.Timestamp(t)
@@ -220,7 +222,7 @@ class TimeMixin:
                             tick_format=".2f")]
             self._traj_fig = bq.Figure(marks=[self._traj_line, self._traj_now], axes=axes, title=title,
                                        layout=w.Layout(width="440px", height="260px"),
-                                       fig_margin={"top": 40, "bottom": 45, "left": 60, "right": 15},
+                                       fig_margin={"top": 40, "bottom": 45, "left": 60, "right": 35},
                                        title_style={"font-size": "12px"})
             self._traj_box.children = (self._traj_fig,)
         else:
