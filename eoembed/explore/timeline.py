@@ -81,7 +81,8 @@ class TimeMixin:
 
         Returns
         -------
-        The label of the timestep now shown (None for the mean).
+        object
+            The label of the timestep now shown (``ex.time``; None for the mean).
 
         Redraws the PCA-RGB layer (same projection, so colours compare between dates)
         and, when a query is active, re-runs it for this timestep (similarity layer,
@@ -258,8 +259,25 @@ class TimeMixin:
         return name
 
     def split_dates(self, time_a: Any, time_b: Any) -> tuple[str, str]:
-        """Compare two timesteps side by side: their PCA-RGB layers in a split map, each side labelled
-        with its date. Returns the two layer names (left, right)."""
+        """Compare two timesteps side by side: their PCA-RGB layers in a split map, each side labelled.
+
+        Parameters
+        ----------
+        time_a, time_b:
+            The left and right timesteps (labels, date strings or positions).
+
+        Returns
+        -------
+        tuple of str
+            The two layer names, ``("PCA-RGB <date a>", "PCA-RGB <date b>")``; the map's
+            side labels show the same. Both use the projection of ``"PCA-RGB"``, so the
+            colours compare; :meth:`unsplit` removes the divider and labels.
+
+        Raises
+        ------
+        ParameterError
+            No time dim, a date not in the cube, or the same timestep twice.
+        """
         a, b = self.add_time_layer(time_a), self.add_time_layer(time_b)
         if a == b:
             raise ParameterError(f"time_a and time_b are the same timestep ({a[len('PCA-RGB '):]}); "
