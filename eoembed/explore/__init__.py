@@ -416,10 +416,14 @@ class Explorer(ActionsMixin, TimeMixin, ScatterMixin, PanelMixin, _HBox):
             feats.append({"type": "Feature", "geometry": shapely.geometry.mapping(g),
                           "properties": {"query": "polygon"}})
         self._hits_group.data = _fc(feats)
-        rows = "".join(f"<tr><td>{r.rank}</td><td>{r.score:.3f}</td><td>{r.x:.0f}</td><td>{r.y:.0f}</td></tr>"
+        from eoembed.explore.timeline import time_label
+
+        dated = "time" in self.hits.columns  # a cube with time: the hits span every date
+        rows = "".join(f"<tr><td>{r.rank}</td><td>{r.score:.3f}</td><td>{r.x:.0f}</td><td>{r.y:.0f}</td>"
+                       + (f"<td>{time_label(r.time)}</td>" if dated else "") + "</tr>"
                        for r in self.hits.head(5).itertuples())
         self._hits_w.value = ("<table style='font-size:11px'><tr><th>rank</th><th>score</th><th>x</th>"
-                              f"<th>y</th></tr>{rows}</table>")
+                              f"<th>y</th>{'<th>date</th>' if dated else ''}</tr>{rows}</table>")
 
     def _class_color(self, name: str) -> str:
         from eoembed.viz import class_color

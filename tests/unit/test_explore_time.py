@@ -53,6 +53,7 @@ def test_time_slider_redraws_pca_and_similarity_for_the_date(emb_t):
     np.testing.assert_allclose(ex.layer_data["similarity"].values, _cosine_to(v, emb_t.values[2]), atol=1e-5)
     # the query vector is the patch at that date (the search still spans every date of the index)
     assert (ex.hits["row"].iloc[0], ex.hits["col"].iloc[0]) == (r, c) and str(ex.hits["time"].iloc[0])[:10] == DATES[2]
+    assert f"<td>{DATES[2]}</td>" in ex._hits_w.value  # the panel's hit table says which date each hit is
     # the layers carry the date, on the map and in the panel's layer list
     assert ex.layers["PCA-RGB"].name == f"PCA-RGB {DATES[2]}"
     assert ex.layers["similarity"].name == f"similarity {DATES[2]}"
