@@ -8,7 +8,9 @@ method that the widget callbacks call — :meth:`~Explorer.click`,
 :meth:`~Explorer.query_polygon`, :meth:`~Explorer.label`, :meth:`~Explorer.train`,
 :meth:`~Explorer.clear`, :meth:`~Explorer.select`, :meth:`~Explorer.set_threshold`,
 :meth:`~Explorer.export_matches`, :meth:`~Explorer.split`, :meth:`~Explorer.gallery`,
-:meth:`~Explorer.save_session` — so notebooks and tests drive exactly what a click does.
+:meth:`~Explorer.save_session`, and on cubes with time (``pool_time=False``) the time
+slider's :meth:`~Explorer.set_time` and the trajectory plot's
+:meth:`~Explorer.trajectory_at` — so notebooks and tests drive exactly what a click does.
 :func:`add_layers` puts the same layers on any leafmap/ipyleaflet map.
 
 Where things are
@@ -18,6 +20,7 @@ Where things are
 * :mod:`eoembed.explore.actions` — the public methods' logic.
 * :mod:`eoembed.explore.panel` — the side-panel widgets and callbacks, the draw control.
 * :mod:`eoembed.explore.scatter` — the embedding view.
+* :mod:`eoembed.explore.timeline` — time slider, trajectory plot, two dates side by side.
 
 Design notes
 ------------
@@ -51,6 +54,7 @@ from eoembed.explore.actions import ActionsMixin, _fc, _point
 from eoembed.explore.layers import add_layers
 from eoembed.explore.panel import PanelMixin
 from eoembed.explore.scatter import ScatterMixin
+from eoembed.explore.timeline import TIME_LAYERS, TimeMixin
 
 __all__ = ["Explorer", "add_layers", "explore"]
 
@@ -108,7 +112,7 @@ def _new_map(warp, height: str):
     return m
 
 
-class Explorer(ActionsMixin, ScatterMixin, PanelMixin, _HBox):
+class Explorer(ActionsMixin, TimeMixin, ScatterMixin, PanelMixin, _HBox):
     """An interactive map of an embedding cube: search by clicking or drawing, label, train, inspect.
 
     Create with :func:`explore` (``emb.eo.explore(cube)``); display it as the last
@@ -124,9 +128,12 @@ class Explorer(ActionsMixin, ScatterMixin, PanelMixin, _HBox):
     classifier: the last :class:`~eoembed.classify.FewShotClassifier` (after :meth:`train`).
     cv_report: its spatial cross-validation report (None when CV was not possible).
     threshold: the similarity threshold of :attr:`matches` (None until set).
-    layers: dict name → ipyleaflet layer. layer_data: dict name → the overview
-    DataArray each raster layer was drawn from. draw_control: the polygon query tool.
-    last_error: last callback exception.
+    layers: dict name → ipyleaflet layer (the map shows the layers that follow the time
+    slider with the date, e.g. ``"PCA-RGB 2024-03-15"``; the keys stay ``"PCA-RGB"``…).
+    layer_data: dict name → the overview DataArray each raster layer was drawn from.
+    draw_control: the polygon query tool. time: the timestep shown and searched (None:
+    the mean of all; cubes with time only). trajectory_data: the last trajectory plotted
+    (:meth:`trajectory_at`). last_error: last callback exception.
     """
 
     def __init__(self, emb: xr.DataArray, cube: xr.DataArray | None = None, *, basemap: Any = None,
@@ -164,7 +171,8 @@ class Explorer(ActionsMixin, ScatterMixin, PanelMixin, _HBox):
         self._index = index
         self._index_kwargs = dict(index_kwargs or {})
         self._fewshot_kwargs = dict(fewshot_kwargs or {})
-        self._time = time
+        self._times = self.emb["time"].values if "time" in self.emb.dims else None
+        self._time, self._time_pos = self._resolve_time(time)  # (label, position); None: mean of all
         self._cube = cube
         self.mode = "search"
         self.hits = None
@@ -188,6 +196,8 @@ class Explorer(ActionsMixin, ScatterMixin, PanelMixin, _HBox):
         self._basemap_name = "none"
         self._split = None
         self._split_names = None
+        self._split_dates = None
+        self._split_labels: list = []
         self._gallery_on = False
         self._gallery_k, self._gallery_size = 8, None
         self._view_bounds = None
@@ -306,22 +316,29 @@ class Explorer(ActionsMixin, ScatterMixin, PanelMixin, _HBox):
     def _display_2d(self, da: xr.DataArray) -> xr.DataArray:
         from eoembed.explore.layers import display_2d
 
-        return display_2d(da, self._time)
+        return display_2d(da, self._time_pos)
 
     def _put_raster(self, name: str, data: xr.DataArray, image: np.ndarray, palette: np.ndarray | None = None,
-                    warp=None) -> None:
+                    warp=None, title: str | None = None) -> None:
         """Warp an image on a source grid to Mercator and add/update the ``name`` overlay.
 
         ``image`` is RGBA ``(y, x, 4)`` or palette indices ``(y, x)`` with ``palette``.
+        ``title`` is the name shown on the map (default ``name``, plus the date shown for
+        the layers that follow the time slider); ``ex.layers`` keys stay ``name``.
         """
         from eoembed.explore.layers import overlay
 
+        if title is None:
+            title = name + self._time_suffix() if name in TIME_LAYERS else name
         self.layer_data[name] = data
         new = name not in self.layers
-        self.layers[name] = overlay(self.map, self.layers.get(name), name, image, palette, warp or self._warp,
+        self.layers[name] = overlay(self.map, self.layers.get(name), title, image, palette, warp or self._warp,
                                     below=(self._hits_group, self._labels_group))
         if new:
             self._refresh_layer_list()
+        elif self.layers[name].name != title:
+            self.layers[name].name = title
+            self._layers_renamed()
 
     def _remove_layer(self, name: str) -> None:
         layer = self.layers.pop(name, None)
@@ -414,10 +431,14 @@ class Explorer(ActionsMixin, ScatterMixin, PanelMixin, _HBox):
             feats.append({"type": "Feature", "geometry": shapely.geometry.mapping(g),
                           "properties": {"query": "polygon"}})
         self._hits_group.data = _fc(feats)
-        rows = "".join(f"<tr><td>{r.rank}</td><td>{r.score:.3f}</td><td>{r.x:.0f}</td><td>{r.y:.0f}</td></tr>"
+        from eoembed.explore.timeline import time_label
+
+        dated = "time" in self.hits.columns  # a cube with time: the hits span every date
+        rows = "".join(f"<tr><td>{r.rank}</td><td>{r.score:.3f}</td><td>{r.x:.0f}</td><td>{r.y:.0f}</td>"
+                       + (f"<td>{time_label(r.time)}</td>" if dated else "") + "</tr>"
                        for r in self.hits.head(5).itertuples())
         self._hits_w.value = ("<table style='font-size:11px'><tr><th>rank</th><th>score</th><th>x</th>"
-                              f"<th>y</th></tr>{rows}</table>")
+                              f"<th>y</th>{'<th>date</th>' if dated else ''}</tr>{rows}</table>")
 
     def _class_color(self, name: str) -> str:
         from eoembed.viz import class_color
@@ -499,20 +520,27 @@ def explore(emb: xr.DataArray, cube: xr.DataArray | None = None, *, basemap: Any
         ``index_kwargs=`` (for :func:`~eoembed.index.build_index`), ``fewshot_kwargs=``
         (for :func:`~eoembed.classify.fewshot`), ``max_pixels=1024``,
         ``scatter="pca" | "umap" | None``, ``scatter_sample=2000``, ``cmap="viridis"``,
-        ``time=`` (timestep shown and searched for cubes with time), ``height="560px"``.
+        ``time=`` (timestep shown and searched for cubes with time — a label, date string or
+        position; default the mean of all; the panel's time slider and
+        :meth:`Explorer.set_time` change it), ``height="560px"``.
 
     Returns
     -------
     Explorer
         An ipywidgets widget; display it, then click. Its methods ``click``,
         ``query_polygon``, ``label``, ``train``, ``clear``, ``select``,
-        ``set_threshold``, ``export_matches``, ``split``, ``gallery`` and
-        ``save_session`` do what the widgets do.
+        ``set_threshold``, ``export_matches``, ``split``, ``gallery``,
+        ``save_session`` and, for cubes with time, ``set_time``, ``trajectory_at`` and
+        ``split_dates`` do what the widgets do.
 
     Raises
     ------
     MissingOptionalDependency
         The ``viz`` extra is not installed (``pip install 'eoembed[viz]'``).
+    DimensionError
+        ``time=`` given for a cube without a ``time`` dim.
+    ParameterError
+        ``time=`` not one of the cube's timesteps, or another bad option.
     """
     _require_viz()
     return Explorer(emb, cube, basemap=basemap, k=k, labels=labels, m=m, session=session, pyramid=pyramid,

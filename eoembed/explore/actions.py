@@ -9,6 +9,7 @@ raise typed errors; from a widget callback the error is shown in the panel inste
 from __future__ import annotations
 
 import json
+import math
 import os
 import time as _time
 import warnings
@@ -97,8 +98,10 @@ class ActionsMixin:
         -------
         geopandas.GeoDataFrame
             The top-``k`` hits (also ``ex.hits``), equal to ``ex.index.search(...)`` for
-            the same query. Updates the similarity layer, its colour bar, the hit and
-            query markers and the highlighted point in the scatter.
+            the same query (at the timestep shown, ``ex.time``, when one is chosen).
+            Updates the similarity layer, its colour bar, the hit and query markers and
+            the highlighted point in the scatter; on a cube with time it also plots the
+            clicked place's trajectory (:meth:`trajectory_at`).
         """
         px, py = self._to_emb_crs(x, y, crs)
         self._check_inside(px, py, QueryError, "search")
@@ -117,7 +120,10 @@ class ActionsMixin:
             query = {"point": self._positives[0]}
         else:
             query = {"positives": list(self._positives), "negatives": list(self._negatives)}
-        return self._run_query(query)
+        hits = self._run_query(query)
+        if self._times is not None:  # a cube with time: the clicked place's trajectory in the panel
+            self.trajectory_at(px, py)
+        return hits
 
     def query_polygon(self, polygon: Any, crs: Any = None):
         """Search with the mean vector of the patches inside a polygon — what drawing one does.
@@ -156,6 +162,7 @@ class ActionsMixin:
 
     def _run_query(self, query: dict):
         t0 = _time.perf_counter()
+        query.pop("time", None)
         if self._time is not None:
             query["time"] = self._time
         idx = self.index
@@ -393,7 +400,8 @@ class ActionsMixin:
         """Show two layers side by side with a draggable divider (ipyleaflet ``SplitMapControl``).
 
         ``left``/``right`` are names in ``ex.layers`` (e.g. ``"true colour"`` and
-        ``"similarity"``, or two time steps added with :meth:`add_time_layer`).
+        ``"similarity"``, or two dates with :meth:`split_dates`). Each side is labelled on
+        the map with its layer's name (which carries the date for time layers).
         """
         import ipyleaflet
 
@@ -404,30 +412,32 @@ class ActionsMixin:
         self._split = ipyleaflet.SplitMapControl(left_layer=self.layers[left], right_layer=self.layers[right])
         self._split_names = (left, right)
         self.map.add(self._split)
+        self._draw_split_labels()
+
+    def _draw_split_labels(self) -> None:
+        import ipyleaflet
+        import ipywidgets as w
+
+        for ctl in self._split_labels:
+            if ctl in self.map.controls:
+                self.map.remove(ctl)
+        self._split_labels = []
+        if not self._split_names:
+            return
+        style = "background:rgba(255,255,255,0.85);padding:2px 6px;font-size:12px;border-radius:3px"
+        for side, name, text in zip(("bottomleft", "bottomright"), self._split_names, ("◀ {}", "{} ▶")):
+            label = w.HTML(f"<div class='eoembed-split-{side[6:]}' style='{style}'>"
+                           f"{_esc(text.format(self.layers[name].name))}</div>")
+            ctl = ipyleaflet.WidgetControl(widget=label, position=side)
+            self.map.add(ctl)
+            self._split_labels.append(ctl)
 
     def unsplit(self) -> None:
-        """Remove the split-map divider (both layers stay on the map)."""
+        """Remove the split-map divider and its side labels (both layers stay on the map)."""
         if self._split is not None and self._split in self.map.controls:
             self.map.remove(self._split)
-        self._split, self._split_names = None, None
-
-    def add_time_layer(self, time: Any) -> str:
-        """Add a PCA-RGB layer of one time step (label or position) of a cube with time,
-        coloured with the same projection as ``"PCA-RGB"`` so two dates compare in a split map.
-        Returns the layer name."""
-        from eoembed.explore.layers import display_2d, pca_rgb_2d
-        from eoembed.viz import rgb_to_rgba
-
-        if "time" not in self._ov.dims:
-            raise ParameterError("This embedding cube has no time dimension; split two layers instead.")
-        try:
-            ov = display_2d(self._ov, time)
-        except (KeyError, IndexError) as err:
-            raise ParameterError(f"time={time!r} is not in the cube's times {list(self._ov['time'].values)}.") from err
-        name = f"PCA-RGB {time}"
-        rgb = pca_rgb_2d(self._proj, ov)
-        self._put_raster(name, rgb, rgb_to_rgba(rgb.values))
-        return name
+        self._split, self._split_names, self._split_dates = None, None, None
+        self._draw_split_labels()
 
     def gallery(self, k: int | None = None, size: int | None = None):
         """True-colour chips of the top-``k`` hits cut from the input cube (``cube=``).
@@ -575,7 +585,7 @@ class ActionsMixin:
     # ---- sessions -----------------------------------------------------------------------------------------
     def save_session(self, path: str | os.PathLike) -> str:
         """Write labels, the query (points, negatives, polygon), threshold, layer opacity/visibility,
-        basemap, split and whether a classifier was trained to a JSON file.
+        basemap, split, the timestep shown and whether a classifier was trained to a JSON file.
 
         ``explore(emb, cube, session=path)`` or :meth:`load_session` restores it on the
         same embedding cube. Returns the path.
@@ -600,7 +610,9 @@ class ActionsMixin:
             "layers": {n: {"opacity": float(lyr.opacity), "visible": bool(getattr(lyr, "visible", True))}
                        for n, lyr in self.layers.items()},
             "basemap": self._basemap_name,
-            "split": list(self._split_names) if self._split_names else None,
+            "split": list(self._split_names) if self._split_names and not self._split_dates else None,
+            "split_dates": [str(t) for t in self._split_dates] if self._split_dates else None,
+            "time": None if self._time is None else str(self._time),
         }
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         tmp = path + ".tmp"
@@ -609,6 +621,16 @@ class ActionsMixin:
         os.replace(tmp, path)
         self._status(f"Session saved to {path}.")
         return path
+
+    def _session_time(self, text: str | None):
+        """The cube's time label whose ``str`` was saved (None stays None)."""
+        if text is None:
+            return None
+        for t in self._times:
+            if str(t) == text:
+                return t
+        raise ParameterError(f"The session's time {text!r} is not one of this cube's times; open it on the cube "
+                             "it was saved from.")
 
     def load_session(self, path: str | os.PathLike) -> None:
         """Restore a session written by :meth:`save_session` (replaces labels and query)."""
@@ -636,6 +658,8 @@ class ActionsMixin:
             self._labels = self._empty_labels()
             self._draw_labels()
         self.set_basemap(state.get("basemap") or None)
+        if self._times is not None:
+            self.set_time(self._session_time(state.get("time")))
         q = state.get("query")
         self.clear()
         if q:
@@ -658,6 +682,8 @@ class ActionsMixin:
                 lyr.visible = props.get("visible", True)
         if state.get("split"):
             self.split(*state["split"])
+        elif state.get("split_dates"):
+            self.split_dates(*(self._session_time(t) for t in state["split_dates"]))
         self.set_mode(state.get("mode", "search"))
         self._status(f"Session restored from {path}.")
 
@@ -666,21 +692,32 @@ class ActionsMixin:
         """Cluster the embeddings (:func:`eoembed.cluster`) and add a ``"clusters"`` layer with a legend.
 
         ``k=None`` lets the silhouette choose (see the returned map's attrs). The map is
-        kept as ``ex.clusters``; :meth:`label_cluster` turns a cluster into labels.
+        kept as ``ex.clusters``; :meth:`label_cluster` turns a cluster into labels. On a
+        cube with time, the timestep clustered is ``time=`` if given, else the one shown
+        (``ex.time``), else — in the mean view — each patch's mean vector over time; the
+        layer's name says which.
         """
         from eoembed.analysis import cluster
         from eoembed.explore.layers import legend_control, set_control
+        from eoembed.explore.timeline import time_label
         from eoembed.viz import categorical_indexed, class_color
 
-        if "time" in self.emb.dims and self._time is not None:
-            cluster_kwargs.setdefault("time", self._time)
-        cm = cluster(self.emb, k=k, **cluster_kwargs)
+        emb = self.emb
+        if "time" in emb.dims and cluster_kwargs.get("time") is None:
+            if self._time is not None:  # the date shown on the map
+                cluster_kwargs["time"] = self._time
+            else:  # the mean view: cluster what the map shows, the mean vector of each patch over time
+                cluster_kwargs.pop("time", None)
+                emb = emb.mean("time", keep_attrs=True)
+        cm = cluster(emb, k=k, **cluster_kwargs)
         self.clusters = cm
         ov = cm.sel(y=self._ov["y"], x=self._ov["x"]).compute()
         ids = list(range(int(cm.attrs["eoembed:cluster_k"])))  # labels 0..k-1 (no need to read the whole map)
         names = [f"cluster {i}" for i in ids]
         colors = [class_color(i) for i in ids]
-        self._put_raster("clusters", ov, *categorical_indexed(ov.values, ids, colors))
+        when = cluster_kwargs.get("time")
+        title = "clusters" + (self._time_suffix() if when is None else f" {time_label(self._resolve_time(when)[0])}")
+        self._put_raster("clusters", ov, *categorical_indexed(ov.values, ids, colors), title=title)
         self._cluster_legend = set_control(self.map, getattr(self, "_cluster_legend", None),
                                            legend_control(names, colors, "clusters", position="topright"))
         self._status(f"{len(ids)} clusters (k by {cm.attrs.get('eoembed:cluster_criterion', 'the caller')}); "
@@ -735,7 +772,8 @@ class ActionsMixin:
         self.change_result = res
         dist = res.distance.sel(y=self._ov["y"], x=self._ov["x"]).compute()
         v = dist.values
-        vmax = float(np.nanmax(v)) if np.isfinite(v).any() else 1.0
+        # colour bar top rounded up to 3 decimals, so that its end label is short (as for similarity)
+        vmax = math.ceil(float(np.nanmax(v)) * 1000) / 1000 if np.isfinite(v).any() else 1.0
         self._put_raster("change", dist, *colormap_indexed(v, 0.0, max(vmax, 1e-6), "inferno"))
         self._change_bar = set_control(self.map, getattr(self, "_change_bar", None),
                                        colorbar_control(0.0, max(vmax, 1e-6), "inferno", "cosine distance (change)",

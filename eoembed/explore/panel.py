@@ -72,6 +72,7 @@ class PanelMixin:
             polyline={}, circlemarker={}, marker={}, circle={}, edit=False, remove=False, position="topleft")
         self.draw_control.on_draw(self._guarded(self._on_draw))
         self.map.add(self.draw_control)
+        self._build_time_widgets()
 
     def _panel_children(self) -> list:
         import ipywidgets as w
@@ -80,8 +81,10 @@ class PanelMixin:
         return [
             self._mode_w, self._query_w, self._class_w,
             w.HBox([self._clear_w, self._train_w, self._save_w], layout=row),
-            self._status_w, self._layer_w, self._opacity_w, self._basemap_w,
+            self._status_w, *([self._time_w] if self._time_w is not None else []),
+            self._layer_w, self._opacity_w, self._basemap_w,
             self._threshold_w, w.HBox([self._export_path_w, self._export_w], layout=row), self._matches_w,
+            self._traj_box,
             *([self.scatter_box] if self.scatter is not None else []),
             self._report_w, self._hits_w, self._gallery_w, self._gallery_box,
             w.HBox([self._session_path_w, self._session_save_w, self._session_load_w], layout=row),
@@ -159,6 +162,8 @@ class PanelMixin:
     def _refresh_layer_list(self) -> None:
         if hasattr(self, "_layer_w"):
             names = list(self.layers)
-            self._layer_w.options = names
-            if names and self._layer_w.value not in names:
-                self._layer_w.value = names[-1]
+            value = self._layer_w.value
+            # shown by their map names (with the date for time layers); the value is the ex.layers key
+            self._layer_w.options = [(self.layers[n].name, n) for n in names]
+            if names:
+                self._layer_w.value = value if value in names else names[-1]

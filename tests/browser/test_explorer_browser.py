@@ -46,6 +46,8 @@ pytestmark = [
 
 #: patches (row, col) of the 25×25-patch Galileo-Nano embedding of the sample (patch size 4, 40 m)
 SEARCH_PATCH = (12, 6)
+#: patch (row, col) clicked in the 12×12-patch per-month embedding of the sample's top-left corner
+TIME_PATCH = (6, 5)
 LABELS = {"field": [(3, 3), (20, 20), (3, 20)], "other": [(20, 3), (12, 12), (22, 9)]}
 
 SETUP = f"""\
@@ -104,9 +106,42 @@ print("RESTORED", "{}" if ex2 is None else json.dumps({
 ex2"""
 
 
-def _notebook(path: Path, kernel: str) -> None:
+TIME_SETUP = f"""\
+import json
+from pyproj import Transformer
+import eoembed
+cube = eoembed.open_cube({str(SAMPLE)!r}).isel(y=slice(0, 48), x=slice(0, 48))  # 12×12 patches, 12 months
+emb = cube.eo.embed(model="galileo-nano", weights={str(WEIGHTS)!r}, progress=False, pool_time=False)
+ex = emb.eo.explore(cube, k=5, scatter=None)
+ex.show_clusters(k=3)
+ex.show_change(time=(0, -1))  # first against last month
+(s, w), (n, e) = ex.layers["PCA-RGB"].bounds
+to_m = Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True)
+x0, y0 = to_m.transform(w, s); x1, y1 = to_m.transform(e, n)
+mx, my = Transformer.from_crs(emb.rio.crs, "EPSG:3857", always_xy=True).transform(float(emb.x[{TIME_PATCH[1]}]),
+                                                                                  float(emb.y[{TIME_PATCH[0]}]))
+print("TARGET", json.dumps([(mx - x0) / (x1 - x0), (y1 - my) / (y1 - y0)]))
+ex"""
+
+TIME_STATE = """\
+from eoembed.explore.timeline import time_label
+print("STATE", json.dumps({
+    "time": None if ex.time is None else time_label(ex.time),
+    "names": {k: v.name for k, v in ex.layers.items()},
+    "trajectory": None if ex.trajectory_data is None else [ex.trajectory_data.attrs["row"],
+                                                           ex.trajectory_data.attrs["col"],
+                                                           int(ex.trajectory_data["valid"].sum())],
+    "hit_time": None if ex.hits is None else time_label(ex.hits["time"].iloc[0]),
+    "split": ex._split_names,
+    "error": None if ex.last_error is None else repr(ex.last_error)}))"""
+
+TIME_SPLIT = """\
+print("SPLIT", json.dumps(ex.split_dates(0, -1)))"""
+
+
+def _notebook(path: Path, kernel: str, sources=(SETUP, TARGETS, STATE, RESTORE)) -> None:
     cells = [{"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": src}
-             for src in (SETUP, TARGETS, STATE, RESTORE)]
+             for src in sources]
     nb = {"cells": cells, "nbformat": 4, "nbformat_minor": 5,
           "metadata": {"kernelspec": {"name": kernel, "display_name": "eoembed venv", "language": "python"},
                        "language_info": {"name": "python"}}}
@@ -131,6 +166,7 @@ def lab(tmp_path_factory):
     work = root / "work"
     work.mkdir()
     _notebook(work / "explorer.ipynb", "eoembed-venv")
+    _notebook(work / "explorer_time.ipynb", "eoembed-venv", (TIME_SETUP, TIME_STATE, TIME_SPLIT))
     # the explorer tutorial, as a student opens it (kernelspec pointed at this venv)
     tut = json.loads((TUTORIALS / TUTORIAL_03).read_text())
     tut["metadata"]["kernelspec"] = {"name": "eoembed-venv", "display_name": "eoembed venv", "language": "python"}
@@ -374,6 +410,83 @@ def test_explorer_tutorial_runs_in_jupyterlab(lab):
             page.screenshot(path=str(ARTIFACTS / "tutorial-03.png"))
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "tutorial-03-failure.png"))
+            raise
+        finally:
+            browser.close()
+
+
+def test_explorer_time_clusters_change_in_jupyterlab(lab):
+    """Per-month embeddings (``pool_time=False``) of a 12×12-patch corner of the sample: the clusters
+    legend and the change colour bar appear on the page; a click plots the place's trajectory; the
+    time slider, dragged on the page, changes the kernel's date and the layer names; split_dates
+    labels each side with its date."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-dev-shm-usage"])
+        page = browser.new_page(viewport={"width": 1700, "height": 1300})
+        try:
+            page.goto(f"{lab}/lab/workspaces/time/tree/explorer_time.ipynb?reset", wait_until="domcontentloaded")
+            page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
+            _dismiss_popups(page)
+            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']:visible").first.wait_for(timeout=120_000)
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.get_by_text("Run All Cells", exact=True).click()
+            target = _output_json(page, 0, "TARGET", timeout=600_000)
+            state = _output_json(page, 1, "STATE")
+            assert state["error"] is None and state["time"] is None, state
+            assert state["names"]["PCA-RGB"] == "PCA-RGB (mean of 12 dates)"
+            _output_json(page, 2, "SPLIT")
+            # ---- clusters (layer + legend) and change (layer + colour bar) on the page
+            images = page.locator(".leaflet-container img.leaflet-image-layer")
+            images.nth(5).wait_for(timeout=60_000)  # true colour, PCA-RGB, clusters, change + the two dates
+            legend = page.locator(".leaflet-control", has_text="cluster 0")
+            legend.first.wait_for(timeout=30_000)
+            assert "cluster 2" in legend.first.inner_text()
+            assert page.locator(".leaflet-control", has_text="cosine distance (change)").count() >= 1
+            # ---- two dates side by side, each side labelled with its date
+            left = page.locator(".eoembed-split-left").first
+            left.wait_for(timeout=30_000)
+            assert "2020-11-01" in left.inner_text()
+            assert "2021-10-01" in page.locator(".eoembed-split-right").first.inner_text()
+            assert page.locator(".leaflet-sbs-divider").count() == 1
+            page.locator(".leaflet-container").first.scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "explorer-time-open.png"))
+            # ---- a click on a place: its trajectory through the season in the panel
+            _click_on_overlay(page, images.nth(1), *target)
+            fig = page.locator(".bqplot.figure", has_text="Trajectory at")
+            fig.first.wait_for(timeout=30_000)
+            text = fig.first.text_content()
+            assert "cosine similarity to first date" in text and "date" in text
+            state = _run_cell(page, 1, "STATE")
+            assert state["error"] is None and state["trajectory"] == [*TIME_PATCH, 12], state
+            # ---- drag the time slider on the page: the kernel's date and the layer names follow
+            slider = page.locator(".widget-slider", has_text="Time").first
+            slider.scroll_into_view_if_needed()
+            handle, track = slider.locator(".noUi-handle").first, slider.locator(".noUi-base").first
+            hb, tb = handle.bounding_box(), track.bounding_box()
+            page.mouse.move(hb["x"] + hb["width"] / 2, hb["y"] + hb["height"] / 2)
+            page.mouse.down()
+            page.mouse.move(tb["x"] + 0.55 * tb["width"], tb["y"] + tb["height"] / 2, steps=10)
+            page.mouse.up()
+            shown = slider.locator(".widget-readout").first
+            deadline = time.time() + 30
+            while time.time() < deadline and shown.inner_text().strip() == "mean":
+                time.sleep(0.3)
+            date = shown.inner_text().strip()
+            assert re.fullmatch(r"20\d\d-\d\d-01", date), date
+            time.sleep(2.0)  # the redraw of the layers for that month
+            state = _run_cell(page, 1, "STATE")
+            assert state["error"] is None and state["time"] == date, (state, date)
+            assert state["names"]["PCA-RGB"] == f"PCA-RGB {date}" and state["hit_time"] == date
+            assert state["names"]["similarity"] == f"similarity {date}"
+            control = page.locator(".leaflet-control-layers").first.text_content()
+            assert f"PCA-RGB {date}" in control and f"similarity {date}" in control, control
+            page.locator(".leaflet-container").first.scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "explorer-time-slider.png"))
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "explorer-time-failure.png"))
             raise
         finally:
             browser.close()

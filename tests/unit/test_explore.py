@@ -636,7 +636,7 @@ def test_split_two_dates():
     a, b = ex.add_time_layer(0), ex.add_time_layer(1)
     ex.split(a, b)
     assert ex._split.left_layer is ex.layers[a] and ex.layers[a].url != ex.layers[b].url
-    with pytest.raises(ParameterError, match="not in the cube"):
+    with pytest.raises(ParameterError, match="out of range"):
         ex.add_time_layer(5)
 
 
