@@ -146,7 +146,41 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_large(n: int, workdir: str, chunk: int = 1000, clicks: int = 5) -> dict:
+def bench_tiles(cog: str, per_zoom: int = 12) -> dict:
+    """Latency of XYZ tiles of the PCA-RGB COG served by localtileserver over HTTP (warm file).
+
+    For three zooms (the cube's fit zoom, +2, +4): ``per_zoom`` random tiles inside the
+    cube, each fetched once (a tile is rendered, not cached); one tile fetched first to
+    warm the server. Reports median and max ms per zoom.
+    """
+    import morecantile
+    import requests
+
+    from eoembed.explore.tiles import tile_layer
+
+    layer = tile_layer(cog, name="PCA-RGB")
+    s, n_, w, e = layer.tile_server.bounds()
+    tms = morecantile.tms.get("WebMercatorQuad")
+    url = layer.url
+    z_fit = max(1, int(np.floor(np.log2(360.0 / max(e - w, 1e-9)))) + 1)
+    rng = np.random.default_rng(0)
+    out = {}
+    requests.get(url.format(z=z_fit, x=tms.tile((w + e) / 2, (s + n_) / 2, z_fit).x,
+                            y=tms.tile((w + e) / 2, (s + n_) / 2, z_fit).y), timeout=60)
+    for z in (z_fit, z_fit + 2, z_fit + 4):
+        tiles = [tms.tile(lon, lat, z) for lon, lat in zip(rng.uniform(w, e, per_zoom), rng.uniform(s, n_, per_zoom))]
+        lat_ms = []
+        for t in tiles:
+            t0 = time.perf_counter()
+            r = requests.get(url.format(z=t.z, x=t.x, y=t.y), timeout=60)
+            lat_ms.append(1000 * (time.perf_counter() - t0))
+            assert r.status_code == 200, r.text[:200]
+        out[f"z{z}"] = {"median_ms": round(float(np.median(lat_ms)), 1), "max_ms": round(max(lat_ms), 1)}
+    out["cog_mb"] = round(os.path.getsize(cog) / 2**20, 1)
+    return out
+
+
+def bench_large(n: int, workdir: str, chunk: int = 1000, clicks: int = 5, index: bool = True) -> dict:
     import tempfile
 
     from eoembed.explore.pyramid import write_pyramid
@@ -179,6 +213,13 @@ def bench_large(n: int, workdir: str, chunk: int = 1000, clicks: int = 5) -> dic
         for _ in range(3):
             png_data_url(ex._warp.apply(rgba))
         res["layer_render_ms"] = round(1000 * (time.perf_counter() - t) / 3, 1)
+        res["tiles"] = bench_tiles(os.path.join(tmp, "pyr", "pca.tif"))
+        if not index:
+            res["rss_peak_mb"] = round(_rss_mb())
+            print(f"[large] {n}×{n} patches ({n * n / 1e6:.1f} M, {res['dim']}-d, dask): pyramid + PCA COG "
+                  f"{res['pyramid_write_s']} s ({res['pyramid_levels']} levels); open {res['open_s']} s; tiles "
+                  f"{res['tiles']}; overview redraw {res['layer_render_ms']} ms; peak RSS {res['rss_peak_mb']} MB")
+            return res
         t = time.perf_counter()
         idx = build_index_ooc(emb, seed=0)
         res["ooc_index"] = {"key": idx.key, "build_s": round(time.perf_counter() - t, 1), **idx.tuning}
@@ -211,13 +252,15 @@ def main(argv=None) -> int:
                     help="side S of the lazy S×S-patch cube for the any-scale section (default 10000; quick 300)")
     ap.add_argument("--only-large", action="store_true", help="run only the any-scale section")
     ap.add_argument("--workdir", default=None, help="where the pyramid is written (default: the temp dir)")
+    ap.add_argument("--no-index", action="store_true",
+                    help="large section without the out-of-core index and clicks (pyramid, COG, open, tiles only)")
     a = ap.parse_args(argv)
     res: dict = {"quick": a.quick}
     if not a.only_large:
         res["open"] = bench_open(200 if a.quick else 1000)
         res["click"] = bench_click(150 if a.quick else 500, repeat=3 if a.quick else 10)
     res["large"] = bench_large(a.large or (300 if a.quick else 10_000), a.workdir,
-                               chunk=100 if a.quick else 1000, clicks=2 if a.quick else 5)
+                               chunk=100 if a.quick else 1000, clicks=2 if a.quick else 5, index=not a.no_index)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=2)

@@ -80,6 +80,16 @@ def _get_tile(layer, z, x, y):
     return np.asarray(Image.open(io.BytesIO(r.content)).convert("RGBA"))
 
 
+def _pixel(tms, t, lon, lat, img):
+    """(row, col) of (lon, lat) in the image of tile ``t``."""
+    from pyproj import Transformer
+
+    b = tms.xy_bounds(t)
+    mx, my = Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True).transform(lon, lat)
+    return (int((b.top - my) / (b.top - b.bottom) * img.shape[0]),
+            int((mx - b.left) / (b.right - b.left) * img.shape[1]))
+
+
 def test_tiles_are_served_for_real_and_show_the_cog_colours(emb, tmp_path):
     import morecantile
     from pyproj import Transformer
@@ -94,10 +104,7 @@ def test_tiles_are_served_for_real_and_show_the_cog_colours(emb, tmp_path):
     tms = morecantile.tms.get("WebMercatorQuad")
     t = tms.tile(lon, lat, 16)
     img = _get_tile(layer, t.z, t.x, t.y)
-    b = tms.xy_bounds(t)
-    mx, my = Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True).transform(lon, lat)
-    col = int((mx - b.left) / (b.right - b.left) * img.shape[1])
-    row = int((b.top - my) / (b.top - b.bottom) * img.shape[0])
+    row, col = _pixel(tms, t, lon, lat, img)
     want = rgb_to_rgba(pca_rgb_2d(proj, emb.isel(y=[30], x=[35]).compute()).values)[0, 0]
     if want[3]:
         assert np.abs(img[row, col, :3].astype(int) - want[:3].astype(int)).max() <= 3
@@ -166,3 +173,29 @@ def test_to_zarr_writes_the_pyramid_beside_the_verified_store(tmp_path):
     assert levels[0].shape[-2:] == (150, 20) and pyramid_pca_cog(info["pyramid"]) is not None
     small, _ = make_emb(30, 40, 8, seed=2)
     assert to_zarr(small, tmp_path / "small.zarr", pyramid=True, progress=False)["pyramid"] is None
+
+
+def test_a_class_map_written_by_to_cog_is_served_in_its_own_colours(tmp_path):
+    """Static results (class, cluster, change maps) leave the notebook as COGs and come back as tiles."""
+    import leafmap
+    import morecantile
+    from pyproj import Transformer
+
+    from eoembed.explore.tiles import add_cog
+    from eoembed.export import to_cog
+
+    e, truth = make_emb(60, 70, 16, seed=3)
+    cls = truth.astype("uint8").rename("class").rio.write_crs(e.rio.crs).rio.write_transform(e.rio.transform())
+    cls.attrs.update(flag_values=[0, 1, 2], flag_meanings="a b c")
+    p = to_cog(cls, tmp_path / "cls.tif", colors={0: "#ff0000", 1: "#00ff00", 2: "#0000ff"})
+    m = leafmap.Map()
+    layer = add_cog(m, p, name="classes")
+    assert layer in m.layers and layer.name == "classes"
+    want = {0: (255, 0, 0), 1: (0, 255, 0), 2: (0, 0, 255)}
+    to_ll = Transformer.from_crs(e.rio.crs, "EPSG:4326", always_xy=True)
+    tms = morecantile.tms.get("WebMercatorQuad")
+    for r, c in [(5, 5), (30, 35), (55, 60)]:
+        lon, lat = to_ll.transform(float(e.x[c]), float(e.y[r]))
+        t = tms.tile(lon, lat, 17)
+        img = _get_tile(layer, t.z, t.x, t.y)
+        assert tuple(img[_pixel(tms, t, lon, lat, img)][:3]) == want[int(truth.values[r, c])]
