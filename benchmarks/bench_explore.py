@@ -158,19 +158,27 @@ def bench_tiles(cog: str, per_zoom: int = 12) -> dict:
 
     from eoembed.explore.tiles import tile_layer
 
+    import rasterio
+    from pyproj import Transformer
+
     layer = tile_layer(cog, name="PCA-RGB")
-    s, n_, w, e = layer.tile_server.bounds()
-    tms = morecantile.tms.get("WebMercatorQuad")
     url = layer.url
-    z_fit = max(1, int(np.floor(np.log2(360.0 / max(e - w, 1e-9)))) + 1)
+    with rasterio.open(cog) as ds:
+        left, bottom, right, top = ds.bounds
+        to_ll = Transformer.from_crs(ds.crs, "EPSG:4326", always_xy=True)
+    tms = morecantile.tms.get("WebMercatorQuad")
     rng = np.random.default_rng(0)
+    # points inside the cube (its own CRS), so every tile holds data
+    lon, lat = to_ll.transform(rng.uniform(left, right, 3 * per_zoom + 1), rng.uniform(bottom, top, 3 * per_zoom + 1))
+    w, e = to_ll.transform([left, right], [(bottom + top) / 2] * 2)[0]
+    z_fit = max(1, int(np.floor(np.log2(360.0 / max(e - w, 1e-9)))) + 1)
+    t = tms.tile(lon[-1], lat[-1], z_fit)
+    requests.get(url.format(z=t.z, x=t.x, y=t.y), timeout=60)  # warm the server (first request opens the file)
     out = {}
-    requests.get(url.format(z=z_fit, x=tms.tile((w + e) / 2, (s + n_) / 2, z_fit).x,
-                            y=tms.tile((w + e) / 2, (s + n_) / 2, z_fit).y), timeout=60)
-    for z in (z_fit, z_fit + 2, z_fit + 4):
-        tiles = [tms.tile(lon, lat, z) for lon, lat in zip(rng.uniform(w, e, per_zoom), rng.uniform(s, n_, per_zoom))]
+    for i, z in enumerate((z_fit, z_fit + 2, z_fit + 4)):
         lat_ms = []
-        for t in tiles:
+        for lo, la in zip(lon[i * per_zoom:(i + 1) * per_zoom], lat[i * per_zoom:(i + 1) * per_zoom]):
+            t = tms.tile(lo, la, z)
             t0 = time.perf_counter()
             r = requests.get(url.format(z=t.z, x=t.x, y=t.y), timeout=60)
             lat_ms.append(1000 * (time.perf_counter() - t0))
