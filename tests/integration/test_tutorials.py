@@ -191,15 +191,17 @@ def check_models_compared(stdout: str) -> None:
     m = re.search(r"classes kept at every patch size: \[(.*)\]", stdout)
     assert m and "'Winter wheat'" in m.group(1), "the patch-size experiment names its classes"
     lines = stdout.splitlines()
-    head = next(i for i, ln in enumerate(lines) if ln.startswith("patch px") or "labelled patches" in ln
-                and "galileo-nano tokens" in ln)
-    rows = [ln.split() for ln in lines[head + 1: head + 6] if re.match(r"^\d\s", ln)]
-    cols = re.split(r"\s+", lines[head].strip())
-    table = {int(r[0]): dict(zip(cols, r[1:])) for r in rows}
+    head = next(i for i, ln in enumerate(lines) if "labelled patches" in ln and "galileo-nano tokens" in ln)
+    cols = re.split(r"\s{2,}", lines[head].strip())
+    rows = [ln.split() for ln in lines[head + 2: head + 5]]
+    table = {int(r[0]): dict(zip(cols, map(float, r[1:]))) for r in rows}
     assert sorted(table) == [4, 6, 8], table
-    n = [int(table[q]["labelled"]) for q in (4, 6, 8)]
-    tok = [int(table[q]["galileo-nano"]) for q in (4, 6, 8)]
-    assert n[0] > n[1] > n[2] and tok[0] > tok[1] > tok[2], (n, tok)
+    col = lambda name: [table[q][name] for q in (4, 6, 8)]  # noqa: E731
+    n, tok = col("labelled patches"), col("galileo-nano tokens")
+    assert n[0] > n[1] > n[2] and tok[0] > tok[1] > tok[2], (n, tok)  # fewer patches, fewer tokens
+    for m in ("galileo-nano", "spectral"):  # "the fold spread grows as the patches get larger"
+        sd = col(f"{m} fold SD")
+        assert sd[0] < sd[1] < sd[2], (m, sd)
     m = re.search(r"patch 2 px would need (\d+) galileo-nano tokens .*\(x([0-9.]+) the tokens at 4 px\)", stdout)
     assert m and float(m.group(2)) > 1
 
@@ -228,6 +230,21 @@ def test_fewshot_summary_check_catches_a_missing_baseline():
         check_fewshot_summary(ok.replace("0.790   0.384", "0.790   0.400"))  # a row with another majority rate
     with pytest.raises(AssertionError):
         check_fewshot_summary(ok.replace("spectral, spatial-block CV", "spectral CV"))
+
+
+def test_paired_verdict_check_catches_a_wrong_verdict_and_nan():
+    pat = (r"\S+ vs spectral baseline: (?P<mean>[+-][0-9.]+) ± (?P<sd>[0-9.na]+) balanced accuracy \(paired over "
+           r"\d+ folds\) -> (?P<verdict>[^\n]+)")
+    words = {"ahead": "beats", "behind": "is worse than", "tie": "is within"}
+    ok = ("galileo-nano vs spectral baseline: +0.025 ± 0.044 balanced accuracy (paired over 5 folds) -> is within the "
+          "fold spread of the baseline on this sample\n"
+          "presto vs spectral baseline: -0.109 ± 0.093 balanced accuracy (paired over 5 folds) -> is worse than the "
+          "baseline on this sample\n")
+    assert len(check_paired_verdicts(ok, pat, words)) == 2
+    with pytest.raises(AssertionError):  # a lead smaller than its spread called a win
+        check_paired_verdicts(ok.replace("-> is within the fold spread of", "-> beats"), pat, words)
+    with pytest.raises(AssertionError):  # a spread that is NaN (one fold) is no spread
+        check_paired_verdicts(ok.replace("± 0.044", "± nan"), pat, words)
 
 
 def test_no_xarray_plot_calls():
