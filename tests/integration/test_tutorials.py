@@ -132,6 +132,9 @@ def check_tokens_and_cost(stdout: str) -> None:
     assert m and float(m.group(1)) == float(m.group(2)) == 1.0, "blending must cost what the halo costs"
     m = re.search(r"1-patch halo vs no overlap: tokens x([0-9.]+), GMACs x([0-9.]+)", stdout)
     assert m and float(m.group(1)) == 1.44 and float(m.group(2)) > float(m.group(1)), "(12/10)^2, attention grows more"
+    w = {k: (int(n), float(err)) for k, n, err in re.findall(
+        r"(blended|hard): patches weighted by both windows: (\d+), weights sum to 1 within ([0-9.e+-]+)", stdout)}
+    assert w["blended"][0] > 0 == w["hard"][0] and max(w["blended"][1], w["hard"][1]) < 1e-9, w
     ex = dict((lab, (int(t), float(g))) for lab, t, g in re.findall(
         r"(p=\d, T=\d+): \d+ windows x \d+ tokens = (\d+) tokens, ([0-9.]+) GMACs", stdout))
     m = re.search(r"cheaper in tokens: (p=\d, T=\d+) \| cheaper in compute: (p=\d, T=\d+)", stdout)
