@@ -167,7 +167,8 @@ def check_fewshot_details(stdout: str) -> None:
         if len(nums) < 5:
             break
         table[ln.split()[0]] = dict(zip(cols[-len(nums):], map(float, nums)))
-    cms = re.findall(r"^(\S+): confusion total (\d+) patches, diagonal (\d+) \(accuracy ([0-9.]+)\)", stdout, flags=re.M)
+    cms = re.findall(r"^(\S+): confusion total (\d+) patches, diagonal (\d+) \(accuracy ([0-9.]+)\)", stdout,
+                     flags=re.M)
     assert {"spectral", "galileo-nano"} <= {c[0] for c in cms}, cms
     for name, total, diag, acc in cms:
         assert int(total) == n_samples and abs(int(diag) / int(total) - float(acc)) < 5e-4, (name, total, diag, acc)
