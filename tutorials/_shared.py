@@ -107,11 +107,13 @@ def stacked(pooled, per_time):
     return out.rio.write_crs(pooled.rio.crs).rio.write_transform(pooled.rio.transform())
 
 
-def fewshot_features(cube, name: str, *, patch_size: int = 4, cache=None):
+def fewshot_features(cube, name: str, *, patch_size: int = 4, cache=None, pooled_only: bool = False):
     """Feature cube for few-shot on the labelled sample, as in notebook 4 and the benchmark.
 
-    ``galileo-nano``: time-pooled + per-timestep vectors stacked; other models: their
-    default (time-pooled) vectors. Each model's default tiling and positions (Galileo:
+    ``galileo-nano``: time-pooled + per-timestep vectors stacked (``pooled_only``: the
+    time-pooled vectors alone, one forward pass instead of two; taken from the stacked
+    cube when ``cache`` holds one); other models: their default (time-pooled) vectors.
+    Each model's default tiling and positions (Galileo:
     blended 12-patch windows on the CRS-anchored grid, neutral in-window positions).
     With ``cache`` (a folder), the cube is saved there with
     ``eoembed.save_embeddings`` and reopened next time, with the seconds the embedding
@@ -123,10 +125,20 @@ def fewshot_features(cube, name: str, *, patch_size: int = 4, cache=None):
     import eoembed
 
     path = None
+    pooled_only = pooled_only and name == "galileo-nano"
     if cache is not None:
         from pathlib import Path
 
-        path = Path(cache) / f"{name}_p{patch_size}_default_T{cube.sizes['time']}.zarr"
+        stem = f"{name}_p{patch_size}_default_T{cube.sizes['time']}"
+        full = Path(cache) / f"{stem}.zarr"
+        if pooled_only and full.exists():  # the stacked cube starts with the time-pooled vector
+            emb = eoembed.open_embeddings(full).load()
+            dim = int(emb.attrs["eoembed:embedding_dim"]) // (cube.sizes["time"] + 1)
+            emb = emb.isel(embedding=slice(0, dim)).assign_attrs({"eoembed:embedding_dim": dim})
+            emb.attrs["tutorial:features"] = "time-pooled"
+            emb.attrs["tutorial:embed_seconds"] = float("nan")  # not timed alone: it came with the stacked cube
+            return emb
+        path = Path(cache) / f"{stem}{'_pooled' if pooled_only else ''}.zarr"
         if path.exists():
             return eoembed.open_embeddings(path).load()
     kw = dict(patch_size=patch_size, progress=False)
@@ -135,7 +147,7 @@ def fewshot_features(cube, name: str, *, patch_size: int = 4, cache=None):
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        if name == "galileo-nano":
+        if name == "galileo-nano" and not pooled_only:
             emb = stacked(eoembed.embed(cube, name, **kw), eoembed.embed(cube, name, pool_time=False, **kw))
             emb.attrs["tutorial:features"] = "time-pooled + per-timestep"
         else:

@@ -311,3 +311,71 @@ def training_labels(folder, *, variable: str = "CT") -> xr.DataArray:
     out.attrs = {"source": str(path), "long_name": variable}
     out = out.rio.write_crs(crs).rio.write_transform(out.rio.transform(recalc=True))
     return out.rio.write_nodata(fill)
+
+
+#: WorldCereal crop-type legend (the ``CT`` codes of WorldCereal training extractions): the
+#: groups (``x000``), their main classes and the classes of European field crops. Source: the
+#: WorldCereal Reference Data Module's legend, github.com/WorldCereal/ewoc_rdm_web,
+#: ``src/utils/Legends.ts`` (``CropTypes``, commit 81c553e6). Codes nest by digits: ``1110``
+#: (winter wheat) is a ``1100`` (wheat), which is a ``1000`` (cereal).
+CROP_TYPES: dict[int, str] = {
+    1000: "Cereals", 1100: "Wheat", 1110: "Winter wheat", 1120: "Spring wheat", 1200: "Maize", 1300: "Rice",
+    1400: "Sorghum", 1500: "Barley", 1510: "Winter barley", 1520: "Spring barley", 1600: "Rye", 1610: "Winter rye",
+    1620: "Spring rye", 1700: "Oats", 1800: "Millets", 1900: "Other cereals", 1910: "Winter cereal",
+    1920: "Spring cereal",
+    2000: "Vegetables and melons", 2100: "Leafy or stem vegetables", 2200: "Fruit-bearing vegetables",
+    2300: "Root vegetables", 2900: "Other vegetables",
+    3000: "Fruit and nuts", 3300: "Grapes", 3400: "Berries", 3500: "Pome fruits and stone fruits", 3600: "Nuts",
+    4000: "Oilseed crops", 4100: "Soya beans", 4200: "Groundnuts", 4300: "Temporary oilseed crops",
+    4350: "Rapeseed", 4351: "Winter rapeseed", 4352: "Spring rapeseed", 4380: "Sunflower",
+    5000: "Root/tuber crops", 5100: "Potatoes", 5200: "Sweet potatoes", 5300: "Cassava",
+    6000: "Beverage and spice crops",
+    7000: "Leguminous crops", 7100: "Beans", 7200: "Broad beans", 7700: "Peas",
+    8000: "Sugar crops", 8100: "Sugar beet", 8200: "Sugar cane",
+    9000: "Other crops", 9100: "Grasses and other fodder crops", 9110: "Temporary grass crops",
+    9120: "Permanent grass crops", 9200: "Fibre crops", 9213: "Flax, hemp and similar", 9500: "Flower crops",
+    9600: "Tobacco", 9700: "Alfalfa", 9998: "Mixed cropping",
+}
+
+
+def crop_type_names(codes: Iterable) -> dict[int, str]:
+    """Names of WorldCereal crop-type codes (``CT``), e.g. for legends and confusion matrices.
+
+    Parameters
+    ----------
+    codes:
+        Integer crop-type codes (numpy integers and whole floats accepted).
+
+    Returns
+    -------
+    dict
+        ``{code: name}`` in the order given, from :data:`CROP_TYPES`. ``0`` is
+        ``"unlabelled"``; a code missing from the table is named after its nearest listed
+        group, with the code (``9130`` → ``"Grasses and other fodder crops (9130)"``).
+
+    Raises
+    ------
+    ParameterError
+        A code that is not a non-negative whole number, or is not a 4-digit code of the
+        legend's groups 1000–9999.
+    """
+    out: dict[int, str] = {}
+    for c in codes:
+        try:
+            f = float(c)
+        except (TypeError, ValueError):
+            f = float("nan")
+        if not np.isfinite(f) or f != int(f) or f < 0:
+            raise ParameterError(f"crop-type codes are non-negative whole numbers (WorldCereal legend, e.g. 1110); "
+                                 f"got {c!r}")
+        code = int(f)
+        if code == 0:
+            out[code] = "unlabelled"
+            continue
+        if not 1000 <= code <= 9999:
+            raise ParameterError(f"crop-type code {code} is not in the WorldCereal legend (4-digit codes 1000–9999, "
+                                 "e.g. 1110 winter wheat); is this the CT variable of a WorldCereal extraction?")
+        parent = next((p for p in (code, code // 10 * 10, code // 100 * 100, code // 1000 * 1000)
+                       if p in CROP_TYPES), None)
+        out[code] = CROP_TYPES[parent] if parent == code else f"{CROP_TYPES[parent]} ({code})"
+    return out

@@ -102,6 +102,114 @@ def check_clusters_and_change(stdout: str) -> None:
     assert "IndexMismatchError - " in stdout and "lowest similarity to its first month" in stdout
 
 
+def check_paired_verdicts(stdout: str, pattern: str, words: dict) -> list:
+    """Every printed ``mean ± sd -> verdict`` line matching ``pattern`` (groups: mean, sd, verdict) has the verdict
+    its numbers call for: ``words["ahead"]`` when mean - sd > 0, ``words["behind"]`` when mean + sd < 0, else
+    ``words["tie"]``. Returns the parsed ``(mean, sd, verdict)`` tuples."""
+    found = []
+    for m in re.finditer(pattern, stdout):
+        mean, sd, verdict = float(m.group("mean")), float(m.group("sd")), m.group("verdict").strip()
+        assert sd == sd and sd >= 0, m.group(0)  # NaN spread (a single fold) is not a spread
+        want = words["ahead"] if mean - sd > 0 else words["behind"] if mean + sd < 0 else words["tie"]
+        assert verdict.startswith(want), (m.group(0), want)
+        found.append((mean, sd, verdict))
+    return found
+
+
+def check_tokens_and_cost(stdout: str) -> None:
+    """Notebook 1: windows fixed in patches (same tokens per window at every patch size, tokens and GMACs in
+    proportion to the windows, less than x4 on this small cube), blending costs what hard tiling with the same halo
+    costs, the halo's price in tokens and GMACs, and the exercise's 'cheaper' verdicts."""
+    ratios = re.findall(r"patch (\d) -> (\d) px: patches x([0-9.]+), windows x([0-9.]+), tokens per window "
+                        r"x([0-9.]+), tokens x([0-9.]+), GMACs x([0-9.]+)", stdout)
+    assert len(ratios) == 2, ratios
+    for _, _, patches, windows, per_window, tokens, gmacs in ratios:
+        assert float(per_window) == 1.0 and float(tokens) == float(windows) == float(gmacs), ratios
+        assert 1 < float(tokens) < 4 <= float(patches) + 0.35, ratios  # "grow less" than the patches here
+    m = re.search(r"halo overhead ([0-9.]+)\s+\(\((\d+)/(\d+)\)\^2\); blend=True", stdout)
+    assert m and abs(float(m.group(1)) - (int(m.group(2)) / int(m.group(3))) ** 2) < 0.005, "default: blended"
+    m = re.search(r"blending vs hard tiling with the same halo: tokens x([0-9.]+), GMACs x([0-9.]+)", stdout)
+    assert m and float(m.group(1)) == float(m.group(2)) == 1.0, "blending must cost what the halo costs"
+    m = re.search(r"1-patch halo vs no overlap: tokens x([0-9.]+), GMACs x([0-9.]+)", stdout)
+    assert m and float(m.group(1)) == 1.44 and float(m.group(2)) > float(m.group(1)), "(12/10)^2, attention grows more"
+    w = {k: (int(n), float(err)) for k, n, err in re.findall(
+        r"(blended|hard): patches weighted by both windows: (\d+), weights sum to 1 within ([0-9.e+-]+)", stdout)}
+    assert w["blended"][0] > 0 == w["hard"][0] and max(w["blended"][1], w["hard"][1]) < 1e-9, w
+    ex = dict((lab, (int(t), float(g))) for lab, t, g in re.findall(
+        r"(p=\d, T=\d+): \d+ windows x \d+ tokens = (\d+) tokens, ([0-9.]+) GMACs", stdout))
+    m = re.search(r"cheaper in tokens: (p=\d, T=\d+) \| cheaper in compute: (p=\d, T=\d+)", stdout)
+    assert len(ex) == 2 and m, ex
+    assert m.group(1) == min(ex, key=lambda k: ex[k][0]) and m.group(2) == min(ex, key=lambda k: ex[k][1])
+
+
+def check_fewshot_details(stdout: str) -> None:
+    """Notebook 4 beyond the summary table: the sample size its prose describes, crop names, paired verdicts with
+    their spread, per-fold ranges, confusion matrices that add up, and the labels-count curve."""
+    m = re.search(r"labelled patches: (\d+); per class:", stdout)
+    assert m and 100 <= int(m.group(1)) < 400, "section 0 says 'a couple of hundred' labelled patches"
+    assert re.search(r"crop types here: \{1110: '1110 Winter wheat', .*9120: '9120 Permanent grass crops'\}", stdout)
+    m = re.search(r"(\d+) labelled patches in (\d+) blocks of 160 m, (\d+) spatial folds", stdout)
+    assert m, "the sample size must be printed next to the uncertainty prose"
+    n_samples, n_folds = int(m.group(1)), int(m.group(3))
+    verdicts = check_paired_verdicts(
+        stdout, r"\S+ vs spectral baseline: (?P<mean>[+-][0-9.]+) ± (?P<sd>[0-9.na]+) balanced accuracy \(paired over "
+        r"\d+ folds\) -> (?P<verdict>[^\n]+)", {"ahead": "beats", "behind": "is worse than", "tie": "is within"})
+    assert verdicts, "a paired verdict per learned model"
+    spread = {name: (float(lo), float(hi)) for name, lo, hi in re.findall(
+        r"^(\S+)\s+per-fold balanced accuracy: [0-9., ]+\(range ([0-9.]+)–([0-9.]+)\)", stdout, flags=re.M)}
+    assert spread["spectral"][1] - spread["spectral"][0] > 0.1, spread  # "the folds disagree a lot"
+    lines = stdout.splitlines()
+    head = next(i for i, ln in enumerate(lines) if "balanced acc (spatial CV)" in ln and "accuracy (spatial CV)" in ln)
+    cols = re.split(r"\s{2,}", lines[head].strip())
+    table = {}
+    for ln in lines[head + 2:]:
+        nums = re.findall(r"(?<![\w.])-?\d+\.\d+|\bnan\b", ln)
+        if len(nums) < 5:
+            break
+        table[ln.split()[0]] = dict(zip(cols[-len(nums):], map(float, nums)))
+    cms = re.findall(r"^(\S+): confusion total (\d+) patches, diagonal (\d+) \(accuracy ([0-9.]+)\)", stdout,
+                     flags=re.M)
+    assert {"spectral", "galileo-nano"} <= {c[0] for c in cms}, cms
+    for name, total, diag, acc in cms:
+        assert int(total) == n_samples and abs(int(diag) / int(total) - float(acc)) < 5e-4, (name, total, diag, acc)
+        assert abs(table[name]["accuracy (spatial CV)"] - float(acc)) < 5e-4, (name, acc, table[name])
+    curve = check_paired_verdicts(
+        stdout, r"labels per class\s+\S+: galileo-nano [0-9.]+ ± [0-9.]+ \| spectral [0-9.]+ ± [0-9.]+ \| paired "
+        r"difference (?P<mean>[+-][0-9.]+) ± (?P<sd>[0-9.na]+) -> (?P<verdict>[^\n]+)",
+        {"ahead": "model ahead", "behind": "baseline ahead", "tie": "within the fold spread"})
+    assert len(curve) == 5, curve
+    assert len(re.findall(r"labels per class\s+(?:2|5|10|20|all):", stdout)) == 5
+    assert n_folds >= 3
+
+
+def check_models_compared(stdout: str) -> None:
+    """Notebook 5: paired verdicts vs the spectral baseline, and the patch-size experiment (same classes at every
+    size, fewer labelled patches and fewer tokens as patches grow, paired verdict per size)."""
+    assert re.search(r"\d+ labelled patches in \d+ blocks of 160 m, \d+ spatial folds", stdout)
+    words = {"ahead": "better", "behind": "worse", "tie": "within the fold spread"}
+    assert check_paired_verdicts(stdout, r"\S+ vs spectral: (?P<mean>[+-][0-9.]+) ± (?P<sd>[0-9.na]+) balanced "
+                                 r"accuracy \(paired over \d+ folds\) -> (?P<verdict>[^,\n]+)", words)
+    sizes = check_paired_verdicts(stdout, r"patch \d px: galileo-nano vs spectral (?P<mean>[+-][0-9.]+) ± "
+                                  r"(?P<sd>[0-9.na]+) \(paired over \d+ folds\) -> (?P<verdict>[^\n]+)", words)
+    assert len(sizes) == 3, sizes
+    m = re.search(r"classes kept at every patch size: \[(.*)\]", stdout)
+    assert m and "'Winter wheat'" in m.group(1), "the patch-size experiment names its classes"
+    lines = stdout.splitlines()
+    head = next(i for i, ln in enumerate(lines) if "labelled patches" in ln and "galileo-nano tokens" in ln)
+    cols = re.split(r"\s{2,}", lines[head].strip())
+    rows = [ln.split() for ln in lines[head + 2: head + 5]]
+    table = {int(r[0]): dict(zip(cols, map(float, r[1:]))) for r in rows}
+    assert sorted(table) == [4, 6, 8], table
+    col = lambda name: [table[q][name] for q in (4, 6, 8)]  # noqa: E731
+    n, tok = col("labelled patches"), col("galileo-nano tokens")
+    assert n[0] > n[1] > n[2] and tok[0] > tok[1] > tok[2], (n, tok)  # fewer patches, fewer tokens
+    for m in ("galileo-nano", "spectral"):  # lower at 8 px than at 4 px by more than the 4-px spread; widest at 8 px
+        acc, sd = col(f"{m} bal. acc"), col(f"{m} fold SD")
+        assert acc[0] - acc[2] > sd[0] and sd[2] == max(sd), (m, acc, sd)
+    m = re.search(r"patch 2 px would need (\d+) galileo-nano tokens .*\(x([0-9.]+) the tokens at 4 px\)", stdout)
+    assert m and float(m.group(2)) > 1
+
+
 def test_tutorials_found_and_committed_without_outputs():
     assert [p.stem for p in NOTEBOOKS][: len(EXPECTED)] == EXPECTED
     assert (ROOT / "notebooks" / "quickstart.ipynb") in NOTEBOOKS
@@ -126,6 +234,21 @@ def test_fewshot_summary_check_catches_a_missing_baseline():
         check_fewshot_summary(ok.replace("0.790   0.384", "0.790   0.400"))  # a row with another majority rate
     with pytest.raises(AssertionError):
         check_fewshot_summary(ok.replace("spectral, spatial-block CV", "spectral CV"))
+
+
+def test_paired_verdict_check_catches_a_wrong_verdict_and_nan():
+    pat = (r"\S+ vs spectral baseline: (?P<mean>[+-][0-9.]+) ± (?P<sd>[0-9.na]+) balanced accuracy \(paired over "
+           r"\d+ folds\) -> (?P<verdict>[^\n]+)")
+    words = {"ahead": "beats", "behind": "is worse than", "tie": "is within"}
+    ok = ("galileo-nano vs spectral baseline: +0.025 ± 0.044 balanced accuracy (paired over 5 folds) -> is within the "
+          "fold spread of the baseline on this sample\n"
+          "presto vs spectral baseline: -0.109 ± 0.093 balanced accuracy (paired over 5 folds) -> is worse than the "
+          "baseline on this sample\n")
+    assert len(check_paired_verdicts(ok, pat, words)) == 2
+    with pytest.raises(AssertionError):  # a lead smaller than its spread called a win
+        check_paired_verdicts(ok.replace("-> is within the fold spread of", "-> beats"), pat, words)
+    with pytest.raises(AssertionError):  # a spread that is NaN (one fold) is no spread
+        check_paired_verdicts(ok.replace("± 0.044", "± nan"), pat, words)
 
 
 def test_no_xarray_plot_calls():
@@ -154,7 +277,8 @@ def test_tutorial_runs(path, venv_kernel):
     images = list(_outputs(nb, "image/png"))
     name = path.stem
     if name.startswith("01_"):
-        assert len(images) >= 2
+        check_tokens_and_cost(stdout)
+        assert len(images) >= 3
         assert re.search(r"= embed_cost tokens (\d+)", stdout), "the token count must be explained exactly"
         m = re.search(r"(\d+) x [0-9.]+ x [0-9.]+ = (\d+) = embed_cost tokens (\d+)", stdout)
         assert m and m.group(2) == m.group(3)
@@ -189,9 +313,11 @@ def test_tutorial_runs(path, venv_kernel):
         scores = check_fewshot_summary(stdout)
         assert "galileo-nano" in scores or "galileo-nano: skipped" in stdout
         assert "presto" in scores or "presto: skipped" in stdout
-        assert "random minus spatial" in stdout and len(images) >= 4
+        assert "random minus spatial" in stdout and len(images) >= 6
+        check_fewshot_details(stdout)
     if name.startswith("05_"):
-        assert images and "vs spectral" in stdout
+        assert len(images) >= 2 and "vs spectral" in stdout
+        check_models_compared(stdout)
     if name.startswith("06_"):
         assert "after resume: {'regions': 4, 'written': 2, 'skipped': 2, 'repaired': 0}" in stdout
         assert "max |streamed − in-memory| = 0.00e+00" in stdout

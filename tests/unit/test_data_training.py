@@ -164,3 +164,27 @@ def test_real_worldcereal_training_sample():
     assert -25 < float(np.nanmedian(cube.sel(band="vv"))) < -3
     counts = dict(zip(*np.unique(lab.values, return_counts=True)))
     assert counts[1110] == 1378 and counts[9120] == 1387 and counts[5100] == 27
+
+
+def test_crop_type_names_from_the_worldcereal_legend():
+    from eoembed.data import CROP_TYPES, crop_type_names
+
+    names = crop_type_names(np.array([1110, 1200, 1510, 8100, 9120]))
+    assert names == {1110: "Winter wheat", 1200: "Maize", 1510: "Winter barley", 8100: "Sugar beet",
+                     9120: "Permanent grass crops"}
+    assert list(crop_type_names([9120.0, 0, 1500])) == [9120, 0, 1500]  # order kept, whole floats accepted
+    assert crop_type_names([0]) == {0: "unlabelled"}
+    # a code missing from the table is named after its nearest listed group, with the code
+    assert 9130 not in CROP_TYPES and crop_type_names([9130])[9130] == "Grasses and other fodder crops (9130)"
+    assert crop_type_names([1999])[1999] == "Other cereals (1999)"
+    for bad in [1110.5, -1110, 12, 10000, "wheat", None]:
+        with pytest.raises(ParameterError, match="crop-type code"):
+            crop_type_names([bad])
+
+
+@pytest.mark.skipif(not REAL.exists(), reason=f"real training sample not found at {REAL}")
+def test_every_code_of_the_real_sample_has_a_legend_name():
+    from eoembed.data import CROP_TYPES
+
+    codes = set(np.unique(training_labels(REAL).values).tolist()) - {0}
+    assert codes <= set(CROP_TYPES), codes - set(CROP_TYPES)
