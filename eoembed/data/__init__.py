@@ -7,7 +7,13 @@ from eoembed.data._open import open_cube
 from eoembed.data._reader import AssetReadError
 from eoembed.data._retry import RetryPolicy
 from eoembed.data._sample import SampleUnavailableError, fetch_sample
-from eoembed.data._training import align_to, read_extraction, training_cube, training_labels
+from eoembed.data._training import (
+    align_to,
+    read_extraction,
+    training_cube,
+    training_labels,
+    training_surface_temperature,
+)
 from eoembed.data.stac import landsat, search_items, sentinel1, sentinel2
 
 __all__ = [
@@ -21,5 +27,5 @@ __all__ = [
     "AssetReadError",
     "SampleUnavailableError",
     "TimestepLimitError",
-    "read_extraction", "align_to", "training_cube", "training_labels",
+    "read_extraction", "align_to", "training_cube", "training_labels", "training_surface_temperature",
 ]
