@@ -107,18 +107,19 @@ def stacked(pooled, per_time):
     return out.rio.write_crs(pooled.rio.crs).rio.write_transform(pooled.rio.transform())
 
 
-def fewshot_features(cube, name: str, *, patch_size: int = 4, cache=None):
-    """Feature cube for few-shot on the labelled sample, as in notebook 4 and the benchmark.
+def embeddings(cube, name: str, *, pool_time: bool = True, patch_size: int = 4, cache=None):
+    """``eoembed.embed(cube, name)`` with the model's defaults, real weights from ``shared/weights``.
 
-    ``galileo-nano``: time-pooled + per-timestep vectors stacked; other models: their
-    default (time-pooled) vectors. Each model's default tiling and positions (Galileo:
-    blended 12-patch windows on the CRS-anchored grid, neutral in-window positions).
-    With ``cache`` (a folder), the cube is saved there with
-    ``eoembed.save_embeddings`` and reopened next time, with the seconds the embedding
-    took in ``attrs["tutorial:embed_seconds"]``.
+    Each model's default tiling and positions (Galileo: blended 12-patch windows on the
+    CRS-anchored grid, neutral in-window positions). With ``cache`` (a folder), the cube
+    is saved there with ``eoembed.save_embeddings`` under a name made of the model, patch
+    size, pooling, time range and bands, and reopened next time (notebooks 4, 5 and 7–9
+    share them); the seconds the embedding took are in ``attrs["tutorial:embed_seconds"]``.
     """
     import time
     import warnings
+
+    import pandas as pd
 
     import eoembed
 
@@ -126,24 +127,41 @@ def fewshot_features(cube, name: str, *, patch_size: int = 4, cache=None):
     if cache is not None:
         from pathlib import Path
 
-        path = Path(cache) / f"{name}_p{patch_size}_default_T{cube.sizes['time']}.zarr"
+        t = pd.to_datetime(cube["time"].values)
+        tag = f"{t.min():%Y%m}-{t.max():%Y%m}_T{len(t)}_{'-'.join(map(str, cube['band'].values))}"
+        path = Path(cache) / f"{name}_p{patch_size}_{'pooled' if pool_time else 'per-time'}_{tag}.zarr"
         if path.exists():
             return eoembed.open_embeddings(path).load()
-    kw = dict(patch_size=patch_size, progress=False)
+    kw = dict(patch_size=patch_size, progress=False, pool_time=pool_time)
     if name != "spectral":
         kw["weights"] = str(shared("weights", name))
     t0 = time.perf_counter()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        if name == "galileo-nano":
-            emb = stacked(eoembed.embed(cube, name, **kw), eoembed.embed(cube, name, pool_time=False, **kw))
-            emb.attrs["tutorial:features"] = "time-pooled + per-timestep"
-        else:
-            emb = eoembed.embed(cube, name, **kw)
-            emb.attrs["tutorial:features"] = "band stats per month" if name == "spectral" else "time-pooled"
+        warnings.simplefilter("ignore", UserWarning)  # bands the model wants but the cube lacks: listed in attrs
+        emb = eoembed.embed(cube, name, **kw).compute()
     emb.attrs["tutorial:embed_seconds"] = round(time.perf_counter() - t0, 2)
     if path is not None:
         eoembed.save_embeddings(emb, path, overwrite=True)
+    return emb
+
+
+def fewshot_features(cube, name: str, *, patch_size: int = 4, cache=None):
+    """Feature cube for few-shot on the labelled sample, as in notebook 4 and the benchmark.
+
+    ``galileo-nano``: time-pooled + per-timestep vectors stacked; other models: their
+    default (time-pooled) vectors, from :func:`embeddings` (cached in ``cache``). The
+    seconds the embedding took are in ``attrs["tutorial:embed_seconds"]``.
+    """
+    if name == "galileo-nano":
+        pooled = embeddings(cube, name, patch_size=patch_size, cache=cache)
+        per_time = embeddings(cube, name, pool_time=False, patch_size=patch_size, cache=cache)
+        emb = stacked(pooled, per_time)
+        emb.attrs["tutorial:features"] = "time-pooled + per-timestep"
+        emb.attrs["tutorial:embed_seconds"] = round(pooled.attrs["tutorial:embed_seconds"]
+                                                    + per_time.attrs["tutorial:embed_seconds"], 2)
+        return emb
+    emb = embeddings(cube, name, patch_size=patch_size, cache=cache)
+    emb.attrs["tutorial:features"] = "band stats per month" if name == "spectral" else "time-pooled"
     return emb
 
 
