@@ -137,8 +137,8 @@ def check_change_and_time(stdout: str) -> None:
     assert used and int(used.group(1)) == len(used.group(3).split(", ")), used
     peaks = {}
     for name, c, _, step, top, med in re.findall(
-            r"^(\S+): crop (\d+) \((\d+) patches\) changes most in (\S+) \(mean distance ([0-9.]+); median step "
-            r"([0-9.]+)\)", stdout, flags=re.M):
+            rf"^(\S+): crop (\d+) \((\d+) patches\) changes most, relative to all labelled patches, in (\S+) "
+            rf"\(({NUM}) above their mean distance; median step ({NUM})\)", stdout, flags=re.M):
         assert step in used.group(3).split(", ") and float(top) >= float(med), (name, c, step)
         peaks[name, c] = step
     crops = {c for _, c in peaks}
