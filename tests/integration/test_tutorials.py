@@ -110,7 +110,8 @@ def check_clusters(stdout: str) -> None:
         rf"^(galileo-nano|spectral)\s+(\d+)\s+({NUM})\s+({NUM})\s+({NUM})\s*$", stdout, flags=re.M)}
     assert set(rows) == {"galileo-nano", "spectral"}, rows
     assert all(rows[n][0] == ks[n][0] for n in rows), (rows, ks)
-    m = re.search(rf"galileo-nano vs spectral baseline, ARI at k = \d+: ({NUM}) \(seed spread ({NUM})\) -> (.*)", stdout)
+    m = re.search(rf"galileo-nano vs spectral baseline, ARI at k = \d+: ({NUM}) \(seed spread ({NUM})\) -> (.*)",
+                  stdout)
     assert m, "the ARI comparison with the spectral baseline must be printed"
     d, spread = float(m.group(1)), float(m.group(2))
     assert abs(d - (rows["galileo-nano"][2] - rows["spectral"][2])) <= 0.0015, (d, rows)
@@ -175,13 +176,14 @@ def check_regression(stdout: str) -> None:
         assert rows and set(rows) == {"model", "mean baseline", "spectral baseline"}, (t, blocks)
     assert set(blocks.get(("S1 VH", "KNeighborsRegressor"), {})) == {"model", "mean baseline", "spectral baseline"}
     paired = re.findall(rf"^(.+?): galileo-nano minus (spectral|mean) baseline, R² per fold \[([^\]]+)\]; mean "
-                        rf"({NUM}) ± ({NUM}); galileo-nano higher in (\d+) of (\d+) folds -> (.*)$", stdout, flags=re.M)
+                        rf"({NUM}) ± ({NUM}); galileo-nano higher in (\d+) of (\d+) folds -> (.*)$", stdout,
+                        flags=re.M)
     assert {(p[0], p[1]) for p in paired} == {(t, o) for t in targets for o in ("spectral", "mean")}, paired
     for t, other, folds, mean, std, wins, n, verdict in paired:
         v = [float(x) for x in folds.split()]
         assert len(v) == int(n) and sum(x > 0 for x in v) == int(wins), (t, other, v)
-        assert abs(float(mean) - sum(v) / len(v)) <= 0.0015 and abs(float(std) - float(
-            __import__("numpy").std(v))) <= 0.0015, (t, other, v)
+        sd = (sum((x - sum(v) / len(v)) ** 2 for x in v) / len(v)) ** 0.5  # population std, as np.std
+        assert abs(float(mean) - sum(v) / len(v)) <= 0.0015 and abs(float(std) - sd) <= 0.0015, (t, other, v)
         rows = blocks[t, "RidgeCV"]
         assert abs(float(mean) - (rows["model"][0] - rows[f"{other} baseline"][0])) <= 0.0015, (t, other)
         assert _verdict_ok(float(mean), float(std), verdict, "better", "worse"), (t, other, verdict)
