@@ -141,24 +141,14 @@ def scale_part(sizes: list[tuple[str, int, int, int]], times: int) -> list[dict]
 
 # ----------------------------------------------------------------------------- real sample
 def st_target(folder: Path):
-    """Mean clear-sky Landsat 8 surface temperature (K) over the 2019 season, ≥ 3 clear observations."""
-    import xarray as xr
+    """Mean clear-sky Landsat 8 surface temperature (K) over the 2019 season, >= 3 clear observations
+    (:func:`eoembed.data.training_surface_temperature`), and a summary of it."""
+    from eoembed.data import training_surface_temperature
 
-    path = next(folder.glob("L8_L2-ST_*.nc"))
-    ds = xr.open_dataset(path, mask_and_scale=False)
-    st = ds["ST-B10"].astype("float64")
-    qa = ds["QA-PIXEL"].astype("int64")
-    clear = (((qa >> 6) & 1) == 1) & ((qa & 0b111111) == 0) & (ds["ST-B10"] != 0)
-    t = ds["timestamp"].values.astype("datetime64[D]")
-    season = (t >= np.datetime64(ST_SEASON[0])) & (t <= np.datetime64(ST_SEASON[1]))
-    st, clear = st.isel(timestamp=season), clear.isel(timestamp=season)
-    n = clear.sum("timestamp")
-    target = st.where(clear).mean("timestamp").where(n >= 3)
-    target.attrs = {"units": "K", "long_name": "Landsat 8 surface temperature, clear-sky mean 2019-04..09"}
-    target = target.rio.write_crs(ds.rio.crs or "EPSG:32631")
-    info = {"file": path.name, "acquisitions_in_season": int(season.sum()),
-            "clear_obs_per_pixel_median": float(n.median()), "pixels_valid": int(target.notnull().sum()),
-            "mean_K": float(target.mean()), "std_K": float(target.std())}
+    target = training_surface_temperature(folder, start=ST_SEASON[0], end=ST_SEASON[1], min_clear=3)
+    info = {"file": Path(target.attrs["source"]).name, "acquisitions_in_season": target.attrs["eoembed:acquisitions"],
+            "clear_obs_per_pixel_median": target.attrs["eoembed:clear_obs_median"],
+            "pixels_valid": int(target.notnull().sum()), "mean_K": float(target.mean()), "std_K": float(target.std())}
     return target, info
 
 

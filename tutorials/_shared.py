@@ -107,55 +107,62 @@ def stacked(pooled, per_time):
     return out.rio.write_crs(pooled.rio.crs).rio.write_transform(pooled.rio.transform())
 
 
-def fewshot_features(cube, name: str, *, patch_size: int = 4, cache=None, pooled_only: bool = False):
-    """Feature cube for few-shot on the labelled sample, as in notebook 4 and the benchmark.
+def embeddings(cube, name: str, *, pool_time: bool = True, patch_size: int = 4, cache=None):
+    """``eoembed.embed(cube, name)`` with the model's defaults, real weights from ``shared/weights``.
 
-    ``galileo-nano``: time-pooled + per-timestep vectors stacked (``pooled_only``: the
-    time-pooled vectors alone, one forward pass instead of two; taken from the stacked
-    cube when ``cache`` holds one); other models: their default (time-pooled) vectors.
-    Each model's default tiling and positions (Galileo:
-    blended 12-patch windows on the CRS-anchored grid, neutral in-window positions).
-    With ``cache`` (a folder), the cube is saved there with
-    ``eoembed.save_embeddings`` and reopened next time, with the seconds the embedding
-    took in ``attrs["tutorial:embed_seconds"]``.
+    Each model's default tiling and positions (Galileo: blended 12-patch windows on the
+    CRS-anchored grid, neutral in-window positions). With ``cache`` (a folder), the cube
+    is saved there with ``eoembed.save_embeddings`` under a name made of the model, patch
+    size, pooling, time range and bands, and reopened next time (notebooks 4, 5 and 7–9
+    share them); the seconds the embedding took are in ``attrs["tutorial:embed_seconds"]``.
     """
     import time
     import warnings
 
+    import pandas as pd
+
     import eoembed
 
     path = None
-    pooled_only = pooled_only and name == "galileo-nano"
     if cache is not None:
         from pathlib import Path
 
-        stem = f"{name}_p{patch_size}_default_T{cube.sizes['time']}"
-        full = Path(cache) / f"{stem}.zarr"
-        if pooled_only and full.exists():  # the stacked cube starts with the time-pooled vector
-            emb = eoembed.open_embeddings(full).load()
-            dim = int(emb.attrs["eoembed:embedding_dim"]) // (cube.sizes["time"] + 1)
-            emb = emb.isel(embedding=slice(0, dim)).assign_attrs({"eoembed:embedding_dim": dim})
-            emb.attrs["tutorial:features"] = "time-pooled"
-            emb.attrs["tutorial:embed_seconds"] = float("nan")  # not timed alone: it came with the stacked cube
-            return emb
-        path = Path(cache) / f"{stem}{'_pooled' if pooled_only else ''}.zarr"
+        t = pd.to_datetime(cube["time"].values)
+        tag = f"{t.min():%Y%m}-{t.max():%Y%m}_T{len(t)}_{'-'.join(map(str, cube['band'].values))}"
+        path = Path(cache) / f"{name}_p{patch_size}_{'pooled' if pool_time else 'per-time'}_{tag}.zarr"
         if path.exists():
             return eoembed.open_embeddings(path).load()
-    kw = dict(patch_size=patch_size, progress=False)
+    kw = dict(patch_size=patch_size, progress=False, pool_time=pool_time)
     if name != "spectral":
         kw["weights"] = str(shared("weights", name))
     t0 = time.perf_counter()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        if name == "galileo-nano" and not pooled_only:
-            emb = stacked(eoembed.embed(cube, name, **kw), eoembed.embed(cube, name, pool_time=False, **kw))
-            emb.attrs["tutorial:features"] = "time-pooled + per-timestep"
-        else:
-            emb = eoembed.embed(cube, name, **kw)
-            emb.attrs["tutorial:features"] = "band stats per month" if name == "spectral" else "time-pooled"
+        warnings.simplefilter("ignore", UserWarning)  # bands the model wants but the cube lacks: listed in attrs
+        emb = eoembed.embed(cube, name, **kw).compute()
     emb.attrs["tutorial:embed_seconds"] = round(time.perf_counter() - t0, 2)
     if path is not None:
         eoembed.save_embeddings(emb, path, overwrite=True)
+    return emb
+
+
+def fewshot_features(cube, name: str, *, patch_size: int = 4, cache=None, pooled_only: bool = False):
+    """Feature cube for few-shot on the labelled sample, as in notebook 4 and the benchmark.
+
+    ``galileo-nano``: time-pooled + per-timestep vectors stacked (``pooled_only``: the
+    time-pooled vectors alone, one forward pass instead of two); other models: their
+    default (time-pooled) vectors, from :func:`embeddings` (cached in ``cache``). The
+    seconds the embedding took are in ``attrs["tutorial:embed_seconds"]``.
+    """
+    if name == "galileo-nano" and not pooled_only:
+        pooled = embeddings(cube, name, patch_size=patch_size, cache=cache)
+        per_time = embeddings(cube, name, pool_time=False, patch_size=patch_size, cache=cache)
+        emb = stacked(pooled, per_time)
+        emb.attrs["tutorial:features"] = "time-pooled + per-timestep"
+        emb.attrs["tutorial:embed_seconds"] = round(pooled.attrs["tutorial:embed_seconds"]
+                                                    + per_time.attrs["tutorial:embed_seconds"], 2)
+        return emb
+    emb = embeddings(cube, name, patch_size=patch_size, cache=cache)
+    emb.attrs["tutorial:features"] = "band stats per month" if name == "spectral" else "time-pooled"
     return emb
 
 

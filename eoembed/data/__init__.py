@@ -14,6 +14,7 @@ from eoembed.data._training import (
     read_extraction,
     training_cube,
     training_labels,
+    training_surface_temperature,
 )
 from eoembed.data.stac import landsat, search_items, sentinel1, sentinel2
 
@@ -29,4 +30,5 @@ __all__ = [
     "SampleUnavailableError",
     "TimestepLimitError",
     "read_extraction", "align_to", "training_cube", "training_labels", "crop_type_names", "CROP_TYPES",
+    "training_surface_temperature",
 ]

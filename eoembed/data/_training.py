@@ -45,6 +45,7 @@ __all__ = [
     "align_to",
     "training_cube",
     "training_labels",
+    "training_surface_temperature",
 ]
 
 #: SCL classes kept as clear: 4 vegetation, 5 bare soil, 6 water, 7 unclassified, 11 snow/ice.
@@ -56,7 +57,13 @@ _FILES = {
     "s2_20m": "S2_L2A_20m_*.nc",
     "s1": "S1_GRD*_*.nc",
     "labels": "OUTPUT_*.nc",
+    "l8_st": "L8_L2-ST_*.nc",
 }
+
+#: Landsat Collection-2 ``QA_PIXEL`` bits that make an observation unusable: 0 fill, 1 dilated cloud,
+#: 2 cirrus, 3 cloud, 4 cloud shadow, 5 snow (bit 6 "clear" must be set).
+QA_BAD_BITS = 0b111111
+QA_CLEAR_BIT = 6
 
 
 def _find(folder: Path, key: str, *, required: bool = True) -> Path | None:
@@ -379,3 +386,89 @@ def crop_type_names(codes: Iterable) -> dict[int, str]:
                        if p in CROP_TYPES), None)
         out[code] = CROP_TYPES[parent] if parent == code else f"{CROP_TYPES[parent]} ({code})"
     return out
+
+
+def training_surface_temperature(folder, *, start=None, end=None, min_clear: int = 3) -> xr.DataArray:
+    """Clear-sky mean Landsat 8 surface temperature (kelvin) of a training extraction, ``(y, x)``.
+
+    Reads ``L8_L2-ST_*.nc`` (``ST-B10`` in kelvin, ``QA-PIXEL`` Landsat Collection-2 bit
+    flags, dim ``timestamp``). An observation counts as clear when ``QA-PIXEL`` has bit 6
+    ("clear") set and bits 0–5 (fill, dilated cloud, cirrus, cloud, cloud shadow, snow)
+    unset, and ``ST-B10`` is not the fill value. Each pixel's target is the mean of its
+    clear observations between ``start`` and ``end``; pixels with fewer than
+    ``min_clear`` clear observations are NaN.
+
+    Parameters
+    ----------
+    folder:
+        Folder holding one ``L8_L2-ST_*.nc``.
+    start, end:
+        Inclusive date range (default: every acquisition in the file).
+    min_clear:
+        Clear observations a pixel needs (>= 1).
+
+    Returns
+    -------
+    xarray.DataArray
+        float64 ``(y, x)`` in kelvin on the file's grid, CRS and transform written, NaN
+        where fewer than ``min_clear`` clear observations; attrs ``units`` (``"K"``),
+        ``long_name``, ``source``, ``eoembed:acquisitions`` (acquisitions in the range),
+        ``eoembed:clear_obs_median`` (median clear observations per pixel),
+        ``eoembed:min_clear``, ``eoembed:period``. Landsat's thermal band is ~100 m
+        native, resampled in the file: neighbouring pixels are not independent.
+
+    Raises
+    ------
+    InputError
+        No ``L8_L2-ST_*.nc`` (or more than one) in ``folder``, a file without
+        ``ST-B10``/``QA-PIXEL`` or a CRS, or no pixel with ``min_clear`` clear observations.
+    ParameterError
+        ``min_clear`` not an integer >= 1, or ``end`` before ``start``.
+    """
+    if isinstance(min_clear, (bool, np.bool_)) or not isinstance(min_clear, (int, np.integer)) or min_clear < 1:
+        raise ParameterError(f"min_clear must be an integer >= 1 (clear observations per pixel), got {min_clear!r}.")
+    folder = Path(os.fspath(folder))
+    path = _find(folder, "l8_st")
+    ds = xr.open_dataset(path, mask_and_scale=False)
+    missing = [v for v in ("ST-B10", "QA-PIXEL") if v not in ds.data_vars]
+    tdim = next((d for d in _TIME_DIMS if d in ds.dims), None)
+    if missing or tdim is None:
+        raise InputError(f"{path.name} needs variables 'ST-B10' and 'QA-PIXEL' over a time dimension "
+                         f"(variables: {list(ds.data_vars)}, dims: {dict(ds.sizes)}). Is it a Landsat "
+                         "Collection-2 surface-temperature extraction?")
+    st, qa = ds["ST-B10"], ds["QA-PIXEL"].astype("int64")
+    fill = st.attrs.get("_FillValue", 0)
+    scale = float(st.attrs.get("scale_factor", 1.0))
+    offset = float(st.attrs.get("add_offset", 0.0))
+    clear = (((qa >> QA_CLEAR_BIT) & 1) == 1) & ((qa & QA_BAD_BITS) == 0) & (st != fill)
+    times = pd.to_datetime(np.asarray(ds[tdim].values).astype(str) if ds[tdim].dtype.kind in "US"
+                           else ds[tdim].values)
+    t0 = pd.Timestamp(start) if start is not None else times.min()
+    t1 = pd.Timestamp(end) if end is not None else times.max()
+    if t1 < t0:
+        raise ParameterError(f"end ({t1.date()}) is before start ({t0.date()}).")
+    sel = np.flatnonzero((times >= t0) & (times <= t1 + pd.Timedelta("1D") - pd.Timedelta(1, "ns")))
+    kelvin = (st.astype("float64") * scale + offset).isel({tdim: sel})
+    clear = clear.isel({tdim: sel})
+    n = clear.sum(tdim)
+    out = kelvin.where(clear).mean(tdim).where(n >= min_clear)
+    if not bool(out.notnull().any()):
+        raise InputError(f"{path.name}: no pixel has {min_clear} clear observations between {t0.date()} and "
+                         f"{t1.date()} ({len(sel)} acquisitions). Widen the date range or lower min_clear.")
+    crs = ds.rio.crs
+    if crs is None and "spatial_ref" in ds.variables:
+        crs = ds["spatial_ref"].attrs.get("crs_wkt") or ds["spatial_ref"].attrs.get("spatial_ref")
+    if crs is None and "epsg" in ds.attrs:
+        crs = f"EPSG:{int(ds.attrs['epsg'])}"
+    if crs is None:
+        raise InputError(f"{path.name} has no CRS (no grid-mapping variable, no 'epsg' attribute); write one "
+                         "with ds.rio.write_crs(...) and save the file again.")
+    out = out.transpose("y", "x")
+    out.name = "surface_temperature"
+    out.attrs = {"units": "K", "long_name": f"Landsat 8 surface temperature, clear-sky mean "
+                                            f"{t0.date()}..{t1.date()}",
+                 "source": str(path), "eoembed:acquisitions": int(len(sel)),
+                 "eoembed:clear_obs_median": float(n.median()), "eoembed:min_clear": int(min_clear),
+                 "eoembed:period": [str(t0.date()), str(t1.date())]}
+    out = out.drop_vars([c for c in out.coords if c not in ("y", "x")])
+    return out.rio.write_crs(crs).rio.write_transform(out.rio.transform(recalc=True))

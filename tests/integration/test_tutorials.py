@@ -21,7 +21,9 @@ SHARED = ROOT.parent / "shared"
 NEEDS = [SHARED / "data" / "worldcereal" / "worldcereal_preprocessed_inputs.nc",
          SHARED / "data" / "worldcereal-training", SHARED / "weights" / "galileo-nano"]
 EXPECTED = ["01_tokens_and_cost", "02_what_an_embedding_is", "03_similarity_search_map",
-            "04_fewshot_crop_mapping", "05_models_compared", "06_scaling_out", "07_clusters_and_change"]
+            "04_fewshot_crop_mapping", "05_models_compared", "06_scaling_out", "07_clusters",
+            "08_change_and_time", "09_regression"]
+NUM = r"[+-]?\d+\.\d+"
 
 
 @pytest.fixture
@@ -84,22 +86,118 @@ def check_fewshot_summary(stdout: str) -> dict:
     return scores
 
 
-def check_clusters_and_change(stdout: str) -> None:
-    """What notebook 7's prose relies on: k chosen by the best silhouette, the ARI comparison's verdict matching its
-    sign, Otsu thresholds and change counts in range, both models reported, a refused comparison explained."""
-    ks = re.findall(r"(\S+): k chosen by silhouette = (\d+) \(silhouette (-?[0-9.]+); next best k = \d+ at "
-                    r"(-?[0-9.]+)\)", stdout)
-    assert {m[0] for m in ks} == {"galileo-nano", "spectral"}, ks
-    for _, k, best, nxt in ks:
-        assert 2 <= int(k) <= 12 and float(best) >= float(nxt)
-    m = re.search(r"galileo-nano vs spectral baseline, ARI at k = \d+: ([+-][0-9.]+) -> (.*)", stdout)
+def _verdict_ok(d: float, spread: float, verdict: str, better: str, worse: str, tol: float = 0.0015) -> bool:
+    """The printed verdict matches the rule 'better/worse only when |d| exceeds the spread' (rounding-tolerant)."""
+    if abs(abs(d) - spread) <= tol:
+        return True  # too close to the cut to tell from rounded numbers
+    if d > spread and d > 0:
+        return better in verdict
+    if d < -spread and d < 0:
+        return worse in verdict
+    return "no clear difference" in verdict
+
+
+def check_clusters(stdout: str) -> None:
+    """What notebook 7's prose relies on: k chosen by the best silhouette for both feature sets, the ARI table and
+    the verdict of the ARI comparison consistent with its numbers (difference vs twice the seeds' spread)."""
+    ks = {m[0]: (int(m[1]), float(m[2]), float(m[4])) for m in re.findall(
+        r"(\S+): k chosen by silhouette = (\d+) \(silhouette (-?[0-9.]+); next best k = (\d+) at (-?[0-9.]+)\)",
+        stdout)}
+    assert set(ks) == {"galileo-nano", "spectral"}, ks
+    for k, best, nxt in ks.values():
+        assert 2 <= k <= 12 and best >= nxt
+    rows = {m[0]: (int(m[1]), *map(float, m[2:])) for m in re.findall(
+        rf"^(galileo-nano|spectral)\s+(\d+)\s+({NUM})\s+({NUM})\s+({NUM})\s*$", stdout, flags=re.M)}
+    assert set(rows) == {"galileo-nano", "spectral"}, rows
+    assert all(rows[n][0] == ks[n][0] for n in rows), (rows, ks)
+    m = re.search(rf"galileo-nano vs spectral baseline, ARI at k = \d+: ({NUM}) \(seed spread ({NUM})\) -> (.*)",
+                  stdout)
     assert m, "the ARI comparison with the spectral baseline must be printed"
-    assert (float(m.group(1)) > 0) == ("agrees more" in m.group(2)), m.group(0)
-    otsu = re.findall(r"(\S+): Otsu threshold ([0-9.]+); changed patches: (\d+) of (\d+)", stdout)
-    assert {o[0] for o in otsu} == {"galileo-nano", "spectral"}, otsu
-    for _, thr, n, valid in otsu:
-        assert 0 < float(thr) < 2 and 0 < int(n) < int(valid)
-    assert "IndexMismatchError - " in stdout and "lowest similarity to its first month" in stdout
+    d, spread = float(m.group(1)), float(m.group(2))
+    assert abs(d - (rows["galileo-nano"][2] - rows["spectral"][2])) <= 0.0015, (d, rows)
+    assert abs(spread - max(rows["galileo-nano"][3], rows["spectral"][3])) <= 0.0006, (spread, rows)
+    assert _verdict_ok(d, 2 * spread, m.group(3), "galileo-nano agrees more", "spectral baseline agrees more",
+                       tol=0.003), m.group(0)
+    wide = dict(re.findall(r"(\S+): k chosen over 2\.\.20 = \d+ \(over 2\.\.12: (\d+)\)", stdout))
+    assert {n: int(k) for n, k in wide.items()} == {n: v[0] for n, v in ks.items()}, wide
+    assert len(re.findall(r"ARI between seed 0 and seed 1", stdout)) == 2
+    assert len(re.findall(r"ARI with land cover", stdout)) == 2
+
+
+def check_change_and_time(stdout: str) -> None:
+    """Notebook 8: Otsu thresholds and change counts in range for both feature sets (two months, two halves, the
+    12-month sample), a refused comparison, per-crop peaks drawn from the stated steps, trajectories of both."""
+    for what in (r"\d{4}-\d\d -> \d{4}-\d\d", r"halves .*?", r"12-month sample 2021-06 -> 2021-08"):
+        otsu = re.findall(rf"^(\S+): {what} Otsu threshold ([0-9.]+); changed patches: (\d+) of (\d+)", stdout,
+                          flags=re.M)
+        assert sorted(o[0] for o in otsu) == ["galileo-nano", "spectral"], (what, otsu)
+        for _, thr, n, valid in otsu:
+            assert 0 < float(thr) < 2 and 0 < int(n) < int(valid), (what, otsu)
+    assert "IndexMismatchError - " in stdout
+    used = re.search(r"steps used for the peaks \((\d+) of (\d+)\): (.*)", stdout)
+    assert used and int(used.group(1)) == len(used.group(3).split(", ")), used
+    peaks = {}
+    for name, c, _, step, top, med in re.findall(
+            rf"^(\S+): crop (\d+) \((\d+) patches\) changes most, relative to all labelled patches, in (\S+) "
+            rf"\(({NUM}) above their mean distance; median step ({NUM})\)", stdout, flags=re.M):
+        assert step in used.group(3).split(", ") and float(top) >= float(med), (name, c, step)
+        peaks[name, c] = step
+    crops = {c for _, c in peaks}
+    assert crops and set(peaks) == {(n, c) for n in ("galileo-nano", "spectral") for c in crops}, peaks
+    same = re.search(r"peak step is the same for galileo-nano and the spectral baseline: (\d+) of (\d+)", stdout)
+    assert same and int(same.group(1)) == sum(peaks["galileo-nano", c] == peaks["spectral", c] for c in crops)
+    assert int(same.group(2)) == len(crops)
+    assert len(re.findall(r"lowest similarity to its first month", stdout)) == 4
+    assert len(re.findall(r"most-changed crop code", stdout)) == 2
+    assert len(re.findall(r"July 2019 only, k chosen by silhouette = \d+", stdout)) == 2
+
+
+def _regression_blocks(stdout: str) -> dict:
+    """``{target: {"model"|"mean baseline"|"spectral baseline": (r2, r2_std, rmse)}}`` of each printed RidgeCV
+    result (the first one printed per target), plus the estimator per target under key ``"_estimator"``."""
+    out = {}
+    for m in re.finditer(r"Regression of '([^']+)' \((\w+)\) with (\w+) on (\d+) patches; spatial-block CV: (\d+) "
+                         r"folds[^\n]*\n((?:  \S[^\n]*\n)+)", stdout):
+        rows = {r[0]: (float(r[1]), float(r[2]), float(r[3])) for r in re.findall(
+            rf"^  (model|mean baseline|spectral baseline)\s+R² ({NUM}) ± ({NUM})\s+RMSE ([0-9.e+-]+)", m.group(6),
+            flags=re.M)}
+        out.setdefault((m.group(1), m.group(3)), rows)
+    return out
+
+
+def check_regression(stdout: str) -> None:
+    """Notebook 9: every target scored with the mean and spectral baselines; the paired per-fold differences match
+    the per-fold values and the summaries; each verdict follows its rule; the surface-temperature sentence is true
+    of the numbers (R² below 0 counted); the kNN map's scores and the exercises' comparisons printed."""
+    blocks = _regression_blocks(stdout)
+    targets = ("surface temperature", "S1 VV", "S1 VH")
+    for t in targets:
+        rows = blocks.get((t, "RidgeCV"))
+        assert rows and set(rows) == {"model", "mean baseline", "spectral baseline"}, (t, blocks)
+    assert set(blocks.get(("S1 VH", "KNeighborsRegressor"), {})) == {"model", "mean baseline", "spectral baseline"}
+    paired = re.findall(rf"^(.+?): galileo-nano minus (spectral|mean) baseline, R² per fold \[([^\]]+)\]; mean "
+                        rf"({NUM}) ± ({NUM}); galileo-nano higher in (\d+) of (\d+) folds -> (.*)$", stdout,
+                        flags=re.M)
+    assert {(p[0], p[1]) for p in paired} == {(t, o) for t in targets for o in ("spectral", "mean")}, paired
+    for t, other, folds, mean, std, wins, n, verdict in paired:
+        v = [float(x) for x in folds.split()]
+        assert len(v) == int(n) and sum(x > 0 for x in v) == int(wins), (t, other, v)
+        sd = (sum((x - sum(v) / len(v)) ** 2 for x in v) / len(v)) ** 0.5  # population std, as np.std
+        assert abs(float(mean) - sum(v) / len(v)) <= 0.0015 and abs(float(std) - sd) <= 0.0015, (t, other, v)
+        rows = blocks[t, "RidgeCV"]
+        assert abs(float(mean) - (rows["model"][0] - rows[f"{other} baseline"][0])) <= 0.0015, (t, other)
+        assert _verdict_ok(float(mean), float(std), verdict, "better", "worse"), (t, other, verdict)
+    m = re.search(r"surface temperature: mean R² over folds below 0 for (\d) of (\d) feature sets \(([^)]*)\)(.*)",
+                  stdout)
+    assert m, "the notebook must say how many surface-temperature R² are below 0"
+    st = blocks["surface temperature", "RidgeCV"]
+    assert int(m.group(1)) == sum(r[0] < 0 for r in st.values()) and int(m.group(2)) == 3, (m.group(0), st)
+    assert ("no feature set predicts it better" in m.group(4)) == (int(m.group(1)) == 3)
+    assert re.search(r"uncertainty of S1 VH .*: median [0-9.]+ dB", stdout)
+    r = re.search(rf"random CV ({NUM}), spatial CV ({NUM}) \(random minus spatial ({NUM})\)", stdout)
+    assert r and abs(float(r.group(1)) - float(r.group(2)) - float(r.group(3))) <= 0.0015
+    assert abs(float(r.group(2)) - blocks["S1 VH", "RidgeCV"]["model"][0]) <= 0.0005
+    assert "WITH Sentinel-1 in the cube: R²" in stdout and ("ST all year", "RidgeCV") in blocks
 
 
 def check_paired_verdicts(stdout: str, pattern: str, words: dict) -> list:
@@ -251,6 +349,70 @@ def test_paired_verdict_check_catches_a_wrong_verdict_and_nan():
         check_paired_verdicts(ok.replace("± 0.044", "± nan"), pat, words)
 
 
+CLUSTERS_OUT = """galileo-nano: k chosen by silhouette = 3 (silhouette 0.349; next best k = 2 at 0.275)
+spectral: k chosen by silhouette = 5 (silhouette 0.448; next best k = 7 at 0.414)
+              k chosen  ARI (chosen k)  ARI (k = 7), mean of 5 seeds  ± std over seeds
+galileo-nano         3           0.277                         0.241             0.041
+spectral             5           0.505                         0.394             0.032
+galileo-nano vs spectral baseline, ARI at k = 7: -0.153 (seed spread 0.041) -> the spectral baseline agrees more with the crop types
+galileo-nano: k chosen over 2..20 = 3 (over 2..12: 3)
+spectral: k chosen over 2..20 = 5 (over 2..12: 5)
+galileo-nano: ARI between seed 0 and seed 1 at k = 7: 0.592
+spectral: ARI between seed 0 and seed 1 at k = 7: 0.793
+galileo-nano: ARI with land cover (3 classes, 256 patches) at k = 3: 0.310
+spectral: ARI with land cover (3 classes, 256 patches) at k = 3: 0.124
+"""
+
+REGRESSION_OUT = "".join(
+    f"""Regression of '{t}' ({u}) with {e} on 256 patches; spatial-block CV: 5 folds, 160 m blocks, buffer 60 m
+  model              R² {m:+.3f} ± 0.400   RMSE 1.0 ± 0.1
+  mean baseline      R² -0.300 ± 0.400   RMSE 1.5 ± 0.1
+  spectral baseline  R² +0.100 ± 0.400   RMSE 1.2 ± 0.1
+
+""" for t, u, e, m in [("surface temperature", "K", "RidgeCV", -0.1), ("S1 VV", "dB", "RidgeCV", 0.2),
+                       ("S1 VH", "dB", "RidgeCV", 0.5), ("S1 VH", "dB", "KNeighborsRegressor", 0.2),
+                       ("ST all year", "K", "RidgeCV", -1.0)]) + (
+    "surface temperature: galileo-nano minus spectral baseline, R² per fold [-0.2  -0.2  -0.2  -0.2  -0.2]; mean "
+    "-0.200 ± 0.000; galileo-nano higher in 0 of 5 folds -> worse\n"
+    "surface temperature: galileo-nano minus mean baseline, R² per fold [ 0.5 -0.3  0.5 -0.3  0.6]; mean +0.200 ± "
+    "0.410; galileo-nano higher in 3 of 5 folds -> no clear difference\n"
+    "S1 VV: galileo-nano minus spectral baseline, R² per fold [0.1 0.1 0.1 0.1 0.1]; mean +0.100 ± 0.000; "
+    "galileo-nano higher in 5 of 5 folds -> better\n"
+    "S1 VV: galileo-nano minus mean baseline, R² per fold [0.5 0.5 0.5 0.5 0.5]; mean +0.500 ± 0.000; "
+    "galileo-nano higher in 5 of 5 folds -> better\n"
+    "S1 VH: galileo-nano minus spectral baseline, R² per fold [0.4 0.4 0.4 0.4 0.4]; mean +0.400 ± 0.000; "
+    "galileo-nano higher in 5 of 5 folds -> better\n"
+    "S1 VH: galileo-nano minus mean baseline, R² per fold [0.8 0.8 0.8 0.8 0.8]; mean +0.800 ± 0.000; "
+    "galileo-nano higher in 5 of 5 folds -> better\n"
+    "surface temperature: mean R² over folds below 0 for 2 of 3 feature sets (galileo-nano, mean)\n"
+    "S1 VH: prediction map {'y': 16, 'x': 16}, uncertainty of S1 VH (standard deviation of the neighbours' target "
+    "values): median 0.80 dB; in-sample |prediction − measured| median 0.47 dB\n"
+    "S1 VH, galileo-nano R²: random CV +0.776, spatial CV +0.500 (random minus spatial +0.276)\n"
+    "S1 VV from spectral features WITH Sentinel-1 in the cube: R² +0.815 (optical only: +0.100)\n")
+
+
+def test_cluster_and_regression_checks_catch_untrue_sentences():
+    """The notebook checks fail when a printed verdict or statement does not follow from the printed numbers."""
+    check_clusters(CLUSTERS_OUT)
+    with pytest.raises(AssertionError):  # verdict contradicting a difference of -0.153 against a spread of 0.041
+        check_clusters(CLUSTERS_OUT.replace("the spectral baseline agrees more", "no clear difference"))
+    with pytest.raises(AssertionError):  # difference not equal to the table's
+        check_clusters(CLUSTERS_OUT.replace("k = 7: -0.153", "k = 7: -0.100"))
+    with pytest.raises(AssertionError):  # chosen k that is not the best silhouette
+        check_clusters(CLUSTERS_OUT.replace("(silhouette 0.349;", "(silhouette 0.249;"))
+    check_regression(REGRESSION_OUT)
+    with pytest.raises(AssertionError):  # "better" with a mean difference inside its spread
+        check_regression(REGRESSION_OUT.replace("3 of 5 folds -> no clear difference", "3 of 5 folds -> better"))
+    with pytest.raises(AssertionError):  # paired mean not equal to model minus baseline in the summaries
+        check_regression(REGRESSION_OUT.replace("R² +0.500 ± 0.400", "R² +0.450 ± 0.400", 1))
+    with pytest.raises(AssertionError):  # claims every R² is below 0 when the spectral baseline's is not
+        check_regression(REGRESSION_OUT.replace(
+            "below 0 for 2 of 3 feature sets (galileo-nano, mean)",
+            "below 0 for 3 of 3 feature sets (galileo-nano, spectral, mean) -> no feature set predicts it better"))
+    with pytest.raises(AssertionError):  # a target without its spectral baseline
+        check_regression(REGRESSION_OUT.replace("  spectral baseline  R² +0.100 ± 0.400   RMSE 1.2 ± 0.1\n", "", 1))
+
+
 def test_no_xarray_plot_calls():
     """xarray's .plot() titles maps with leftover coords ('spatial_ref = 0') and labels axes 'x'/'y' without units;
     the notebooks draw with matplotlib axes and tutorials/_shared.py, which label title, metres and CRS."""
@@ -322,8 +484,14 @@ def test_tutorial_runs(path, venv_kernel):
         assert "after resume: {'regions': 4, 'written': 2, 'skipped': 2, 'repaired': 0}" in stdout
         assert "max |streamed − in-memory| = 0.00e+00" in stdout
     if name.startswith("07_"):
-        check_clusters_and_change(stdout)
-        assert len(images) >= 4
+        check_clusters(stdout)
+        assert len(images) >= 2
+    if name.startswith("08_"):
+        check_change_and_time(stdout)
+        assert len(images) >= 6
+    if name.startswith("09_"):
+        check_regression(stdout)
+        assert len(images) >= 3
     if name == "quickstart":
         assert images and "EPSG:32631" in stdout and "rank" in stdout
     if name == "products":  # an AlphaEarth-layout COG and GeoParquet rows searched, classified, exported

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from eoembed.data import align_to, read_extraction, training_cube, training_labels
+from eoembed.data import align_to, read_extraction, training_cube, training_labels, training_surface_temperature
 from eoembed.exceptions import InputError, ParameterError
 
 REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "worldcereal-training"
@@ -188,3 +188,61 @@ def test_every_code_of_the_real_sample_has_a_legend_name():
 
     codes = set(np.unique(training_labels(REAL).values).tolist()) - {0}
     assert codes <= set(CROP_TYPES), codes - set(CROP_TYPES)
+
+
+# Landsat Collection-2 QA_PIXEL values: 21824 clear land (bit 6), 22280 cloud (bit 3, no bit 6),
+# 21840 = clear bit + cloud-shadow bit 4 (not clear), 1 = fill
+L8_TIMES = ["2019-04-02", "2019-05-04", "2019-06-05", "2019-10-11"]
+
+
+def _l8(folder: Path, st: np.ndarray, qa: np.ndarray) -> Path:
+    ds = xr.Dataset({"ST-B10": (("timestamp", "y", "x"), st, {"_FillValue": np.uint16(0), "scale_factor": 1,
+                                                                 "grid_mapping": "spatial_ref"}),
+                     "QA-PIXEL": (("timestamp", "y", "x"), qa, {"_FillValue": np.uint16(0),
+                                                                "grid_mapping": "spatial_ref"})},
+                    coords={"timestamp": np.array(L8_TIMES), **_grid(10, 2)})  # string dates, as in the real file
+    ds = ds.rio.write_crs("EPSG:32631")
+    path = folder / "L8_L2-ST_10m_X_32631_2019-01-01_2019-12-31.nc"
+    ds.to_netcdf(path, encoding={v: {"_FillValue": None} for v in ds.variables})
+    return path
+
+
+def test_training_surface_temperature_means_clear_observations_only(tmp_path):
+    st = np.array([290, 292, 294, 300], np.uint16)[:, None, None] * np.ones((1, 2, 2), np.uint16)
+    qa = np.full((4, 2, 2), 21824, np.uint16)
+    qa[1, 0, 0] = 22280  # cloud over pixel (0, 0) in May
+    qa[2, 0, 1] = 21840  # clear bit but cloud shadow over (0, 1) in June
+    st[0, 1, 0] = 0  # fill over (1, 0) in April
+    qa[:3, 1, 1] = 1  # (1, 1) is fill until October
+    _l8(tmp_path, st, qa)
+    got = training_surface_temperature(tmp_path, min_clear=1)
+    assert got.dims == ("y", "x") and got.attrs["units"] == "K" and str(got.rio.crs) == "EPSG:32631"
+    np.testing.assert_allclose(got.values, [[np.mean([290, 294, 300]), np.mean([290, 292, 300])],
+                                            [np.mean([292, 294, 300]), 300.0]])
+    assert got.attrs["eoembed:acquisitions"] == 4 and got.rio.transform().c == X0
+    season = training_surface_temperature(tmp_path, start="2019-04-01", end="2019-06-30", min_clear=2)
+    np.testing.assert_allclose(season.values, [[292.0, 291.0], [293.0, np.nan]])  # (1, 1): no clear obs
+    assert season.attrs["eoembed:acquisitions"] == 3 and season.attrs["eoembed:period"] == ["2019-04-01",
+                                                                                           "2019-06-30"]
+
+
+def test_training_surface_temperature_errors(tmp_path, extraction):
+    with pytest.raises(InputError, match="L8_L2-ST"):
+        training_surface_temperature(extraction)  # no Landsat file in the folder
+    _l8(tmp_path, np.full((4, 2, 2), 295, np.uint16), np.full((4, 2, 2), 22280, np.uint16))
+    with pytest.raises(InputError, match="no pixel has 3 clear observations"):
+        training_surface_temperature(tmp_path)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ParameterError, match="min_clear"):
+            training_surface_temperature(tmp_path, min_clear=bad)
+    with pytest.raises(ParameterError, match="before start"):
+        training_surface_temperature(tmp_path, start="2019-09-01", end="2019-05-01")
+
+
+@pytest.mark.skipif(not REAL.exists(), reason=f"real training sample not found at {REAL}")
+def test_real_surface_temperature_on_the_label_grid():
+    st = training_surface_temperature(REAL, start="2019-04-01", end="2019-09-30")
+    lab = training_labels(REAL)
+    assert st.rio.transform() == lab.rio.transform() and st.shape == lab.shape
+    assert 280 < float(st.min()) and float(st.max()) < 315  # kelvin, summer half-year in Flanders
+    assert st.attrs["eoembed:acquisitions"] > 10 and st.attrs["eoembed:clear_obs_median"] >= 3
