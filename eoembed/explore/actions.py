@@ -781,3 +781,62 @@ class ActionsMixin:
         self._status(f"Change: threshold {res.threshold:.3f} ({res.rule}); "
                      f"{int(res.changed.sum())} patches above it.")
         return res
+
+    # ---- regression --------------------------------------------------------------------------------------
+    def regress(self, targets: Any, *, value: str = "value", estimator: Any = "ridge", **kwargs: Any):
+        """Fit :func:`eoembed.regress` on this cube and show its prediction (and uncertainty) on the map.
+
+        Parameters
+        ----------
+        targets, value, estimator, **kwargs:
+            As :func:`eoembed.regress` (points with a ``value`` column, or a raster;
+            spatial-block CV against predict-the-mean and, with ``baseline_cube=``, the
+            spectral baseline). On a cube with ``time``, the date shown (:meth:`set_time`)
+            is used unless ``time=`` is given.
+
+        Returns
+        -------
+        eoembed.analysis.RegressionResult
+            Also kept as ``ex.regression``. The ``"regression"`` layer (colour bar
+            ``predicted <value>``, 2nd–98th percentile of the targets) and, for estimators
+            that give one (``"knn"``, ``"gp"``), the ``"uncertainty"`` layer (colour bar at
+            the top right) are drawn on the display grid; the CV summary (R², RMSE against
+            the baselines) goes to the panel's report.
+        """
+        import html
+
+        from eoembed.analysis import regress
+        from eoembed.explore.layers import colorbar_control, set_control
+        from eoembed.viz import colormap_indexed
+
+        if "time" in self.emb.dims and "time" not in kwargs and self._time is not None:
+            kwargs["time"] = self._time
+        res = regress(self.emb, targets, value=value, estimator=estimator, **kwargs)
+        self.regression = res
+        pm = res.predict_map(self._ov).compute()
+        pred = pm["prediction"]
+        lo, hi = float(pred.attrs["vmin"]), float(pred.attrs["vmax"])
+        hi = hi if hi > lo else lo + 1e-6
+        units = f" ({res.units})" if res.units else ""
+        self._put_raster("regression", pred, *colormap_indexed(pred.values, lo, hi, "viridis"),
+                         title=f"regression: {value}")
+        self._regression_bar = set_control(self.map, getattr(self, "_regression_bar", None),
+                                           colorbar_control(lo, hi, "viridis", f"predicted {value}{units}"))
+        if "uncertainty" in pm:
+            unc = pm["uncertainty"]
+            v = unc.values[np.isfinite(unc.values)]
+            top = float(np.percentile(v, 98)) if v.size else 1.0
+            top = top if top > 0 else 1e-6
+            self._put_raster("uncertainty", unc, *colormap_indexed(unc.values, 0.0, top, "magma"),
+                             title=f"uncertainty: {value}")
+            self._uncertainty_bar = set_control(
+                self.map, getattr(self, "_uncertainty_bar", None),
+                colorbar_control(0.0, top, "magma", f"uncertainty of {value}{units}", position="topright"))
+        else:
+            self._remove_layer("uncertainty")
+            self._uncertainty_bar = set_control(self.map, getattr(self, "_uncertainty_bar", None), None)
+        self._report_w.value = f"<pre style='font-size:11px;line-height:1.3'>{html.escape(str(res))}</pre>"
+        s = res.summary()
+        self._status(f"Regression of {value} on {len(res.y)} patches: R² {s.loc['model', 'r2_mean']:+.3f} "
+                     f"(predict-the-mean {s.loc['mean baseline', 'r2_mean']:+.3f}), spatial-block CV.")
+        return res

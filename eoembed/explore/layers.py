@@ -234,17 +234,50 @@ def overlay(m, layer, name: str, image: np.ndarray, palette: np.ndarray | None, 
 
 
 def colorbar_control(vmin: float, vmax: float, cmap: str = "viridis", caption: str = "",
-                     position: str = "bottomright"):
-    """An ipyleaflet ``ColormapControl`` (branca colour bar) for a matplotlib colormap."""
+                     position: str = "bottomright", width: int = 240):
+    """An ipyleaflet ``ColormapControl`` for a matplotlib colormap, drawn as a compact SVG bar.
+
+    The control (its ``caption``, ``value_min``/``value_max`` and branca ``colormap``) is
+    ipyleaflet's; only the picture is drawn here: branca's own rounds every inner tick to
+    one decimal (a 0–0.262 range reads ``0.0 0.0 0.1 0.1 0.2 0.2 0.262``) and is 450 px
+    wide, so three bars cover most of a 600 px map. Ticks are matplotlib's
+    ``MaxNLocator`` values inside the range, printed with the decimals their step needs.
+    """
+    import uuid
+
     import ipyleaflet
+    import ipywidgets as w
     from branca.colormap import LinearColormap
+    from matplotlib.ticker import MaxNLocator
 
     from eoembed.viz import _lut
 
+    vmin, vmax = float(vmin), float(vmax)
     colors = [tuple(int(v) for v in c[:3]) for c in _lut(cmap, 11)]
-    cm = LinearColormap(colors, vmin=float(vmin), vmax=float(vmax), caption=caption)
-    return ipyleaflet.ColormapControl(colormap=cm, value_min=float(vmin), value_max=float(vmax),
-                                      caption=caption, position=position)
+    cm = LinearColormap(colors, vmin=vmin, vmax=vmax, caption=caption)
+    lut = _lut(cmap, 32)
+    gid = f"eoembed-cb-{uuid.uuid4().hex[:8]}"
+    stops = "".join(f'<stop offset="{i / (len(lut) - 1):.3f}" stop-color="#{r:02x}{g:02x}{b:02x}"/>'
+                    for i, (r, g, b, _) in enumerate(lut))
+    span = vmax - vmin if vmax > vmin else 1.0
+    ticks = [t for t in MaxNLocator(5).tick_values(vmin, vmax) if vmin - 1e-9 * span <= t <= vmax + 1e-9 * span]
+    pad = 14
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else span
+    dec = max(0, -math.floor(math.log10(step))) if step > 0 else 3  # as many decimals as the step needs
+    marks = "".join(
+        f'<line x1="{pad + (t - vmin) / span * width:.1f}" y1="30" x2="{pad + (t - vmin) / span * width:.1f}" '
+        f'y2="34" stroke="#333"/><text x="{pad + (t - vmin) / span * width:.1f}" y="45" font-size="10" '
+        f'text-anchor="middle" fill="#222">{t:.{dec}f}</text>' for t in ticks)
+    from html import escape
+
+    svg = (f'<svg width="{width + 2 * pad}" height="50" xmlns="http://www.w3.org/2000/svg" '
+           f'style="background:rgba(255,255,255,0.85);border-radius:4px">'
+           f'<defs><linearGradient id="{gid}">{stops}</linearGradient></defs>'
+           f'<text x="{pad}" y="12" font-size="11" fill="#222">{escape(caption)}</text>'
+           f'<rect x="{pad}" y="16" width="{width}" height="14" fill="url(#{gid})"/>{marks}</svg>')
+    widget = w.HTML(svg, layout=w.Layout(width=f"{width + 2 * pad + 4}px", height="54px"))
+    return ipyleaflet.ColormapControl(colormap=cm, value_min=vmin, value_max=vmax, caption=caption,
+                                      position=position, widget=widget)
 
 
 def legend_control(names: list[str], colors: list[str], title: str = "class", position: str = "bottomright"):

@@ -138,6 +138,15 @@ print("STATE", json.dumps({
 TIME_SPLIT = """\
 print("SPLIT", json.dumps(ex.split_dates(0, -1)))"""
 
+# a continuous target measured on the ground stands in as the July NDVI of the cube itself (10 m pixels,
+# area-mean resampled onto the 40 m patches by eoembed.regress)
+TIME_REGRESS = """\
+b = cube.sel(time=cube.time.dt.month == 7).isel(time=0)
+ndvi = ((b.sel(band="B08") - b.sel(band="B04")) / (b.sel(band="B08") + b.sel(band="B04"))).rename("ndvi")
+res = ex.regress(ndvi.rio.write_crs(cube.rio.crs), value="ndvi", estimator="knn", n_splits=3)
+print("REGRESS", json.dumps({"r2": float(res.summary().loc["model", "r2_mean"]), "n": int(len(res.y)),
+                             "layers": [ex.layers[k].name for k in ("regression", "uncertainty")]}))"""
+
 
 def _notebook(path: Path, kernel: str, sources=(SETUP, TARGETS, STATE, RESTORE)) -> None:
     cells = [{"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": src}
@@ -166,7 +175,8 @@ def lab(tmp_path_factory):
     work = root / "work"
     work.mkdir()
     _notebook(work / "explorer.ipynb", "eoembed-venv")
-    _notebook(work / "explorer_time.ipynb", "eoembed-venv", (TIME_SETUP, TIME_STATE, TIME_SPLIT))
+    _notebook(work / "explorer_time.ipynb", "eoembed-venv", (TIME_SETUP, TIME_STATE, TIME_SPLIT,
+                                                                      TIME_REGRESS))
     # the explorer tutorial, as a student opens it (kernelspec pointed at this venv)
     tut = json.loads((TUTORIALS / TUTORIAL_03).read_text())
     tut["metadata"]["kernelspec"] = {"name": "eoembed-venv", "display_name": "eoembed venv", "language": "python"}
@@ -417,7 +427,7 @@ def test_explorer_tutorial_runs_in_jupyterlab(lab):
 
 def test_explorer_time_clusters_change_in_jupyterlab(lab):
     """Per-month embeddings (``pool_time=False``) of a 12×12-patch corner of the sample: the clusters
-    legend and the change colour bar appear on the page; a click plots the place's trajectory; the
+    legend, the change colour bar and the regression/uncertainty colour bars appear on the page; a click plots the place's trajectory; the
     time slider, dragged on the page, changes the kernel's date and the layer names; split_dates
     labels each side with its date."""
     sync_api = pytest.importorskip("playwright.sync_api")
@@ -451,6 +461,14 @@ def test_explorer_time_clusters_change_in_jupyterlab(lab):
             assert "2020-11-01" in left.inner_text()
             assert "2021-10-01" in page.locator(".eoembed-split-right").first.inner_text()
             assert page.locator(".leaflet-sbs-divider").count() == 1
+            # ---- regression of a continuous target: prediction and uncertainty layers with their colour bars
+            reg = _output_json(page, 3, "REGRESS")
+            assert reg["layers"] == ["regression: ndvi", "uncertainty: ndvi"] and reg["n"] == 144, reg
+            assert page.locator(".leaflet-control", has_text="predicted ndvi").count() >= 1
+            assert page.locator(".leaflet-control", has_text="uncertainty of ndvi").count() >= 1
+            control = page.locator(".leaflet-control-layers").first.text_content()
+            assert "regression: ndvi" in control and "uncertainty: ndvi" in control, control
+            assert page.get_by_text(re.compile("Regression of 'ndvi'")).count() >= 1  # the CV report in the panel
             page.locator(".leaflet-container").first.scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / "explorer-time-open.png"))
             # ---- a click on a place: its trajectory through the season in the panel

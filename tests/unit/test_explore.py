@@ -815,3 +815,43 @@ def test_change_layer_matches_the_api():
     np.testing.assert_allclose(res.distance.values, direct.distance.values)
     assert "change" in ex.layers and res.threshold == direct.threshold
     assert bool(res.changed.values[:4, :4].all()) and not bool(res.changed.values[6:, 6:].any())
+
+
+def test_regression_layers_match_the_api_and_the_report_states_the_baselines(emb_truth):
+    import eoembed
+
+    emb, truth = emb_truth
+    rng = np.random.default_rng(0)
+    target = (truth.astype("float32") * 2.0 + 0.1 * rng.standard_normal(truth.shape)).rename("height")
+    target = target.rio.write_crs(emb.rio.crs).rio.write_transform(emb.rio.transform())
+    ex = eoembed.explore.explore(emb, scatter=None, max_pixels=20)  # overview 1/3: predicted on the display grid
+    res = ex.regress(target, value="height", estimator="knn")
+    direct = eoembed.regress(emb, target, value="height", estimator="knn")
+    np.testing.assert_allclose(res.folds["r2"].values, direct.folds["r2"].values)
+    full = direct.predict_map().compute()
+    ov = ex.layer_data["regression"]
+    np.testing.assert_allclose(ov.values, full["prediction"].sel(y=ov.y, x=ov.x).values, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ex.layer_data["uncertainty"].values,
+                               full["uncertainty"].sel(y=ov.y, x=ov.x).values, rtol=1e-5, atol=1e-5)
+    assert ex.layers["regression"].name == "regression: height" and ex._regression_bar.caption == "predicted height"
+    assert "R²" in ex._report_w.value and "mean baseline" in ex._report_w.value
+    s = res.summary()  # the classes explain much of the target: far above predict-the-mean
+    assert s.loc["model", "r2_mean"] > s.loc["mean baseline", "r2_mean"] + 0.3, s
+    ex.regress(target, value="height", estimator="ridge")  # no uncertainty from ridge: its layer goes
+    assert "uncertainty" not in ex.layers and ex._uncertainty_bar is None
+    with pytest.raises(eoembed.exceptions.LabelError, match="empty"):
+        ex.regress(target.to_dataframe().iloc[:0].reset_index(), value="height")
+
+
+def test_colour_bar_ticks_are_distinct_readable_values_inside_the_range():
+    import re
+
+    from eoembed.explore.layers import colorbar_control
+
+    for lo, hi in [(0.0, 0.262), (0.2069, 0.8145), (-3.5, 12.0), (290.1, 291.3)]:
+        c = colorbar_control(lo, hi, "viridis", "predicted x")
+        labels = [float(t) for t in re.findall(r'text-anchor="middle" fill="#222">([^<]+)<', c.widget.value)]
+        assert len(labels) >= 3 and labels == sorted(set(labels)), (lo, hi, labels)  # distinct, increasing
+        assert lo - 1e-9 <= labels[0] and labels[-1] <= hi + 1e-9
+        assert all(len(t) <= 6 for t in re.findall(r"text-anchor=\"middle\" fill=\"#222\">([^<]+)<", c.widget.value))
+        assert c.caption == "predicted x" and (c.value_min, c.value_max) == (lo, hi) and "predicted x" in c.widget.value
