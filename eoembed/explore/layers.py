@@ -233,18 +233,40 @@ def overlay(m, layer, name: str, image: np.ndarray, palette: np.ndarray | None, 
     return layer
 
 
+def colorbar_ticks(vmin: float, vmax: float, n: int = 3) -> list[str]:
+    """``n`` evenly spaced tick labels from ``vmin`` to ``vmax`` with as many decimals as the range needs, so
+    neighbours differ (branca's own bar rounds its inner ticks to one decimal: 0.94–1.00 read "1.0 1.0 1.0")."""
+    span = abs(vmax - vmin) / max(n - 1, 1)
+    decimals = min(6, max(1, math.ceil(-math.log10(span)) + 1)) if span > 0 else 3
+    return [f"{vmin + i * (vmax - vmin) / max(n - 1, 1):.{decimals}f}" for i in range(n)]
+
+
 def colorbar_control(vmin: float, vmax: float, cmap: str = "viridis", caption: str = "",
-                     position: str = "bottomright"):
-    """An ipyleaflet ``ColormapControl`` (branca colour bar) for a matplotlib colormap."""
+                     position: str = "bottomright", width: int = 200):
+    """An ipyleaflet ``ColormapControl`` for a matplotlib colormap, drawn as a compact ``width``-px bar with
+    :func:`colorbar_ticks` (ipyleaflet's default widget is 520 px wide and covers a small map)."""
+    from html import escape
+
     import ipyleaflet
+    import ipywidgets
     from branca.colormap import LinearColormap
 
     from eoembed.viz import _lut
 
     colors = [tuple(int(v) for v in c[:3]) for c in _lut(cmap, 11)]
     cm = LinearColormap(colors, vmin=float(vmin), vmax=float(vmax), caption=caption)
+    stops = "".join(f"<stop offset='{i / 10:.1f}' stop-color='rgb{c}'/>" for i, c in enumerate(colors))
+    ticks = colorbar_ticks(float(vmin), float(vmax))
+    anchors = ["start", "middle", "end"]
+    labels = "".join(f"<text x='{x}' y='40' text-anchor='{a}' font-size='11'>{t}</text>"
+                     for x, a, t in zip([1, width // 2, width - 1], anchors, ticks))
+    gid = f"eoembed-colorbar-{escape(cmap)}"  # one gradient per colormap: ids are page-wide
+    svg = (f"<svg width='{width}' height='44' xmlns='http://www.w3.org/2000/svg'><defs><linearGradient id='{gid}' "
+           f"x1='0' x2='1'>{stops}</linearGradient></defs><text x='0' y='11' font-size='11'>{escape(caption)}"
+           f"</text><rect x='0' y='15' width='{width}' height='12' fill='url(#{gid})'/>{labels}</svg>")
+    widget = ipywidgets.HTML(f"<div style='background:white;padding:2px 6px'>{svg}</div>")
     return ipyleaflet.ColormapControl(colormap=cm, value_min=float(vmin), value_max=float(vmax),
-                                      caption=caption, position=position)
+                                      caption=caption, position=position, widget=widget)
 
 
 def legend_control(names: list[str], colors: list[str], title: str = "class", position: str = "bottomright"):
