@@ -19,7 +19,8 @@ with this checkout first on ``PYTHONPATH``, ``HF_HUB_OFFLINE=1`` and the shared 
 - no widget views (their state is not stored, a reader would only see "model not found") and no HTML repr of
   xarray objects (~29 kB each of CSS and icons, stripped by GitHub): their text form stays;
 - random ids (the UUIDs of xarray's HTML repr), memory addresses and temporary directories replaced by
-  stable placeholders; absolute paths of this checkout and of ``../shared`` written relative;
+  stable placeholders; absolute paths of this checkout and of ``../shared`` written relative, the library
+  folder as ``site-packages/`` and a warning's cell file as ``<cell>``;
 - ``metadata.eoembed.code_sha256``: a digest of each code cell's source, so a cell edited after the run is
   reported as stale (``--lint`` and the fast tutorial test).
 
@@ -146,6 +147,10 @@ def code_digest(nb) -> list[str]:
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ADDRESS = re.compile(r"\b0x[0-9a-fA-F]{6,}\b")
 _TMPDIR = re.compile(re.escape(tempfile.gettempdir()) + r"/[\w.-]+")
+#: where a warning raised in a cell points: ``/tmp/ipykernel_4242/1234567.py:3`` → ``<cell>:3``
+_CELL_FILE = re.compile(r"(?:/[\w.-]+)*/ipykernel_\d+/\d+\.py")
+#: the interpreter's library folders, different on every machine: ``…/site-packages/zarr/x.py`` → ``site-packages/…``
+_SITE = re.compile(r"(?<![\w/])(?:/[\w.+-]+)+/(site-packages|dist-packages|lib/python\d\.\d+)/")
 
 
 def _stable_text(text: str, ids: dict[str, str], tmpdirs: dict[str, str]) -> str:
@@ -157,6 +162,8 @@ def _stable_text(text: str, ids: dict[str, str], tmpdirs: dict[str, str]) -> str
 
     text = _UUID.sub(uid, text)
     text = _ADDRESS.sub("0x…", text)
+    text = _CELL_FILE.sub("<cell>", text)
+    text = _SITE.sub(lambda m: m.group(1) + "/", text)
     text = _TMPDIR.sub(tmp, text)
     for root, rel in ((shared_dir().resolve(), "../shared"), (ROOT, ".")):
         text = text.replace(str(root) + os.sep, rel + os.sep).replace(str(root), rel)

@@ -221,6 +221,8 @@ def _raw_run(uuid: str, seconds: str, tmpname: str):
             new_output("stream", name="stdout", text="a 1\n"),
             new_output("stream", name="stdout", text=f"b 2 at 0x7f3a{uuid[:6]} in {tempfile.gettempdir()}/{tmpname}/x\n"),
             new_output("stream", name="stderr", text="10%\r50%\r100%\n"),
+            new_output("stream", name="stderr", text=f"/tmp/ipykernel_{int(uuid[:2], 16)}/98{int(uuid[2:4], 16)}.py:3: "
+                       "UserWarning: w\n/opt/venv-x/lib/python3.11/site-packages/zarr/api.py:247: ZarrUserWarning\n"),
             new_output("execute_result", execution_count=7, data={"text/plain": "<xarray.DataArray>", "text/html": html}),
             new_output("display_data", data={xn.WIDGET_VIEW: {"model_id": uuid}, "text/plain": "Explorer()"}),
             new_output("display_data", data={"text/html": f"<table id='T_{uuid}'></table>", "text/plain": "df"}),
@@ -244,7 +246,7 @@ def test_normalise_is_deterministic_and_strips_run_specific_details():
     assert [o.output_type for o in outs] == ["stream", "stream", "execute_result", "display_data", "display_data",
                                              "display_data"]
     assert outs[0].text.startswith("a 1\nb 2 at 0x… in ") and outs[0].text.endswith("/tmpdir1/x\n")
-    assert outs[1].text == "100%\n"
+    assert outs[1].text == "100%\n<cell>:3: UserWarning: w\nsite-packages/zarr/api.py:247: ZarrUserWarning\n"
     assert outs[2].execution_count == 1 and set(outs[2].data) == {"text/plain"}  # xarray's HTML dropped
     assert set(outs[3].data) == {"text/plain"}  # widget view dropped, text kept
     assert "T_00000000-0000-4000-8000-000000000001" in outs[4].data["text/html"]  # other HTML kept, ids stable
