@@ -206,6 +206,8 @@ def normalise(executed, source=None):
 
     ``source`` is the notebook as committed (its metadata is kept); defaults to ``executed``'s own.
     """
+    import nbformat
+
     nb = copy.deepcopy(executed)
     nb.metadata = copy.deepcopy((source or executed).metadata)
     nb.metadata.pop("widgets", None)
@@ -224,16 +226,20 @@ def normalise(executed, source=None):
             continue
         count += 1
         cell.execution_count = count
-        outputs = []
-        for out in cell.outputs:
-            if out.output_type == "stream":
-                text = _stable_text(_last_of_carriage_returns(out.text), ids, tmpdirs)
-                if outputs and outputs[-1].output_type == "stream" and outputs[-1].name == out.name:
-                    outputs[-1].text += text
-                else:
-                    out.text = text
-                    outputs.append(out)
+        outputs, streams = [], {}
+        for out in [*cell.outputs, None]:
+            if out is not None and out.output_type == "stream":
+                streams[out.name] = streams.get(out.name, "") + out.text
                 continue
+            # stdout and stderr arrive in an order that changes from run to run: between two rich outputs, all
+            # of stdout first, then all of stderr (a rich output flushes both streams before it is sent)
+            for name in ("stdout", "stderr"):
+                if streams.get(name):
+                    text = _stable_text(_last_of_carriage_returns(streams[name]), ids, tmpdirs)
+                    outputs.append(nbformat.v4.new_output("stream", name=name, text=text))
+            streams = {}
+            if out is None:
+                break
             if out.output_type in ("display_data", "execute_result"):
                 out.data.pop(WIDGET_VIEW, None)
                 out.metadata.pop(WIDGET_VIEW, None)

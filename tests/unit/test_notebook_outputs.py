@@ -255,6 +255,23 @@ def test_normalise_is_deterministic_and_strips_run_specific_details():
     assert xn.check_executed(a, "t") == []
 
 
+def test_normalise_orders_stdout_before_stderr_between_rich_outputs():
+    """The kernel's stdout and stderr race; their stored order must not depend on who won."""
+    def run(first):
+        nb = new_notebook()
+        streams = [new_output("stream", name="stdout", text="table 1\n"),
+                   new_output("stream", name="stderr", text="Warning: w\n")]
+        nb.cells = [new_code_cell("x", execution_count=3, outputs=(streams if first == "stdout" else streams[::-1])
+                                  + [_figure(_png()), new_output("stream", name="stdout", text="after\n")])]
+        nb.cells[0].id = "c0"
+        return xn.normalise(nb)
+
+    a, b = run("stdout"), run("stderr")
+    assert nbformat.writes(a) == nbformat.writes(b)
+    assert [(o.output_type, o.get("name")) for o in a.cells[0].outputs] == [
+        ("stream", "stdout"), ("stream", "stderr"), ("display_data", None), ("stream", "stdout")]
+
+
 def test_normalise_shrinks_true_colour_pngs_and_keeps_them_valid():
     from PIL import Image
 
