@@ -18,7 +18,7 @@ with this checkout first on ``PYTHONPATH``, ``HF_HUB_OFFLINE=1`` and the shared 
   256-colour palette PNGs, about a quarter of the size (:func:`_small_png`);
 - no widget views (their state is not stored, a reader would only see "model not found") and no HTML repr of
   xarray objects (~29 kB each of CSS and icons, stripped by GitHub): their text form stays;
-- random ids (the UUIDs of xarray's HTML repr), memory addresses and temporary directories replaced by
+- random ids (the UUIDs of xarray's HTML repr), memory addresses, local ports and temporary directories replaced by
   stable placeholders; absolute paths of this checkout and of ``../shared`` written relative, the library
   folder as ``site-packages/`` and a warning's cell file as ``<cell>``;
 - ``metadata.eoembed.code_sha256``: a digest of each code cell's source, so a cell edited after the run is
@@ -28,6 +28,7 @@ with this checkout first on ``PYTHONPATH``, ``HF_HUB_OFFLINE=1`` and the shared 
 cell by cell, the printed numbers agree within a tolerance (:func:`numbers_match`; durations such as
 ``3.2 s`` and cells tagged ``numbers-vary`` are exempt), the words around them are the same, and each cell
 shows the same number and kinds of figures and rich outputs. Images are not compared pixel by pixel.
+Tag a cell ``numbers-vary`` (cell metadata ``tags``) when its numbers legitimately change from run to run.
 
 Exit status: 0 done / all match, 1 a notebook failed, differs or is not clean, 2 the shared data or weights
 are missing (nothing is written).
@@ -147,6 +148,8 @@ def code_digest(nb) -> list[str]:
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ADDRESS = re.compile(r"\b0x[0-9a-fA-F]{6,}\b")
 _TMPDIR = re.compile(re.escape(tempfile.gettempdir()) + r"/[\w.-]+")
+#: a local server's port (a dask client, a tile server) is picked at random: ``tcp://127.0.0.1:44397``
+_LOCAL_PORT = re.compile(r"((?:tcp|https?|inproc)://(?:127\.0\.0\.1|localhost)):\d+")
 #: where a warning raised in a cell points: ``/tmp/ipykernel_4242/1234567.py:3`` → ``<cell>:3``
 _CELL_FILE = re.compile(r"(?:/[\w.-]+)*/ipykernel_\d+/\d+\.py")
 #: the interpreter's library folders, different on every machine: ``…/site-packages/zarr/x.py`` → ``site-packages/…``
@@ -165,6 +168,7 @@ def _stable_text(text: str, ids: dict[str, str], tmpdirs: dict[str, str]) -> str
     text = _CELL_FILE.sub("<cell>", text)
     text = _SITE.sub(lambda m: m.group(1) + "/", text)
     text = _TMPDIR.sub(tmp, text)
+    text = _LOCAL_PORT.sub(r"\1:<port>", text)
     for root, rel in ((shared_dir().resolve(), "../shared"), (ROOT, ".")):
         text = text.replace(str(root) + os.sep, rel + os.sep).replace(str(root), rel)
     return text
@@ -331,6 +335,10 @@ _NUMBER = re.compile(r"(?<![\w.])[-+−]?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d
                      r"|(?<![\w.])[-+]?(?:nan|inf)(?![\w.])")
 #: a number followed by a unit of time or throughput is a measurement of this machine, not compared
 _DURATION = re.compile(r"\s?(?:s|ms|µs|us|ns|min|sec|seconds?|minutes?|h)(?![\w/])|\s?\w*/s\b")
+#: numbers that describe this machine, not the notebook: ``memory=23.54 GiB`` (a dask client), ``threads=16``
+_MACHINE = re.compile(r"(?:memory|threads|workers|processes|cores)[=:]\s*$")
+#: the header of a table column of durations: "embed s", "time [s]", "seconds", "wall time (min)"
+_DURATION_NAME = re.compile(r"(?:^|[\s_])(?:s|ms|sec|seconds?|min|minutes?|time)$|[\[(](?:s|ms|min)[\])]$")
 
 
 @dataclass(frozen=True)
@@ -369,12 +377,39 @@ def numbers_match(a: str, b: str, tol: Tolerance = Tolerance()) -> bool:
     return abs(x - y) <= tol.atol + tol.rtol * max(abs(x), abs(y)) + tol.ulps * unit
 
 
+def _duration_columns(text: str) -> set[tuple[int, int]]:
+    """(line, end column) of the cells of printed tables (pandas) under a header such as ``embed s``: the
+    header names are right-aligned over their values, two or more spaces apart."""
+    cells, ends = set(), set()
+    for i, line in enumerate(text.split("\n")):
+        if not line.strip():
+            ends = set()
+            continue
+        names = list(re.finditer(r"\S+(?: \S+)*", line))
+        found = {m.end() for m in names if _DURATION_NAME.search(m.group(0)) and not _NUMBER.search(m.group(0))}
+        if found:
+            ends = found
+        else:
+            cells |= {(i, e) for e in ends}
+    return cells
+
+
 def split_numbers(text: str) -> tuple[list[str], list[tuple[str, bool]]]:
-    """Text → (the words between numbers, whitespace-collapsed; [(number, is_duration)])."""
+    """Text → (the words between numbers, whitespace-collapsed; [(number, is_duration)]).
+
+    A duration is a number followed by a unit of time (``3.2 s``, ``410 patches/s``) or printed in a table
+    column whose header ends in one (``embed s``, ``time [s]``); a number after ``memory=``, ``threads=``,
+    ``workers=``, ``processes=`` or ``cores=`` describes the machine. Neither is compared.
+    """
     words, numbers, pos = [], [], 0
+    columns = _duration_columns(text)
     for m in _NUMBER.finditer(text):
         words.append(" ".join(text[pos:m.start()].split()))
-        numbers.append((m.group(0), bool(_DURATION.match(text, m.end()))))
+        line = text.count("\n", 0, m.start())
+        col = m.end() - (text.rfind("\n", 0, m.start()) + 1)
+        machine = bool(_DURATION.match(text, m.end())) or bool(_MACHINE.search(text, max(0, m.start() - 12),
+                                                                                m.start()))
+        numbers.append((m.group(0), machine or (line, col) in columns))
         pos = m.end()
     words.append(" ".join(text[pos:].split()))
     return words, numbers
@@ -383,7 +418,7 @@ def split_numbers(text: str) -> tuple[list[str], list[tuple[str, bool]]]:
 def compare_text(stored: str, fresh: str, tol: Tolerance = Tolerance(), *, vary: bool = False) -> list[str]:
     """Differences between two printed texts: other words, or a number outside the tolerance.
 
-    Durations (a number followed by ``s``, ``ms``, ``min``, ``…/s``) are not compared; with ``vary`` no
+    Durations and numbers describing the machine (:func:`split_numbers`) are not compared; with ``vary`` no
     number is (only the words around them).
     """
     w1, n1 = split_numbers(stored)

@@ -132,6 +132,21 @@ def test_durations_and_cells_tagged_numbers_vary_are_exempt():
     assert xn.compare_notebooks(stored, _executed("embed minutes 12.4\n"))  # the words still must match
 
 
+def test_table_columns_of_durations_and_machine_sizes_are_exempt():
+    table = ("              features   dim  balanced acc  embed s\n"
+             "model                                             \n"
+             "spectral  band stats     384         0.747      {t}\n"
+             "galileo   pooled        2176         0.773    109.1\n"
+             "galileo vs spectral: +0.025\n")
+    assert xn.compare_notebooks(_executed(table.format(t="1.7")), _executed(table.format(t="0.4"))) == []
+    # the other columns of the same rows are still compared
+    changed = table.format(t="1.7").replace("0.747 ", "0.701 ")
+    assert "0.747 (stored) vs 0.701 (fresh)" in xn.compare_notebooks(_executed(table.format(t="1.7")),
+                                                                     _executed(changed))[0]
+    client = "<Client: 'tcp://127.0.0.1:<port>' processes=2 threads={n}, memory={m} GiB>\n"
+    assert xn.compare_notebooks(_executed(client.format(n=2, m=23.54)), _executed(client.format(n=16, m=125.7))) == []
+
+
 def test_command_line_compare(tmp_path, capsys):
     a, b = tmp_path / "a.ipynb", tmp_path / "b.ipynb"
     nbformat.write(_executed(), a)
@@ -218,7 +233,7 @@ def _raw_run(uuid: str, seconds: str, tmpname: str):
     nb.cells = [
         new_code_cell("", execution_count=None),
         new_code_cell("x", execution_count=7, metadata={"execution": {"iopub.execute_input": seconds}}, outputs=[
-            new_output("stream", name="stdout", text="a 1\n"),
+            new_output("stream", name="stdout", text=f"a 1 <Client: 'tcp://127.0.0.1:{int(uuid[:4], 16)}'>\n"),
             new_output("stream", name="stdout", text=f"b 2 at 0x7f3a{uuid[:6]} in {tempfile.gettempdir()}/{tmpname}/x\n"),
             new_output("stream", name="stderr", text="10%\r50%\r100%\n"),
             new_output("stream", name="stderr", text=f"/tmp/ipykernel_{int(uuid[:2], 16)}/98{int(uuid[2:4], 16)}.py:3: "
@@ -245,7 +260,7 @@ def test_normalise_is_deterministic_and_strips_run_specific_details():
     outs = cell.outputs
     assert [o.output_type for o in outs] == ["stream", "stream", "execute_result", "display_data", "display_data",
                                              "display_data"]
-    assert outs[0].text.startswith("a 1\nb 2 at 0x… in ") and outs[0].text.endswith("/tmpdir1/x\n")
+    assert outs[0].text.startswith("a 1 <Client: 'tcp://127.0.0.1:<port>'>\nb 2 at 0x… in ") and outs[0].text.endswith("/tmpdir1/x\n")
     assert outs[1].text == "100%\n<cell>:3: UserWarning: w\nsite-packages/zarr/api.py:247: ZarrUserWarning\n"
     assert outs[2].execution_count == 1 and set(outs[2].data) == {"text/plain"}  # xarray's HTML dropped
     assert set(outs[3].data) == {"text/plain"}  # widget view dropped, text kept
