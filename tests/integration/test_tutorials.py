@@ -1,8 +1,15 @@
-"""Execute every tutorial and notebook end to end (offline, real weights from ../shared) and check what they teach."""
+"""Execute every tutorial and notebook end to end (offline, real weights from ../shared) and check what they teach.
+
+The notebooks are committed executed, with their outputs, so a reader sees them: ``scripts/execute_notebooks.py``
+writes them (after any change to a notebook: ``python scripts/execute_notebooks.py tutorials/NN_name.ipynb``).
+The fast test checks the stored files (every code cell executed, no errors, not edited since, small); the slow
+one executes a fresh copy, compares it with the stored outputs where they must match (printed numbers within a
+tolerance, the same figures per cell: ``execute_notebooks.compare_notebooks``) and checks what the prose relies on.
+"""
 
 from __future__ import annotations
 
-import json
+import importlib.util
 import re
 import sys
 import time
@@ -15,31 +22,17 @@ nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
 ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("execute_notebooks", ROOT / "scripts" / "execute_notebooks.py")
+xn = sys.modules.setdefault("execute_notebooks", importlib.util.module_from_spec(_spec))
+_spec.loader.exec_module(xn)
+
 TUTORIALS = ROOT / "tutorials"
-NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb")) + sorted((ROOT / "notebooks").glob("*.ipynb"))
-SHARED = ROOT.parent / "shared"
-NEEDS = [SHARED / "data" / "worldcereal" / "worldcereal_preprocessed_inputs.nc",
-         SHARED / "data" / "worldcereal-training", SHARED / "weights" / "galileo-nano"]
+NOTEBOOKS = xn.notebook_paths(ROOT)
+NEEDS = xn.required_inputs(ROOT.parent / "shared")
 EXPECTED = ["01_tokens_and_cost", "02_what_an_embedding_is", "03_similarity_search_map",
             "04_fewshot_crop_mapping", "05_models_compared", "06_scaling_out", "07_clusters",
             "08_change_and_time", "09_regression"]
 NUM = r"[+-]?\d+\.\d+"
-
-
-@pytest.fixture
-def venv_kernel(tmp_path, monkeypatch):
-    """A 'python3' kernelspec in a tmp dir that runs *this* interpreter (the venv's), first on JUPYTER_PATH."""
-    spec = tmp_path / "jupyter" / "kernels" / "python3"
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (eoembed venv)",
-        "language": "python",
-    }))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline: real weights come from ../shared/weights by path
-    monkeypatch.delenv("MPLBACKEND", raising=False)  # keep the inline backend: figures must come back as PNG
-    return "python3"
 
 
 def _outputs(nb, kind):
@@ -51,10 +44,6 @@ def _outputs(nb, kind):
                 yield out["text"]
             elif kind != "stdout" and kind in out.get("data", {}):
                 yield out["data"][kind]
-
-
-def _clean(nb) -> bool:
-    return all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
 
 
 def check_fewshot_summary(stdout: str) -> dict:
@@ -308,13 +297,16 @@ def check_models_compared(stdout: str) -> None:
     assert m and float(m.group(2)) > 1
 
 
-def test_tutorials_found_and_committed_without_outputs():
+def test_tutorials_found_and_committed_with_outputs():
+    """Each notebook carries the outputs of its current code, executed in order, without errors, and small."""
     assert [p.stem for p in NOTEBOOKS][: len(EXPECTED)] == EXPECTED
     assert (ROOT / "notebooks" / "quickstart.ipynb") in NOTEBOOKS
+    problems = []
     for p in NOTEBOOKS:
         nb = nbformat.read(p, as_version=4)
-        assert _clean(nb), f"{p.name} was saved with outputs; clear them"
         assert nb.metadata.get("kernelspec", {}).get("name") == "python3", f"{p.name} has no python3 kernelspec"
+        problems += xn.check_executed(nb, str(p.relative_to(ROOT)), size=p.stat().st_size)
+    assert not problems, "\n".join(problems)
 
 
 def test_fewshot_summary_check_catches_a_missing_baseline():
@@ -426,12 +418,11 @@ def test_no_xarray_plot_calls():
 @pytest.mark.slow
 @pytest.mark.skipif(not all(p.exists() for p in NEEDS), reason=f"shared data/weights not found: {NEEDS}")
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_tutorial_runs(path, venv_kernel):
-    nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=600, kernel_name=venv_kernel,
-                                     resources={"metadata": {"path": str(path.parent)}})
+def test_tutorial_runs(path):
+    stored = nbformat.read(path, as_version=4)
     t0 = time.perf_counter()
-    client.execute()  # raises CellExecutionError on any failing cell
+    with xn.notebook_kernel(ROOT.parent / "shared") as kernel:
+        nb = xn.normalise(xn.execute(path, kernel, timeout=600), stored)  # CellExecutionError on a failing cell
     print(f"{path.name}: {time.perf_counter() - t0:.1f} s")
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
@@ -498,3 +489,7 @@ def test_tutorial_runs(path, venv_kernel):
         assert images and "layout COG" in stdout and "same top-5 as the float cube: True" in stdout
         assert "int8 round trip: mean cosine 0.99" in stdout and "colour table: {" in stdout
         assert "spatial-block CV" in stdout
+    # last, so that a broken statement above is reported as such: the stored outputs match the fresh run
+    diffs = xn.compare_notebooks(stored, nb, name=str(path.relative_to(ROOT)))
+    assert not diffs, ("the fresh run differs from the stored outputs (re-run scripts/execute_notebooks.py on it if "
+                       "the change is intended):\n" + "\n".join(diffs))

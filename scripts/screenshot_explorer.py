@@ -1,0 +1,298 @@
+"""Take the explorer screenshot of the docs (docs/explorer.png) and write its caption from the same run.
+
+    python scripts/screenshot_explorer.py            # writes docs/explorer.png and the caption in docs/explorer.md
+
+What it shows is real and reproducible: the WorldCereal training sample of ``../shared`` (640 m × 640 m in
+Flanders, monthly composites built by :func:`eoembed.data.training_cube`), embedded with the real Galileo-Nano
+weights (``../shared/weights/galileo-nano``); a few labelled patches per crop type, drawn at random (fixed seed)
+from the real 2019 parcel-register labels (:func:`eoembed.data.training_labels`, WorldCereal crop-type codes);
+one search click; Train. Everything is done through the explorer's public methods (what the mouse does), then
+JupyterLab renders the widget in headless Chromium (Playwright, Debian's ``/usr/bin/chromium``) and the widget's
+output area is saved as a 256-colour PNG.
+
+The caption between the ``<!-- explorer-screenshot -->`` markers of docs/explorer.md is rewritten with the
+numbers of this run (labels per class, the panel's spatial-CV balanced accuracy, chance level, and how the class
+map agrees with every other labelled patch), so image and text cannot disagree.
+
+Needs the ``viz``, ``search``, ``models`` and ``notebook`` extras, playwright and chromium; nothing is
+downloaded. Exit status 2 when the shared data, the weights or chromium are missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import execute_notebooks as xn  # noqa: E402  (scripts/: the kernel set-up the notebooks use)
+
+ROOT = xn.ROOT
+CHROMIUM = Path("/usr/bin/chromium")
+MARK_BEGIN, MARK_END = "<!-- explorer-screenshot -->", "<!-- /explorer-screenshot -->"
+
+BUILD = """\
+import json, warnings
+import numpy as np
+import eoembed
+from eoembed.classify import sample_labels
+from eoembed.data import training_cube, training_labels
+
+FOLDER, WEIGHTS = {folder!r}, {weights!r}
+PER_CLASS, SEED, BLOCK = {per_class}, {seed}, 160.0   # BLOCK: the spatial-CV block of tutorial 04
+cube = training_cube(FOLDER, composite="monthly")
+truth = training_labels(FOLDER)
+emb = cube.eo.embed(model="galileo-nano", weights=WEIGHTS, patch_size=4, progress=False)
+patches = sample_labels(emb, truth)                  # every labelled patch (label under the patch centre)
+counts = patches["label"].value_counts()
+classes = sorted(int(c) for c, n in counts.items() if n >= 2 * PER_CLASS)  # enough left to check the map
+rng = np.random.default_rng(SEED)
+picked = patches.iloc[np.concatenate([np.sort(rng.choice(np.flatnonzero(patches["label"].to_numpy() == c),
+                                                          PER_CLASS, replace=False)) for c in classes])]
+ex = emb.eo.explore(cube, k=10, fewshot_kwargs={{"block_size": BLOCK}})
+query = picked.iloc[0]
+ex.click(float(query.x), float(query.y))            # a search click on a labelled patch
+ex.set_mode("label")
+for r in picked.itertuples():
+    ex.label(float(r.x), float(r.y), f"CT {{int(r.label)}}")
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    ex.train()
+ex"""
+
+STATE = """\
+rep = ex.cv_report
+names = [str(c) for c in ex.classifier.classes_]
+codes = ex.classifier.predict_map()["class"].values  # string classes: codes 0..K-1 into names, nodata < 0
+others = patches[patches["label"].isin(classes)].merge(picked[["row", "col"]], how="left", on=["row", "col"],
+                                                       indicator=True)
+others = others[others["_merge"] == "left_only"]          # the labelled patches not used for training
+got = np.array([names[v] if 0 <= v < len(names) else "nodata" for v in codes[others["row"], others["col"]]])
+want = np.array([f"CT {{int(c)}}" for c in others["label"]])
+recalls = [float((got[want == w] == w).mean()) for w in np.unique(want)]
+print("STATE", json.dumps({{
+    "patch_grid": [int(emb.sizes["y"]), int(emb.sizes["x"])], "patch_m": float(abs(emb.rio.resolution()[0])),
+    "months": int(cube.sizes["time"]), "time": [str(cube.time.values[0])[:7], str(cube.time.values[-1])[:7]],
+    "model": emb.attrs["eoembed:model"], "position": emb.attrs.get("eoembed:position"),
+    "classes": names, "per_class": {per_class}, "n_labels": int(len(ex.labels)),
+    "query": [int(query.row), int(query.col), int(query.label)], "top_hit_scores": [round(float(s), 3) for s in
+                                                                                    ex.hits["score"].head(10)],
+    "cv": None if rep is None else {{"balanced_accuracy": round(float(rep.balanced_accuracy), 3),
+                                    "accuracy": round(float(rep.accuracy), 3), "n_splits": int(rep.n_splits),
+                                    "n_blocks": int(rep.n_blocks), "block_m": float(rep.block_size),
+                                    "n_samples": int(rep.n_samples), "spatial": bool(rep.spatial),
+                                    "recall": {{str(c): round(float(r), 2) for c, r in rep.per_class["recall"].items()}}}},
+    "heldout": {{"n": int(len(others)), "balanced_accuracy": round(float(np.mean(recalls)), 3),
+                "accuracy": round(float((got == want).mean()), 3)}},
+    "all_classes": {{int(c): int(n) for c, n in counts.items()}},
+    "error": None if ex.last_error is None else repr(ex.last_error)}}))"""
+
+
+def _notebook(path: Path, cells: list[str]) -> None:
+    nb = {"cells": [{"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": s}
+                    for s in cells],
+          "nbformat": 4, "nbformat_minor": 4,
+          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (eoembed venv)",
+                                      "language": "python"}, "language_info": {"name": "python"}}}
+    path.write_text(json.dumps(nb))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_lab(work: Path, log_path: Path) -> tuple[subprocess.Popen, str, object]:
+    port = _free_port()
+    log = open(log_path, "w")
+    cfg = work.parent
+    env = {**__import__("os").environ, "JUPYTER_CONFIG_DIR": str(cfg / "config"),
+           "JUPYTERLAB_SETTINGS_DIR": str(cfg / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(cfg / "workspaces")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--port={port}",
+         "--ServerApp.ip=127.0.0.1", "--ServerApp.token=", "--ServerApp.password=",
+         "--ServerApp.disable_check_xsrf=True", f"--ServerApp.root_dir={work}", "--LabApp.news_url=None"],
+        cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            urllib.request.urlopen(f"{url}/api/status", timeout=2)
+            return proc, url, log
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.5)
+    proc.terminate()
+    raise RuntimeError("JupyterLab did not start:\n" + log_path.read_text()[-3000:])
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _dismiss_popups(page) -> None:
+    try:
+        page.locator(".jp-Dialog button", has_text="Select").first.click(timeout=5000)
+    except Exception:  # no kernel dialog: the kernel started on its own
+        pass
+    try:
+        page.get_by_role("button", name="No", exact=True).first.click(timeout=3000)
+    except Exception:  # no "Jupyter news" toast
+        pass
+
+
+def _shoot(url: str, out_png: Path, width: int, timeout_s: float) -> dict:
+    """Open the notebook, run all, wait for the explorer and the STATE line; save the widget as PNG."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-dev-shm-usage"])
+        page = browser.new_page(viewport={"width": width, "height": 1900})
+        try:
+            page.goto(f"{url}/lab/tree/explorer.ipynb", wait_until="domcontentloaded")
+            page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
+            _dismiss_popups(page)
+            try:  # fold the file browser away: the notebook (and the map) get the width
+                page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").first.click(timeout=5000)
+            except Exception:  # no open left sidebar
+                pass
+            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=120_000)
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.get_by_text("Run All Cells", exact=True).click()
+            cells = page.locator(".jp-Notebook .jp-Cell")
+            state_out = cells.nth(1).locator(".jp-OutputArea-output", has_text="STATE")
+            state_out.first.wait_for(timeout=timeout_s * 1000)
+            state = json.loads(re.search(r"STATE (.*)", state_out.first.inner_text()).group(1))
+            # the explorer's output area (its colour bar is an Output widget with an output area of its own)
+            widget = cells.nth(0).locator(".jp-OutputArea-output", has=page.locator(".leaflet-container")).first
+            widget.locator(".leaflet-container img.leaflet-image-layer").nth(2).wait_for(state="attached",
+                                                                                        timeout=60_000)
+            widget.locator(".bqplot.figure").first.wait_for(timeout=60_000)
+            widget.locator(".leaflet-control", has_text="CT").first.wait_for(timeout=60_000)  # the class legend
+            widget.scroll_into_view_if_needed()
+            time.sleep(2.0)  # let leaflet finish fading the overlays in
+            widget.screenshot(path=str(out_png))
+        except Exception:
+            failure = Path(tempfile.gettempdir()) / "explorer-screenshot-failure.png"
+            page.screenshot(path=str(failure))
+            print(f"failed; the page as it was: {failure}", file=sys.stderr)
+            raise
+        finally:
+            browser.close()
+    return state
+
+
+def _small(png: Path) -> int:
+    """256-colour palette PNG (the widget has a few hundred colours; true colour is dithered)."""
+    from PIL import Image
+
+    with Image.open(png) as im:
+        im = im.convert("RGB")
+        q = im if im.getcolors(256) else im.quantize(256, method=Image.Quantize.FASTOCTREE)
+        buf = io.BytesIO()
+        q.save(buf, format="PNG", optimize=True)
+    png.write_bytes(buf.getvalue())
+    return len(buf.getvalue())
+
+
+def caption(state: dict, day: str) -> str:
+    """The honest caption of the screenshot, from the numbers of the run that took it."""
+    cv, held, k = state["cv"], state["heldout"], state["per_class"]
+    n_cls = len(state["classes"])
+    codes = ", ".join(c.replace("CT ", "") for c in state["classes"])
+    if cv is None:
+        cv_text = "The panel says why no spatial CV was possible on these labels."
+    else:
+        lo = min(cv["recall"], key=cv["recall"].get)
+        hi = max(cv["recall"], key=cv["recall"].get)
+        cv_text = (f"The panel reports spatial-block CV balanced accuracy **{cv['balanced_accuracy']:.3f}** on those "
+                   f"{cv['n_samples']} patches ({cv['n_splits']} folds over {cv['n_blocks']} blocks of "
+                   f"{cv['block_m']:g} m; guessing among {n_cls} classes scores {1 / n_cls:.3f}); per-class recall "
+                   f"runs from {cv['recall'][lo]:.2f} ({lo}) to {cv['recall'][hi]:.2f} ({hi}), and each labelled "
+                   f"patch is worth {1 / (k * n_cls):.2f} of that balanced accuracy, so it is a rough estimate.")
+    return (
+        f"*The explorer in JupyterLab ({day}; `python scripts/screenshot_explorer.py`). Real Galileo-Nano "
+        f"embeddings ({state['position']} positions) of the WorldCereal training sample in Flanders: "
+        f"{state['patch_grid'][0]} × {state['patch_grid'][1]} patches of {state['patch_m']:g} m, "
+        f"{state['months']} monthly composites {state['time'][0]} … {state['time'][1]}. {k} patches per crop type "
+        f"were labelled, drawn at random from the 2019 parcel register (WorldCereal codes {codes}: the classes with "
+        f"at least {2 * k} labelled patches; points in their class colour with a white ring), and **Train** drew "
+        f"the class map (legend). {cv_text} Checked against the register's other {held['n']} labelled patches of "
+        f"these classes, the class map scores balanced accuracy {held['balanced_accuracy']:.3f} (accuracy "
+        f"{held['accuracy']:.3f}). Magenta circles: the top-10 hits of one search click on a CT {state['query'][2]} "
+        f"patch (the patch itself first; cosine {state['top_hit_scores'][-1]:.3f}–{state['top_hit_scores'][0]:.3f}); "
+        f"its similarity layer lies under the class map, its colour bar is shown. The embedding view (PCA of all "
+        f"{state['patch_grid'][0] * state['patch_grid'][1]} patches) marks the clicked patch.*")
+
+
+def write_caption(doc: Path, text: str) -> None:
+    """Put the image and its caption between the markers of ``doc`` (replacing the earlier ones)."""
+    block = (f"{MARK_BEGIN}\n![The explorer in JupyterLab: crop-type class map after training on a few labels, "
+             f"spatial-CV report, embedding view](explorer.png)\n\n{text}\n{MARK_END}")
+    src = doc.read_text()
+    if MARK_BEGIN in src:
+        src = re.sub(re.escape(MARK_BEGIN) + ".*?" + re.escape(MARK_END), lambda _: block, src, flags=re.S)
+    else:
+        raise SystemExit(f"{doc}: no {MARK_BEGIN} … {MARK_END} markers where the screenshot goes")
+    doc.write_text(src)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "explorer.png")
+    p.add_argument("--doc", type=Path, default=ROOT / "docs" / "explorer.md",
+                   help="markdown page whose marked block gets the image and caption")
+    p.add_argument("--per-class", type=int, default=5, help="labelled patches per crop type (default 5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--width", type=int, default=1400, help="browser viewport width in px (default 1400)")
+    p.add_argument("--timeout", type=float, default=900, help="seconds to wait for the notebook (default 900)")
+    args = p.parse_args(argv)
+    shared = xn.shared_dir()
+    folder, weights = shared / "data" / "worldcereal-training", shared / "weights" / "galileo-nano"
+    missing = [str(x) for x in (folder, weights, CHROMIUM) if not x.exists()]
+    if missing:
+        print("cannot take the screenshot, not found: " + ", ".join(missing) + "\n(the shared folder beside the "
+              "repository or $EOEMBED_SHARED; Debian's chromium: apt-get install -y chromium)", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="eoembed-shot-") as tmp, xn.notebook_kernel(shared):
+        work = Path(tmp) / "work"
+        work.mkdir()
+        _notebook(work / "explorer.ipynb", [
+            BUILD.format(folder=str(folder), weights=str(weights), per_class=args.per_class, seed=args.seed),
+            STATE.format(per_class=args.per_class)])
+        proc, url, log = _start_lab(work, Path(tmp) / "lab.log")
+        try:
+            t0 = time.perf_counter()
+            state = _shoot(url, args.out, args.width, args.timeout)
+        finally:
+            _stop(proc)
+            log.close()
+    if state.get("error"):
+        print(f"the explorer reported an error: {state['error']}", file=sys.stderr)
+        return 1
+    size = _small(args.out)
+    text = caption(state, date.today().isoformat())
+    write_caption(args.doc, text)
+    print(json.dumps(state, indent=1))
+    print(f"wrote {args.out} ({size / 1e3:.0f} kB) in {time.perf_counter() - t0:.0f} s and the caption in {args.doc}:")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

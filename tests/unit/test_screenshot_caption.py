@@ -1,0 +1,55 @@
+"""scripts/screenshot_explorer.py without a browser: the caption says the numbers of the run, and it replaces only
+the marked block of the docs page."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+_spec = importlib.util.spec_from_file_location("screenshot_explorer", ROOT / "scripts" / "screenshot_explorer.py")
+se = sys.modules.setdefault("screenshot_explorer", importlib.util.module_from_spec(_spec))
+_spec.loader.exec_module(se)
+
+STATE = {"patch_grid": [16, 16], "patch_m": 40.0, "months": 16, "time": ["2018-08", "2019-11"],
+         "model": "galileo-nano", "position": "neutral", "classes": ["CT 1110", "CT 1200", "CT 8100"],
+         "per_class": 5, "n_labels": 15, "query": [3, 8, 1110], "top_hit_scores": [1.0, 0.999, 0.995],
+         "cv": {"balanced_accuracy": 0.52, "accuracy": 0.533, "n_splits": 5, "n_blocks": 14, "block_m": 160.0,
+                "n_samples": 15, "spatial": True, "recall": {"CT 1110": 1.0, "CT 1200": 0.4, "CT 8100": 0.0}},
+         "heldout": {"n": 120, "balanced_accuracy": 0.749, "accuracy": 0.642}, "error": None}
+
+
+def test_caption_states_the_numbers_of_the_run():
+    text = se.caption(STATE, "2026-12-04")
+    for part in ("**0.520** on those 15 patches", "guessing among 3 classes scores 0.333", "0.00 (CT 8100)",
+                 "1.00 (CT 1110)", "worth 0.07 of that balanced accuracy", "other 120 labelled patches",
+                 "balanced accuracy 0.749 (accuracy 0.642)", "16 × 16 patches of 40 m", "2018-08 … 2019-11",
+                 "codes 1110, 1200, 8100", "cosine 0.995–1.000", "2026-12-04"):
+        assert part in text, part
+    assert "no spatial CV" in se.caption({**STATE, "cv": None}, "d")
+
+
+def test_write_caption_replaces_only_the_marked_block(tmp_path):
+    doc = tmp_path / "explorer.md"
+    doc.write_text(f"# Explorer\n\nbefore\n{se.MARK_BEGIN}\nold caption\n{se.MARK_END}\n\nafter\n")
+    se.write_caption(doc, "new caption")
+    src = doc.read_text()
+    assert "old caption" not in src and "new caption" in src and "(explorer.png)" in src
+    assert src.startswith("# Explorer\n\nbefore\n") and src.endswith("\n\nafter\n")
+    se.write_caption(doc, "newer caption")  # again: still one block
+    assert doc.read_text().count(se.MARK_BEGIN) == 1 and "newer caption" in doc.read_text()
+    bare = tmp_path / "bare.md"
+    bare.write_text("# no markers\n")
+    with pytest.raises(SystemExit, match="markers"):
+        se.write_caption(bare, "x")
+
+
+def test_missing_inputs_fail_clearly(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EOEMBED_SHARED", str(tmp_path / "none"))
+    out = tmp_path / "shot.png"
+    assert se.main(["--out", str(out), "--doc", str(tmp_path / "doc.md")]) == 2
+    assert "worldcereal-training" in capsys.readouterr().err and not out.exists()
