@@ -489,6 +489,8 @@ def test_tutorial_runs(path):
         assert images and "layout COG" in stdout and "same top-5 as the float cube: True" in stdout
         assert "int8 round trip: mean cosine 0.99" in stdout and "colour table: {" in stdout
         assert "spatial-block CV" in stdout
+    if name == "leafmap_layers":  # eoembed layers, a COG's tiles and the explorer on a plain leafmap.Map
+        assert "colour bar: cosine similarity" in stdout and "class map (COG tiles) | classes.tif" in stdout
     # last, so that a broken statement above is reported as such: the stored outputs match the fresh run
     diffs = xn.compare_notebooks(stored, nb, name=str(path.relative_to(ROOT)))
     assert not diffs, ("the fresh run differs from the stored outputs (re-run scripts/execute_notebooks.py on it if "
