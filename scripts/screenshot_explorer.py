@@ -45,7 +45,7 @@ import json, warnings
 import numpy as np
 import eoembed
 from eoembed.classify import sample_labels
-from eoembed.data import training_cube, training_labels
+from eoembed.data import crop_type_names, training_cube, training_labels
 
 FOLDER, WEIGHTS = {folder!r}, {weights!r}
 PER_CLASS, SEED, BLOCK = {per_class}, {seed}, 160.0   # BLOCK: the spatial-CV block of tutorial 04
@@ -56,6 +56,7 @@ patches = sample_labels(emb, truth)                  # every labelled patch (lab
 counts = patches["label"].value_counts()
 classes = sorted(int(c) for c, n in counts.items() if n >= 2 * PER_CLASS)  # enough left to check the map
 rng = np.random.default_rng(SEED)
+NAMES = crop_type_names(classes)                     # WorldCereal legend: code -> crop name
 picked = patches.iloc[np.concatenate([np.sort(rng.choice(np.flatnonzero(patches["label"].to_numpy() == c),
                                                           PER_CLASS, replace=False)) for c in classes])]
 ex = emb.eo.explore(cube, k=10, fewshot_kwargs={{"block_size": BLOCK}})
@@ -63,7 +64,7 @@ query = picked.iloc[0]
 ex.click(float(query.x), float(query.y))            # a search click on a labelled patch
 ex.set_mode("label")
 for r in picked.itertuples():
-    ex.label(float(r.x), float(r.y), f"CT {{int(r.label)}}")
+    ex.label(float(r.x), float(r.y), NAMES[int(r.label)])
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     ex.train()
@@ -77,14 +78,14 @@ others = patches[patches["label"].isin(classes)].merge(picked[["row", "col"]], h
                                                        indicator=True)
 others = others[others["_merge"] == "left_only"]          # the labelled patches not used for training
 got = np.array([names[v] if 0 <= v < len(names) else "nodata" for v in codes[others["row"], others["col"]]])
-want = np.array([f"CT {{int(c)}}" for c in others["label"]])
+want = np.array([NAMES[int(c)] for c in others["label"]])
 recalls = [float((got[want == w] == w).mean()) for w in np.unique(want)]
 print("STATE", json.dumps({{
     "patch_grid": [int(emb.sizes["y"]), int(emb.sizes["x"])], "patch_m": float(abs(emb.rio.resolution()[0])),
     "months": int(cube.sizes["time"]), "time": [str(cube.time.values[0])[:7], str(cube.time.values[-1])[:7]],
     "model": emb.attrs["eoembed:model"], "position": emb.attrs.get("eoembed:position"),
-    "classes": names, "per_class": {per_class}, "n_labels": int(len(ex.labels)),
-    "query": [int(query.row), int(query.col), int(query.label)], "top_hit_scores": [round(float(s), 3) for s in
+    "classes": names, "codes": {{n: int(c) for c, n in NAMES.items()}}, "per_class": {per_class},
+    "n_labels": int(len(ex.labels)), "query": [int(query.row), int(query.col), NAMES[int(query.label)]], "top_hit_scores": [round(float(s), 3) for s in
                                                                                     ex.hits["score"].head(10)],
     "cv": None if rep is None else {{"balanced_accuracy": round(float(rep.balanced_accuracy), 3),
                                     "accuracy": round(float(rep.accuracy), 3), "n_splits": int(rep.n_splits),
@@ -214,7 +215,7 @@ def caption(state: dict, day: str) -> str:
     """The honest caption of the screenshot, from the numbers of the run that took it."""
     cv, held, k = state["cv"], state["heldout"], state["per_class"]
     n_cls = len(state["classes"])
-    codes = ", ".join(c.replace("CT ", "") for c in state["classes"])
+    codes = ", ".join(f"{c} ({state['codes'][c]})" for c in state["classes"])
     if cv is None:
         cv_text = "The panel says why no spatial CV was possible on these labels."
     else:
@@ -230,11 +231,11 @@ def caption(state: dict, day: str) -> str:
         f"embeddings ({state['position']} positions) of the WorldCereal training sample in Flanders: "
         f"{state['patch_grid'][0]} × {state['patch_grid'][1]} patches of {state['patch_m']:g} m, "
         f"{state['months']} monthly composites {state['time'][0]} … {state['time'][1]}. {k} patches per crop type "
-        f"were labelled, drawn at random from the 2019 parcel register (WorldCereal codes {codes}: the classes with "
+        f"were labelled, drawn at random from the 2019 parcel register ({codes}, named from the WorldCereal legend: the classes with "
         f"at least {2 * k} labelled patches; points in their class colour with a white ring), and **Train** drew "
         f"the class map (legend). {cv_text} Checked against the register's other {held['n']} labelled patches of "
         f"these classes, the class map scores balanced accuracy {held['balanced_accuracy']:.3f} (accuracy "
-        f"{held['accuracy']:.3f}). Magenta circles: the top-10 hits of one search click on a CT {state['query'][2]} "
+        f"{held['accuracy']:.3f}). Magenta circles: the top-10 hits of one search click on a {state['query'][2]} "
         f"patch (the patch itself first; cosine {state['top_hit_scores'][-1]:.3f}–{state['top_hit_scores'][0]:.3f}); "
         f"its similarity layer lies under the class map, its colour bar is shown. The embedding view (PCA of all "
         f"{state['patch_grid'][0] * state['patch_grid'][1]} patches) marks the clicked patch.*")

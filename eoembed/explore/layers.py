@@ -262,8 +262,8 @@ def colorbar_control(vmin: float, vmax: float, cmap: str = "viridis", caption: s
     span = vmax - vmin if vmax > vmin else 1.0
     ticks = [t for t in MaxNLocator(5).tick_values(vmin, vmax) if vmin - 1e-9 * span <= t <= vmax + 1e-9 * span]
     pad = 14
-    step = ticks[1] - ticks[0] if len(ticks) > 1 else span
-    dec = max(0, -math.floor(math.log10(step))) if step > 0 else 3  # as many decimals as the step needs
+    # as many decimals as the ticks need to be printed exactly (a 0.015 step needs 3: 0.945, not 0.94)
+    dec = next((d for d in range(7) if all(abs(round(t, d) - t) <= 1e-9 * span for t in ticks)), 6)
     marks = "".join(
         f'<line x1="{pad + (t - vmin) / span * width:.1f}" y1="30" x2="{pad + (t - vmin) / span * width:.1f}" '
         f'y2="34" stroke="#333"/><text x="{pad + (t - vmin) / span * width:.1f}" y="45" font-size="10" '

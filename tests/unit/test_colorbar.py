@@ -15,7 +15,7 @@ TICK = r'text-anchor="middle" fill="#222">([^<]+)<'
 
 
 @pytest.mark.parametrize("lo, hi", [(0.0, 0.262), (0.2069, 0.8145), (-3.5, 12.0), (290.1, 291.3), (0.94, 1.0),
-                                    (0.995, 1.0)])
+                                    (0.995, 1.0), (0.938, 1.0)])
 def test_ticks_are_distinct_readable_values_inside_the_range(lo, hi):
     c = colorbar_control(lo, hi, "viridis", "predicted x")
     text = re.findall(TICK, c.widget.value)
@@ -24,6 +24,10 @@ def test_ticks_are_distinct_readable_values_inside_the_range(lo, hi):
     assert lo - 1e-9 <= labels[0] and labels[-1] <= hi + 1e-9
     assert all(len(t) <= 6 for t in text), text  # short labels, not 0.2069061403
     assert c.caption == "predicted x" and (c.value_min, c.value_max) == (lo, hi)
+    # each label is the value where its tick stands (not a rounding of it)
+    xs = [float(x) for x in re.findall(r'<text x="([0-9.]+)" y="45"', c.widget.value)]
+    at = [lo + (x - 14) / 240 * (hi - lo) for x in xs]
+    assert all(abs(v - a) <= 1e-3 * (hi - lo) for v, a in zip(labels, at)), (labels, at)
 
 
 def test_colorbar_control_draws_its_own_compact_bar():

@@ -16,19 +16,20 @@ se = sys.modules.setdefault("screenshot_explorer", importlib.util.module_from_sp
 _spec.loader.exec_module(se)
 
 STATE = {"patch_grid": [16, 16], "patch_m": 40.0, "months": 16, "time": ["2018-08", "2019-11"],
-         "model": "galileo-nano", "position": "neutral", "classes": ["CT 1110", "CT 1200", "CT 8100"],
-         "per_class": 5, "n_labels": 15, "query": [3, 8, 1110], "top_hit_scores": [1.0, 0.999, 0.995],
+         "model": "galileo-nano", "position": "neutral", "classes": ["Winter wheat", "Maize", "Sugar beet"],
+         "codes": {"Winter wheat": 1110, "Maize": 1200, "Sugar beet": 8100},
+         "per_class": 5, "n_labels": 15, "query": [3, 8, "Winter wheat"], "top_hit_scores": [1.0, 0.999, 0.995],
          "cv": {"balanced_accuracy": 0.52, "accuracy": 0.533, "n_splits": 5, "n_blocks": 14, "block_m": 160.0,
-                "n_samples": 15, "spatial": True, "recall": {"CT 1110": 1.0, "CT 1200": 0.4, "CT 8100": 0.0}},
+                "n_samples": 15, "spatial": True, "recall": {"Winter wheat": 1.0, "Maize": 0.4, "Sugar beet": 0.0}},
          "heldout": {"n": 120, "balanced_accuracy": 0.749, "accuracy": 0.642}, "error": None}
 
 
 def test_caption_states_the_numbers_of_the_run():
     text = se.caption(STATE, "2026-12-04")
-    for part in ("**0.520** on those 15 patches", "guessing among 3 classes scores 0.333", "0.00 (CT 8100)",
-                 "1.00 (CT 1110)", "worth 0.07 of that balanced accuracy", "other 120 labelled patches",
+    for part in ("**0.520** on those 15 patches", "guessing among 3 classes scores 0.333", "0.00 (Sugar beet)",
+                 "1.00 (Winter wheat)", "worth 0.07 of that balanced accuracy", "other 120 labelled patches",
                  "balanced accuracy 0.749 (accuracy 0.642)", "16 × 16 patches of 40 m", "2018-08 … 2019-11",
-                 "codes 1110, 1200, 8100", "cosine 0.995–1.000", "2026-12-04"):
+                 "Winter wheat (1110), Maize (1200), Sugar beet (8100)", "click on a Winter wheat patch", "cosine 0.995–1.000", "2026-12-04"):
         assert part in text, part
     assert "no spatial CV" in se.caption({**STATE, "cv": None}, "d")
 
