@@ -125,3 +125,97 @@ def synthetic_cube(
         name="reflectance",
     )
     return cube.rio.write_crs(crs).rio.write_transform(transform)
+
+
+# ---- a real JupyterLab for browser tests and screenshots --------------------------------------------------------
+def write_notebook(path, cells, kernel: str = "eoembed-venv") -> Path:
+    """Write a notebook of code ``cells`` (sources) whose kernelspec is ``kernel``."""
+    nb = {"cells": [{"cell_type": "code", "id": f"c{i}", "metadata": {}, "execution_count": None, "outputs": [],
+                     "source": src} for i, src in enumerate(cells)],
+          "nbformat": 4, "nbformat_minor": 5,
+          "metadata": {"kernelspec": {"name": kernel, "display_name": "eoembed venv", "language": "python"},
+                       "language_info": {"name": "python"}}}
+    path = Path(path)
+    path.write_text(json.dumps(nb))
+    return path
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def jupyterlab(root, *, env: dict | None = None, kernel: str = "eoembed-venv", timeout: float = 120.0):
+    """Start a real JupyterLab on 127.0.0.1 (free port, no token) serving ``root/"work"``; a context manager.
+
+    A kernelspec ``kernel`` that runs this interpreter is written under ``root/"jupyter"``
+    (first on ``JUPYTER_PATH``, before any path already set); JupyterLab's config, settings and workspaces live under
+    ``root`` too, so nothing of the user's is read or written. ``env`` adds environment
+    variables for the server and its kernels. Yields the server URL; stops the server at
+    exit. Raises RuntimeError with the end of its log when it does not start.
+    """
+    import contextlib
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    @contextlib.contextmanager
+    def _run():
+        base = Path(root)
+        work = base / "work"
+        work.mkdir(parents=True, exist_ok=True)
+        spec = base / "jupyter" / "kernels" / kernel
+        spec.mkdir(parents=True, exist_ok=True)
+        (spec / "kernel.json").write_text(json.dumps({
+            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "eoembed venv", "language": "python"}))
+        port = free_port()
+        jpath = os.pathsep.join(p for p in (str(base / "jupyter"), os.environ.get("JUPYTER_PATH", "")) if p)
+        full_env = {**os.environ, "JUPYTER_PATH": jpath, "JUPYTER_CONFIG_DIR": str(base / "config"),
+                    "JUPYTERLAB_SETTINGS_DIR": str(base / "settings"),
+                    "JUPYTERLAB_WORKSPACES_DIR": str(base / "workspaces"), **(env or {})}
+        log_path = base / "lab.log"
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--port={port}",
+                 "--ServerApp.ip=127.0.0.1", "--ServerApp.token=", "--ServerApp.password=",
+                 "--ServerApp.disable_check_xsrf=True", f"--ServerApp.root_dir={work}", "--LabApp.news_url=None"],
+                cwd=work, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+            url = f"http://127.0.0.1:{port}"
+            try:
+                deadline = time.time() + timeout
+                while True:
+                    try:
+                        urllib.request.urlopen(f"{url}/api/status", timeout=2)
+                        break
+                    except OSError:
+                        if proc.poll() is not None or time.time() > deadline:
+                            raise RuntimeError("JupyterLab did not start:\n" + log_path.read_text()[-3000:]) from None
+                        time.sleep(0.5)
+                yield url
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+    return _run()
+
+
+def dismiss_popups(page) -> None:
+    """On a JupyterLab page (Playwright): accept the kernel dialog and dismiss the "Jupyter news" toast."""
+    try:
+        page.locator(".jp-Dialog").locator("button", has_text="Select").first.click(timeout=5000)
+    except Exception:  # no dialog: the kernel started on its own
+        pass
+    try:
+        page.get_by_role("button", name="No", exact=True).first.click(timeout=3000)
+    except Exception:  # no toast shown: nothing to dismiss
+        pass

@@ -24,17 +24,16 @@ import argparse
 import io
 import json
 import re
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import execute_notebooks as xn  # noqa: E402  (scripts/: the kernel set-up the notebooks use)
+
+from eoembed.testing import dismiss_popups, jupyterlab, write_notebook  # noqa: E402
 
 ROOT = xn.ROOT
 CHROMIUM = Path("/usr/bin/chromium")
@@ -98,64 +97,6 @@ print("STATE", json.dumps({{
     "error": None if ex.last_error is None else repr(ex.last_error)}}))"""
 
 
-def _notebook(path: Path, cells: list[str]) -> None:
-    nb = {"cells": [{"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": s}
-                    for s in cells],
-          "nbformat": 4, "nbformat_minor": 4,
-          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (eoembed venv)",
-                                      "language": "python"}, "language_info": {"name": "python"}}}
-    path.write_text(json.dumps(nb))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_lab(work: Path, log_path: Path) -> tuple[subprocess.Popen, str, object]:
-    port = _free_port()
-    log = open(log_path, "w")
-    cfg = work.parent
-    env = {**__import__("os").environ, "JUPYTER_CONFIG_DIR": str(cfg / "config"),
-           "JUPYTERLAB_SETTINGS_DIR": str(cfg / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(cfg / "workspaces")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--port={port}",
-         "--ServerApp.ip=127.0.0.1", "--ServerApp.token=", "--ServerApp.password=",
-         "--ServerApp.disable_check_xsrf=True", f"--ServerApp.root_dir={work}", "--LabApp.news_url=None"],
-        cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(f"{url}/api/status", timeout=2)
-            return proc, url, log
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.5)
-    proc.terminate()
-    raise RuntimeError("JupyterLab did not start:\n" + log_path.read_text()[-3000:])
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-def _dismiss_popups(page) -> None:
-    try:
-        page.locator(".jp-Dialog button", has_text="Select").first.click(timeout=5000)
-    except Exception:  # no kernel dialog: the kernel started on its own
-        pass
-    try:
-        page.get_by_role("button", name="No", exact=True).first.click(timeout=3000)
-    except Exception:  # no "Jupyter news" toast
-        pass
-
-
 def _shoot(url: str, out_png: Path, width: int, timeout_s: float) -> dict:
     """Open the notebook, run all, wait for the explorer and the STATE line; save the widget as PNG."""
     from playwright.sync_api import sync_playwright
@@ -167,7 +108,7 @@ def _shoot(url: str, out_png: Path, width: int, timeout_s: float) -> dict:
         try:
             page.goto(f"{url}/lab/tree/explorer.ipynb", wait_until="domcontentloaded")
             page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
-            _dismiss_popups(page)
+            dismiss_popups(page)
             try:  # fold the file browser away: the notebook (and the map) get the width
                 page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").first.click(timeout=5000)
             except Exception:  # no open left sidebar
@@ -184,7 +125,7 @@ def _shoot(url: str, out_png: Path, width: int, timeout_s: float) -> dict:
             widget.locator(".leaflet-container img.leaflet-image-layer").nth(2).wait_for(state="attached",
                                                                                         timeout=60_000)
             widget.locator(".bqplot.figure").first.wait_for(timeout=60_000)
-            widget.locator(".leaflet-control", has_text="CT").first.wait_for(timeout=60_000)  # the class legend
+            widget.locator(".leaflet-control", has_text="class").first.wait_for(timeout=60_000)  # the class legend
             widget.scroll_into_view_if_needed()
             time.sleep(2.0)  # let leaflet finish fading the overlays in
             widget.screenshot(path=str(out_png))
@@ -273,16 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="eoembed-shot-") as tmp, xn.notebook_kernel(shared):
         work = Path(tmp) / "work"
         work.mkdir()
-        _notebook(work / "explorer.ipynb", [
+        write_notebook(work / "explorer.ipynb", [
             BUILD.format(folder=str(folder), weights=str(weights), per_class=args.per_class, seed=args.seed),
-            STATE.format(per_class=args.per_class)])
-        proc, url, log = _start_lab(work, Path(tmp) / "lab.log")
-        try:
+            STATE.format(per_class=args.per_class)], kernel="python3")
+        with jupyterlab(tmp) as url:
             t0 = time.perf_counter()
             state = _shoot(url, args.out, args.width, args.timeout)
-        finally:
-            _stop(proc)
-            log.close()
     if state.get("error"):
         print(f"the explorer reported an error: {state['error']}", file=sys.stderr)
         return 1

@@ -15,17 +15,14 @@ is installed here and no network is used.
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from eoembed.testing import dismiss_popups
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT.parent / "shared" / "data" / "worldcereal" / "worldcereal_preprocessed_inputs.nc"
@@ -148,72 +145,27 @@ print("REGRESS", json.dumps({"r2": float(res.summary().loc["model", "r2_mean"]),
                              "layers": [ex.layers[k].name for k in ("regression", "uncertainty")]}))"""
 
 
-def _notebook(path: Path, kernel: str, sources=(SETUP, TARGETS, STATE, RESTORE)) -> None:
-    cells = [{"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": src}
-             for src in sources]
-    nb = {"cells": cells, "nbformat": 4, "nbformat_minor": 5,
-          "metadata": {"kernelspec": {"name": kernel, "display_name": "eoembed venv", "language": "python"},
-                       "language_info": {"name": "python"}}}
-    path.write_text(json.dumps(nb))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
+    from eoembed.testing import jupyterlab, write_notebook
+
     root = tmp_path_factory.mktemp("lab")
-    jpath = root / "jupyter"
-    spec = jpath / "kernels" / "eoembed-venv"
-    spec.mkdir(parents=True)
-    spec.joinpath("kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "eoembed venv", "language": "python"}))
     work = root / "work"
     work.mkdir()
-    _notebook(work / "explorer.ipynb", "eoembed-venv")
-    _notebook(work / "explorer_time.ipynb", "eoembed-venv", (TIME_SETUP, TIME_STATE, TIME_SPLIT,
-                                                                      TIME_REGRESS))
+    write_notebook(work / "explorer.ipynb", (SETUP, TARGETS, STATE, RESTORE))
+    write_notebook(work / "explorer_time.ipynb", (TIME_SETUP, TIME_STATE, TIME_SPLIT, TIME_REGRESS))
     # the explorer tutorial, as a student opens it (kernelspec pointed at this venv)
     tut = json.loads((TUTORIALS / TUTORIAL_03).read_text())
     tut["metadata"]["kernelspec"] = {"name": "eoembed-venv", "display_name": "eoembed venv", "language": "python"}
     (work / TUTORIAL_03).write_text(json.dumps(tut))
     (work / "_shared.py").write_text((TUTORIALS / "_shared.py").read_text())
-    port = _free_port()
-    env = {**os.environ, "JUPYTER_PATH": str(jpath), "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
-           "JUPYTER_CONFIG_DIR": str(root / "config"), "JUPYTERLAB_SETTINGS_DIR": str(root / "settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(root / "workspaces"), "OMP_NUM_THREADS": "1",
+    env = {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "EOEMBED_SHARED": str(ROOT.parent / "shared")}
-    log = open(root / "lab.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--port={port}",
-         "--ServerApp.ip=127.0.0.1", "--ServerApp.token=", "--ServerApp.password=",
-         "--ServerApp.disable_check_xsrf=True", f"--ServerApp.root_dir={work}", "--LabApp.news_url=None"],
-        cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            urllib.request.urlopen(f"{url}/api/status", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.5)
-    else:
-        proc.terminate()
-        pytest.fail("JupyterLab did not start:\n" + (root / "lab.log").read_text()[-3000:])
-    if proc.poll() is not None:
-        pytest.fail("JupyterLab exited:\n" + (root / "lab.log").read_text()[-3000:])
-    yield url
-    proc.terminate()
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        with jupyterlab(root, env=env) as url:
+            yield url
+    except RuntimeError as err:
+        pytest.fail(str(err))
 
 
 def _output_json(page, cell: int, tag: str, timeout: float = 120_000) -> dict:
@@ -244,19 +196,6 @@ def _click_on_overlay(page, img, fx: float, fy: float) -> None:
     page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
 
 
-def _dismiss_popups(page) -> None:
-    """Accept the kernel dialog (it names our kernelspec) and dismiss the "Jupyter news" toast."""
-    dialog = page.locator(".jp-Dialog")
-    try:
-        dialog.locator("button", has_text="Select").first.click(timeout=5000)
-    except Exception:  # no dialog: the kernel started on its own
-        pass
-    try:
-        page.get_by_role("button", name="No", exact=True).first.click(timeout=3000)
-    except Exception:  # no toast shown: nothing to dismiss
-        pass
-
-
 def test_explorer_in_jupyterlab(lab):
     sync_api = pytest.importorskip("playwright.sync_api")
     ARTIFACTS.mkdir(exist_ok=True)
@@ -267,7 +206,7 @@ def test_explorer_in_jupyterlab(lab):
         try:
             page.goto(f"{lab}/lab/tree/explorer.ipynb", wait_until="domcontentloaded")
             page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
-            _dismiss_popups(page)
+            dismiss_popups(page)
             # the kernel must be idle before running everything
             page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=120_000)
             page.get_by_role("menuitem", name="Run", exact=True).click()
@@ -280,7 +219,7 @@ def test_explorer_in_jupyterlab(lab):
             n0 = images.count()
             assert n0 == 2
             page.locator(".leaflet-container").first.scroll_into_view_if_needed()
-            _dismiss_popups(page)
+            dismiss_popups(page)
             page.screenshot(path=str(ARTIFACTS / "explorer-open.png"))
 
             # ---- search: click the pixel of a known patch
@@ -396,7 +335,7 @@ def test_explorer_tutorial_runs_in_jupyterlab(lab):
             # its own workspace: the first test's notebook must not be restored beside it
             page.goto(f"{lab}/lab/workspaces/tutorial03/tree/{TUTORIAL_03}?reset", wait_until="domcontentloaded")
             page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
-            _dismiss_popups(page)
+            dismiss_popups(page)
             page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']:visible").first.wait_for(timeout=120_000)
             page.get_by_role("menuitem", name="Run", exact=True).click()
             page.get_by_text("Run All Cells", exact=True).click()
@@ -439,7 +378,7 @@ def test_explorer_time_clusters_change_in_jupyterlab(lab):
         try:
             page.goto(f"{lab}/lab/workspaces/time/tree/explorer_time.ipynb?reset", wait_until="domcontentloaded")
             page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
-            _dismiss_popups(page)
+            dismiss_popups(page)
             page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']:visible").first.wait_for(timeout=120_000)
             page.get_by_role("menuitem", name="Run", exact=True).click()
             page.get_by_text("Run All Cells", exact=True).click()

@@ -11,16 +11,14 @@ kernel's ``ex.map.zoom`` agrees.
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from eoembed.testing import dismiss_popups
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -48,66 +46,24 @@ STATE = """\
 print("STATE", json.dumps({"zoom": ex.map.zoom, "error": None if ex.last_error is None else repr(ex.last_error)}))"""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_explore import lazy_synthetic
 
     from eoembed.explore.pyramid import write_pyramid
+    from eoembed.testing import jupyterlab, write_notebook
 
     root = tmp_path_factory.mktemp("tiles-lab")
     work = root / "work"
     work.mkdir()
     write_pyramid(lazy_synthetic(N, chunk=512), work / "pyr")
-    jpath = root / "jupyter"
-    spec = jpath / "kernels" / "eoembed-venv"
-    spec.mkdir(parents=True)
-    spec.joinpath("kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "eoembed venv", "language": "python"}))
-    cells = [{"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": src}
-             for src in (SETUP, STATE)]
-    (work / "tiles.ipynb").write_text(json.dumps({
-        "cells": cells, "nbformat": 4, "nbformat_minor": 5,
-        "metadata": {"kernelspec": {"name": "eoembed-venv", "display_name": "eoembed venv", "language": "python"},
-                     "language_info": {"name": "python"}}}))
-    port = _free_port()
-    env = {**os.environ, "JUPYTER_PATH": str(jpath), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
-           "JUPYTER_CONFIG_DIR": str(root / "config"), "JUPYTERLAB_SETTINGS_DIR": str(root / "settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(root / "workspaces")}
-    log = open(root / "lab.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--port={port}",
-         "--ServerApp.ip=127.0.0.1", "--ServerApp.token=", "--ServerApp.password=",
-         "--ServerApp.disable_check_xsrf=True", f"--ServerApp.root_dir={work}", "--LabApp.news_url=None"],
-        cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            urllib.request.urlopen(f"{url}/api/status", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.5)
-    else:
-        proc.terminate()
-        pytest.fail("JupyterLab did not start:\n" + (root / "lab.log").read_text()[-3000:])
-    if proc.poll() is not None:
-        pytest.fail("JupyterLab exited:\n" + (root / "lab.log").read_text()[-3000:])
-    yield url
-    proc.terminate()
+    write_notebook(work / "tiles.ipynb", (SETUP, STATE))
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        with jupyterlab(root, env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}) as url:
+            yield url
+    except RuntimeError as err:
+        pytest.fail(str(err))
 
 
 def _output_json(page, cell: int, tag: str, timeout: float = 180_000, before: str | None = None) -> dict:
@@ -161,10 +117,7 @@ def test_zoom_and_pan_fetch_new_tiles_of_a_large_cube(lab):
         try:
             page.goto(f"{lab}/lab/tree/tiles.ipynb", wait_until="domcontentloaded")
             page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
-            try:
-                page.locator(".jp-Dialog").locator("button", has_text="Select").first.click(timeout=5000)
-            except Exception:  # no kernel dialog: the kernel started on its own
-                pass
+            dismiss_popups(page)
             page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=120_000)
             page.get_by_role("menuitem", name="Run", exact=True).click()
             page.get_by_text("Run All Cells", exact=True).click()
