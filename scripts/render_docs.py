@@ -258,8 +258,8 @@ def memory_summary(res: dict) -> str:
     return (f"Embedding a lazy `{res['model']}` run ({res['weights']} weights, T={res['times']}, "
             f"{res['chunk']}-px input chunks) streamed to Zarr: peak RSS {s['peak_rss_mib']:.0f} MiB at "
             f"{s['size']}² px and {lg['peak_rss_mib']:.0f} MiB at {lg['size']}² px (4× the area): "
-            f"**{res['peak_rss_ratio_4x_area']:.2f}×**; growth above the loaded model "
-            f"{res['growth_ratio_4x_area']:.2f}×.")
+            f"**{res['peak_rss_ratio_4x_area']:.2f}×** (memory proportional to the area would be 4×); growth above "
+            f"the RSS of the loaded model {res['growth_ratio_4x_area']:.2f}×.")
 
 
 THROUGHPUT_NAMES = {"olmoearth-v1-nano": "OlmoEarth v1 Nano", "olmoearth-v1.1-nano": "OlmoEarth v1.1 Nano",
