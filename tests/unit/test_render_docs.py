@@ -98,3 +98,23 @@ def test_verdict_wording_follows_the_fold_spread():
     assert render_docs.versus(-0.109, 0.093) == "worse beyond the fold spread"
     assert render_docs.versus(0.182, 0.134) == "better beyond the fold spread"
     assert render_docs.versus(0.1, float("nan")) == "within the fold spread"
+
+
+def test_results_are_stamped_with_date_machine_and_command(tmp_path):
+    spec = importlib.util.spec_from_file_location("_meta", ROOT / "benchmarks" / "_meta.py")
+    meta = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(meta)
+    assert meta.command([str(ROOT / "benchmarks" / "bench_x.py"), "--json", "a b.json"]) == \
+        "python benchmarks/bench_x.py --json 'a b.json'"
+    started = meta.machine()
+    assert started["cores"] >= 1 and "torch" in started and "load_avg_1_5_15" in started
+    out = meta.stamp({"rows": [1]}, started=started, note="quick settings")
+    assert list(out) == ["run", "rows"] and out["run"]["note"] == "quick settings"
+    assert out["run"]["date"].endswith("Z") and out["run"]["machine"] is started
+    meta.write(tmp_path / "r.json", {**out, "x": __import__("numpy").float32(0.5)})
+    back = json.loads((tmp_path / "r.json").read_text())
+    assert back["x"] == 0.5 and back["run"]["command"] == out["run"]["command"]
+    # a stamped result renders a run line; an unstamped one is an error, not a silent blank
+    assert render_docs.run_line(back).startswith(f"Measured {out['run']['date']} on {started['cores']} CPU cores")
+    with pytest.raises(render_docs.RenderError, match="no 'run' block"):
+        render_docs.run_line({"rows": []})
