@@ -404,7 +404,7 @@ def render_text(text: str, results: dict[str, dict], where: str, pending: list[s
             except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
                 raise RenderError(f"{where}: {m.group(0)}: bench_{name}.json lacks what the block needs "
                                   f"({type(e).__name__}: {e}); rerun the benchmark with --json") from e
-            out.append("\n" + body.strip("\n") + "\n")
+            out.append("\n" + body.strip() + "\n")
         out.append(CLOSE)
         pos = end + len(CLOSE)
     out.append(text[pos:])
