@@ -233,6 +233,10 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-real", action="store_true")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _meta
+
+    started = _meta.machine()
     result = {"quick": args.quick}
     if not args.skip_scale:
         large = 512 if args.quick else args.large
@@ -244,7 +248,7 @@ def main(argv=None) -> int:
             result["real"] = real_part(args.quick)
             print(table(result["real"]))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1, default=str))
+        _meta.write(args.json, _meta.stamp(result, started=started, note="quick settings" if args.quick else None))
     return 0
 
 

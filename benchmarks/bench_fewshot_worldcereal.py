@@ -29,7 +29,7 @@ as skipped, not silently left out.
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -109,6 +109,8 @@ def score(emb, labels, estimator, n_splits: int) -> dict:
     return {"balanced_accuracy": sp.balanced_accuracy, "accuracy": sp.accuracy,
             "balanced_accuracy_random_cv": rnd.balanced_accuracy, "n_samples": sp.n_samples,
             "n_blocks": sp.n_blocks, "n_splits": sp.n_splits, "per_class_recall": sp.per_class["recall"].to_dict(),
+            "fold_balanced_accuracy": [float(v) for v in sp.fold_balanced_accuracy],
+            "fold_balanced_accuracy_random_cv": [float(v) for v in rnd.fold_balanced_accuracy],
             "report": sp}
 
 
@@ -137,6 +139,13 @@ def run(quick: bool = False, weights_dir: Path = WEIGHTS, models=("spectral", "g
         res = score(emb, labels, "logistic", n_splits)
         rows.append({"model": name, "features": features, "dim": int(emb.sizes["embedding"]),
                      "embed_s": secs, **{k: v for k, v in res.items() if k != "report"}})
+    spec = next((r for r in rows if r["model"] == "spectral"), None)
+    for r in rows:  # paired per-fold differences against the spectral baseline (same folds, same labels)
+        if spec is not None and r["model"] != "spectral":
+            d = np.subtract(r["fold_balanced_accuracy"], spec["fold_balanced_accuracy"])
+            r["vs_spectral_fold_diff"] = [float(v) for v in d]
+            r["vs_spectral_diff_mean"] = float(d.mean())
+            r["vs_spectral_diff_std"] = float(d.std(ddof=1)) if d.size > 1 else float("nan")
     return {"quick": quick, "cube": {k: int(v) for k, v in cube.sizes.items()}, "build_cube_s": build_s,
             "patch_size": PATCH, "block_size_m": BLOCK_M, "n_splits": n_splits, "classes": kept,
             "dropped_classes": dropped, "rows": rows, "skipped": skipped}
@@ -168,6 +177,10 @@ def main(argv=None) -> int:
     if not DATA.exists():
         print(f"labelled sample not found at {DATA}")
         return 2
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _meta
+
+    started = _meta.machine()
     res = run(args.quick, Path(args.weights_dir))
     print(f"cube {res['cube']} built in {res['build_cube_s']:.1f} s; {args.quick and 'seasonal' or 'monthly'} "
           f"composites; {PATCH}-px patches; spatial-block CV: {res['n_splits']} folds, {BLOCK_M:g} m blocks")
@@ -175,7 +188,8 @@ def main(argv=None) -> int:
           f"{res['dropped_classes']}")
     print(table(res))
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1, default=str))
+        _meta.write(args.json, _meta.stamp(res, started=started,
+                                           note="quick settings (CI smoke)" if args.quick else None))
     return 0
 
 

@@ -6,7 +6,7 @@ peak RSS (``ru_maxrss``) and its ratio. The input is generated block by block (n
 whole), as a real lazy read from COGs or Zarr would be. Also reports the RSS before the
 run starts (Python, torch, the model), so the growth itself is visible.
 
-    python benchmarks/bench_memory.py [--size 256] [--model nano] [--weights DIR] [--times 2]
+    python benchmarks/bench_memory.py [--size 256] [--model nano] [--weights DIR] [--times 2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -60,7 +60,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--model", default="nano")
     ap.add_argument("--weights", default=None)
     ap.add_argument("--chunk", type=int, default=128, help="input chunk side in pixels")
+    ap.add_argument("--json", default=None, help="write the results (with run date, machine, command) here")
     args = ap.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _meta
+
+    started = _meta.machine()
     weights = args.weights
     if weights is None and eoembed_needs_weights(args.model):
         from eoembed.testing import make_checkpoint
@@ -70,7 +75,8 @@ def main(argv=None) -> dict:
         weights = str(make_checkpoint(Path(tempfile.mkdtemp()) / "ck", spec.version, spec.size))
     small = run(args.size, args.times, args.model, weights, args.chunk)
     large = run(2 * args.size, args.times, args.model, weights, args.chunk)
-    result = {"model": args.model, "times": args.times, "chunk": args.chunk, "small": small, "large": large,
+    result = {"model": args.model, "weights": "given" if args.weights else "random (published layout)",
+              "size_px": args.size, "times": args.times, "chunk": args.chunk, "small": small, "large": large,
               "peak_rss_ratio_4x_area": round(large["peak_rss_mib"] / small["peak_rss_mib"], 3),
               "growth_ratio_4x_area": round((large["peak_rss_mib"] - large["rss_before_mib"])
                                             / max(small["peak_rss_mib"] - small["rss_before_mib"], 1e-9), 3)}
@@ -78,6 +84,8 @@ def main(argv=None) -> dict:
     print(f"peak RSS: {small['peak_rss_mib']:.0f} MiB at {args.size}² px, {large['peak_rss_mib']:.0f} MiB at "
           f"{2 * args.size}² px (4× area): ratio {result['peak_rss_ratio_4x_area']:.2f} "
           f"(growth above the loaded model: {result['growth_ratio_4x_area']:.2f}×)")
+    if args.json:
+        _meta.write(args.json, _meta.stamp(result, started=started))
     return result
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -200,9 +201,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _meta
+
+    started = _meta.machine()
     res = run(args.quick, args.repeat, tuple(args.models.split(",")))
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1))
+        _meta.write(args.json, _meta.stamp(res, started=started, note="quick settings" if args.quick else None))
     print(json.dumps(res, indent=1))
     print()
     print(table(res))

@@ -11,7 +11,7 @@ v1.1 row of the same size and patch size (how much cheaper one token per patch m
 OlmoEarth runs on random weights in the published layout (same architecture, same cost as the
 real ones); Galileo-Nano on the real weights when ``../shared/weights/galileo-nano`` is there.
 
-    python benchmarks/bench_throughput.py [--quick] [--images 16] [--device auto] [--compile]
+    python benchmarks/bench_throughput.py [--quick] [--images 16] [--device auto] [--compile] [--json out.json]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -87,8 +88,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--compile", action="store_true", help="torch.compile the encoders")
+    ap.add_argument("--json", default=None, help="write the results (with run date, machine, command) here")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore", UserWarning)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _meta
+
+    started = _meta.machine()
     if args.quick:
         models, patch_sizes, images, repeat = ["olmoearth-v1-nano", "olmoearth-v1.1-nano"], [8], 4, 1
     else:
@@ -104,8 +110,12 @@ def main(argv=None) -> dict:
         sp = f"{r['v1.1_speedup']:.2f}" if "v1.1_speedup" in r else ""
         print(f"{r['model']:22s} {r['patch_size']:2d} {r['img_per_s']:9.1f} {r['km2_per_s']:8.2f} "
               f"{r['patches_per_s']:10.0f} {sp:>7s}")
-    out = {"window_px": WINDOW, "timesteps": 1, "device": args.device, "rows": rows}
+    out = {"window_px": WINDOW, "timesteps": 1, "device": args.device, "compile": args.compile, "images": images,
+           "repeat": repeat, "quick": args.quick, "rows": rows}
     print(json.dumps(out, indent=1))
+    if args.json:
+        _meta.write(args.json, _meta.stamp(out, started=started,
+                                           note="quick settings (Nano only, 4 images, p = 8)" if args.quick else None))
     return out
 
 

@@ -20,6 +20,7 @@ checkpoint in the published layout unless ``--weights`` is given (seams of real 
 the number that matters: pass them when you have them).
 
     python benchmarks/bench_tiling.py [--quick] [--model nano] [--weights DIR] [--size 128] [--position raw]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -141,8 +143,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--position", default="auto", choices=["auto", "neutral", "raw"])
     ap.add_argument("--offsets", default="0", help="comma-separated pixel shifts of the seam cube (crop from the "
                     "top-left) so window borders fall on different ground; ratios are averaged")
+    ap.add_argument("--json", default=None, help="write the results (with run date, machine, command) here")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore", UserWarning)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _meta
+
+    started = _meta.machine()
 
     cube, source, tcube = load_cubes(args.quick, args.size)
     spec = eoembed.get_model_spec(args.model)
@@ -216,6 +223,8 @@ def main(argv=None) -> dict:
         print(f"{r['tiling']:24} {r['tokens_per_patch_rel']:12.2f} {r['seam_ratio']:10.2f} {r['cross_over_in']:9.2f} "
               f"{r['same_position_over_chance']:11.2f} {r['pc1_position_share']:8.3f} {r['pc1_position_share_null']:8.3f} "
               f"{r.get('embed_over_bare', float('nan')):10.2f} {r.get('time_per_patch_rel', float('nan')):10.2f}")
+    if args.json:
+        _meta.write(args.json, _meta.stamp(result, started=started, note="quick settings" if args.quick else None))
     return result
 
 

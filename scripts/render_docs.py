@@ -1,0 +1,456 @@
+"""Fill the benchmark figures in ``docs/*.md`` from the committed results in ``benchmarks/results/``.
+
+A doc marks a generated block with an opening and a closing comment::
+
+    <!-- bench:fewshot_worldcereal:table -->
+    ...generated text, never edited by hand...
+    <!-- /bench -->
+
+``fewshot_worldcereal`` names ``benchmarks/results/bench_fewshot_worldcereal.json`` and
+``table`` the renderer (a function in :data:`RENDERERS`) that turns that JSON into the block's
+text (``<!-- bench:NAME -->`` without a part means ``summary``); every result file also has a
+``run`` part (date, machine, load, command). So each
+measured number is typed once, by the benchmark, and a doc cannot disagree with its result.
+
+    python scripts/render_docs.py            # rewrite the blocks in place
+    python scripts/render_docs.py --check    # exit 1 if a doc differs from what its JSON renders
+
+Strict where a result exists: an unknown part, an unclosed block or a block that differs
+(``--check``) is an error. A block whose JSON is not committed yet is left as it is and listed
+as *pending* (it becomes strict the moment its JSON lands).
+
+Standard library only, so the unit test that runs ``--check`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import math
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OPEN = re.compile(r"<!-- bench:(?P<name>[A-Za-z0-9_.-]+)(?::(?P<part>[A-Za-z0-9_-]+))? -->")
+CLOSE = "<!-- /bench -->"
+
+#: ``(name, part) -> render(result) -> markdown``; ``name`` is the JSON's stem without ``bench_``.
+RENDERERS: dict[tuple[str, str], Callable[[dict], str]] = {}
+
+
+class RenderError(Exception):
+    """A doc's markers or a result file cannot be rendered (what is wrong, where, how to fix)."""
+
+
+def renderer(name: str, part: str) -> Callable:
+    """Register ``fn`` as the renderer of ``<!-- bench:name:part -->`` blocks."""
+
+    def deco(fn):
+        RENDERERS[(name, part)] = fn
+        return fn
+
+    return deco
+
+
+# ---------------------------------------------------------------- wording helpers
+
+def f3(v: float, nd: int = 3) -> str:
+    """``nd`` decimals with a real minus sign."""
+    return f"{v:.{nd}f}".replace("-", "−")
+
+
+def signed(v: float, nd: int = 3) -> str:
+    return ("+" if v >= 0 else "−") + f"{abs(v):.{nd}f}"
+
+
+def versus(mean: float, std: float) -> str:
+    """Verdict on a paired per-fold difference: a direction only when it exceeds the fold spread."""
+    if not math.isfinite(std) or abs(mean) <= std:
+        return "within the fold spread"
+    return "better beyond the fold spread" if mean > 0 else "worse beyond the fold spread"
+
+
+def run_line(res: dict) -> str:
+    """One sentence: when, where and how a result was measured."""
+    run = res.get("run")
+    if not run:
+        raise RenderError("result has no 'run' block (date, machine, command); rerun the benchmark with --json")
+    m = run.get("machine", {})
+    bits = [f"{m['cores']} CPU cores" if m.get("cores") else None,
+            f"{m['memory_gib']:g} GiB RAM" if m.get("memory_gib") else None,
+            f"GPU {m['gpu']}" if m.get("gpu") else "no GPU",
+            f"torch {m['torch']}" if m.get("torch") else None]
+    load = m.get("load_avg_1_5_15")
+    end = run.get("load_avg_at_end")
+    if load:
+        bits.append(f"load average {load[0]:.1f} at the start" + (f", {end[0]:.1f} at the end" if end else "")
+                    + " (shared machine: times are pessimistic)")
+    text = f"Measured {run['date']} on {', '.join(b for b in bits if b)}: `{run['command']}`."
+    if run.get("note"):
+        text += f" {run['note']}"
+    return text
+
+
+def table(head: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def _mean_std(vals: list[float]) -> tuple[float, float]:
+    n = len(vals)
+    m = sum(vals) / n
+    s = math.sqrt(sum((v - m) ** 2 for v in vals) / (n - 1)) if n > 1 else float("nan")
+    return m, s
+
+
+# ---------------------------------------------------------------- few-shot crop types
+
+FEWSHOT_LABEL = {"majority": "majority class", "spectral": "`spectral` (band mean/std per month)",
+                 "galileo-nano": "`galileo-nano` (time-pooled + per-timestep, stacked)", "presto": "`presto`"}
+
+
+@renderer("fewshot_worldcereal", "table")
+def fewshot_table(res: dict) -> str:
+    rows = []
+    for r in res["rows"]:
+        folds = r.get("fold_balanced_accuracy") or []
+        spread = f"{f3(min(folds))}–{f3(max(folds))}" if folds else "–"
+        diff = (f"{signed(r['vs_spectral_diff_mean'])} ± {r['vs_spectral_diff_std']:.3f}"
+                if "vs_spectral_diff_mean" in r else "–")
+        rows.append([FEWSHOT_LABEL.get(r["model"], f"`{r['model']}`"), f3(r["balanced_accuracy"]), spread, diff,
+                     f3(r["balanced_accuracy_random_cv"]),
+                     "–" if r["model"] == "majority" else f"{r['embed_s']:.1f} s"])
+    for name, why in res.get("skipped", {}).items():
+        rows.append([f"`{name}`", f"skipped: {why}", "", "", "", ""])
+    return table(["model", "spatial-block CV (pooled)", "per fold", "− spectral, paired per fold (mean ± std)",
+                  "random CV", "embed time"], rows)
+
+
+@renderer("fewshot_worldcereal", "setup")
+def fewshot_setup(res: dict) -> str:
+    c = res["cube"]
+    n = sum(res["classes"].values())
+    dropped = res.get("dropped_classes") or {}
+    drop = (f"; classes with fewer labelled patches than folds dropped ({len(dropped)} classes, "
+            f"{sum(dropped.values())} patches)" if dropped else "")
+    comp = "seasonal" if res.get("quick") else "monthly"
+    return (f"Real labels in `../shared/data/worldcereal-training/` (2019 Flanders parcel register), "
+            f"{c['time']} {comp} composites of S2 + S1, {res['patch_size'] * 10} m patches; {n} labelled patches "
+            f"in {len(res['classes'])} classes{drop}; each model's default tiling and positions; untuned "
+            f"logistic regression; balanced accuracy over {res['n_splits']} spatial-block folds "
+            f"({res['block_size_m']:g} m blocks), per fold and pooled.")
+
+
+@renderer("fewshot_worldcereal", "summary")
+def fewshot_summary(res: dict) -> str:
+    rows = {r["model"]: r for r in res["rows"]}
+    spec = rows.get("spectral")
+    parts = []
+    for name, r in rows.items():
+        if name in ("spectral", "majority") or "vs_spectral_diff_mean" not in r:
+            continue
+        parts.append(f"`{name}` {signed(r['vs_spectral_diff_mean'])} ± {r['vs_spectral_diff_std']:.3f} "
+                     f"({versus(r['vs_spectral_diff_mean'], r['vs_spectral_diff_std'])})")
+    beats = [n for n, r in rows.items() if n not in ("spectral", "majority")
+             and "vs_spectral_diff_mean" in r and versus(r["vs_spectral_diff_mean"], r["vs_spectral_diff_std"])
+             .startswith("better")]
+    head = ("**No pretrained model beats the spectral baseline beyond the fold spread here.** "
+            if not beats else f"**{', '.join(f'`{b}`' for b in beats)} beat the spectral baseline beyond the fold "
+                              f"spread.** ")
+    text = head + ("Paired per-fold differences in balanced accuracy against `spectral` (mean ± standard "
+                   "deviation of the per-fold differences, same folds): " + "; ".join(parts) + ".")
+    if spec and spec.get("fold_balanced_accuracy"):
+        fb = spec["fold_balanced_accuracy"]
+        text += (f" The folds disagree a lot (`spectral` per fold {f3(min(fb))}–{f3(max(fb))}), so one split's "
+                 f"ranking means little.")
+    gaps = [(n, r["balanced_accuracy_random_cv"] - r["balanced_accuracy"]) for n, r in rows.items()
+            if n != "majority"]
+    if gaps:
+        n, g = max(gaps, key=lambda t: t[1])
+        text += (f" Random CV is optimistic (up to {signed(g)} for `{n}`): neighbouring patches of one field "
+                 f"leak across its folds.")
+    return text
+
+
+# ---------------------------------------------------------------- position (tiling-and-position.md)
+
+def _pos_rows(res: dict) -> list[dict]:
+    return [r for r in res["rows"] if "skipped" not in r]
+
+
+@renderer("position", "table")
+def position_table(res: dict) -> str:
+    label = {("galileo-nano", "raw"): "raw", ("galileo-nano", "neutral"): "neutral (default)",
+             ("presto", "raw"): "raw (per pixel)", ("spectral", "raw"): "raw (no weights)"}
+    rows = []
+    for r in _pos_rows(res):
+        c = r["crop"]
+        interior = ("–" if c["interior_mean_cosine"] is None
+                    else f"{c['interior_mean_cosine']:.6f} ({c['interior_max_abs_diff']:g})")
+        rows.append([f"`{r['model']}`", label.get((r["model"], r["position"]), r["position"]),
+                     f"{r['same_position_over_chance']:.2f}×",
+                     f"{r['pc1_position_share']:.3f} ({r['pc1_position_share_null']:.3f})",
+                     f"{r['seam_ratio']:.2f}", interior, f"{c['all_overlap_mean_cosine']:.4f}",
+                     f"{r['cost']['tokens_ratio']:.2f}",
+                     f"{r['fewshot_balanced_accuracy']:.3f} ± {r['fewshot_fold_std']:.3f}"])
+    return table(["model", "positions", "top-10 hits at own position / chance",
+                  "PC1 share explained by position (noise level)", "seam ratio",
+                  "crop: interior cosine (max abs diff)", "crop: all overlapping patches", "tokens / halo-0",
+                  "few-shot balanced accuracy (mean ± fold std)"], rows)
+
+
+@renderer("position", "summary")
+def position_summary(res: dict) -> str:
+    rows = {(r["model"], r["position"]): r for r in _pos_rows(res)}
+    raw, neu = rows.get(("galileo-nano", "raw")), rows.get(("galileo-nano", "neutral"))
+    if raw is None or neu is None:
+        raise RenderError("bench_position result lacks galileo-nano raw and neutral rows; rerun it with the weights")
+    nr_m, nr_s = neu["fewshot_neutral_minus_raw_mean"], neu["fewshot_neutral_minus_raw_std"]
+    ns_m, ns_s = neu["fewshot_minus_spectral_mean"], neu["fewshot_minus_spectral_std"]
+    c = neu["cost"]
+    return (
+        f"With neutral positions Galileo-Nano's top-10 neighbours sit at the query's in-window position "
+        f"{neu['same_position_over_chance']:.2f}× as often as chance (raw: {raw['same_position_over_chance']:.2f}×), "
+        f"position explains {neu['pc1_position_share']:.3f} of PC1 against a noise level of "
+        f"{neu['pc1_position_share_null']:.3f} (raw: {raw['pc1_position_share']:.3f}) on this "
+        f"{int(math.isqrt(neu['patches']))} × {int(math.isqrt(neu['patches']))}-patch grid, and the default "
+        f"tiling's seam ratio is {neu['seam_ratio']:.2f} (raw: {raw['seam_ratio']:.2f}). "
+        f"Neutral positions change Galileo-Nano's few-shot balanced accuracy over raw positions by "
+        f"{signed(nr_m)} ± {nr_s:.3f} (mean ± standard deviation of the {len(neu['fewshot_balanced_accuracy_folds'])} "
+        f"paired per-fold differences; {versus(nr_m, nr_s)}); against the spectral baseline the difference is "
+        f"{signed(ns_m)} ± {ns_s:.3f} ({versus(ns_m, ns_s)}). "
+        f"The default blended tiling runs {c['tokens_ratio']:.2f}× the encoder tokens of the halo-0 run of the "
+        f"same stride; its measured time was {c['time_ratio']:.2f}× (best of the runs on a loaded machine; "
+        f"Galileo's attention is quadratic in a window's tokens, so for attention-bound windows "
+        f"(12/10)⁴ ≈ 2.1 is expected)."
+    )
+
+
+# ---------------------------------------------------------------- tiling, memory, throughput (performance.md)
+
+@renderer("tiling", "overhead")
+def tiling_overhead(res: dict) -> str:
+    rows = {r["tiling"]: r for r in res["tilings"]}
+    base = rows.get("w64-h0")
+    deflt = next((r for r in res["tilings"] if [r["tile_size"], r["halo"], r["blend"]] == res["default_tiling"]),
+                 None)
+    if base is None or "embed_over_bare" not in base:
+        raise RenderError("bench_tiling result lacks a timed w64-h0 row; rerun with --tilings w64-h0,... "
+                          "and without --no-timing")
+    t = res["timing_cube"]
+    text = (f"`{res['model']}`, {res['weights']} weights, a synthetic {t['y']} × {t['x']}-px cube, T={t['time']}, "
+            f"p = {res['patch_size']}, batch {res['batch_size']}: `embed(tile_size=64, halo=0)` takes "
+            f"**{base['embed_over_bare']:.2f}×** the time of the bare encoder loop on the same windows")
+    if deflt is not None and "time_per_patch_rel" in deflt:
+        text += (f"; the default tiling ({deflt['tile_size']}-px windows, {deflt['halo']}-px blended halo, "
+                 f"{deflt['tokens_per_patch_rel']:.2f}× the tokens per output patch) takes "
+                 f"**{deflt['time_per_patch_rel']:.2f}×** the bare halo-0 loop's time")
+    return text + ". Best of the repeats, interleaved, so load from other jobs hits both sides alike."
+
+
+@renderer("memory", "summary")
+def memory_summary(res: dict) -> str:
+    s, lg = res["small"], res["large"]
+    return (f"Embedding a lazy `{res['model']}` run ({res['weights']} weights, T={res['times']}, "
+            f"{res['chunk']}-px input chunks) streamed to Zarr: peak RSS {s['peak_rss_mib']:.0f} MiB at "
+            f"{s['size']}² px and {lg['peak_rss_mib']:.0f} MiB at {lg['size']}² px (4× the area): "
+            f"**{res['peak_rss_ratio_4x_area']:.2f}×** (memory proportional to the area would be 4×); growth above "
+            f"the RSS of the loaded model {res['growth_ratio_4x_area']:.2f}×.")
+
+
+THROUGHPUT_NAMES = {"olmoearth-v1-nano": "OlmoEarth v1 Nano", "olmoearth-v1.1-nano": "OlmoEarth v1.1 Nano",
+                    "olmoearth-v1-tiny": "OlmoEarth v1 Tiny", "olmoearth-v1.1-tiny": "OlmoEarth v1.1 Tiny",
+                    "olmoearth-v1.1-base": "OlmoEarth v1.1 Base", "galileo-nano": "Galileo-Nano"}
+
+
+def _g(v: float) -> str:
+    return f"{v:.2g}" if v < 10 else f"{v:.0f}"
+
+
+@renderer("throughput", "table")
+def throughput_table(res: dict) -> str:
+    ps = sorted({r["patch_size"] for r in res["rows"] if "patch_size" in r}, reverse=True)
+    cells: dict[str, dict[int, str]] = {}
+    for r in res["rows"]:
+        d = cells.setdefault(r["model"], {})
+        if "skipped" in r:
+            continue
+        v = f"{_g(r['img_per_s'])} · {_g(r['km2_per_s'])}"
+        if "v1.1_speedup" in r:
+            v += f" (v1.1: {r['v1.1_speedup']:.1f}×)"
+        d[r["patch_size"]] = v
+    rows = [[THROUGHPUT_NAMES.get(m, m)] + [d.get(p, "skipped" if not d else "") for p in ps]
+            for m, d in cells.items()]
+    return table(["model"] + [f"p = {p}" for p in ps], rows)
+
+
+@renderer("throughput", "setup")
+def throughput_setup(res: dict) -> str:
+    return (f"{res['images']} images of {res['window_px']} × {res['window_px']} px, T={res['timesteps']}, "
+            f"device `{res['device']}`{', compiled' if res.get('compile') else ''}, best of {res['repeat']} after a "
+            f"warm-up; cells: img/s · km²/s, and for v1 rows how many times faster v1.1 of the same size is. "
+            f"OlmoEarth on random weights in the published layout (same cost as the real ones).")
+
+
+@renderer("throughput", "caveat")
+def throughput_caveat(res: dict) -> str:
+    m = res["run"]["machine"]
+    loads = [v[0] for v in (m.get("load_avg_1_5_15"), res["run"].get("load_avg_at_end")) if v]
+    text = ""
+    if loads and m.get("cores") and max(loads) > m["cores"]:
+        text += (f"The load average was {min(loads):.1f}–{max(loads):.1f} on {m['cores']} cores during this run, so "
+                 f"each model got a fraction of the CPU that varied from row to row: read rows measured minutes apart "
+                 f"as ± a factor of 2. ")
+    slow = [r for r in res["rows"] if r.get("v1.1_speedup", 2.0) < 1.0]
+    if slow:
+        text += ("Where v1.1 comes out slower than v1 (" + ", ".join(
+            f"{THROUGHPUT_NAMES.get(r['model'], r['model']).removeprefix('OlmoEarth v1 ')} at p = {r['patch_size']}: "
+            f"{r['v1.1_speedup']:.1f}×" for r in slow) + ") that is load, not the model: v1.1 runs fewer tokens per "
+                 "patch per timestep (one S2 token instead of three band-group tokens) on the same architecture. ")
+    return text or "The machine was not overloaded during this run (load average at most its core count)."
+
+
+# ---------------------------------------------------------------- analyses (analyses.md)
+
+@renderer("analyses", "table")
+def analyses_table(res: dict) -> str:
+    real = res["real"]
+    rows = []
+    for r in real["rows"]:
+        rows.append([f"`{r['model']}`", str(r["k_chosen"]), f"{r['ari_chosen_k']:.3f}", f"{r['ari_k_classes']:.3f}",
+                     f"{f3(r['r2_mean_model'], 2)} ± {r['r2_std_model']:.2f}",
+                     f"{r['rmse_mean_model']:.3f} K"])
+    r0 = real["rows"][0]
+    rows.append(["predict the mean", "–", "–", "–", f"{f3(r0['r2_mean_mean'], 2)} ± {r0['r2_std_mean']:.2f}",
+                 f"{r0['rmse_mean_mean']:.3f} K"])
+    return table(["model", "k by silhouette", "ARI at that k", f"ARI at k = {real['n_crop_classes']}", "R²", "RMSE"],
+                 rows)
+
+
+@renderer("analyses", "setup")
+def analyses_setup(res: dict) -> str:
+    real = res["real"]
+    c, t = real["cube"], real["target"]
+    n = real["rows"][0]
+    return (f"Default tiling and neutral positions; {c['time']} monthly composites, 40 m patches, "
+            f"{real['n_labelled_patches']} labelled patches, {real['n_crop_classes']} crop classes; regression: "
+            f"clear-sky Apr–Sep 2019 mean Landsat 8 surface temperature ({t['acquisitions_in_season']} acquisitions, "
+            f"median {t['clear_obs_per_pixel_median']:g} clear per pixel; std {t['std_K']:.2f} K over the footprint), "
+            f"{n['n_regression_patches']} patches, {n['n_folds']} spatial-block folds, R² mean ± fold std.")
+
+
+@renderer("analyses", "summary")
+def analyses_summary(res: dict) -> str:
+    real = res["real"]
+    rows = real["rows"]
+    best = max(rows, key=lambda r: r["ari_chosen_k"])
+    mean_r2 = rows[0]["r2_mean_mean"]
+    all_neg = all(r["r2_mean_model"] < 0 for r in rows)
+    lo = min(rows, key=lambda r: r["rmse_mean_model"])
+    text = (f"The clusters closest to the crop types are `{best['model']}`'s (ARI {best['ari_chosen_k']:.3f} at its "
+            f"silhouette-chosen k = {best['k_chosen']}). ")
+    if all_neg:
+        text += (f"No model explains the surface temperature (every R² < 0, predicting the mean: {f3(mean_r2, 2)}); the "
+                 f"target varies by only {real['target']['std_K']:.2f} K over the footprint and its native "
+                 f"resolution is ~100 m. ")
+    within = abs(lo["rmse_mean_model"] - rows[0]["rmse_mean_mean"]) <= max(lo["rmse_std_model"],
+                                                                           rows[0]["rmse_std_mean"])
+    text += (f"`{lo['model']}`'s lowest RMSE ({lo['rmse_mean_model']:.3f} ± {lo['rmse_std_model']:.3f} K) is "
+             + ("within the fold spread of predicting the mean." if within
+                else "lower than predicting the mean beyond the fold spread."))
+    return text
+
+
+# ---------------------------------------------------------------- machinery
+
+def load_results(root: Path) -> dict[str, dict]:
+    out = {}
+    for p in sorted((root / "benchmarks" / "results").glob("bench_*.json")):
+        try:
+            out[p.stem.removeprefix("bench_")] = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise RenderError(f"{p} is not valid JSON ({e}); rerun the benchmark with --json {p}") from e
+    return out
+
+
+def render_text(text: str, results: dict[str, dict], where: str, pending: list[str]) -> str:
+    """``text`` with every block whose result exists re-rendered; blocks without one appended to ``pending``."""
+    out, pos = [], 0
+    for m in OPEN.finditer(text):
+        if m.start() < pos:
+            continue
+        end = text.find(CLOSE, m.end())
+        nxt = OPEN.search(text, m.end())
+        if end < 0 or (nxt is not None and nxt.start() < end):
+            line = text.count("\n", 0, m.start()) + 1
+            raise RenderError(f"{where}:{line}: block {m.group(0)} has no closing {CLOSE} before the next block; "
+                              f"add it after the block's text")
+        name, part = m.group("name"), m.group("part") or "summary"
+        out.append(text[pos : m.end()])
+        if name not in results:
+            pending.append(f"{where}: {m.group(0)} (no benchmarks/results/bench_{name}.json yet; left as is)")
+            out.append(text[m.end() : end])
+        else:
+            fn = RENDERERS.get((name, part)) or (run_line if part == "run" else None)
+            if fn is None:
+                known = sorted(p for n, p in RENDERERS if n == name) + ["run"]
+                raise RenderError(f"{where}: no renderer for {m.group(0)}; parts of '{name}': {', '.join(known)}")
+            try:
+                body = fn(results[name])
+            except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+                raise RenderError(f"{where}: {m.group(0)}: bench_{name}.json lacks what the block needs "
+                                  f"({type(e).__name__}: {e}); rerun the benchmark with --json") from e
+            out.append("\n" + body.strip() + "\n")
+        out.append(CLOSE)
+        pos = end + len(CLOSE)
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def render_all(root: Path = ROOT) -> tuple[dict[Path, tuple[str, str]], list[str]]:
+    """``{doc: (current, rendered)}`` for every ``docs/*.md`` with blocks, and the pending blocks."""
+    results = load_results(root)
+    docs, pending = {}, []
+    for p in sorted((root / "docs").glob("*.md")):
+        text = p.read_text()
+        if OPEN.search(text):
+            docs[p] = (text, render_text(text, results, str(p.relative_to(root)), pending))
+    return docs, pending
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="only compare; exit 1 if a doc differs from its results")
+    ap.add_argument("--root", default=str(ROOT), help="repository root (default: this checkout)")
+    args = ap.parse_args(argv)
+    root = Path(args.root)
+    try:
+        docs, pending = render_all(root)
+    except RenderError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    changed = [p for p, (old, new) in docs.items() if old != new]
+    for p in changed:
+        rel = str(p.relative_to(root))
+        if args.check:
+            old, new = docs[p]
+            sys.stdout.writelines(difflib.unified_diff(old.splitlines(True), new.splitlines(True),
+                                                       f"{rel} (committed)", f"{rel} (rendered from results)"))
+        else:
+            p.write_text(docs[p][1])
+            print(f"rendered {rel}")
+    for line in pending:
+        print(f"pending: {line}")
+    if args.check and changed:
+        print(f"{len(changed)} doc(s) differ from benchmarks/results/: run python scripts/render_docs.py",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,120 @@
+"""docs/*.md numbers are generated from benchmarks/results/*.json (scripts/render_docs.py) and cannot drift."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("render_docs", ROOT / "scripts" / "render_docs.py")
+render_docs = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(render_docs)
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A copy of the docs and committed results to edit."""
+    shutil.copytree(ROOT / "docs", tmp_path / "docs", ignore=shutil.ignore_patterns("*.png"))
+    shutil.copytree(ROOT / "benchmarks" / "results", tmp_path / "benchmarks" / "results")
+    return tmp_path
+
+
+def test_committed_docs_match_their_results(capsys):
+    rc = render_docs.main(["--check"])
+    out = capsys.readouterr()
+    assert rc == 0, f"docs differ from benchmarks/results (run python scripts/render_docs.py):\n{out.out}{out.err}"
+    # every committed result is rendered somewhere, and blocks exist for the pages the issue names
+    docs, _ = render_docs.render_all(ROOT)
+    text = "".join(old for old, _ in docs.values())
+    for p in (ROOT / "benchmarks" / "results").glob("bench_*.json"):
+        assert f"<!-- bench:{p.stem.removeprefix('bench_')}" in text, f"{p.name} is not rendered in any doc"
+
+
+def test_check_catches_an_edited_number_in_a_doc(repo, capsys):
+    doc = repo / "docs" / "performance.md"
+    text = doc.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| `spectral`"))
+    num = row.split(" | ")[1]  # the pooled spatial-CV balanced accuracy
+    doc.write_text(text.replace(row, row.replace(num, "0.999", 1)))
+    assert render_docs.main(["--check", "--root", str(repo)]) == 1
+    out = capsys.readouterr().out
+    assert "-" + row.replace(num, "0.999", 1) in out and "+" + row in out
+    # rendering restores it
+    assert render_docs.main(["--root", str(repo)]) == 0
+    assert doc.read_text() == text
+
+
+def test_check_catches_a_changed_result(repo, capsys):
+    p = repo / "benchmarks" / "results" / "bench_analyses.json"
+    res = json.loads(p.read_text())
+    res["real"]["rows"][0]["ari_chosen_k"] = 0.123
+    p.write_text(json.dumps(res))
+    assert render_docs.main(["--check", "--root", str(repo)]) == 1
+    assert "| 0.123 |" in capsys.readouterr().out
+
+
+def test_block_without_result_is_left_and_listed_then_strict_once_it_exists(tmp_path, capsys):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    body = "Hand-typed until the result lands: 88 ms.\n"
+    doc = tmp_path / "docs" / "x.md"
+    doc.write_text(f"# X\n<!-- bench:newthing -->\n{body}<!-- /bench -->\nafter\n")
+    assert render_docs.main(["--check", "--root", str(tmp_path)]) == 0
+    assert "pending: docs/x.md: <!-- bench:newthing -->" in capsys.readouterr().out
+    # the result lands but nobody wrote a renderer for its summary: an error, not a silent pass
+    (tmp_path / "benchmarks" / "results" / "bench_newthing.json").write_text(json.dumps({"run": {}}))
+    assert render_docs.main(["--check", "--root", str(tmp_path)]) == 2
+    assert "no renderer for <!-- bench:newthing -->" in capsys.readouterr().err
+
+
+def test_run_line_and_malformed_input_are_reported(tmp_path, capsys):
+    (tmp_path / "docs").mkdir()
+    res_dir = tmp_path / "benchmarks" / "results"
+    res_dir.mkdir(parents=True)
+    run = {"date": "2026-12-04T07:55Z", "command": "python benchmarks/bench_x.py --json x.json",
+           "machine": {"cores": 2, "memory_gib": 23.5, "torch": "2.13.0+cpu", "gpu": None,
+                       "load_avg_1_5_15": [4.4, 6.1, 6.3]}, "load_avg_at_end": [6.7, 6.5, 6.4]}
+    (res_dir / "bench_x.json").write_text(json.dumps({"run": run}))
+    doc = tmp_path / "docs" / "x.md"
+    doc.write_text("<!-- bench:x:run -->\nold\n<!-- /bench -->\n")
+    assert render_docs.main(["--root", str(tmp_path)]) == 0
+    assert "Measured 2026-12-04T07:55Z on 2 CPU cores, 23.5 GiB RAM, no GPU, torch 2.13.0+cpu, load average 4.4" \
+        in doc.read_text()
+    assert "`python benchmarks/bench_x.py --json x.json`" in doc.read_text()
+    doc.write_text("<!-- bench:x:run -->\nno closing marker\n")
+    assert render_docs.main(["--check", "--root", str(tmp_path)]) == 2
+    assert "has no closing <!-- /bench -->" in capsys.readouterr().err
+    (res_dir / "bench_x.json").write_text("{not json")
+    assert render_docs.main(["--check", "--root", str(tmp_path)]) == 2
+    assert "is not valid JSON" in capsys.readouterr().err
+
+
+def test_verdict_wording_follows_the_fold_spread():
+    assert render_docs.versus(0.025, 0.044) == "within the fold spread"
+    assert render_docs.versus(-0.109, 0.093) == "worse beyond the fold spread"
+    assert render_docs.versus(0.182, 0.134) == "better beyond the fold spread"
+    assert render_docs.versus(0.1, float("nan")) == "within the fold spread"
+
+
+def test_results_are_stamped_with_date_machine_and_command(tmp_path):
+    spec = importlib.util.spec_from_file_location("_meta", ROOT / "benchmarks" / "_meta.py")
+    meta = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(meta)
+    assert meta.command([str(ROOT / "benchmarks" / "bench_x.py"), "--json", "a b.json"]) == \
+        "python benchmarks/bench_x.py --json 'a b.json'"
+    started = meta.machine()
+    assert started["cores"] >= 1 and "torch" in started and "load_avg_1_5_15" in started
+    out = meta.stamp({"rows": [1]}, started=started, note="quick settings")
+    assert list(out) == ["run", "rows"] and out["run"]["note"] == "quick settings"
+    assert out["run"]["date"].endswith("Z") and out["run"]["machine"] is started
+    meta.write(tmp_path / "r.json", {**out, "x": __import__("numpy").float32(0.5)})
+    back = json.loads((tmp_path / "r.json").read_text())
+    assert back["x"] == 0.5 and back["run"]["command"] == out["run"]["command"]
+    # a stamped result renders a run line; an unstamped one is an error, not a silent blank
+    assert render_docs.run_line(back).startswith(f"Measured {out['run']['date']} on {started['cores']} CPU cores")
+    with pytest.raises(render_docs.RenderError, match="no 'run' block"):
+        render_docs.run_line({"rows": []})
