@@ -52,6 +52,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _meta
 
 import xarray as xr  # noqa: E402
 
@@ -268,16 +269,21 @@ def main(argv=None) -> int:
     ap.add_argument("--dim", type=int, default=16, help="embedding dimension of the large cube (default 16)")
     ap.add_argument("--no-index", action="store_true",
                     help="large section without the out-of-core index and clicks (pyramid, COG, open, tiles only)")
+    ap.add_argument("--no-large", action="store_true", help="run only the open and click sections")
     a = ap.parse_args(argv)
+    import _meta
+
+    started = _meta.machine()
     res: dict = {"quick": a.quick}
     if not a.only_large:
         res["open"] = bench_open(200 if a.quick else 1000)
         res["click"] = bench_click(150 if a.quick else 500, repeat=3 if a.quick else 10)
-    res["large"] = bench_large(a.large or (300 if a.quick else 10_000), a.workdir,
-                               chunk=100 if a.quick else 1000, clicks=2 if a.quick else 5, index=not a.no_index, dim=a.dim)
+    if not a.no_large:
+        res["large"] = bench_large(a.large or (300 if a.quick else 10_000), a.workdir,
+                                   chunk=100 if a.quick else 1000, clicks=2 if a.quick else 5, index=not a.no_index,
+                                   dim=a.dim)
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res, f, indent=2)
+        _meta.write(a.json, _meta.stamp(res, started=started))
     return 0
 
 
