@@ -7,16 +7,11 @@ Run::
     python benchmarks/bench_explore.py --quick        # CI smoke sizes (about 20 s)
     python benchmarks/bench_explore.py --only-large --large 2000 --json out.json
 
-Measured (2 shared cores, 16-d synthetic dask cube, other jobs running):
-10⁸ patches (10,000², ``--large 10000 --no-index``): pyramid + PCA-RGB COG written in 244 s
-(4 levels, COG 273 MB), open with the pyramid 1.64 s, warm tiles over HTTP from
-localtileserver 46 / 131 / 102 ms median (max 68 / 187 / 142 ms) at z7 / z9 / z11, against
-215 ms to redraw the ≤1024 px overview image; peak RSS 1.5 GB.
-10⁷ patches (3163², an earlier run): open with the pyramid 0.54 s, out-of-core
-IVF8192,Flat built in 723 s (train 153 s, add 561 s) with recall@10 0.988 at nprobe 32,
-click → similarity layer 60 ms median (83 ms max), peak RSS 3.0 GB.
-4·10⁶ patches with IVF4096,SQ8 codes: recall@10 0.94 even at nprobe = nlist (why Flat
-codes are the default when they fit the memory budget).
+Results: ``benchmarks/results/bench_explore.json``, rendered in docs/performance.md (run
+``python scripts/render_docs.py`` after re-measuring). From an earlier run not in that file
+(16-d, 10⁷ patches): out-of-core IVF8192,Flat built in 723 s, recall@10 0.988 at nprobe 32,
+click → similarity layer 60 ms median; 4·10⁶ patches with IVF4096,SQ8 codes reached recall@10
+0.94 even at nprobe = nlist (why Flat codes are the default when they fit the memory budget).
 
 1. open  — ``emb.eo.explore()`` on an S × S-patch cube (1,000 × 1,000 full, 32 dims,
    numpy): overview, Mercator warp, PCA-RGB layer, embedding scatter. The index is not
