@@ -204,7 +204,7 @@ def bench_large(n: int, workdir: str, chunk: int = 1000, clicks: int = 5, index:
                  "leafmap_import_s": round(time.perf_counter() - t, 2)}
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         t = time.perf_counter()
-        levels = write_pyramid(emb, os.path.join(tmp, "pyr"), min_side=1024 if n > 1024 else 64)
+        levels = write_pyramid(emb, os.path.join(tmp, "pyr"), min_side=256 if n > 256 else 64)
         res["pyramid_write_s"] = round(time.perf_counter() - t, 2)
         res["pyramid_levels"] = len(levels)
         res["rss_after_pyramid_mb"] = round(_rss_mb())

@@ -113,6 +113,10 @@ def _new_map(warp, height: str):
 
 
 class Explorer(ActionsMixin, TimeMixin, ScatterMixin, PanelMixin, _HBox):
+    #: Upper bound on the float32 vectors of the display grid (overview and zoomed-in windows): a
+    #: 1024² grid of 128-d vectors is 512 MB, of 768-d ones 3 GB; the grid gets coarser instead.
+    OVERVIEW_BYTES = 160 * 2**20
+
     """An interactive map of an embedding cube: search by clicking or drawing, label, train, inspect.
 
     Create with :func:`explore` (``emb.eo.explore(cube)``); display it as the last
@@ -204,6 +208,10 @@ class Explorer(ActionsMixin, TimeMixin, ScatterMixin, PanelMixin, _HBox):
         self._muted: set[int] = set()
 
         # ---- overview of the embedding cube (the only part read for display) -------
+        from eoembed.explore.layers import vector_side
+
+        # the display grid's side: max_pixels, or less where its vectors would exceed OVERVIEW_BYTES
+        self._side = vector_side(self.emb, self.max_pixels, self.OVERVIEW_BYTES)
         self._ov, self._stride = self._overview(pyramid)
         self.timings["overview"] = _time.perf_counter() - t0
         self._warp = warp_for(self._ov, self.max_pixels)
@@ -268,7 +276,7 @@ class Explorer(ActionsMixin, TimeMixin, ScatterMixin, PanelMixin, _HBox):
         self._levels = [(1, self.emb)]  # (factor, cube) sources for zoomed-in detail, finest first
         self._pca_cog = None  # the pyramid's PCA-RGB COG, served as tiles (see eoembed.explore.tiles)
         if pyramid is None:
-            return overview(self.emb, self.max_pixels)
+            return overview(self.emb, self._side)
         from eoembed.explore.pyramid import open_pyramid, pyramid_pca_cog
 
         if isinstance(pyramid, (str, os.PathLike)) and "time" not in self.emb.dims:
@@ -285,9 +293,9 @@ class Explorer(ActionsMixin, TimeMixin, ScatterMixin, PanelMixin, _HBox):
                                      "level of this cube (same CRS, patch pitch a power-of-two multiple); write the "
                                      "pyramid from this cube with write_pyramid(emb, path).")
         self._levels += [(int(round(lvl.rio.transform().a / a)), lvl) for lvl in levels]
-        fit = [lvl for lvl in levels if max(lvl.sizes["y"], lvl.sizes["x"]) <= self.max_pixels]
+        fit = [lvl for lvl in levels if max(lvl.sizes["y"], lvl.sizes["x"]) <= self._side]
         lvl = fit[0] if fit else levels[-1]
-        ov, s = overview(lvl, self.max_pixels)
+        ov, s = overview(lvl, self._side)
         return ov, s * int(round(lvl.rio.transform().a / a))
 
     def _to_emb_crs(self, x, y, crs) -> tuple[float, float]:

@@ -550,7 +550,7 @@ class ActionsMixin:
             return None
         side = max(r1 - r0, c1 - c0)
         for factor, src in self._levels:  # finest first
-            step = max(1, int(np.ceil(side / factor / self.max_pixels)))
+            step = max(1, int(np.ceil(side / factor / self._side)))
             if factor * step < self._stride:
                 break
         else:

@@ -82,6 +82,15 @@ def basemap_layer(basemap: Any):
 
 
 # ---- the display grid ----------------------------------------------------------------------
+def vector_side(emb: xr.DataArray, max_pixels: int, max_bytes: float | None) -> int:
+    """Longest side (patches) of a display grid of ``emb`` that keeps within ``max_pixels`` and, when
+    given, ``max_bytes`` of float32 vectors (every dim but y/x counts: embedding, time)."""
+    if max_bytes is None:
+        return int(max_pixels)
+    per = 4 * int(np.prod([n for d, n in emb.sizes.items() if d not in ("y", "x")]))
+    return int(max(16, min(int(max_pixels), math.isqrt(int(max_bytes) // max(per, 1)))))
+
+
 def overview(emb: xr.DataArray, max_pixels: int) -> tuple[xr.DataArray, int]:
     """Every ``s``-th patch of ``emb`` so that the long side is at most ``max_pixels``, in memory.
 

@@ -842,3 +842,18 @@ def test_regression_layers_match_the_api_and_the_report_states_the_baselines(emb
     with pytest.raises(eoembed.exceptions.LabelError, match="empty"):
         ex.regress(target.to_dataframe().iloc[:0].reset_index(), value="height")
 
+
+
+def test_the_display_grid_keeps_its_vectors_within_the_byte_budget(monkeypatch):
+    import eoembed
+    from eoembed.explore.layers import vector_side
+
+    emb, _ = make_emb(120, 90, 64, seed=1)
+    assert vector_side(emb, 1024, None) == 1024
+    assert vector_side(emb, 1024, 50 * 50 * 64 * 4) == 50  # side² × 64 floats of 4 bytes fit
+    per_time, _ = make_emb(40, 40, 8, times=6, seed=1)
+    assert vector_side(per_time, 1024, 20 * 20 * 8 * 6 * 4) == 20  # every timestep is held
+    monkeypatch.setattr(eoembed.explore.Explorer, "OVERVIEW_BYTES", 40 * 40 * 64 * 4)
+    ex = eoembed.explore.explore(emb, scatter=None)  # max_pixels 1024 would hold the whole 120 × 90
+    assert ex._stride == 3 and max(ex._ov.sizes["y"], ex._ov.sizes["x"]) <= 40
+    assert ex._ov.nbytes <= 40 * 40 * 64 * 4
