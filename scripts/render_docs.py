@@ -404,6 +404,9 @@ def explore_summary(res: dict) -> str:
     lines.append("")
     lines.append(table(["patches", "dim", "pyramid + PCA COG", "open", "warm tile (median)", "overview redraw",
                         "out-of-core index", "click", "peak RSS", "run"], rows))
+    notes = [f"Row {i}: {r['run']['note']}" for i, r in enumerate(res["large_runs"], 1) if r["run"].get("note")]
+    if notes:
+        lines += [""] + [" ".join(notes)]
     lines.append("")
     lines.append("Targets: open < 5 s, a warm tile < 200 ms, click → similarity layer < 300 ms at 10⁷ patches with "
                  "recall@10 ≥ 0.95. Synthetic lazy dask cubes (50 prototypes + noise in blocks); each large row "
