@@ -167,10 +167,11 @@ def _stable_text(text: str, ids: dict[str, str], tmpdirs: dict[str, str]) -> str
     text = _ADDRESS.sub("0x…", text)
     text = _CELL_FILE.sub("<cell>", text)
     text = _SITE.sub(lambda m: m.group(1) + "/", text)
-    text = _TMPDIR.sub(tmp, text)
-    text = _LOCAL_PORT.sub(r"\1:<port>", text)
+    # the checkout and ../shared first: a clone under /tmp (as in CI) must not read as a temporary folder
     for root, rel in ((shared_dir().resolve(), "../shared"), (ROOT, ".")):
         text = text.replace(str(root) + os.sep, rel + os.sep).replace(str(root), rel)
+    text = _TMPDIR.sub(tmp, text)
+    text = _LOCAL_PORT.sub(r"\1:<port>", text)
     return text
 
 

@@ -169,10 +169,23 @@ def lab(tmp_path_factory):
 
 
 def _output_json(page, cell: int, tag: str, timeout: float = 120_000) -> dict:
-    loc = page.locator(".jp-Notebook .jp-Cell").nth(cell).locator(".jp-OutputArea-output", has_text=tag)
-    loc.first.wait_for(timeout=timeout)
-    text = loc.first.inner_text()
-    return json.loads(re.search(rf"{tag} (.*)", text).group(1))
+    """The JSON printed after ``tag`` in cell ``cell``'s output; waits (scrolling the cell into view, since
+    JupyterLab may defer drawing cells below the fold) up to ``timeout`` ms."""
+    c = page.locator(".jp-Notebook .jp-Cell").nth(cell)
+    loc = c.locator(".jp-OutputArea-output", has_text=tag)
+    deadline = time.time() + timeout / 1000
+    while True:
+        if loc.count():
+            m = re.search(rf"{tag} (.*)", loc.first.text_content() or "")
+            if m:
+                return json.loads(m.group(1))
+        if time.time() > deadline:
+            raise AssertionError(f"no {tag} output in cell {cell} after {timeout / 1000:.0f} s")
+        try:
+            c.scroll_into_view_if_needed(timeout=2000)
+        except Exception:  # the cell is not drawn yet: wait for it
+            pass
+        page.wait_for_timeout(500)
 
 
 def _run_cell(page, cell: int, tag: str) -> dict:

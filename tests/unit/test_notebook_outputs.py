@@ -326,3 +326,16 @@ def test_executing_twice_stores_the_same_file(tmp_path):
     changed.cells[0].outputs[0].text = "mean 0.5100\n"
     assert xn.compare_notebooks(stored, changed) and xn.compare_notebooks(stored, stored) == []
     assert json.loads(texts[1])["metadata"]["eoembed"]["code_sha256"] == xn.code_digest(nb)
+
+
+def test_a_checkout_under_the_temp_folder_is_written_relative_not_as_a_temp_dir(monkeypatch):
+    """CI clones under /tmp: its paths must read as '.' and '../shared', as in the stored outputs."""
+    import tempfile
+
+    base = Path(tempfile.gettempdir()) / "ci-clone-x"
+    monkeypatch.setattr(xn, "ROOT", base / "repo")
+    monkeypatch.setenv("EOEMBED_SHARED", str(base / "shared"))
+    text = f"source: {base}/shared/data/cube.nc; notebook {base}/repo/tutorials/a.ipynb; scratch {base}-tmp/x"
+    got = xn._stable_text(text, {}, {})
+    assert got.startswith("source: ../shared/data/cube.nc; notebook ./tutorials/a.ipynb; scratch ")
+    assert "ci-clone-x" not in got  # a real temporary folder still gets a stable name
