@@ -147,6 +147,9 @@ def code_digest(nb) -> list[str]:
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ADDRESS = re.compile(r"\b0x[0-9a-fA-F]{6,}\b")
+#: store run fingerprints in messages (``run 15083b0791ff7d71``, eoembed.io): they cover input paths and
+#: modification times, so they differ on every machine (content hashes such as a weight SHA-256 do not)
+_RUN_ID = re.compile(r"\brun [0-9a-f]{16}( vs [0-9a-f]{16})?\b")
 _TMPDIR = re.compile(re.escape(tempfile.gettempdir()) + r"/[\w.-]+")
 #: a local server's port (a dask client, a tile server) is picked at random: ``tcp://127.0.0.1:44397``
 _LOCAL_PORT = re.compile(r"((?:tcp|https?|inproc)://(?:127\.0\.0\.1|localhost)):\d+")
@@ -165,6 +168,7 @@ def _stable_text(text: str, ids: dict[str, str], tmpdirs: dict[str, str]) -> str
 
     text = _UUID.sub(uid, text)
     text = _ADDRESS.sub("0x…", text)
+    text = _RUN_ID.sub(lambda m: "run <fingerprint>" + (" vs <fingerprint>" if m.group(1) else ""), text)
     text = _CELL_FILE.sub("<cell>", text)
     text = _SITE.sub(lambda m: m.group(1) + "/", text)
     # the checkout and ../shared first: a clone under /tmp (as in CI) must not read as a temporary folder

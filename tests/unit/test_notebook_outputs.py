@@ -339,3 +339,8 @@ def test_a_checkout_under_the_temp_folder_is_written_relative_not_as_a_temp_dir(
     got = xn._stable_text(text, {}, {})
     assert got.startswith("source: ../shared/data/cube.nc; notebook ./tutorials/a.ipynb; scratch ")
     assert "ci-clone-x" not in got  # a real temporary folder still gets a stable name
+
+
+def test_store_run_fingerprints_are_stable_but_content_hashes_are_kept():
+    got = xn._stable_text("run 15083b0791ff7d71 vs d436579c4da1e8b0; weights SHA-256: eab6acacf527886a ...", {}, {})
+    assert got == "run <fingerprint> vs <fingerprint>; weights SHA-256: eab6acacf527886a ..."
