@@ -377,6 +377,22 @@ def load_results(root: Path) -> dict[str, dict]:
     return out
 
 
+@renderer("analyses_scale", "table")
+def analyses_scale_table(res: dict) -> str:
+    rows = res["scale"]
+    out = table(["cube", "analysis", "patches", "dim", "chunk", "cube size", "peak RSS", "after imports", "time"],
+                [[r["size"], r["analysis"], f"{r['side']:,}²", str(r["dim"]), f"{r['chunk']}²",
+                  f"{r['cube_mib']:,.0f} MiB", f"{r['peak_rss_mib']:,.0f} MiB", f"{r['rss_after_import_mib']:,.0f} MiB",
+                  f"{r['seconds']:.1f} s"] for r in rows])
+    big = [r for r in rows if r["size"] == "large"]
+    if big:
+        worst = max(big, key=lambda r: r["peak_rss_mib"])
+        out += (f"\n\nOn the large cubes the highest peak RSS is {worst['peak_rss_mib']:,.0f} MiB ({worst['analysis']}, "
+                f"a {worst['cube_mib']:,.0f} MiB input): no analysis loads its cube whole; peak memory follows the "
+                "chunks, not the cube.")
+    return out
+
+
 # ---------------------------------------------------------------- explorer (performance.md)
 
 @renderer("explore", "summary")
