@@ -31,7 +31,7 @@ from eoembed.exceptions import ParameterError
 
 __all__ = [
     "MIN_SAMPLES", "Comparison", "Interval", "compare", "interval", "block_bootstrap", "AreaReport",
-    "area_estimate",
+    "area_estimate", "area_report", "stratified_sample",
 ]
 
 #: Fewest test samples of a class for a per-class verdict.
@@ -305,3 +305,94 @@ def area_estimate(matrix: Any, map_areas: Sequence[float], *, classes: Sequence[
         "users_ci": z * np.sqrt(v_users), "producers": producers, "producers_ci": z * np.sqrt(v_prod),
         "n_samples": ni.astype(int)}, index=pd.Index(names, name="class"))
     return AreaReport(table, overall, z * np.sqrt(v_overall), lv, unit, n.astype(int))
+
+
+def _class_areas(class_map: Any, nodata: Any) -> tuple[np.ndarray, np.ndarray, float, str]:
+    """Classes present in a ``(y, x)`` class map, their patch counts, the patch area and its unit."""
+    import xarray as xr
+
+    if not isinstance(class_map, xr.DataArray) or set(class_map.dims) != {"y", "x"}:
+        raise ParameterError(f"class_map must be a (y, x) DataArray of class values (e.g. clf.predict_map()['class']), "
+                             f"got {type(class_map).__name__} with dims {getattr(class_map, 'dims', None)}.")
+    v = np.asarray(class_map.values).ravel()
+    if nodata is None:
+        nodata = class_map.attrs.get("nodata", class_map.attrs.get("_FillValue"))
+        if nodata is None and class_map.rio.nodata is not None:
+            nodata = class_map.rio.nodata
+    valid = np.ones(v.shape, bool)
+    if v.dtype.kind == "f":
+        valid &= np.isfinite(v)
+    if nodata is not None:
+        valid &= v != nodata
+    classes, counts = np.unique(v[valid], return_counts=True)
+    unit, pix = "patches", 1.0
+    crs = class_map.rio.crs
+    if crs is not None and crs.is_projected and (crs.linear_units or "").lower() in ("metre", "meter", "m"):
+        t = class_map.rio.transform()
+        pix, unit = abs(t.a * t.e - t.b * t.d) / 1e4, "ha"
+    return classes, counts, pix, unit
+
+
+def area_report(class_map: Any, map_classes: Sequence[Any], reference_classes: Sequence[Any], *,
+                nodata: Any = None, level: float = 0.95) -> AreaReport:
+    """Areas with confidence intervals from a class map and its validation sample.
+
+    Parameters
+    ----------
+    class_map:
+        ``(y, x)`` map of class values with a projected CRS (areas in ha; otherwise in
+        patches). Its per-class patch counts are the mapped areas (the strata).
+    map_classes, reference_classes:
+        For each validation sample: the class the map gives there, and the class a person
+        (or a trusted reference) gives. The sample should be a stratified random sample of
+        the map (:func:`stratified_sample`); labels collected for training are not one.
+    nodata:
+        The map's no-data value (default: from its attrs).
+
+    Returns
+    -------
+    AreaReport
+        See :func:`area_estimate`.
+    """
+    classes, counts, pix, unit = _class_areas(class_map, nodata)
+    m = np.asarray(map_classes).ravel()
+    r = np.asarray(reference_classes).ravel()
+    if m.shape != r.shape or m.size == 0:
+        raise ParameterError(f"map_classes and reference_classes need one value per validation sample each, got "
+                             f"{m.size} and {r.size}.")
+    known = set(classes.tolist())
+    stray = sorted({str(c) for c in np.r_[m, r] if c not in known})
+    if stray:
+        raise ParameterError(f"Validation classes {stray} do not occur in the class map (its classes: "
+                             f"{classes.tolist()}). Use the map's class values for both columns.")
+    pos = {c: i for i, c in enumerate(classes.tolist())}
+    mat = np.zeros((len(classes), len(classes)), np.int64)
+    np.add.at(mat, ([pos[c] for c in m.tolist()], [pos[c] for c in r.tolist()]), 1)
+    return area_estimate(mat, counts * pix, classes=classes.tolist(), level=level, unit=unit)
+
+
+def stratified_sample(class_map: Any, n_per_class: int = 50, *, nodata: Any = None, seed: int = 0) -> Any:
+    """Random patches of each mapped class to label for :func:`area_report`.
+
+    Returns a GeoDataFrame (``row``, ``col``, ``x``, ``y``, ``map_class``, point geometry
+    at the patch centre in the map's CRS); classes with fewer patches than
+    ``n_per_class`` are sampled whole.
+    """
+    import geopandas as gpd
+
+    if isinstance(n_per_class, (bool, np.bool_)) or not isinstance(n_per_class, (int, np.integer)) or n_per_class < 2:
+        raise ParameterError(f"n_per_class must be an integer ≥ 2 (good practice: ≥ 50), got {n_per_class!r}.")
+    classes, _, _, _ = _class_areas(class_map, nodata)
+    cm = class_map.transpose("y", "x")
+    v = np.asarray(cm.values)
+    rng = np.random.default_rng(seed)
+    rows, cols, vals = [], [], []
+    for c in classes:
+        idx = np.flatnonzero(v.ravel() == c)
+        pick = rng.choice(idx, min(int(n_per_class), len(idx)), replace=False)
+        r, k = np.divmod(np.sort(pick), v.shape[1])
+        rows.append(r), cols.append(k), vals.append(np.full(len(r), c))
+    r, k, c = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+    xs, ys = cm["x"].values[k], cm["y"].values[r]
+    return gpd.GeoDataFrame({"row": r, "col": k, "x": xs, "y": ys, "map_class": c},
+                            geometry=gpd.points_from_xy(xs, ys), crs=cm.rio.crs)

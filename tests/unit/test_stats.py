@@ -85,3 +85,30 @@ def test_block_bootstrap_keeps_blocks_together():
     assert (iv.high - iv.low) > 2 * (iid.high - iid.low)
     with pytest.raises(ParameterError, match="one row per block"):
         block_bootstrap(np.mean, blocks, x[:5])
+
+
+def test_area_report_from_a_class_map_and_a_stratified_sample():
+    import rioxarray  # noqa: F401
+    import xarray as xr
+    from affine import Affine
+
+    from eoembed.stats import area_report, stratified_sample
+
+    truth = np.zeros((40, 50), np.int16)
+    truth[:, :20] = 1                      # 800 patches of class 1 (true)
+    mapped = truth.copy()
+    mapped[:, 20:25] = 1                   # the map over-states class 1 by 200 patches
+    cmap = xr.DataArray(mapped, dims=("y", "x"), coords={"y": 5e6 - 10 * (np.arange(40) + 0.5),
+                                                         "x": 6e5 + 10 * (np.arange(50) + 0.5)})
+    cmap = cmap.rio.write_crs("EPSG:32631").rio.write_transform(Affine(10, 0, 6e5, 0, -10, 5e6))
+    sample = stratified_sample(cmap, 200, seed=1)
+    assert sorted(np.unique(sample["map_class"], return_counts=True)[1]) == [200, 200]
+    ref = truth[sample["row"], sample["col"]]
+    rep = area_report(cmap, sample["map_class"], ref)
+    assert rep.unit == "ha"
+    # mapped: 1000 patches of 0.01 ha = 10 ha; the estimate recovers the true 8 ha within its interval
+    assert rep.table.loc[1, "map_area"] == pytest.approx(10.0)
+    est, ci = rep.table.loc[1, "area"], rep.table.loc[1, "area_ci"]
+    assert abs(est - 8.0) <= ci and ci < 1.0
+    with pytest.raises(ParameterError, match="do not occur"):
+        area_report(cmap, [0, 1, 7], [0, 1, 1])
