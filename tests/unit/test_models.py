@@ -56,8 +56,8 @@ def _with_hashes_of(spec, folder):
     from eoembed.models.registry import WeightFile
     from eoembed.models.weights import sha256_file
 
-    return replace(spec, weight_files=tuple(
-        WeightFile(f.name, f.role, sha256_file(Path(folder) / f.name), f.url, f.required) for f in spec.weight_files))
+    return replace(spec, weights=replace(spec.weights, files=tuple(
+        WeightFile(f.name, f.role, sha256_file(Path(folder) / f.name), f.url, f.required) for f in spec.weight_files)))
 
 
 def test_cache_dir_is_searched_and_verified(tmp_path, monkeypatch, checkpoints):
