@@ -3,9 +3,8 @@ never registered, is its own model in every load order, on dask's threaded sched
 a pickle round trip of the graph (a real ``dask.distributed`` cluster: tests/integration/
 test_distributed.py).
 
-The model is Presto with a test-built random checkpoint in the published layout (0.4 M
-parameters, per-pixel: cheap). The custom spec changes only ``num_heads``: every weight keeps
-its shape, so the one checkpoint loads into both, and only the attention split differs.
+The model is Presto with a test-built random checkpoint in the published layout; the custom
+specs change only ``num_heads`` (tests/_modelfixtures.py).
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from dataclasses import replace
 import dask
 import numpy as np
 import pytest
+from _modelfixtures import CUSTOM, EMBED_KW, REGISTERED, UNREGISTERED, make_presto_checkpoint
 
 import eoembed
 from eoembed import models
@@ -23,24 +23,7 @@ from eoembed.exceptions import UnknownModelError
 from eoembed.models import registry
 from eoembed.testing import synthetic_cube
 
-torch = pytest.importorskip("torch")
-
-REGISTERED = models.get_model_spec("presto")
-CUSTOM = replace(REGISTERED, num_heads=4)  # same name, same weight shapes, another model
-UNREGISTERED = replace(REGISTERED, name="presto-2heads", num_heads=2, aliases=())
-
-
-def make_presto_checkpoint(path, seed: int = 0):
-    """Random weights in Presto's published layout (``encoder.*`` keys of ``default_model.pt``)."""
-    from eoembed.models._presto_net import PrestoEncoder
-    from eoembed.models.galileo import GROUPS
-
-    torch.manual_seed(seed)
-    chans = {g: len(bands) if g != "NDVI" else 1 for g, (_, bands) in GROUPS.items()}
-    s = REGISTERED
-    net = PrestoEncoder(chans, s.embedding_dim, s.depth, s.num_heads, s.mlp_ratio, s.max_timesteps)
-    torch.save({f"encoder.{k}": v for k, v in net.state_dict().items()}, path)
-    return path
+pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +36,8 @@ def cube():
     return synthetic_cube(height=16, width=16, times=2, seed=3)
 
 
-#: 8-px tiles: a 16-px cube makes a graph of several blocks.
-KW = dict(device="cpu", tile_size=8)
-
-
 def _embed(cube, spec, ck):
-    return eoembed.embed(cube, spec, weights=ck, progress=False, **KW).values
+    return eoembed.embed(cube, spec, weights=ck, progress=False, **EMBED_KW).values
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +77,7 @@ def test_the_graph_carries_the_spec_on_threads_and_through_pickle(cube, presto_c
     for spec in (CUSTOM, UNREGISTERED):
         models.clear_model_cache()
         models.load_model(REGISTERED, weights=presto_ckpt, device="cpu")  # the registered model loaded first
-        lazy = eoembed.embed(cube.chunk({"y": 8, "x": 8}), spec, weights=presto_ckpt, **KW)
+        lazy = eoembed.embed(cube.chunk({"y": 8, "x": 8}), spec, weights=presto_ckpt, **EMBED_KW)
         assert lazy.data.npartitions > 1
         with dask.config.set(scheduler="threads"):
             np.testing.assert_allclose(lazy.values, eager[spec.num_heads], atol=1e-5)
