@@ -1,7 +1,9 @@
 """Finding, downloading, verifying and reading checkpoints safely.
 
-A model's published files are listed in its spec (:class:`~eoembed.models.registry.WeightFile`:
-name, role, expected SHA-256, pinned URL). They are searched in this order:
+A model's weights record (``spec.weights``, a :class:`~eoembed.models.registry.PretrainedWeights`:
+repository, pinned revision, licence) lists its published files
+(:class:`~eoembed.models.registry.WeightFile`: name, role, expected SHA-256, pinned URL).
+They are searched in this order:
 
 1. ``weights=PATH`` given by the user: a folder holding the files, or the checkpoint
    file itself (other files are looked for beside it). Files are hashed and the hashes
