@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Callable
 
 from eoembed.exceptions import UnknownModelError
@@ -406,3 +406,17 @@ def get_loader(spec: ModelSpec) -> Callable:
 def with_loader(spec: ModelSpec) -> ModelSpec:
     """``spec`` with its loader attached (:func:`get_loader`): self-sufficient on any worker."""
     return spec if spec.loader is not None else replace(spec, loader=get_loader(spec))
+
+
+def spec_origin(spec: ModelSpec) -> str | None:
+    """None for a registered spec; else how it departs from the registry (stamped in attrs).
+
+    ``"unregistered"``, or ``"modified: num_heads, weights"`` (the fields that differ from
+    the spec registered under the same name).
+    """
+    registered = _REGISTRY.get(spec.name.lower())
+    if registered is None:
+        return "unregistered"
+    changed = [f.name for f in fields(ModelSpec) if f.name != "loader" or spec.loader is not None
+               if getattr(spec, f.name) != getattr(registered, f.name)]
+    return f"modified: {', '.join(changed)}" if changed else None

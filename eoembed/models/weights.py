@@ -41,7 +41,7 @@ from eoembed.exceptions import (
     WeightsHashMismatchError,
     WeightsNotFoundError,
 )
-from eoembed.models.registry import ModelSpec, WeightFile
+from eoembed.models.registry import ModelSpec, WeightFile, spec_origin
 
 log = logging.getLogger("eoembed.weights")
 
@@ -416,6 +416,10 @@ def provenance_attrs(spec: ModelSpec, source: WeightsSource | None, device: str)
             "eoembed:weights_verified": int(bool(source.verified)),
         })
     attrs["eoembed:license"] = spec.license
+    origin = spec_origin(spec)
+    if origin:  # the name alone would say the registered model
+        attrs["eoembed:model_spec"] = f"{origin} (not the registered {spec.name})" if origin != "unregistered" \
+            else "unregistered spec"
     attrs["eoembed:device"] = device
     from eoembed.models._torchcommon import autocast_dtype  # here: _torchcommon imports this module
 

@@ -126,3 +126,15 @@ def test_register_model_maps_a_name_to_its_spec_and_loader(monkeypatch):
     with pytest.raises(ValueError, match="already registered"):
         registry.register_model(replace(plain, name="other", aliases=("spectral",)), load_spectral)
     assert "other" not in models.list_models()  # a refused registration leaves nothing behind
+
+
+def test_attrs_say_when_the_spec_is_not_the_registered_one(cube, presto_ckpt):
+    def attrs(spec):
+        return eoembed.embed(cube, spec, weights=presto_ckpt, progress=False, **EMBED_KW).attrs
+
+    assert "eoembed:model_spec" not in attrs("presto")
+    assert "eoembed:model_spec" not in attrs(replace(REGISTERED, loader=None))  # equal to the registered one
+    custom = attrs(CUSTOM)
+    assert custom["eoembed:model"] == "presto"
+    assert custom["eoembed:model_spec"] == "modified: num_heads (not the registered presto)"
+    assert attrs(UNREGISTERED)["eoembed:model_spec"] == "unregistered spec"
