@@ -229,7 +229,8 @@ class ModelSpec:
 
     @property
     def hf_revision(self) -> str | None:
-        return self.weights.revision if self.hf_repo else None
+        """The revision Hugging Face files are read at (``"main"`` when the record pins none)."""
+        return (self.weights.revision or "main") if self.hf_repo else None
 
     @property
     def source_repo(self) -> str | None:
