@@ -29,7 +29,7 @@ import numpy as np
 
 from eoembed.exceptions import CorruptWeightsError, ParameterError
 from eoembed.models._torchcommon import inference, load_into, resolve_device, to_device
-from eoembed.models.registry import ModelSpec, WeightFile, register_model
+from eoembed.models.registry import ModelSpec, PretrainedWeights, WeightFile, register_model
 from eoembed.models.weights import WeightsSource, load_state_dict, provenance_attrs, resolve_weights
 
 LICENSE = "MIT"
@@ -88,17 +88,19 @@ def _make_spec(size: str) -> ModelSpec:
         default_patch_size=4,
         square_tiles=True,
         native_resolution=10.0,
-        license=LICENSE,
         params=params,
         depth=depth,
         mlp_ratio=4.0,
         num_heads=heads,
-        needs_weights=True,
         description=f"Galileo {size.capitalize()} ({dim}-d), S1+S2+NDVI channel groups",
-        weight_files=_files(size),
-        weights_repo=REPO if size == "nano" else None,
-        weights_revision=COMMIT if size == "nano" else None,
-        weights_dirname=f"galileo-{size}",
+        weights=PretrainedWeights(
+            repo=REPO if size == "nano" else None,
+            revision=COMMIT if size == "nano" else None,
+            files=_files(size),
+            license=LICENSE,
+            dirname=f"galileo-{size}",
+            notes="" if size == "nano" else "not published at a pinned commit: weights=PATH with the three files",
+        ),
         missing_bands_note="the channel groups holding them are masked (Galileo drops missing groups)",
     )
 
