@@ -356,7 +356,8 @@ def locate_patches(grid: "PatchGrid | xr.DataArray", where: Any, *, crs: Any = N
         array or a GeoDataFrame/GeoSeries. A point (or each point of a MultiPoint) gives
         the patch containing it; any other geometry gives every patch whose *centre* it
         contains, or — when it contains none (smaller than a patch, or a line) — the patch
-        under its representative point. Missing and empty geometries give nothing.
+        under its representative point. A missing or empty geometry (or a point with NaN
+        coordinates) gives one row with ``inside=False``.
     crs:
         CRS of ``where`` (anything pyproj reads). Default: the GeoDataFrame's CRS, else
         the grid's (no transform).
@@ -437,6 +438,11 @@ def locate_patches(grid: "PatchGrid | xr.DataArray", where: Any, *, crs: Any = N
             rows.append(np.array([np.floor((p.y - f) / e)]))
             cols.append(np.array([np.floor((p.x - c) / a)]))
             origins.append(np.array([i]))
+    bad = np.flatnonzero(~valid)
+    if len(bad):  # missing/empty geometry: one row off the grid, so points stay one row each
+        rows.append(np.full(len(bad), np.nan))
+        cols.append(np.full(len(bad), np.nan))
+        origins.append(bad)
     if rows:
         r, cl, o = np.concatenate(rows), np.concatenate(cols), np.concatenate(origins).astype(np.int64)
         order = np.argsort(o, kind="stable")
