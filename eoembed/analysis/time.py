@@ -9,7 +9,7 @@ import xarray as xr
 
 from eoembed.analysis._common import as_cube, point_xy, provenance
 from eoembed.cube import locate_patches, valid_mask
-from eoembed.exceptions import DimensionError, EmptyDataError, QueryError
+from eoembed.exceptions import DimensionError, EmptyDataError
 
 __all__ = ["trajectory"]
 
@@ -47,7 +47,7 @@ def trajectory(emb: xr.DataArray, point: Any, *, crs: Any = None, fitted: Any = 
     DimensionError
         The cube has no ``time`` dim (it was embedded time-pooled).
     QueryError
-        The point is outside the cube.
+        The point is unreadable, or outside the cube (:class:`~eoembed.exceptions.OutsideCubeError`).
     EmptyDataError
         The patch has no valid vector at any timestep.
     """

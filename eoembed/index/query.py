@@ -31,7 +31,7 @@ class Query:
     Parameters
     ----------
     point:
-        ``(x, y)`` map coordinate (in ``crs``; default the index CRS). The patch(es)
+        ``(x, y)`` map coordinate or shapely Point (in ``crs``; default the index CRS). The patch(es)
         containing it are the query (mean over times/sources unless ``time=``/``source=``).
     patch:
         ``(row, col)`` of a patch of ``source`` (default the first source).
@@ -119,6 +119,8 @@ class IndexView(Protocol):
 
 
 def _point(idx: IndexView, xy, crs, source, time):
+    if getattr(xy, "geom_type", None) == "Point":  # a shapely Point
+        xy = (xy.x, xy.y)
     try:
         x, y = (float(v) for v in xy)
     except (TypeError, ValueError):
