@@ -287,7 +287,8 @@ class Located:
 
     ``row``/``col``: int64 patch indices (meaningful where ``inside``); ``origin``: position
     of the geometry in the input; ``inside``: the patch lies on the grid; ``geoms``: the
-    input geometries in the grid CRS (shapely array, one per input).
+    input geometries in the grid CRS (shapely array, one per input) — for an ``(n, 2)``
+    coordinate array input, the ``(n, 2)`` coordinates in the grid CRS.
     """
 
     row: np.ndarray
@@ -343,6 +344,33 @@ def _as_geometries(where: Any) -> tuple[np.ndarray, Any]:
     return out, crs
 
 
+def _locate_xy(g: PatchGrid, xy: np.ndarray, src_crs: Any, outside: str) -> Located:
+    x, y = (xy[:, 0], xy[:, 1]) if src_crs is None else to_crs_xy(xy[:, 0], xy[:, 1], src_crs, g.crs)
+    a, _, c, _, e, f = g.transform[:6]
+    with np.errstate(invalid="ignore"):
+        r, cl = np.floor((y - f) / e), np.floor((x - c) / a)
+    finite = np.isfinite(r) & np.isfinite(cl)
+    r = np.where(finite, r, -1).astype(np.int64)
+    cl = np.where(finite, cl, -1).astype(np.int64)
+    inside = finite & (r >= 0) & (r < g.shape[0]) & (cl >= 0) & (cl < g.shape[1])
+    out = Located(r, cl, np.arange(len(r), dtype=np.int64), inside, np.column_stack([x, y]))
+    if outside == "raise" and not inside.all():
+        i = int(np.flatnonzero(~inside)[0])
+        _raise_outside(g, int((~inside).sum()), len(r), f"({x[i]:.1f}, {y[i]:.1f})", src_crs)
+    return out.kept() if outside == "drop" else out
+
+
+def _raise_outside(g: PatchGrid, n_out: int, n: int, where_s: str, src_crs: Any) -> None:
+    x0, y0, x1, y1 = g.bounds()
+    hint = ("check its CRS (pass crs='EPSG:4326' for lon/lat)" if src_crs is None else
+            f"it was given in {src_crs}; check that CRS")
+    raise OutsideCubeError(
+        f"{n_out} of {n} location(s) fall outside the embedding cube; the first, {where_s} in the cube CRS, "
+        f"is off the patch grid (bounds {x0:.1f}, {y0:.1f}, {x1:.1f}, {y1:.1f}). Pick a location inside the "
+        f"cube, or {hint}."
+    )
+
+
 def locate_patches(grid: "PatchGrid | xr.DataArray", where: Any, *, crs: Any = None,
                    outside: str = "keep") -> Located:
     """The patches under points and polygons: the one patch locator of eoembed.
@@ -386,22 +414,25 @@ def locate_patches(grid: "PatchGrid | xr.DataArray", where: Any, *, crs: Any = N
     if outside not in ("keep", "drop", "raise"):
         raise InputError(f"outside must be 'keep', 'drop' or 'raise', got {outside!r}.")
     g = grid if isinstance(grid, PatchGrid) else PatchGrid.of(grid)
-    geoms, stated = _as_geometries(where)
+    coords = isinstance(where, np.ndarray) and where.dtype.kind in "fiu" and where.ndim == 2 and where.shape[1] == 2
+    geoms, stated = (where, None) if coords else _as_geometries(where)
     src_crs = crs if crs is not None else stated
+    if src_crs is not None and g.crs is None:
+        raise MissingCRSError(
+            f"The coordinates are in {src_crs} but the embedding cube has no CRS to transform them to. "
+            "Write the cube's CRS first: emb = emb.rio.write_crs('EPSG:32631') (your CRS)."
+        )
+    if coords:  # many points as numbers (e.g. every patch centre of a cube): numpy only, no shapely objects
+        return _locate_xy(g, np.asarray(where, float), src_crs, outside)
     if src_crs is not None:
-        if g.crs is None:
-            raise MissingCRSError(
-                f"The coordinates are in {src_crs} but the embedding cube has no CRS to transform them to. "
-                "Write the cube's CRS first: emb = emb.rio.write_crs('EPSG:32631') (your CRS)."
-            )
-        ok = np.array([x is not None for x in geoms], bool)
+        ok = ~shapely.is_missing(geoms)
         if ok.any():
             geoms = geoms.copy()
             geoms[ok] = to_crs_geom(geoms[ok], src_crs, g.crs)
     ny, nx = g.shape
     a, _, c, _, e, f = g.transform[:6]
     rows, cols, origins = [], [], []
-    valid = np.array([x is not None and not shapely.is_empty(x) for x in geoms], bool)
+    valid = ~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)
     types = np.full(len(geoms), -1)
     if valid.any():
         types[valid] = shapely.get_type_id(geoms[valid].astype(object))
@@ -462,14 +493,7 @@ def locate_patches(grid: "PatchGrid | xr.DataArray", where: Any, *, crs: Any = N
             where_s = "an empty geometry" if gm is None or shapely.is_empty(gm) else (
                 f"({gm.x:.1f}, {gm.y:.1f})" if types[missing[0]] == 0 else
                 f"a geometry with bounds {tuple(round(b, 1) for b in gm.bounds)}")
-            x0, y0, x1, y1 = g.bounds()
-            hint = ("check its CRS (pass crs='EPSG:4326' for lon/lat)" if src_crs is None else
-                    f"it was given in {src_crs}; check that CRS")
-            raise OutsideCubeError(
-                f"{len(missing)} of {len(geoms)} location(s) fall outside the embedding cube; the first, "
-                f"{where_s} in the cube CRS, is off the patch grid (bounds {x0:.1f}, {y0:.1f}, {x1:.1f}, "
-                f"{y1:.1f}). Pick a location inside the cube, or {hint}."
-            )
+            _raise_outside(g, len(missing), len(geoms), where_s, src_crs)
     return out.kept() if outside == "drop" else out
 
 

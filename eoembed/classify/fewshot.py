@@ -149,9 +149,6 @@ def fit_estimator(template: Any, X: np.ndarray, y: np.ndarray):
     return est.fit(X, y)
 
 
-_fit = fit_estimator
-
-
 def _class_from_proba(p: np.ndarray, *, values: np.ndarray, nodata: int) -> np.ndarray:
     """``(..., K)`` probabilities → class values, ``nodata`` where any is NaN."""
     valid = np.isfinite(p).all(axis=-1)
@@ -229,7 +226,7 @@ class FewShotClassifier(*_BASES):
         self._template = make_estimator(self.estimator, random_state=self.random_state)
         self.X_, self.y_ = X, y
         self.classes_ = classes
-        self.estimator_ = _fit(self._template, X, y)
+        self.estimator_ = fit_estimator(self._template, X, y)
         self._reports: dict[Any, CVReport] = {}
         return self
 

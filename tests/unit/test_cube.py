@@ -109,6 +109,12 @@ def test_locate_points_polygons_and_fallback():
     np.testing.assert_allclose(grid.centres(np.zeros(7), np.arange(7))[0], emb.x.values)
     same = locate_patches(grid, (x + 39, y - 39))
     assert (same.row[0], same.col[0]) == (2, 3)
+    # many points as an (n, 2) array (the numpy-only path): the same patches as the geometries
+    xy = np.array([[x + 39, y - 39], [float(emb.x[0]), float(emb.y[5])], [0.0, 0.0], [np.nan, 1.0]])
+    arr, geo = locate_patches(emb, xy), locate_patches(emb, [tuple(p) for p in xy])
+    for k in ("row", "col", "origin", "inside"):
+        assert getattr(arr, k).tolist() == getattr(geo, k).tolist(), k
+    assert arr.inside.tolist() == [True, True, False, False] and (arr.row[0], arr.col[0]) == (2, 3)
 
 
 def test_locate_transforms_the_query_crs():
@@ -122,6 +128,8 @@ def test_locate_transforms_the_query_crs():
     got = locate_patches(emb, (lon, lat), crs="EPSG:4326")
     assert (got.row[0], got.col[0]) == (4, 5)
     assert abs(got.geoms[0].x - x) < 1e-3 and abs(got.geoms[0].y - y) < 1e-3  # reported in the cube CRS
+    arr = locate_patches(emb, np.array([[lon, lat]]), crs="EPSG:4326")
+    assert (arr.row[0], arr.col[0]) == (4, 5) and np.allclose(arr.geoms[0], [x, y], atol=1e-3)
     gs = __import__("geopandas").GeoSeries.from_xy([lon], [lat], crs="EPSG:4326")  # a GeoSeries states its CRS
     assert (locate_patches(emb, gs).row[0], locate_patches(emb, gs).col[0]) == (4, 5)
 
@@ -135,6 +143,8 @@ def test_locate_bad_input_raises_typed_actionable_errors():
         locate_patches(emb, (0.0, 0.0), outside="raise")
     with pytest.raises(OutsideCubeError, match="given in EPSG:4326"):
         locate_patches(emb, (120.0, -40.0), crs="EPSG:4326", outside="raise")
+    with pytest.raises(OutsideCubeError, match=r"1 of 2 location\(s\)"):
+        locate_patches(emb, np.array([[float(emb.x[0]), float(emb.y[0])], [0.0, 0.0]]), outside="raise")
     off = locate_patches(emb, [(0.0, 0.0), (float(emb.x[0]), float(emb.y[0]))])
     assert off.inside.tolist() == [False, True] and len(off.kept()) == 1
     assert len(locate_patches(emb, [(0.0, 0.0)], outside="drop")) == 0
