@@ -44,18 +44,39 @@ DELEGATES: dict[str, tuple[str, str]] = {
 _DATASET = ("embed", "embed_cost", "to_cog")
 
 
-def _function_node(module: str, func: str) -> ast.FunctionDef | None:
-    """The ``def`` of ``module.func`` (following ``from x import func`` re-exports), parsed not imported."""
-    spec = importlib.util.find_spec(module)
+def _source_file(module: str) -> Path | None:
+    """The ``.py`` file of ``module``, found without importing it or its parent packages
+    (``importlib.util.find_spec`` of ``a.b.c`` imports ``a.b``, whose ``__init__`` may load
+    scikit-learn, as ``eoembed.classify``'s does)."""
+    top, *rest = module.split(".")
+    spec = importlib.util.find_spec(top)
     if spec is None or not spec.origin or not spec.origin.endswith(".py"):
         return None
-    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    path = Path(spec.origin)
+    for part in rest:
+        if path.name != "__init__.py":
+            return None
+        if (path.parent / part / "__init__.py").is_file():
+            path = path.parent / part / "__init__.py"
+        elif (path.parent / f"{part}.py").is_file():
+            path = path.parent / f"{part}.py"
+        else:
+            return None
+    return path
+
+
+def _function_node(module: str, func: str) -> ast.FunctionDef | None:
+    """The ``def`` of ``module.func`` (following ``from x import func`` re-exports), parsed not imported."""
+    origin = _source_file(module)
+    if origin is None:
+        return None
+    tree = ast.parse(origin.read_text(encoding="utf-8"))
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name == func:
             return node
     for node in tree.body:  # a package re-exporting the function: eoembed.index -> eoembed.index.similarity
         if isinstance(node, ast.ImportFrom) and any((a.asname or a.name) == func for a in node.names):
-            base = module if spec.submodule_search_locations else module.rsplit(".", 1)[0]
+            base = module if origin.name == "__init__.py" else module.rsplit(".", 1)[0]
             target = node.module if not node.level else ".".join(
                 base.split(".")[: len(base.split(".")) - node.level + 1] + ([node.module] if node.module else []))
             name = next(a.name for a in node.names if (a.asname or a.name) == func)

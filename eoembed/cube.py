@@ -7,7 +7,8 @@ rioxarray) and provenance attrs under the ``eoembed:`` prefix.
 
 This module owns the format on the reading side: :func:`canonical` (validate and
 order dims), :func:`cube_info` (grid and model identity, derived once),
-:func:`check_same_space` (refuse mixing models), and :func:`apply_embedding`, the one
+:func:`check_same_space` (refuse mixing models), :func:`locate_patches` (the one patch locator: points and
+polygons in any CRS → the patches under them), and :func:`apply_embedding`, the one
 way consumers (index, classify, reduce) run a function over the ``embedding`` dim of a
 numpy- or dask-backed cube. The writing side (coords + provenance attrs) is
 ``eoembed.embed._wrap``, which needs the grid, model and band decisions of a run.
@@ -22,12 +23,19 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from eoembed.exceptions import DimensionError, IndexMismatchError, InputError, MissingCRSError
+from eoembed.exceptions import (
+    DimensionError,
+    IndexMismatchError,
+    InputError,
+    MissingCRSError,
+    OutsideCubeError,
+    QueryError,
+)
 
 __all__ = [
-    "CubeInfo", "IDENTITY_ATTRS", "apply_embedding", "canonical", "check_same_space", "cube_info",
-    "normalize", "patch_pitch", "spatial_coords", "to_crs_geom", "to_crs_xy", "valid_mask",
-    "write_georef", "xy_to_rowcol",
+    "CubeInfo", "IDENTITY_ATTRS", "Located", "PatchGrid", "apply_embedding", "canonical", "check_same_space",
+    "cube_info", "locate_patches", "normalize", "patch_pitch", "spatial_coords", "to_crs_geom", "to_crs_xy",
+    "valid_mask", "write_georef", "xy_to_rowcol",
 ]  # fmt: skip
 
 #: Attributes that identify the embedding space; two cubes are comparable only if
@@ -239,6 +247,254 @@ def to_crs_geom(geom, src_crs, dst_crs):
         return geom
     tr = Transformer.from_crs(src, dst, always_xy=True)
     return shapely.transform(geom, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+
+
+# ---------------------------------------------------------------------------------
+# the patch locator: points / polygons → patches
+# ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PatchGrid:
+    """A patch grid: affine ``transform`` (``a, b, c, d, e, f``, north-up), ``shape`` ``(ny, nx)``
+    and ``crs`` (anything pyproj reads; ``None`` when unknown). Patch centres sit at half-pixel offsets."""
+
+    transform: tuple[float, ...]
+    shape: tuple[int, int]
+    crs: Any = None
+
+    @classmethod
+    def of(cls, emb: xr.DataArray) -> "PatchGrid":
+        """The grid of an embedding cube (dims checked by :func:`canonical`; CRS may be missing)."""
+        emb = canonical(emb)
+        crs = emb.rio.crs
+        return cls(tuple(float(v) for v in tuple(emb.rio.transform())[:6]),
+                   (int(emb.sizes["y"]), int(emb.sizes["x"])), crs.to_wkt() if crs is not None else None)
+
+    def centres(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Map coordinates of the centres of patches ``(rows, cols)``."""
+        a, _, c, _, e, f = self.transform[:6]
+        return c + (np.asarray(cols) + 0.5) * a, f + (np.asarray(rows) + 0.5) * e
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(xmin, ymin, xmax, ymax)`` of the grid's outer edges."""
+        a, _, c, _, e, f = self.transform[:6]
+        xs, ys = (c, c + self.shape[1] * a), (f, f + self.shape[0] * e)
+        return min(xs), min(ys), max(xs), max(ys)
+
+
+@dataclass(frozen=True)
+class Located:
+    """Patches found by :func:`locate_patches`, one row per (geometry, patch).
+
+    ``row``/``col``: int64 patch indices (meaningful where ``inside``); ``origin``: position
+    of the geometry in the input; ``inside``: the patch lies on the grid; ``geoms``: the
+    input geometries in the grid CRS (shapely array, one per input) — for an ``(n, 2)``
+    coordinate array input, the ``(n, 2)`` coordinates in the grid CRS.
+    """
+
+    row: np.ndarray
+    col: np.ndarray
+    origin: np.ndarray
+    inside: np.ndarray
+    geoms: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def kept(self) -> "Located":
+        """Only the rows inside the grid."""
+        k = self.inside
+        return Located(self.row[k], self.col[k], self.origin[k], k[k], self.geoms)
+
+
+def _as_geometries(where: Any) -> tuple[np.ndarray, Any]:
+    """``where`` → (1-d shapely array, CRS it states or None)."""
+    import shapely
+
+    crs = None
+    if hasattr(where, "geometry") and hasattr(where, "crs"):  # GeoDataFrame / GeoSeries
+        crs = where.crs
+        where = np.asarray(where.geometry.values, dtype=object)
+    if isinstance(where, shapely.Geometry):
+        return np.array([where], dtype=object), crs
+    if isinstance(where, (tuple, list)) and len(where) == 2 and all(
+            np.isscalar(v) and not isinstance(v, (str, bytes)) for v in where):
+        where = [where]  # one (x, y) pair
+    try:
+        arr = np.asarray(where, dtype=object) if not isinstance(where, np.ndarray) else where
+    except (TypeError, ValueError):
+        arr = None
+    if arr is not None and arr.dtype != object and arr.ndim == 2 and arr.shape[1] == 2:
+        return shapely.points(np.asarray(arr, dtype=float)), crs
+    items = list(where) if isinstance(where, (list, tuple, np.ndarray)) else None
+    if items is None:
+        raise QueryError(
+            f"Expected a point (x, y), a shapely geometry, a list of them or a GeoDataFrame/GeoSeries; "
+            f"got {type(where).__name__}."
+        )
+    out = np.empty(len(items), dtype=object)
+    for i, it in enumerate(items):
+        if isinstance(it, shapely.Geometry) or it is None:
+            out[i] = it
+            continue
+        try:
+            x, y = (float(v) for v in it)
+        except (TypeError, ValueError):
+            raise QueryError(f"Item {i} is neither an (x, y) pair nor a shapely geometry: {it!r}.") from None
+        out[i] = shapely.Point(x, y)
+    return out, crs
+
+
+def _locate_xy(g: PatchGrid, xy: np.ndarray, src_crs: Any, outside: str) -> Located:
+    x, y = (xy[:, 0], xy[:, 1]) if src_crs is None else to_crs_xy(xy[:, 0], xy[:, 1], src_crs, g.crs)
+    a, _, c, _, e, f = g.transform[:6]
+    with np.errstate(invalid="ignore"):
+        r, cl = np.floor((y - f) / e), np.floor((x - c) / a)
+    finite = np.isfinite(r) & np.isfinite(cl)
+    r = np.where(finite, r, -1).astype(np.int64)
+    cl = np.where(finite, cl, -1).astype(np.int64)
+    inside = finite & (r >= 0) & (r < g.shape[0]) & (cl >= 0) & (cl < g.shape[1])
+    out = Located(r, cl, np.arange(len(r), dtype=np.int64), inside, np.column_stack([x, y]))
+    if outside == "raise" and not inside.all():
+        i = int(np.flatnonzero(~inside)[0])
+        _raise_outside(g, int((~inside).sum()), len(r), f"({x[i]:.1f}, {y[i]:.1f})", src_crs)
+    return out.kept() if outside == "drop" else out
+
+
+def _raise_outside(g: PatchGrid, n_out: int, n: int, where_s: str, src_crs: Any) -> None:
+    x0, y0, x1, y1 = g.bounds()
+    hint = ("check its CRS (pass crs='EPSG:4326' for lon/lat)" if src_crs is None else
+            f"it was given in {src_crs}; check that CRS")
+    raise OutsideCubeError(
+        f"{n_out} of {n} location(s) fall outside the embedding cube; the first, {where_s} in the cube CRS, "
+        f"is off the patch grid (bounds {x0:.1f}, {y0:.1f}, {x1:.1f}, {y1:.1f}). Pick a location inside the "
+        f"cube, or {hint}."
+    )
+
+
+def locate_patches(grid: "PatchGrid | xr.DataArray", where: Any, *, crs: Any = None,
+                   outside: str = "keep") -> Located:
+    """The patches under points and polygons: the one patch locator of eoembed.
+
+    Parameters
+    ----------
+    grid:
+        An embedding cube or a :class:`PatchGrid`.
+    where:
+        An ``(x, y)`` pair, a shapely geometry, a list of pairs/geometries, an ``(n, 2)``
+        array or a GeoDataFrame/GeoSeries. A point (or each point of a MultiPoint) gives
+        the patch containing it; any other geometry gives every patch whose *centre* it
+        contains, or — when it contains none (smaller than a patch, or a line) — the patch
+        under its representative point. A missing or empty geometry (or a point with NaN
+        coordinates) gives one row with ``inside=False``.
+    crs:
+        CRS of ``where`` (anything pyproj reads). Default: the GeoDataFrame's CRS, else
+        the grid's (no transform).
+    outside:
+        ``"keep"`` (rows off the grid are returned with ``inside=False``), ``"drop"`` or
+        ``"raise"`` (:class:`~eoembed.exceptions.OutsideCubeError` if any geometry has no
+        patch on the grid).
+
+    Returns
+    -------
+    Located
+        ``row``, ``col``, ``origin``, ``inside`` arrays, ordered by ``origin``, and the
+        geometries in the grid CRS.
+
+    Raises
+    ------
+    MissingCRSError
+        ``crs`` is given but the grid has none.
+    DimensionError
+        ``grid`` is not an embedding cube.
+    OutsideCubeError, QueryError
+        Off-grid geometry with ``outside="raise"``; unreadable ``where``.
+    """
+    import shapely
+
+    if outside not in ("keep", "drop", "raise"):
+        raise InputError(f"outside must be 'keep', 'drop' or 'raise', got {outside!r}.")
+    g = grid if isinstance(grid, PatchGrid) else PatchGrid.of(grid)
+    coords = isinstance(where, np.ndarray) and where.dtype.kind in "fiu" and where.ndim == 2 and where.shape[1] == 2
+    geoms, stated = (where, None) if coords else _as_geometries(where)
+    src_crs = crs if crs is not None else stated
+    if src_crs is not None and g.crs is None:
+        raise MissingCRSError(
+            f"The coordinates are in {src_crs} but the embedding cube has no CRS to transform them to. "
+            "Write the cube's CRS first: emb = emb.rio.write_crs('EPSG:32631') (your CRS)."
+        )
+    if coords:  # many points as numbers (e.g. every patch centre of a cube): numpy only, no shapely objects
+        return _locate_xy(g, np.asarray(where, float), src_crs, outside)
+    if src_crs is not None:
+        ok = ~shapely.is_missing(geoms)
+        if ok.any():
+            geoms = geoms.copy()
+            geoms[ok] = to_crs_geom(geoms[ok], src_crs, g.crs)
+    ny, nx = g.shape
+    a, _, c, _, e, f = g.transform[:6]
+    rows, cols, origins = [], [], []
+    valid = ~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)
+    types = np.full(len(geoms), -1)
+    if valid.any():
+        types[valid] = shapely.get_type_id(geoms[valid].astype(object))
+    pts = np.flatnonzero(types == 0)
+    if len(pts):  # points: vectorised
+        px, py = shapely.get_x(geoms[pts].astype(object)), shapely.get_y(geoms[pts].astype(object))
+        rows.append(np.floor((py - f) / e))
+        cols.append(np.floor((px - c) / a))
+        origins.append(pts)
+    cx = cy = None
+    for i in np.flatnonzero(valid & (types != 0)):
+        geom = geoms[i]
+        if types[i] == 4:  # MultiPoint
+            xy = shapely.get_coordinates(geom)
+            rows.append(np.floor((xy[:, 1] - f) / e))
+            cols.append(np.floor((xy[:, 0] - c) / a))
+            origins.append(np.full(len(xy), i))
+            continue
+        if cx is None:
+            cx, _ = g.centres(np.zeros(nx), np.arange(nx))
+            _, cy = g.centres(np.arange(ny), np.zeros(ny))
+        x0, y0, x1, y1 = geom.bounds
+        ci = np.flatnonzero((cx >= x0) & (cx <= x1))
+        ri = np.flatnonzero((cy >= y0) & (cy <= y1))
+        rr, cc = np.meshgrid(ri, ci, indexing="ij")
+        rr, cc = rr.ravel(), cc.ravel()
+        hit = shapely.contains_xy(geom, cx[cc], cy[rr]) if len(rr) else np.zeros(0, bool)
+        if hit.any():
+            rows.append(rr[hit].astype(float))
+            cols.append(cc[hit].astype(float))
+            origins.append(np.full(int(hit.sum()), i))
+        else:  # smaller than a patch (or a line): the patch under it
+            p = geom.representative_point()
+            rows.append(np.array([np.floor((p.y - f) / e)]))
+            cols.append(np.array([np.floor((p.x - c) / a)]))
+            origins.append(np.array([i]))
+    bad = np.flatnonzero(~valid)
+    if len(bad):  # missing/empty geometry: one row off the grid, so points stay one row each
+        rows.append(np.full(len(bad), np.nan))
+        cols.append(np.full(len(bad), np.nan))
+        origins.append(bad)
+    if rows:
+        r, cl, o = np.concatenate(rows), np.concatenate(cols), np.concatenate(origins).astype(np.int64)
+        order = np.argsort(o, kind="stable")
+        r, cl, o = r[order], cl[order], o[order]
+    else:
+        r = cl = np.zeros(0)
+        o = np.zeros(0, np.int64)
+    finite = np.isfinite(r) & np.isfinite(cl)
+    r = np.where(finite, r, -1).astype(np.int64)
+    cl = np.where(finite, cl, -1).astype(np.int64)
+    inside = finite & (r >= 0) & (r < ny) & (cl >= 0) & (cl < nx)
+    out = Located(r, cl, o, inside, geoms)
+    if outside == "raise":
+        missing = sorted(set(range(len(geoms))) - set(o[inside].tolist()))
+        if missing:
+            gm = geoms[missing[0]]
+            where_s = "an empty geometry" if gm is None or shapely.is_empty(gm) else (
+                f"({gm.x:.1f}, {gm.y:.1f})" if types[missing[0]] == 0 else
+                f"a geometry with bounds {tuple(round(b, 1) for b in gm.bounds)}")
+            _raise_outside(g, len(missing), len(geoms), where_s, src_crs)
+    return out.kept() if outside == "drop" else out
 
 
 def apply_embedding(

@@ -247,11 +247,7 @@ def score_features(
         folds/repeats) and ``n`` (tiles scored).
     """
     require("sklearn", "search", "The evaluation harness")
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.neighbors import KNeighborsClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from eoembed.classify import fit_estimator, make_estimator, plan_folds
 
     ok = np.isfinite(X).all(axis=1)
     X, y = X[ok], np.asarray(y)[ok]
@@ -259,11 +255,8 @@ def score_features(
     if len(classes) < 2:
         raise LabelError("Scoring needs at least two classes with valid embeddings.")
     rng = np.random.default_rng(seed)
-    if shots is None:
-        ns = min(n_splits, int(counts.min()))
-        if ns < 2:
-            raise LabelError(f"Every class needs >= 2 tiles for {n_splits}-fold CV; smallest has {counts.min()}.")
-        splits = list(StratifiedKFold(ns, shuffle=True, random_state=seed).split(X, y))
+    if shots is None:  # stratified K-fold, capped by the smallest class (the classify split function)
+        splits = plan_folds(len(y), y=y, spatial=False, n_splits=n_splits, random_state=seed, what="tiles").splits
     else:
         if counts.min() <= shots:
             raise LabelError(f"shots={shots} needs more than {shots} tiles per class; smallest class has {counts.min()}.")
@@ -274,11 +267,13 @@ def score_features(
     acc: dict[str, list[float]] = {"knn": [], "linear": []}
     for tr, te in splits:
         kk = min(k, len(tr) if shots is None else shots)  # never vote with more neighbours than shots
-        knn = make_pipeline(StandardScaler(), KNeighborsClassifier(kk, metric="cosine"))
-        lin = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=3000))
+        # the classify factory, with this harness's fixed protocol: standardised features for both,
+        # uniform kNN votes, unweighted logistic regression
+        knn = make_estimator("knn", standardize=True, n_neighbors=kk, weights="uniform")
+        lin = make_estimator("logistic", class_weight=None)
         for name, est in (("knn", knn), ("linear", lin)):
-            est.fit(X[tr], y[tr])
-            acc[name].append(float((est.predict(X[te]) == y[te]).mean()))
+            fitted = fit_estimator(est, X[tr], y[tr])
+            acc[name].append(float((fitted.predict(X[te]) == y[te]).mean()))
     return {"knn": float(np.mean(acc["knn"])), "knn_std": float(np.std(acc["knn"])),
             "linear": float(np.mean(acc["linear"])), "linear_std": float(np.std(acc["linear"])),
             "n": int(len(y))}

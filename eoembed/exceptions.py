@@ -181,3 +181,8 @@ class StoreMismatchError(StoreError, InputError):
 # --- appended (issue 19: analyses) ---------------------------------------------------
 class GridMismatchError(InputError):
     """Two embedding cubes that must share a patch grid (CRS, transform, shape, patch size) do not."""
+
+
+# --- appended (issue 25: one patch locator) ------------------------------------------
+class OutsideCubeError(QueryError):
+    """A point or polygon given to locate patches lies outside the cube's patch grid."""

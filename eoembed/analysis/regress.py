@@ -19,13 +19,13 @@ import numpy as np
 import xarray as xr
 
 from eoembed.analysis._common import as_cube, check_int, provenance
-from eoembed.cube import apply_embedding, cube_info, patch_pitch, spatial_coords, to_crs_xy, write_georef, \
-    xy_to_rowcol
-from eoembed.exceptions import LabelError, ParameterError, TooFewLabelsError, require
+from eoembed.cube import apply_embedding, cube_info, locate_patches, patch_pitch, spatial_coords, write_georef
+from eoembed.exceptions import LabelError, ParameterError, TooFewLabelsError
 
 
 def _classify():
-    """eoembed.classify (features, time selection, spatial blocks and splits), imported when first needed:
+    """eoembed.classify (estimator factory, features, time selection, spatial blocks and the one split
+    function), imported when first needed:
     it loads scikit-learn, which importing eoembed.analysis (or reading its signatures) must not."""
     import eoembed.classify
 
@@ -78,19 +78,18 @@ def _point_targets(emb: xr.DataArray, targets, value: str, crs: Any):
             raise LabelError("The target GeoDataFrame has no CRS; set it with targets.set_crs('EPSG:4326') "
                              "(or the CRS your coordinates are in).")
         g = targets[targets.geometry.notna() & ~targets.geometry.is_empty]
-        pts = g.geometry.representative_point().to_crs(emb.rio.crs)
-        x, y = pts.x.to_numpy(), pts.y.to_numpy()
+        loc = locate_patches(emb, g.geometry.representative_point())  # one patch per target, its CRS
         v = g[value]
     else:
         if not {"x", "y"} <= set(targets.columns):
             raise LabelError("A target DataFrame needs 'x' and 'y' columns (in crs=, default the cube's CRS), "
                              f"got {list(targets.columns)}.")
-        x, y = to_crs_xy(targets["x"].to_numpy(), targets["y"].to_numpy(), crs or emb.rio.crs, emb.rio.crs)
+        xy = np.column_stack([pd.to_numeric(targets[k], errors="coerce").to_numpy(np.float64) for k in "xy"])
+        loc = locate_patches(emb, xy, crs=crs)
         v = targets[value]
-    v = pd.to_numeric(v, errors="coerce").to_numpy(np.float64)
-    r, c = xy_to_rowcol(tuple(emb.rio.transform())[:6], x, y)
-    ny, nx = emb.sizes["y"], emb.sizes["x"]
-    inside = (r >= 0) & (r < ny) & (c >= 0) & (c < nx)
+    v = pd.to_numeric(v, errors="coerce").to_numpy(np.float64)[loc.origin]
+    r, c = loc.row, loc.col
+    inside = loc.inside
     if len(r) and not inside.any():
         x0, y0, x1, y1 = (float(b) for b in emb.rio.bounds())
         raise LabelError(f"None of the {len(r)} target points fall inside the embedding cube (bounds {x0:.0f}, "
@@ -145,37 +144,9 @@ def sample_targets(emb: xr.DataArray, targets: Any, *, value: str = "value", crs
 # estimators
 # ---------------------------------------------------------------------------------
 def make_regressor(estimator: Any = "ridge", *, random_state: int = 0):
-    """Regressor for ``"ridge"``, ``"knn"``, ``"gp"`` or a clone of a scikit-learn regressor."""
-    require("sklearn", "search", "Regression")
-    from sklearn.base import clone, is_regressor
-
-    if not isinstance(estimator, str):
-        if not (is_regressor(estimator) or (hasattr(estimator, "fit") and hasattr(estimator, "predict")
-                                            and not hasattr(estimator, "predict_proba"))):
-            raise ParameterError(f"estimator must be 'ridge', 'knn', 'gp' or a scikit-learn regressor, "
-                                 f"got {estimator!r}.")
-        return clone(estimator)
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    name = estimator.lower()
-    if name == "ridge":
-        from sklearn.linear_model import RidgeCV
-
-        return make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 4, 13)))
-    if name == "knn":
-        from sklearn.neighbors import KNeighborsRegressor
-
-        return KNeighborsRegressor(n_neighbors=10, metric="cosine")
-    if name == "gp":
-        from sklearn.gaussian_process import GaussianProcessRegressor
-        from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
-
-        kernel = ConstantKernel(1.0) * RBF(length_scale=10.0, length_scale_bounds=(1e-2, 1e4)) + WhiteKernel(0.1)
-        return make_pipeline(StandardScaler(), GaussianProcessRegressor(kernel=kernel, normalize_y=True,
-                                                                        random_state=random_state))
-    raise ParameterError(f"Unknown estimator {estimator!r}; use 'ridge', 'knn', 'gp' or a scikit-learn regressor "
-                         "instance.")
+    """Regressor for ``"ridge"``, ``"knn"``, ``"gp"`` or a clone of a scikit-learn regressor
+    (:func:`eoembed.classify.make_estimator` with ``task="regression"``)."""
+    return _classify().make_estimator(estimator, task="regression", random_state=random_state)
 
 
 def _final(est):
@@ -183,13 +154,7 @@ def _final(est):
 
 
 def _fit(template, X, y):
-    from sklearn.base import clone
-
-    est = clone(template)
-    inner = _final(est)
-    if hasattr(inner, "n_neighbors") and inner.n_neighbors > len(X):
-        inner.set_params(n_neighbors=len(X))
-    return est.fit(X, y)
+    return _classify().fit_estimator(template, X, y)
 
 
 def _predict(est, X: np.ndarray, y_train: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -285,7 +250,7 @@ class RegressionResult:
 
     def _block(self, vectors: np.ndarray, mode: Any, nlead: int) -> np.ndarray:
         block = np.moveaxis(vectors, list(range(-nlead, 0)), list(range(nlead)))
-        feats = _classify()._feature_block(block, mode, mode is not None)
+        feats = _classify().feature_block(block, mode, mode is not None)
         shape = feats.shape[:-1]
         f = feats.reshape(-1, feats.shape[-1])
         out = np.full((len(f), 2), np.nan, np.float32)
@@ -315,7 +280,7 @@ class RegressionResult:
 
             raise IndexMismatchError(f"The regressor was fitted on {self.emb.sizes['embedding']}-d vectors; the "
                                      f"cube has {src.sizes['embedding']}-d ones. Use a cube of the same model.")
-        src, mode = _classify()._select_time(src, self.time)
+        src, mode = _classify().select_time(src, self.time)
         lead = ("time", "embedding") if "time" in src.dims else ("embedding",)
         both = apply_embedding(self._block, src, core_dims=lead, output_dim="out", output_size=2,
                                kwargs={"mode": mode, "nlead": len(lead)})
@@ -342,11 +307,11 @@ class RegressionResult:
 # entry point
 # ---------------------------------------------------------------------------------
 def _features(emb: xr.DataArray, samples, time: Any) -> np.ndarray:
-    sel, mode = _classify()._select_time(emb, time)
+    sel, mode = _classify().select_time(emb, time)
     idx = {"y": xr.DataArray(samples["row"].to_numpy(), dims="s"),
            "x": xr.DataArray(samples["col"].to_numpy(), dims="s")}
     vals = np.asarray(sel.isel(idx).values)  # (time?, embedding, s)
-    return _classify()._feature_block(vals, mode, mode is not None).astype(np.float32)
+    return _classify().feature_block(vals, mode, mode is not None).astype(np.float32)
 
 
 def _baseline_emb(emb: xr.DataArray, baseline_cube: Any) -> xr.DataArray:
@@ -481,23 +446,13 @@ def regress(
     block_size = float(block_size) if block_size is not None else 10.0 * pitch
     buffer = float(buffer) if buffer is not None else 1.5 * pitch
     samples["block"] = _classify().spatial_blocks(samples["x"].to_numpy(), samples["y"].to_numpy(), block_size)
-    xy = samples[["x", "y"]].to_numpy()
-    k = n_splits
-    if cv == "spatial":
-        nb = int(samples["block"].nunique())
-        if nb < 2:
-            raise LabelError(f"All {len(y)} target patches fall in one {block_size:g} m block, so no spatially "
-                             "honest split exists. Spread the targets wider, or pass a smaller block_size=.")
-        if nb < k:
-            notes.append(f"n_splits={nb} instead of {k}: the targets fall in only {nb} blocks of {block_size:g} m")
-            warnings.warn(notes[-1] + ".", UserWarning, stacklevel=2)
-            k = nb
-        splits = _classify().spatial_splits(xy, samples["block"].to_numpy(), k, buffer=buffer,
-                                            random_state=random_state)
-    else:
-        from sklearn.model_selection import KFold
-
-        splits = list(KFold(n_splits=k, shuffle=True, random_state=random_state).split(X))
+    folds = _classify().plan_folds(len(y), xy=samples[["x", "y"]].to_numpy(), spatial=cv == "spatial",
+                                   block_size=block_size, buffer=buffer, n_splits=n_splits,
+                                   random_state=random_state, what="target patches")
+    for note in folds.notes:
+        notes.append(note)
+        warnings.warn(note, UserWarning, stacklevel=2)
+    splits = folds.splits
     rows = _score_folds(template, X, Xb, y, splits)
     import pandas as pd
 

@@ -8,8 +8,8 @@ import numpy as np
 import xarray as xr
 
 from eoembed.analysis._common import as_cube, point_xy, provenance
-from eoembed.cube import valid_mask, xy_to_rowcol
-from eoembed.exceptions import DimensionError, EmptyDataError, QueryError
+from eoembed.cube import locate_patches, valid_mask
+from eoembed.exceptions import DimensionError, EmptyDataError
 
 __all__ = ["trajectory"]
 
@@ -47,7 +47,7 @@ def trajectory(emb: xr.DataArray, point: Any, *, crs: Any = None, fitted: Any = 
     DimensionError
         The cube has no ``time`` dim (it was embedded time-pooled).
     QueryError
-        The point is outside the cube.
+        The point is unreadable, or outside the cube (:class:`~eoembed.exceptions.OutsideCubeError`).
     EmptyDataError
         The patch has no valid vector at any timestep.
     """
@@ -58,12 +58,8 @@ def trajectory(emb: xr.DataArray, point: Any, *, crs: Any = None, fitted: Any = 
         raise DimensionError("trajectory needs per-timestep vectors; embed with eoembed.embed(cube, ..., "
                              "pool_time=False).")
     x, y = point_xy(emb, point, crs)
-    r, c = xy_to_rowcol(tuple(emb.rio.transform())[:6], [x], [y])
-    r, c = int(r[0]), int(c[0])
-    if not (0 <= r < emb.sizes["y"] and 0 <= c < emb.sizes["x"]):
-        x0, y0, x1, y1 = (float(v) for v in emb.rio.bounds())
-        raise QueryError(f"The point ({x:.1f}, {y:.1f}) is outside the cube (bounds {x0:.0f}, {y0:.0f}, {x1:.0f}, "
-                         f"{y1:.0f} in {emb.rio.crs}). Check its CRS (crs=).")
+    loc = locate_patches(emb, (x, y), outside="raise")  # OutsideCubeError (a QueryError) off the cube
+    r, c = int(loc.row[0]), int(loc.col[0])
     v = np.asarray(emb.isel(y=r, x=c).transpose("time", "embedding").values, np.float64)  # (T, d)
     ok = valid_mask(v)
     if not ok.any():

@@ -346,7 +346,7 @@ class EmbeddingIndex:
         src = self.sources[s]
         if src.id in self._cubes:
             return similarity_map(self._cubes[src.id], q)
-        return similarity_from_store(self, s, q)
+        return similarity_from_store(self.entries_table, self.vectors, self.crs_wkt, s, q)
 
     # ---- evaluation -----------------------------------------------------------
     def recall(self, *, k: int = 10, n_queries: int = 200, seed: int = 0) -> float:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
-from eoembed.cube import canonical, cube_info, valid_mask, xy_to_rowcol
+from eoembed.cube import PatchGrid, canonical, cube_info, locate_patches, valid_mask
 from eoembed.exceptions import ParameterError, QueryError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -189,19 +189,22 @@ class EntryTable:
             raise QueryError(f"time={time!r} is not in source {src.id!r}; its times are {list(src.times)}.")
         return hit
 
-    def ids_at_points(self, x: np.ndarray, y: np.ndarray, source, time) -> np.ndarray:
-        """Entry ids of the patches containing the points (index CRS)."""
-        ids = []
+    def ids_at(self, where: Any, crs: Any, index_crs: str, source, time) -> tuple[np.ndarray, np.ndarray]:
+        """Entry ids of the patches under ``where`` (a point or geometry in ``crs``, default
+        ``index_crs``) found by :func:`eoembed.cube.locate_patches` on each source grid, and
+        the geometries in the index CRS."""
+        ids, geoms = [], None
         for s in self.source_numbers(source):
             src = self.sources[s]
-            row, col = xy_to_rowcol(src.transform, x, y)
-            ok = (row >= 0) & (row < src.shape[0]) & (col >= 0) & (col < src.shape[1])
-            if not ok.any():
-                continue
+            loc = locate_patches(PatchGrid(src.transform, src.shape, index_crs), where, crs=crs, outside="drop")
+            geoms = loc.geoms
             for t in self.time_numbers(src, time):
-                got = src.lookup[t, row[ok], col[ok]]
+                got = src.lookup[t, loc.row, loc.col]
                 ids.append(got[got >= 0])
-        return np.concatenate(ids) if ids else np.zeros(0, np.int64)
+        if geoms is None:  # no source: still report the location in the index CRS
+            geoms = locate_patches(PatchGrid((1.0, 0.0, 0.0, 0.0, -1.0, 0.0), (0, 0), index_crs), where,
+                                   crs=crs).geoms
+        return (np.concatenate(ids) if ids else np.zeros(0, np.int64)), geoms
 
     def bounds(self) -> tuple[float, float, float, float]:
         """``(xmin, ymin, xmax, ymax)`` of the entries' patch centres."""

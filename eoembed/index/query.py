@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable, Protocol
 
 import numpy as np
 import xarray as xr
 
-from eoembed.cube import check_same_space, to_crs_geom, to_crs_xy, valid_mask
+from eoembed.cube import check_same_space, valid_mask
 from eoembed.exceptions import IndexMismatchError, ParameterError, QueryError
+from eoembed.index.entries import EntryTable
 
-if TYPE_CHECKING:  # pragma: no cover
-    from eoembed.index.core import EmbeddingIndex
-
-__all__ = ["Query", "resolve"]
+__all__ = ["IndexView", "Query", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -33,7 +31,7 @@ class Query:
     Parameters
     ----------
     point:
-        ``(x, y)`` map coordinate (in ``crs``; default the index CRS). The patch(es)
+        ``(x, y)`` map coordinate or shapely Point (in ``crs``; default the index CRS). The patch(es)
         containing it are the query (mean over times/sources unless ``time=``/``source=``).
     patch:
         ``(row, col)`` of a patch of ``source`` (default the first source).
@@ -101,25 +99,44 @@ class Query:
 
 
 # ---- resolution ------------------------------------------------------------------------
-def _point(idx: "EmbeddingIndex", xy, crs, source, time):
+class IndexView(Protocol):
+    """What query resolution reads from an index (:class:`~eoembed.index.EmbeddingIndex` is one).
+
+    Declared here so that resolution never imports :mod:`eoembed.index.core` (which imports it).
+    """
+
+    entries_table: EntryTable
+    crs_wkt: str
+    dim: int
+    attrs: dict[str, Any]
+    metric: str
+    model: str
+    ntotal: int
+
+    def vectors(self, ids: Any) -> np.ndarray: ...  # noqa: E704
+    def prep_vectors(self, v: np.ndarray) -> np.ndarray: ...  # noqa: E704
+    def bounds(self) -> tuple[float, float, float, float]: ...  # noqa: E704
+
+
+def _point(idx: IndexView, xy, crs, source, time):
+    if getattr(xy, "geom_type", None) == "Point":  # a shapely Point
+        xy = (xy.x, xy.y)
     try:
         x, y = (float(v) for v in xy)
     except (TypeError, ValueError):
         raise QueryError(f"point= must be an (x, y) pair, got {xy!r}.") from None
-    qx, qy = to_crs_xy([x], [y], crs or idx.crs_wkt, idx.crs_wkt)
-    ids = idx.entries_table.ids_at_points(qx, qy, source, time)
+    ids, geoms = idx.entries_table.ids_at((x, y), crs, idx.crs_wkt, source, time)
     if len(ids) == 0:
+        p = geoms[0]
         raise QueryError(
-            f"No indexed patch at point ({x}, {y}) (in index CRS: ({qx[0]:.1f}, {qy[0]:.1f})). "
+            f"No indexed patch at point ({x}, {y}) (in index CRS: ({p.x:.1f}, {p.y:.1f})). "
             f"It is outside every source cube or on a masked (NaN) patch. Index bounds: {idx.bounds()}; "
             "check the point's CRS (pass crs='EPSG:4326' for lon/lat)."
         )
-    import shapely
-
-    return idx.vectors(ids), shapely.Point(qx[0], qy[0])
+    return idx.vectors(ids), geoms[0]
 
 
-def _patch(idx: "EmbeddingIndex", patch, source, time):
+def _patch(idx: IndexView, patch, source, time):
     try:
         r, c = (int(v) for v in patch)
     except (TypeError, ValueError):
@@ -137,37 +154,23 @@ def _patch(idx: "EmbeddingIndex", patch, source, time):
     return idx.vectors(ids), shapely.Point(table.x[ids[0]], table.y[ids[0]])
 
 
-def _polygon(idx: "EmbeddingIndex", geom, crs, source, time):
+def _polygon(idx: IndexView, geom, crs, source, time):
     import shapely
 
     if not isinstance(geom, shapely.Geometry):
         raise QueryError(f"polygon= must be a shapely geometry, got {type(geom).__name__}.")
-    table = idx.entries_table
-    g = to_crs_geom(geom, crs or idx.crs_wkt, idx.crs_wkt)
-    x0, y0, x1, y1 = g.bounds
-    cand = np.flatnonzero((table.x >= x0) & (table.x <= x1) & (table.y >= y0) & (table.y <= y1))
-    if source is not None:
-        cand = cand[np.isin(table.src[cand], table.source_numbers(source))]
-    if time is not None:
-        keep = np.zeros(len(cand), bool)
-        for s in np.unique(table.src[cand]):
-            ts = table.time_numbers(table.sources[s], time)
-            keep |= (table.src[cand] == s) & np.isin(table.t[cand], ts)
-        cand = cand[keep]
-    ids = cand[shapely.contains_xy(g, table.x[cand], table.y[cand])] if len(cand) else cand
+    ids, geoms = idx.entries_table.ids_at(geom, crs, idx.crs_wkt, source, time)
     if len(ids) == 0:
-        rp = g.representative_point()
-        try:
-            return _point(idx, (rp.x, rp.y), None, source, time)[0], g
-        except QueryError:
-            raise QueryError(
-                f"The polygon (bounds {tuple(round(b, 1) for b in g.bounds)} in index CRS) contains no "
-                f"indexed patch centre. Index bounds: {idx.bounds()}; check the polygon's crs=."
-            ) from None
-    return idx.vectors(ids), g
+        g = geoms[0]
+        raise QueryError(
+            f"The polygon (bounds {tuple(round(b, 1) for b in g.bounds)} in index CRS) contains no indexed patch "
+            f"centre, and the patch under it is off every source or masked (NaN). Index bounds: {idx.bounds()}; "
+            "check the polygon's crs=."
+        )
+    return idx.vectors(ids), geoms[0]
 
 
-def _vector(idx: "EmbeddingIndex", vector):
+def _vector(idx: IndexView, vector):
     if isinstance(vector, xr.DataArray):
         check_same_space(idx.attrs, dict(vector.attrs), expected_dim=idx.dim,
                          got_dim=int(vector.size if "embedding" not in vector.dims else vector.sizes["embedding"]),
@@ -190,7 +193,7 @@ def _vector(idx: "EmbeddingIndex", vector):
     return idx.prep_vectors(v[ok]), None
 
 
-def _example(idx: "EmbeddingIndex", item, crs, source, time):
+def _example(idx: IndexView, item, crs, source, time):
     """One positive/negative example → (vectors, anchor geometry or None)."""
     import shapely
 
@@ -205,7 +208,7 @@ def _example(idx: "EmbeddingIndex", item, crs, source, time):
     return _vector(idx, item)
 
 
-def resolve(query: Query, idx: "EmbeddingIndex", *, seed: int = 0) -> tuple[np.ndarray, list[Any]]:
+def resolve(query: Query, idx: IndexView, *, seed: int = 0) -> tuple[np.ndarray, list[Any]]:
     """The query's ``(dim,)`` float32 vector (unit length for ``metric="cosine"``) and its
     anchor geometries in the index CRS (for ``exclude_radius``; empty for raw vectors)."""
     q_, crs, source, time = query, query.crs, query.source, query.time

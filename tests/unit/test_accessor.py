@@ -62,3 +62,31 @@ def test_signatures_do_not_import_optional_dependencies():
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "[]"
+
+
+def test_similarity_by_point_needs_no_faiss():
+    """emb.eo.similarity(point=..., crs=...) works where FAISS is not installed, and is the map of that patch."""
+    code = (
+        "import sys; sys.modules['faiss'] = None\n"
+        "sys.path.insert(0, 'tests')\n"
+        "import numpy as np, eoembed\n"
+        "from pyproj import Transformer\n"
+        "from _embfixtures import make_emb\n"
+        "emb, _ = make_emb(8, 9, 6, seed=3)\n"
+        "x, y = float(emb.x[2]), float(emb.y[5])\n"
+        "lon, lat = Transformer.from_crs(emb.rio.crs, 'EPSG:4326', always_xy=True).transform(x, y)\n"
+        "s = emb.eo.similarity(point=(lon, lat), crs='EPSG:4326')\n"
+        "v = emb.values[:, 5, 2]\n"
+        "np.testing.assert_allclose(s.values, emb.eo.similarity(v).values, atol=1e-6)\n"
+        "assert abs(float(s[5, 2]) - 1) < 1e-6\n"
+        "print('faiss' in sys.modules and sys.modules['faiss'] is not None)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "False"
+
+
+def test_similarity_signature_offers_point_polygon_vector(emb):
+    params = inspect.signature(emb.eo.similarity).parameters
+    assert {"vector", "point", "polygon", "crs", "time"} <= set(params)
+    assert params["vector"].default is None

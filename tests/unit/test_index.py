@@ -564,3 +564,110 @@ def test_linear_direction_lives_in_classify(idx, cube):
     assert w.shape == (3,) and (w > 0).all()
     with pytest.raises(QueryError, match="needs negatives"):
         linear_direction([np.ones((2, 3))], [], np.zeros((0, 3)))
+
+
+# ---- similarity by point / polygon on the cube itself (one locator) -------------------------------
+def _to_lonlat(geom, emb):
+    from pyproj import Transformer
+
+    tr = Transformer.from_crs(emb.rio.crs, "EPSG:4326", always_xy=True)
+    return shapely.transform(geom, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+
+
+def test_cube_similarity_by_point_polygon_vector_equals_the_index_map():
+    """emb.eo.similarity(point=/polygon=/vector=) gives the map the index gives for the same query:
+    same located patches (times averaged, masked ones skipped), same normalisation, query CRS transformed."""
+    from pyproj import Transformer
+
+    emb, truth = make_emb(30, 36, 16, times=3, nan_frac=0.1, noise=0.3, seed=12)
+    clean, _ = make_emb(30, 36, 16, times=3, nan_frac=0.0, noise=0.3, seed=12)
+    for r, c in ((4, 5), (9, 20)):  # queried patches valid (others stay masked at random)
+        emb.values[:, :, r, c] = clean.values[:, :, r, c]
+    emb.values[1, :, 4, 5] = np.nan  # one timestep of the queried patch masked
+    idx = build_index(emb)
+    x, y = centre(emb, 4, 5)
+    lon, lat = Transformer.from_crs(emb.rio.crs, "EPSG:4326", always_xy=True).transform(x + 30, y - 30)
+    field_poly = shapely.box(x - 100, y - 180, x + 260, y + 20)  # several patch centres
+    tiny = shapely.Point(float(emb.x[20]) + 12, float(emb.y[9]) - 7).buffer(6)  # inside one patch
+    queries = [dict(point=(x, y)), dict(point=(lon, lat), crs="EPSG:4326"), dict(point=shapely.Point(x, y)),
+               dict(polygon=field_poly), dict(polygon=tiny), dict(polygon=_to_lonlat(field_poly, emb), crs=4326)]
+    for q in queries:
+        by_cube = emb.eo.similarity(**q)
+        by_index = idx.similarity_map(**q)
+        assert by_cube.dims == ("time", "y", "x") and by_cube.rio.crs == emb.rio.crs, q
+        xr.testing.assert_allclose(by_cube, by_index, atol=1e-5)
+    vec = emb.isel(time=0, y=4, x=5)  # a DataArray vector keeps its model attrs and is checked
+    xr.testing.assert_allclose(emb.eo.similarity(vec), idx.similarity_map(vector=vec.values), atol=1e-5)
+    xr.testing.assert_allclose(emb.eo.similarity(vector=vec.values), emb.eo.similarity(vec))
+    # the tiny polygon is the patch under it
+    xr.testing.assert_allclose(emb.eo.similarity(polygon=tiny),
+                               emb.eo.similarity(point=(float(emb.x[20]), float(emb.y[9]))))
+    # one timestep: map of that time, queried from that time
+    one = emb.eo.similarity(point=(x, y), time=2)
+    assert one.dims == ("y", "x")
+    np.testing.assert_allclose(one.values, similarity_map(emb.isel(time=2), emb.values[2, :, 4, 5]).values,
+                               atol=1e-6)
+    # lazy cube: same map, still lazy
+    lazy = emb.chunk({"y": 10, "x": 12})
+    s = lazy.eo.similarity(point=(x, y))
+    assert s.chunks is not None
+    xr.testing.assert_allclose(s.compute(), idx.similarity_map(point=(x, y)), atol=1e-5)
+
+
+def test_cube_similarity_bad_queries_raise_typed_errors():
+    from eoembed.exceptions import DimensionError, OutsideCubeError
+
+    emb, truth = make_emb(10, 12, 8, nan_frac=0.0, seed=2)
+    with pytest.raises(OutsideCubeError, match="crs='EPSG:4326'"):
+        emb.eo.similarity(point=(11.5, 48.1))  # lon/lat without crs=
+    with pytest.raises(OutsideCubeError):
+        emb.eo.similarity(point=(11.5, 48.1), crs="EPSG:32633")
+    with pytest.raises(MissingCRSError, match="write_crs"):
+        emb.drop_vars("spatial_ref").eo.similarity(point=(11.5, 48.1), crs="EPSG:4326")
+    with pytest.raises(DimensionError, match="embedding"):
+        similarity_map(emb.rename(embedding="band"), point=centre(emb, 1, 1))
+    with pytest.raises(QueryError, match="exactly one"):
+        emb.eo.similarity()
+    with pytest.raises(QueryError, match="exactly one"):
+        emb.eo.similarity(emb.values[:, 0, 0], point=centre(emb, 1, 1))
+    with pytest.raises(QueryError, match="Point"):
+        emb.eo.similarity(point=shapely.box(0, 0, 1, 1))
+    with pytest.raises(QueryError, match="crs= applies"):
+        emb.eo.similarity(emb.values[:, 0, 0], crs="EPSG:4326")
+    masked = emb.copy(data=emb.values.copy())
+    masked.values[:, 3, 3] = np.nan
+    with pytest.raises(QueryError, match="masked"):
+        masked.eo.similarity(point=centre(emb, 3, 3))
+    with pytest.raises(IndexMismatchError, match="different spaces|model"):
+        emb.eo.similarity(emb.isel(y=0, x=0).assign_attrs({"eoembed:model": "other"}))
+
+
+def test_index_modules_import_no_circle():
+    """The index package's module imports (including TYPE_CHECKING and function-level ones) form no cycle."""
+    import ast
+
+    import eoembed.index as pkg
+
+    root = Path(pkg.__file__).parent
+    graph = {}
+    for f in root.glob("*.py"):
+        mod = f"eoembed.index.{f.stem}"
+        deps = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("eoembed.index."):
+                deps.add(node.module)
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.startswith("eoembed.index.")}
+        graph[mod] = deps
+
+    def reach(start, seen):
+        for d in graph.get(start, ()):
+            if d not in seen:
+                seen.add(d)
+                reach(d, seen)
+        return seen
+
+    cyclic = sorted(m for m in graph if m in reach(m, set()) and not m.endswith("__init__"))
+    assert not cyclic, f"import cycle through {cyclic}"
+    # query resolution and similarity maps are usable without the index class
+    assert "eoembed.index.core" not in graph["eoembed.index.query"] | graph["eoembed.index.similarity"]
