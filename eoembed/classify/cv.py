@@ -23,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from eoembed.exceptions import LabelError, ParameterError, TooFewLabelsError
+from eoembed.stats import MIN_SAMPLES
 
 __all__ = ["CVReport", "Folds", "SpatialBlockKFold", "classification_report", "plan_folds", "spatial_blocks",
            "spatial_splits"]
@@ -241,6 +242,12 @@ class CVReport:
     (in fold order: pair them across feature sets of one cube to compare models). n_samples, n_blocks, n_splits, block_size,
     buffer, spatial: how the split was made. dropped_by_buffer: training samples
     removed (summed over folds) because they were within ``buffer`` of a test sample.
+    untested: classes never in a test fold. Their recall cannot be measured, so
+    ``balanced_accuracy`` is NaN ("not estimable") rather than the mean over the classes
+    that happened to be tested; their per-class recall/F1 are NaN.
+
+    :meth:`interval` gives the per-fold mean with its t-interval and :meth:`compare` the
+    paired verdict against another report on the same folds (:mod:`eoembed.stats`).
     """
 
     accuracy: float
@@ -257,6 +264,37 @@ class CVReport:
     dropped_by_buffer: int = 0
     notes: list[str] = field(default_factory=list)
     fold_balanced_accuracy: list[float] = field(default_factory=list)
+    untested: list[str] = field(default_factory=list)
+
+    def interval(self, metric: str = "balanced_accuracy", *, level: float = 0.95):
+        """Mean of the per-fold ``metric`` (``"balanced_accuracy"`` or ``"accuracy"``) with its t-interval."""
+        from eoembed.stats import interval
+
+        return interval(self._folds(metric), level=level)
+
+    def _folds(self, metric: str) -> list[float]:
+        if metric not in ("balanced_accuracy", "accuracy"):
+            raise ParameterError(f"metric must be 'balanced_accuracy' or 'accuracy', got {metric!r}.")
+        return self.fold_balanced_accuracy if metric == "balanced_accuracy" else self.fold_accuracy
+
+    def compare(self, other: "CVReport", *, names: tuple[str, str] = ("this", "other"),
+                metric: str = "balanced_accuracy", level: float = 0.95):
+        """The paired verdict (:func:`eoembed.stats.compare`) against ``other``, scored on the same folds.
+
+        Raises :class:`ParameterError` when the two reports were not made on the same
+        samples and folds (different sample or fold counts, or a fold skipped in one).
+        """
+        from eoembed.stats import compare
+
+        a, b = self._folds(metric), other._folds(metric)
+        if (self.n_samples, self.n_splits, self.spatial) != (other.n_samples, other.n_splits, other.spatial) \
+                or len(a) != len(b):
+            raise ParameterError(
+                f"compare() needs two reports on the same samples and folds; got {self.n_samples} samples/"
+                f"{len(a)} scored folds ({'spatial' if self.spatial else 'random'}) vs {other.n_samples}/{len(b)} "
+                f"({'spatial' if other.spatial else 'random'}). Fit both on the same labels and cube grid with the "
+                "same block_size, n_splits and buffer.")
+        return compare(a, b, names=names, metric=metric.replace("_", " "), level=level)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python summary (JSON-friendly)."""
@@ -275,21 +313,31 @@ class CVReport:
             "spatial": self.spatial,
             "dropped_by_buffer": self.dropped_by_buffer,
             "notes": self.notes,
+            "untested": self.untested,
         }
 
     def __str__(self) -> str:
         how = (f"spatial-block CV: {self.n_splits} folds over {self.n_blocks} blocks of {self.block_size:g} m, "
                f"buffer {self.buffer:g} m" if self.spatial else f"random {self.n_splits}-fold CV (optimistic)")
+        bacc = ("not estimable (class(es) " + ", ".join(self.untested) + " never tested)" if self.untested
+                else f"{self.balanced_accuracy:.3f}")
+        iv = self.interval()
         lines = [
             f"Few-shot classifier, {self.n_samples} labelled patches; {how}",
-            f"accuracy {self.accuracy:.3f}  balanced accuracy {self.balanced_accuracy:.3f}  "
-            f"(folds: {', '.join(f'{a:.2f}' for a in self.fold_accuracy)})",
+            f"pooled out-of-fold: accuracy {self.accuracy:.3f}  balanced accuracy {bacc}",
+            f"per-fold balanced accuracy: {', '.join(f'{a:.2f}' for a in self.fold_balanced_accuracy)}; "
+            f"mean {iv}",
+            f"per-fold accuracy: {', '.join(f'{a:.2f}' for a in self.fold_accuracy)}",
             "",
             self.per_class.round(3).to_string(),
             "",
             "confusion (rows true, columns predicted):",
             self.confusion.to_string(),
         ]
+        few = [str(c) for c, n in self.per_class["support"].items() if 0 < n < MIN_SAMPLES]
+        if few:
+            lines.append(f"note: class(es) {', '.join(few)} tested on fewer than {MIN_SAMPLES} patches: their "
+                         "per-class scores are anecdotes, not estimates")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -338,11 +386,13 @@ def classification_report(fit_predict: Callable[[np.ndarray, np.ndarray], np.nda
     names = [str(c) for c in classes]
     per_class = pd.DataFrame({"precision": p, "recall": r, "f1": f, "support": s}, index=names)
     per_class.index.name = "class"
+    untested = [n for n, k in zip(names, s) if k == 0]
+    per_class.loc[untested, ["recall", "f1"]] = np.nan  # never tested: unmeasured, not 0
     cm = pd.DataFrame(confusion_matrix(yt, yp, labels=classes), index=names, columns=names)
     cm.index.name, cm.columns.name = "true", "predicted"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        bacc = float(balanced_accuracy_score(yt, yp))
+        bacc = float(balanced_accuracy_score(yt, yp)) if not untested else float("nan")
     return CVReport(accuracy=float(accuracy_score(yt, yp)), balanced_accuracy=bacc, per_class=per_class,
                     confusion=cm, fold_accuracy=fold_acc, fold_balanced_accuracy=fold_bacc,
-                    n_samples=int(len(y)), n_splits=len(splits), dropped_by_buffer=dropped, notes=notes, **how)
+                    n_samples=int(len(y)), n_splits=len(splits), dropped_by_buffer=dropped, notes=notes, untested=untested, **how)

@@ -199,3 +199,41 @@ def test_label_sampling_from_points_polygons_and_lines():
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         sample_labels(emb, gdf.iloc[:6])  # nothing outside: no warning
+
+
+def test_cv_report_never_prints_an_unmeasured_score():
+    from eoembed.classify.cv import classification_report
+
+    y = np.array(["a"] * 6 + ["b"] * 6)
+    classes = np.array(["a", "b"])
+    # class b is never in a test fold: its recall cannot be measured
+    splits = [(np.r_[0:3, 6:12], np.arange(3, 6)), (np.r_[3:12], np.arange(0, 3))]
+    rep = classification_report(lambda tr, te: y[te], y, classes, splits, notes=[], n_blocks=2, block_size=1.0,
+                                buffer=0.0, spatial=True)
+    assert rep.untested == ["b"]
+    assert np.isnan(rep.balanced_accuracy)
+    assert np.isnan(rep.per_class.loc["b", "recall"])
+    text = str(rep)
+    assert "balanced accuracy not estimable (class(es) b never tested)" in text
+    assert "per-fold balanced accuracy:" in text and "per-fold accuracy:" in text
+    assert "fewer than 10" in text  # 6 test patches of a: an anecdote, said so
+
+
+def test_cv_report_compare_uses_the_paired_rule():
+    from eoembed.classify.cv import classification_report
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.array(["a", "b"]), 50)
+    order = rng.permutation(100)
+    splits = [(np.setdiff1d(order, order[i::5]), order[i::5]) for i in range(5)]
+    how = dict(notes=[], n_blocks=5, block_size=1.0, buffer=0.0, spatial=True)
+    perfect = classification_report(lambda tr, te: y[te], y, np.array(["a", "b"]), splits, **how)
+    coin = classification_report(lambda tr, te: rng.choice(["a", "b"], len(te)), y, np.array(["a", "b"]), splits,
+                                 **how)
+    verdict = perfect.compare(coin, names=("model", "coin"))
+    assert verdict.verdict == "A better" and "model better than coin" in str(verdict)
+    assert perfect.interval().estimate == pytest.approx(1.0)
+    other = classification_report(lambda tr, te: y[te], y[:60], np.array(["a", "b"]),
+                                  [(np.arange(30, 60), np.arange(30)), (np.arange(30), np.arange(30, 60))], **how)
+    with pytest.raises(ParameterError, match="same samples and folds"):
+        perfect.compare(other)
