@@ -181,3 +181,12 @@ class StoreMismatchError(StoreError, InputError):
 # --- appended (issue 19: analyses) ---------------------------------------------------
 class GridMismatchError(InputError):
     """Two embedding cubes that must share a patch grid (CRS, transform, shape, patch size) do not."""
+
+
+# --- appended (issues 25/27/29: stores and products) ---------------------------------
+class ProductFormatError(InputError):
+    """A file's content does not match the embedding product format given or detected."""
+
+
+class TransformError(ParameterError):
+    """An affine transform is malformed: wrong length, rotated or sheared, or in GDAL's geotransform order."""

@@ -20,6 +20,8 @@ grid part for embedding cubes (few-shot, explorer). What is checked:
   (the CRS scale factor at the cube's centre applied, e.g. Web Mercator away from the
   equator) compared with the model's resolution (:func:`check_crs`);
 * **options** — tile size and halo (:func:`check_options`).
+* **opening stores and products** — the format name, the path, a georeferencing
+  ``transform`` (:func:`check_open_options`, :func:`check_transform`).
 
 Legitimate inputs keep working: south-up cubes, descending ``x``, float16, ±inf or NaN
 as missing values, dask arrays (values are only sampled).
@@ -45,12 +47,14 @@ from eoembed.exceptions import (
     ParameterError,
     ScaleError,
     TimeCoordinateError,
+    TransformError,
     user_stacklevel,
 )
 
 __all__ = [
     "as_cube", "check_band_values", "check_crs", "check_dataset_bands", "check_dtype", "check_embedding_grid",
-    "check_options", "check_spacing", "check_time", "ground_scale", "validate_cube",
+    "check_open_options", "check_options", "check_spacing", "check_time", "check_transform", "ground_scale",
+    "validate_cube",
 ]  # fmt: skip
 
 #: Largest departure of one coordinate step from the mean step, as a fraction of the step.
@@ -546,3 +550,66 @@ def validate_cube(obj, spec=None, *, values: bool | str = "eager") -> tuple[xr.D
         spec = get_model_spec(spec)
     cube = as_cube(obj, values=values)
     return check_crs(cube, spec)
+
+
+# --- opening stores and products ------------------------------------------------------
+#: Formats ``eoembed.open_embeddings`` reads (``"auto"`` guesses one).
+OPEN_FORMATS = ("auto", "eoembed", "alphaearth", "tessera", "geoparquet", "geotiff", "zarr")
+
+
+def check_transform(transform):
+    """``transform`` as an ``affine.Affine``: an ``Affine``, or its numbers ``(a, b, c, d, e, f)`` (or 9 with ``0, 0, 1``).
+
+    The order is rasterio's/affine's — ``x = a*col + b*row + c``, ``y = d*col + e*row + f``
+    — not GDAL's geotransform ``(c, a, b, f, d, e)``. A north-up grid is required: a
+    rotated or sheared transform is refused, and one that reads as a GDAL
+    geotransform is refused with the conversion (``Affine.from_gdal(*gt)``).
+    """
+    from affine import Affine
+
+    if isinstance(transform, Affine):
+        t = transform
+    else:
+        try:
+            v = [float(x) for x in transform]
+        except (TypeError, ValueError):
+            raise TransformError(f"transform={transform!r} is not an affine transform; pass an affine.Affine or its six "
+                                 "numbers (a, b, c, d, e, f) = (pixel width, 0, left x, 0, -pixel height, top y).") from None
+        if len(v) == 9 and v[6:] == [0.0, 0.0, 1.0]:
+            v = v[:6]
+        if len(v) != 6:
+            raise TransformError(
+                f"transform has {len(v)} numbers ({transform!r}); an affine transform has six, (a, b, c, d, e, f) = "
+                "(pixel width, 0, left x, 0, -pixel height, top y). Bounds (4 numbers) are not a transform: use "
+                "rasterio.transform.from_bounds(west, south, east, north, width, height)."
+            )
+        t = Affine(*v)
+    if not all(math.isfinite(x) for x in tuple(t)[:6]):
+        raise TransformError(f"transform {tuple(t)[:6]} holds non-finite numbers.")
+    if t.b != 0 or t.d != 0:
+        gdal = t.c == 0 and t.e == 0 and t.a != 0 and t.d != 0
+        hint = (f" It reads as GDAL's geotransform order (x0, dx, 0, y0, 0, dy) = {tuple(t)[:6]}: pass "
+                "Affine.from_gdal(*geotransform) instead." if gdal else
+                " Warp the data north-up first (gdalwarp, rioxarray .rio.reproject).")
+        raise TransformError(f"transform {tuple(t)[:6]} is rotated or sheared (b={t.b}, d={t.d}); eoembed reads "
+                             f"north-up grids with b = d = 0 in the order (a, b, c, d, e, f).{hint}")
+    if t.a == 0 or t.e == 0:
+        raise TransformError(f"transform {tuple(t)[:6]} has a zero pixel size (a={t.a}, e={t.e}); expected "
+                             "(pixel width, 0, left x, 0, -pixel height, top y).")
+    return t
+
+
+def check_open_options(src: str, *, format: str, transform=None) -> None:
+    """What ``eoembed.open_embeddings`` checks before reading: the format name, the path, ``transform``."""
+    from pathlib import Path
+
+    if format not in OPEN_FORMATS:
+        import difflib
+
+        near = difflib.get_close_matches(str(format), OPEN_FORMATS, n=1)
+        raise ParameterError(f"format={format!r} is not one of {OPEN_FORMATS}"
+                             + (f"; did you mean {near[0]!r}?" if near else ".") + " Use 'auto' to detect it.")
+    if "://" not in src and not Path(src).exists():
+        raise InputError(f"{src} does not exist; check the path (or pass a URL).")
+    if transform is not None:
+        check_transform(transform)
