@@ -220,6 +220,10 @@ _DONE_DIR = ".eoembed-done"  # one marker per finished region (JSON: run, bounds
 _RUN_ATTR = "eoembed:run"
 _COORDS_ATTR = "eoembed:coords_sha256"
 _COMPLETE_ATTR = "eoembed:complete"
+_META_ATTR = "eoembed:meta_sha256"  # {"crs", "transform", "attrs"}: SHA-256 of the metadata as laid out
+#: Attrs left out of the metadata checksum: bookkeeping, and diagnostics added when the store is finished.
+_UNCHECKED = (_RUN_ATTR, _COORDS_ATTR, _COMPLETE_ATTR, _META_ATTR)
+_UNCHECKED_PREFIXES = ("eoembed:seam", "eoembed:position", "_")
 _CREATING = ".creating"  # suffix of a store being created (renamed into place when its layout is written)
 
 
@@ -562,8 +566,29 @@ def _create(emb: xr.DataArray, path: Path, run: str) -> None:
     ds[emb.name].attrs[_RUN_ATTR] = run
     ds[emb.name].attrs[_COORDS_ATTR] = _coords_digest(emb["y"].values, emb["x"].values)
     ds.to_zarr(tmp, mode="w", compute=False, consolidated=False)
+    _set_attrs(tmp, emb.name, {_META_ATTR: _meta_digests(tmp, emb.name)})  # of the metadata as written
     (tmp / _DONE_DIR).mkdir()
     tmp.rename(path)
+
+
+def _meta_digests(path: Path, name: str) -> dict[str, str]:
+    """SHA-256 of what georeferences and describes the vectors, as stored: the CRS (``spatial_ref``'s attrs),
+    the transform (its ``GeoTransform``) and the array's attrs (model, patch size, bands…; not bookkeeping)."""
+    import hashlib
+
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r")
+    attrs = {k: v for k, v in group[name].attrs.items()
+             if k not in _UNCHECKED and not k.startswith(_UNCHECKED_PREFIXES)}
+    ref = dict(group["spatial_ref"].attrs) if "spatial_ref" in group else {}
+    ref = {k: v for k, v in ref.items() if not k.startswith("_")}
+    transform = ref.pop("GeoTransform", None)
+
+    def sha(obj) -> str:
+        return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+    return {"crs": sha(ref), "transform": sha(transform), "attrs": sha(attrs)}
 
 
 def _repair_coords(path: Path, emb: xr.DataArray) -> bool:
@@ -634,7 +659,9 @@ def verify(path) -> dict:
     """Check a store written by :func:`to_zarr` against what its run recorded.
 
     Reads every region back and compares its SHA-256 with the one in its done-marker,
-    checks the coordinates against their recorded checksum and the complete flag.
+    checks the coordinates, the CRS (``spatial_ref``), the transform (``GeoTransform``)
+    and the attrs that describe the vectors against their recorded checksums, and the
+    complete flag.
 
     Returns
     -------
@@ -656,14 +683,19 @@ def verify(path) -> dict:
     path = Path(path)
     if not path.exists():
         raise StoreError(f"{path} does not exist.")
+    if not path.is_dir():
+        raise StoreError(f"{path} is a file, not a Zarr store written by eoembed.io.to_zarr (e.g. eoembed embed "
+                         "--lazy/--resume); only such stores record checksums to verify. Nothing was checked or "
+                         "changed; open the file with eoembed.open_embeddings to use it.")
     try:
         group = zarr.open_group(str(path), mode="r")
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Object at .eoembed-done")
             names = [n for n, a in group.arrays() if _RUN_ATTR in a.attrs]
     except Exception as err:  # noqa: BLE001
-        raise StoreError(f"{path} is not a readable Zarr store ({type(err).__name__}: {err}); remove it and write "
-                         "it again (overwrite=True / --overwrite).") from err
+        raise StoreError(f"{path} is not a readable Zarr store ({type(err).__name__}: {err}), so there is nothing "
+                         "to verify. If it is an output of eoembed.io.to_zarr that got damaged, write it again "
+                         "(overwrite=True / --overwrite); an input folder needs no verifying.") from err
     if len(names) != 1:
         raise StoreError(f"{path} holds no store written by eoembed.io.to_zarr (no array with {_RUN_ATTR!r}); "
                          "only such stores record checksums to verify.")
@@ -691,6 +723,17 @@ def verify(path) -> dict:
             bad.append("coordinates: x/y differ from their recorded checksum")
     except Exception as err:  # noqa: BLE001
         bad.append(f"coordinates: unreadable ({type(err).__name__})")
+    recorded = attrs.get(_META_ATTR)
+    if isinstance(recorded, dict):  # stores written before eoembed recorded it have none
+        try:
+            now = _meta_digests(path, name)
+            what = {"crs": "CRS (spatial_ref)", "transform": "transform (GeoTransform)",
+                    "attrs": "attrs that describe the vectors"}
+            for key, label in what.items():
+                if recorded.get(key) != now[key]:
+                    bad.append(f"metadata: the {label} differ from their recorded checksum")
+        except Exception as err:  # noqa: BLE001
+            bad.append(f"metadata: unreadable ({type(err).__name__})")
     complete = bool(attrs.get(_COMPLETE_ATTR))
     n = len(cy) * len(cx)
     ok = complete and not missing and not bad
@@ -704,8 +747,9 @@ def verify(path) -> dict:
             parts.append(f"{len(missing)} region(s) never finished")
         if not complete and not parts:
             parts.append("not marked complete")
-        coords_bad = any(b.startswith("coordinates") for b in bad)
-        fix = ("remove it and write it again (overwrite=True / --overwrite): its coordinates cannot be repaired"
+        coords_bad = any(b.startswith(("coordinates", "metadata")) for b in bad)
+        fix = ("write it again (overwrite=True / --overwrite): its coordinates or metadata (CRS, transform, attrs) "
+               "changed after writing and resume cannot repair them"
                if coords_bad else "run the same embedding again with resume=True (eoembed embed ... --resume): "
                "damaged and missing regions are rewritten, verified ones kept")
         msg = f"{path}: {', '.join(parts)}; {verified}/{n} regions verified. To fix it, {fix}."

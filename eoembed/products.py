@@ -638,6 +638,12 @@ def _open_geoparquet(src: str, *, column: str, time_column: str | None, model: s
     if gdf.crs is None:
         raise MissingCRSError(f"{src} states no CRS in its GeoParquet metadata; set it with gdf.set_crs(...).")
     X = _embedding_matrix(table, column)
+    finite = np.isfinite(X).all(axis=1)
+    if not (finite & (np.abs(np.where(np.isfinite(X), X, 0)).sum(axis=1) > 0)).any():
+        what = "all zeros" if finite.all() else "NaN or all zeros"
+        raise EmptyDataError(f"{src}: every one of its {len(X)} {column!r} vectors is {what}, so no row holds an "
+                             "embedding. Check the export that wrote it (a zero vector is how some producers mark "
+                             "no data).")
     geom = gdf.geometry.values
     pts = shapely.centroid(geom) if not (shapely.get_type_id(geom) == 0).all() else geom
     x, y = shapely.get_x(pts), shapely.get_y(pts)
@@ -771,8 +777,18 @@ class PointEmbeddings:
         """
         from eoembed.index.backend import numpy_topk
 
-        if isinstance(query, (int, np.integer)):
+        if isinstance(query, (int, np.integer)) and not isinstance(query, bool):
+            if not 0 <= int(query) < len(self):
+                from eoembed.exceptions import QueryError
+
+                raise QueryError(f"query row {int(query)} is not a point of this index: rows are 0..{len(self) - 1} "
+                                 f"({len(self)} points). Pass a row number in that range, a vector of "
+                                 f"{self.vectors.shape[1]} dims, or a GeoSeries of locations.")
             q = self._unit[int(query)]
+            if not np.isfinite(q).all():
+                from eoembed.exceptions import QueryError
+
+                raise QueryError(f"point {int(query)} has no valid vector (NaN or all zeros); query another point.")
         elif hasattr(query, "geometry") or hasattr(query, "geom_type"):
             rows = self.nearest(query)
             q = np.nanmean(self._unit[rows[rows >= 0]], axis=0)

@@ -540,3 +540,99 @@ def test_search_fewshot_explorer_and_class_map_on_products(tmp_path, fmt):
         assert ds.colormap(1)[0] == (255, 0, 0, 255) and ds.nodata == 255
         a = ds.read(1)
     assert (a == pm["class"].values).mean() > 0.99
+
+
+# ---- validated at the door: each bad input gets a typed, actionable error (issue 27) -----------
+def test_alphaearth_cog_declaring_its_own_nodata_is_masked(tmp_path):
+    """A re-exported AlphaEarth COG (64 int8 bands A00-A63) that declares nodata -127: a pixel at -127 in every
+    band is no data, as GDAL readers of the file see it."""
+    rng = np.random.default_rng(1)
+    q = _aef_quantize(_unit(rng, 64, 6, 7))
+    q[:, 2, 3] = -127
+    path = tmp_path / "aef_reexport_2023.tif"
+    with rasterio.open(path, "w", driver="COG", width=7, height=6, count=64, dtype="int8", crs="EPSG:32631",
+                       transform=T, nodata=-127) as ds:
+        ds.write(q)
+        ds.descriptions = tuple(f"A{i:02d}" for i in range(64))
+    emb = open_embeddings(path).values
+    assert np.isnan(emb[:, 2, 3]).all() and np.isfinite(emb[:, 2, 2]).all()
+    assert np.isfinite(emb).all(axis=0).sum() == 41
+
+
+def test_transform_order_and_shape_are_checked(tmp_path):
+    from affine import Affine
+
+    from eoembed.exceptions import TransformError
+
+    npy, q, s, lm = _tessera_tile(tmp_path)
+    gdal = (T.c, T.a, 0.0, T.f, 0.0, T.e)  # GDAL geotransform order
+    with pytest.raises(TransformError, match=r"GDAL's geotransform order.*Affine.from_gdal"):
+        open_embeddings(npy, crs="EPSG:32631", transform=gdal)
+    with pytest.raises(TransformError, match="has 4 numbers.*from_bounds"):
+        open_embeddings(npy, crs="EPSG:32631", transform=(500_000, 5_699_880, 500_100, 5_700_000))
+    with pytest.raises(TransformError, match="rotated or sheared"):
+        open_embeddings(npy, crs="EPSG:32631", transform=Affine(10, 1, T.c, 0, -10, T.f))
+    # the documented forms: an Affine, its six numbers, or Affine.from_gdal of a geotransform
+    a = open_embeddings(npy, crs="EPSG:32631", transform=Affine.from_gdal(*gdal))
+    b = open_embeddings(npy, crs="EPSG:32631", transform=tuple(T)[:6])
+    np.testing.assert_array_equal(a.x.values, b.x.values)
+
+
+def test_file_that_does_not_match_its_format(tmp_path, aef):
+    from eoembed.exceptions import ProductFormatError
+
+    fake = tmp_path / "grid_0.15_52.05.npy"
+    fake.write_text("<html>404 Not Found</html>")
+    np.save(tmp_path / "grid_0.15_52.05_scales.npy", np.ones((2, 2), np.float32))
+    with pytest.raises(ProductFormatError, match="not a NumPy array file"):
+        open_embeddings(fake, crs="EPSG:32631", transform=T)
+    path, _, _ = aef
+    with pytest.raises(ProductFormatError, match=r"format='geoparquet' does not match.*raster"):
+        open_embeddings(path, format="geoparquet")
+    with pytest.raises(ProductFormatError, match=r"format='zarr' does not match"):
+        open_embeddings(path, format="zarr")
+    with pytest.raises(ParameterError, match="did you mean 'tessera'"):
+        open_embeddings(path, format="tesera")
+
+
+def test_channels_first_tessera_tile_is_named_as_such(tmp_path):
+    from eoembed.exceptions import ProductFormatError
+
+    npy, q, s, lm = _tessera_tile(tmp_path)
+    np.save(npy, np.moveaxis(q, -1, 0))  # (C, H, W): channels first
+    with pytest.raises(ProductFormatError, match=r"channels-first.*np.moveaxis"):
+        open_embeddings(npy, georef=lm)
+
+
+def test_empty_and_all_zero_geoparquet(tmp_path):
+    gpd = pytest.importorskip("geopandas")
+    from eoembed.exceptions import EmptyDataError
+
+    empty = gpd.GeoDataFrame({"embedding": []}, geometry=gpd.GeoSeries([], crs=32631), crs=32631)
+    p = tmp_path / "empty.parquet"
+    empty.to_parquet(p)
+    with pytest.raises(EmptyDataError, match="holds no rows"):
+        open_embeddings(p)
+    zeros = gpd.GeoDataFrame({"embedding": [[0.0, 0.0]] * 3}, geometry=gpd.points_from_xy([0, 10, 20], [0, 0, 0]),
+                             crs=32631)
+    p2 = tmp_path / "zeros.parquet"
+    zeros.to_parquet(p2)
+    with pytest.raises(EmptyDataError, match="is all zeros"):
+        open_embeddings(p2)
+
+
+def test_point_search_row_past_the_end(tmp_path):
+    gpd = pytest.importorskip("geopandas")
+    from eoembed.exceptions import QueryError
+
+    rng = np.random.default_rng(0)
+    g = gpd.GeoDataFrame({"embedding": list(rng.normal(size=(20, 4)).astype(np.float32))},
+                         geometry=gpd.points_from_xy(rng.uniform(0, 1e4, 20), rng.uniform(0, 1e4, 20)), crs=32631)
+    p = tmp_path / "pts.parquet"
+    g.to_parquet(p)
+    pts = open_embeddings(p)
+    assert isinstance(pts, PointEmbeddings)
+    with pytest.raises(QueryError, match=r"rows are 0..19"):
+        pts.search(20)
+    with pytest.raises(QueryError, match=r"rows are 0..19"):
+        pts.search(-1)

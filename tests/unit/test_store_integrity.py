@@ -313,3 +313,40 @@ def test_one_public_open_embeddings_and_the_pyramid_writer_in_the_stores():
     assert eoembed.open_embeddings is io.open_embeddings is products.open_embeddings
     assert explore_pyramid.write_pyramid is io.write_pyramid  # the notebooks' import path still works
     assert not hasattr(products, "dequantize_alphaearth") or products.dequantize_alphaearth.__module__ == "eoembed.codecs"
+
+
+def test_verify_covers_crs_transform_and_attrs(tmp_path):
+    """A store whose CRS, transform or describing attrs were edited after writing no longer verifies."""
+    import zarr
+
+    emb = _emb(size=32)
+    for what, edit in [
+        ("CRS", lambda g, n: g["spatial_ref"].attrs.update(crs_wkt=g["spatial_ref"].attrs["crs_wkt"].replace(
+            "WGS 84", "WGS 72"))),
+        ("transform", lambda g, n: g["spatial_ref"].attrs.update(GeoTransform="0 10 0 0 0 -10")),
+        ("attrs that describe", lambda g, n: g[n].attrs.update({"eoembed:model": "another-model"})),
+    ]:
+        store = tmp_path / f"{what.split()[0]}.zarr"
+        to_zarr(emb, store, progress=False)
+        assert verify(store)["ok"]
+        g = zarr.open_group(str(store), mode="r+")
+        edit(g, "embeddings")
+        rep = verify(store)
+        assert not rep["ok"] and any(what in b for b in rep["bad"]), rep["bad"]
+        assert "overwrite=True" in rep["message"]
+
+
+def test_verify_on_an_input_netcdf_does_not_advise_removing_it(tmp_path):
+    from eoembed.testing import synthetic_cube
+
+    nc = tmp_path / "input.nc"
+    synthetic_cube(height=8, width=8, times=1).to_dataset(name="reflectance").to_netcdf(nc)
+    with pytest.raises(StoreError) as err:
+        verify(nc)
+    assert "remove" not in str(err.value).lower() and "eoembed.io.to_zarr" in str(err.value)
+    assert nc.exists()
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    with pytest.raises(StoreError) as err:
+        verify(folder)
+    assert "remove" not in str(err.value).lower()
