@@ -1,6 +1,8 @@
 """Published embedding products in: AlphaEarth, TESSERA, GeoParquet rows, any raster of vectors.
 
-:func:`open_embeddings` returns the embedding cube the rest of eoembed consumes — an
+:func:`open_embeddings` (the one reader, defined in :mod:`eoembed.io` and re-exported here;
+it hands every format but eoembed's own stores to the reader this module registers) returns
+the embedding cube the rest of eoembed consumes — an
 ``xr.DataArray`` named ``"embeddings"``, dims ``("embedding", "y", "x")`` (plus
 ``"time"`` first when the product has several dates), float32, NaN where the product
 is masked, ``x``/``y`` at pixel (patch) centres, the CRS and transform written by
@@ -22,16 +24,22 @@ Formats (``format=``):
 ``"tessera"``
     TESSERA (University of Cambridge) tiles: 128 int8 channels ``q`` with per-pixel
     float32 ``scales`` (``(H, W)`` or ``(H, W, 128)``) in ``<tile>_scales.npy``;
-    value = ``q * scales`` (geotessera's ``dequantize_embedding``), masked where the
-    scale is 0 or not finite. The ``.npy`` tiles carry no georeferencing: pass
-    ``georef=`` (the tile's landmask GeoTIFF, as geotessera does, or any GeoTIFF on the
-    same grid) or ``crs=`` and ``transform=``. An int8 GeoTIFF with a
-    ``<name>_scales.npy``/``_scales.tif`` sidecar is read the same way. CC-BY-4.0.
+    value = ``q * scales`` (geotessera's ``dequantize_embedding``), NaN where the
+    pixel is no data (:mod:`eoembed.codecs`: a scale that is 0, NaN, ±inf, negative or
+    at least 1e30 — geotessera's largest-float marker — or an all-zero vector). The
+    ``.npy`` tiles carry no georeferencing: pass ``georef=`` (the tile's landmask
+    GeoTIFF, as geotessera does, or any GeoTIFF on the same grid) or ``crs=`` and
+    ``transform=``. An int8 GeoTIFF with a ``<name>_scales.npy``/``_scales.tif``
+    sidecar is read the same way, and so is geotessera's Zarr store (one ``utm{NN}``
+    group per UTM zone with int8 ``embeddings`` (time, band, y, x), float32
+    ``scales`` (time, y, x), the CRS as ``proj:code``): ``zone=`` and ``year=`` pick
+    one zone and year. CC-BY-4.0.
 ``"geoparquet"``
     Rows of ``geometry`` (points, or chip polygons → their centroids) and an
     ``embedding`` column (list, fixed-size list or fixed-shape tensor), optionally a
-    ``timestamp`` (Major-TOM, Clay, Earth Index style). When the points lie on a
-    regular lattice filled to at least :data:`GRID_MIN_FILL` the rows become a cube on
+    time column (``timestamp``, ``datetime`` or ``date``; Major-TOM, Clay, Earth Index
+    style); ``.parquet``, ``.geoparquet``, ``.pq``, ``.gpq``. When the points lie on a
+    regular lattice (float noise in computed centroids ignored) filled to at least :data:`GRID_MIN_FILL` the rows become a cube on
     that grid (NaN where a cell has no row). Otherwise a :class:`PointEmbeddings` is
     returned: the point index eoembed accepts for scattered vectors (its own
     :meth:`~PointEmbeddings.search` and :meth:`~PointEmbeddings.fewshot`).
@@ -39,7 +47,7 @@ Formats (``format=``):
     Any multi-band float GeoTIFF (bands = embedding dims) or Zarr store of vectors
     (a variable with ``y``, ``x`` and one other dim, or one 2-D variable per dim).
 ``"eoembed"``
-    A store written by eoembed itself (:func:`eoembed.io.open_embeddings`).
+    A store written by eoembed itself (:func:`eoembed.io.open_store`).
 ``"auto"``
     Chosen from the extension and, for GeoTIFFs, from the dtype, band count, band
     names, nodata and sidecars. Ambiguous int8 rasters are refused with the fix.
