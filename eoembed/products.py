@@ -39,7 +39,8 @@ Formats (``format=``):
     ``embedding`` column (list, fixed-size list or fixed-shape tensor), optionally a
     time column (``timestamp``, ``datetime`` or ``date``; Major-TOM, Clay, Earth Index
     style); ``.parquet``, ``.geoparquet``, ``.pq``, ``.gpq``. When the points lie on a
-    regular lattice (float noise in computed centroids ignored) filled to at least :data:`GRID_MIN_FILL` the rows become a cube on
+    regular lattice (float noise in computed centroids ignored) filled to at least
+    :data:`GRID_MIN_FILL` the rows become a cube on
     that grid (NaN where a cell has no row). Otherwise a :class:`PointEmbeddings` is
     returned: the point index eoembed accepts for scattered vectors (its own
     :meth:`~PointEmbeddings.search` and :meth:`~PointEmbeddings.fewshot`).
@@ -674,7 +675,11 @@ def _open_geoparquet(src: str, *, column: str, time_column: str | None, model: s
     if time_column is not None:
         import pandas as pd
 
-        t = pd.to_datetime(gdf[time_column])
+        try:
+            t = pd.to_datetime(gdf[time_column])
+        except (ValueError, TypeError) as err:
+            raise InputError(f"{src}: the {time_column!r} column does not hold dates ({err}); pass time_column= "
+                             "with the name of the time column.") from None
         times = (t.dt.tz_convert(None) if t.dt.tz is not None else t).to_numpy()
     lx, ly = _lattice(x), _lattice(y)
     if lx is not None and ly is not None:

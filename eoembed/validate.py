@@ -558,7 +558,7 @@ OPEN_FORMATS = ("auto", "eoembed", "alphaearth", "tessera", "geoparquet", "geoti
 
 
 def check_transform(transform):
-    """``transform`` as an ``affine.Affine``: an ``Affine``, or its numbers ``(a, b, c, d, e, f)`` (or 9 with ``0, 0, 1``).
+    """``transform`` as an ``affine.Affine``: an ``Affine`` or its numbers ``(a, b, c, d, e, f)`` (9 ending 0, 0, 1).
 
     The order is rasterio's/affine's — ``x = a*col + b*row + c``, ``y = d*col + e*row + f``
     — not GDAL's geotransform ``(c, a, b, f, d, e)``. A north-up grid is required: a
@@ -573,8 +573,9 @@ def check_transform(transform):
         try:
             v = [float(x) for x in transform]
         except (TypeError, ValueError):
-            raise TransformError(f"transform={transform!r} is not an affine transform; pass an affine.Affine or its six "
-                                 "numbers (a, b, c, d, e, f) = (pixel width, 0, left x, 0, -pixel height, top y).") from None
+            raise TransformError(f"transform={transform!r} is not an affine transform; pass an affine.Affine or its "
+                                 "six numbers (a, b, c, d, e, f) = (pixel width, 0, left x, 0, -pixel height, "
+                                 "top y).") from None
         if len(v) == 9 and v[6:] == [0.0, 0.0, 1.0]:
             v = v[:6]
         if len(v) != 6:
