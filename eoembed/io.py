@@ -635,7 +635,7 @@ def _finish(path: Path, emb: xr.DataArray) -> None:
 
     from eoembed.grid import GridSpec, seam_attrs
 
-    back = open_store(path, chunks={})
+    back = open_embeddings(path, chunks={})
     arr = zarr.open_array(str(path), path=back.name, mode="r+")
     if "eoembed:seam_ratio" not in arr.attrs and "eoembed:tile_size" in emb.attrs:
         from affine import Affine

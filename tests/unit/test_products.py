@@ -636,3 +636,16 @@ def test_point_search_row_past_the_end(tmp_path):
         pts.search(20)
     with pytest.raises(QueryError, match=r"rows are 0..19"):
         pts.search(-1)
+
+
+def test_all_zero_raster_vectors_are_not_called_nan(tmp_path):
+    """A float GeoTIFF whose vectors are all zeros opens (lazily), and indexing it says zeros, not NaN."""
+    pytest.importorskip("faiss")
+    from eoembed.exceptions import EmptyDataError
+
+    emb, _ = make_emb(5, 6, 4, seed=4)
+    tif = tmp_path / "zeros.tif"
+    (emb * 0).rename(embedding="band").assign_coords(band=np.arange(1, 5)).rio.to_raster(tif)
+    cube = open_embeddings(tif)
+    with pytest.raises(EmptyDataError, match="all zeros"):
+        cube.eo.index()
