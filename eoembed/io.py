@@ -220,7 +220,8 @@ _DONE_DIR = ".eoembed-done"  # one marker per finished region (JSON: run, bounds
 _RUN_ATTR = "eoembed:run"
 _COORDS_ATTR = "eoembed:coords_sha256"
 _COMPLETE_ATTR = "eoembed:complete"
-_META_ATTR = "eoembed:meta_sha256"  # {"crs", "transform", "attrs"}: SHA-256 of the metadata as laid out
+_META_ATTR = "eoembed:meta_sha256"  # [crs, transform, attrs]: SHA-256s of the metadata as laid out
+_META_PARTS = ("crs", "transform", "attrs")
 #: Attrs left out of the metadata checksum: bookkeeping, and diagnostics added when the store is finished.
 _UNCHECKED = (_RUN_ATTR, _COORDS_ATTR, _COMPLETE_ATTR, _META_ATTR)
 _UNCHECKED_PREFIXES = ("eoembed:seam", "eoembed:position", "_")
@@ -566,7 +567,8 @@ def _create(emb: xr.DataArray, path: Path, run: str) -> None:
     ds[emb.name].attrs[_RUN_ATTR] = run
     ds[emb.name].attrs[_COORDS_ATTR] = _coords_digest(emb["y"].values, emb["x"].values)
     ds.to_zarr(tmp, mode="w", compute=False, consolidated=False)
-    _set_attrs(tmp, emb.name, {_META_ATTR: _meta_digests(tmp, emb.name)})  # of the metadata as written
+    meta = _meta_digests(tmp, emb.name)  # of the metadata as written; a list: attrs stay str/num/list
+    _set_attrs(tmp, emb.name, {_META_ATTR: [meta[k] for k in _META_PARTS]})
     (tmp / _DONE_DIR).mkdir()
     tmp.rename(path)
 
@@ -724,7 +726,8 @@ def verify(path) -> dict:
     except Exception as err:  # noqa: BLE001
         bad.append(f"coordinates: unreadable ({type(err).__name__})")
     recorded = attrs.get(_META_ATTR)
-    if isinstance(recorded, dict):  # stores written before eoembed recorded it have none
+    if isinstance(recorded, list) and len(recorded) == len(_META_PARTS):  # older stores have none
+        recorded = dict(zip(_META_PARTS, recorded))
         try:
             now = _meta_digests(path, name)
             what = {"crs": "CRS (spatial_ref)", "transform": "transform (GeoTransform)",

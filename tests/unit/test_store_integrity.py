@@ -329,6 +329,8 @@ def test_verify_covers_crs_transform_and_attrs(tmp_path):
         store = tmp_path / f"{what.split()[0]}.zarr"
         to_zarr(emb, store, progress=False)
         assert verify(store)["ok"]
+        if what == "CRS":  # the recorded checksums are plain attrs: a reopened cube still saves anywhere
+            io.save_embeddings(open_embeddings(store), tmp_path / "again.nc")
         g = zarr.open_group(str(store), mode="r+")
         edit(g, "embeddings")
         rep = verify(store)
@@ -336,7 +338,7 @@ def test_verify_covers_crs_transform_and_attrs(tmp_path):
         assert "overwrite=True" in rep["message"]
 
 
-def test_verify_on_an_input_netcdf_does_not_advise_removing_it(tmp_path):
+def test_verify_on_an_input_netcdf_does_not_advise_removing_it(tmp_path, capsys):
     from eoembed.testing import synthetic_cube
 
     nc = tmp_path / "input.nc"
@@ -344,6 +346,10 @@ def test_verify_on_an_input_netcdf_does_not_advise_removing_it(tmp_path):
     with pytest.raises(StoreError) as err:
         verify(nc)
     assert "remove" not in str(err.value).lower() and "eoembed.io.to_zarr" in str(err.value)
+    from eoembed.cli import main
+
+    assert main(["verify", str(nc)]) == 2
+    assert "remove" not in capsys.readouterr().err.lower()
     assert nc.exists()
     folder = tmp_path / "scenes"
     folder.mkdir()
