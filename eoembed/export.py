@@ -34,10 +34,10 @@ from eoembed.exceptions import (
     InputError,
     MissingCRSError,
     ParameterError,
-    StoreError,
     require,
 )
 from eoembed.io import cf_coords  # noqa: F401  (re-exported: CF attributes on x/y live with the stores)
+from eoembed.validate import check_writable
 
 __all__ = ["CLASS_NODATA", "PALETTE", "cf_coords", "embeddings_to_cog", "to_cog", "to_geojson", "to_geoparquet"]
 
@@ -56,14 +56,7 @@ def _prepare(path, overwrite: bool) -> Path:
     path = Path(path)
     if path.exists() and not overwrite:
         raise EOEmbedError(f"{path} exists; pass overwrite=True to replace it. Nothing was changed.")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise StoreError(f"cannot create the folder {path.parent} for {path.name} ({err.strerror or err}). "
-                         "Choose a writable output path.") from err
-    if not os.access(path.parent, os.W_OK):
-        raise StoreError(f"cannot write {path}: the folder {path.parent} is read-only (permission denied). Choose a "
-                         "writable output path, or change the folder's permissions.")
+    check_writable(path)
     return path
 
 

@@ -78,7 +78,6 @@ from eoembed.codecs import (  # noqa: F401  (re-exported: the codecs' historical
 from eoembed.codecs import where as _where
 from eoembed.exceptions import (
     DimensionError,
-    EmptyDataError,
     InputError,
     MissingCRSError,
     ParameterError,
@@ -86,7 +85,17 @@ from eoembed.exceptions import (
     require,
 )
 from eoembed.io import open_embeddings, open_store, register_reader  # noqa: F401  (the one public reader)
-from eoembed.validate import OPEN_FORMATS, check_transform
+from eoembed.validate import (
+    OPEN_FORMATS,
+    PARQUET_EXT,
+    check_format_matches,
+    check_npy_array,
+    check_row,
+    check_rows,
+    check_some_vector,
+    check_tessera_tile,
+    check_transform,
+)
 
 __all__ = [
     "ALPHAEARTH_ATTRIBUTION", "FORMATS", "GRID_MIN_FILL", "PointEmbeddings", "dequantize_alphaearth",
@@ -103,7 +112,7 @@ ALPHAEARTH_ATTRIBUTION = ("The AlphaEarth Foundations Satellite Embedding datase
 _TESSERA_ATTRIBUTION = ("TESSERA embeddings, University of Cambridge (https://github.com/ucam-eo/tessera, "
                         "arXiv:2506.20380)")
 _RASTER_EXT = (".tif", ".tiff", ".vrt", ".cog")
-_PARQUET_EXT = (".parquet", ".geoparquet", ".pq", ".gpq")
+_PARQUET_EXT = PARQUET_EXT
 #: Time columns looked for in GeoParquet rows when ``time_column`` is not given, in this order.
 TIME_COLUMNS = ("timestamp", "datetime", "date")
 
@@ -120,7 +129,7 @@ def _open_product(src: str, format: str = "auto", *, chunks: Any = "auto", year:
     log.info("opening %s as %s", src, fmt)
     if fmt == "eoembed":
         return open_store(src, chunks=chunks if chunks is not None else "auto")
-    _check_format(src, fmt, remote)
+    check_format_matches(src, fmt)
     if fmt == "alphaearth":
         return _open_alphaearth(src, chunks=chunks, year=year)
     if fmt == "tessera":
@@ -136,36 +145,6 @@ def _open_product(src: str, format: str = "auto", *, chunks: Any = "auto", year:
 
 
 register_reader(_open_product)
-
-
-def _check_format(src: str, fmt: str, remote: bool) -> None:
-    """Refuse a ``format=`` that the file plainly is not (before a reader fails deep inside a library)."""
-    if remote:
-        return
-    low = src.lower().rstrip("/")
-    is_dir = Path(src).is_dir()
-    kind = ("parquet" if low.endswith(_PARQUET_EXT) else "npy" if low.endswith(".npy")
-            else "zarr" if is_dir or low.endswith(".zarr") else "raster")
-    if kind == "npy":
-        _check_npy(src)
-    want = {"alphaearth": ("raster",), "tessera": ("npy", "raster", "zarr"), "geoparquet": ("parquet",),
-            "geotiff": ("raster",), "zarr": ("zarr",)}[fmt]
-    if kind not in want:
-        raise ProductFormatError(
-            f"format={fmt!r} does not match {src}: it is a {kind} {'folder' if is_dir else 'file'}, and {fmt} is read "
-            f"from {' or '.join(want)} files. Pass the format the file is in, or format='auto' to detect it."
-        )
-
-
-def _check_npy(src: str) -> None:
-    """A ``.npy`` file that numpy cannot read as an array header is refused with what it is."""
-    try:
-        np.load(src, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise ProductFormatError(
-            f"{src} is named .npy but is not a NumPy array file ({type(err).__name__}: {err}). TESSERA tiles are "
-            "int8 (H, W, 128) arrays written by numpy.save; download the tile again, or pass the right file."
-        ) from None
 
 
 def _detect(src: str, remote: bool) -> str:
@@ -333,16 +312,10 @@ def _open_tessera(src: str, *, chunks: Any, year: int | None, georef, crs, trans
             "it. Pass scales='path/to/<tile>_scales.npy'."
         )
     if src.lower().endswith(".npy"):
-        _check_npy(src)
+        check_npy_array(src)
         q = np.load(src, mmap_mode="r")
-        if q.ndim != 3 or q.dtype != np.int8:
-            raise ProductFormatError(f"{src}: expected an int8 (H, W, C) TESSERA tile, got {q.dtype} {q.shape}.")
         s_shape = np.load(scales_path, mmap_mode="r").shape if scales_path.suffix == ".npy" else None
-        if s_shape is not None and s_shape[:2] == q.shape[1:] and s_shape[:2] != q.shape[:2]:
-            raise ProductFormatError(
-                f"{src} is channels-first {q.shape} (C, H, W), its scales {s_shape} are (H, W): TESSERA tiles are "
-                "channels-last (H, W, C) as geotessera writes them. Save it as np.save(path, np.moveaxis(q, 0, -1))."
-            )
+        check_tessera_tile(src, q.shape, q.dtype, s_shape)
         h, w = q.shape[:2]
         ref = _npy_grid(src, h, w, georef=georef, crs=crs, transform=transform)
         import dask.array as dsa
@@ -637,9 +610,7 @@ def _open_geoparquet(src: str, *, column: str, time_column: str | None, model: s
     except Exception as err:  # noqa: BLE001  (pyarrow's errors: not Parquet at all)
         raise ProductFormatError(f"{src} is not a Parquet file pyarrow can read ({type(err).__name__}: {err}). "
                                  "Pass the format the file is in, or format='auto'.") from None
-    if table.num_rows == 0:
-        raise EmptyDataError(f"{src} holds no rows (an empty table with columns {table.column_names}); nothing to "
-                             "open. Write the vectors first, or check the filter that produced the file.")
+    check_rows(src, table.num_rows, table.column_names)
     try:
         gdf = gpd.read_parquet(src, columns=[c for c in table.column_names if c != column])
     except ValueError as err:
@@ -647,12 +618,7 @@ def _open_geoparquet(src: str, *, column: str, time_column: str | None, model: s
     if gdf.crs is None:
         raise MissingCRSError(f"{src} states no CRS in its GeoParquet metadata; set it with gdf.set_crs(...).")
     X = _embedding_matrix(table, column)
-    finite = np.isfinite(X).all(axis=1)
-    if not (finite & (np.abs(np.where(np.isfinite(X), X, 0)).sum(axis=1) > 0)).any():
-        what = "all zeros" if finite.all() else "NaN or all zeros"
-        raise EmptyDataError(f"{src}: every one of its {len(X)} {column!r} vectors is {what}, so no row holds an "
-                             "embedding. Check the export that wrote it (a zero vector is how some producers mark "
-                             "no data).")
+    check_some_vector(src, X, column)
     geom = gdf.geometry.values
     pts = shapely.centroid(geom) if not (shapely.get_type_id(geom) == 0).all() else geom
     x, y = shapely.get_x(pts), shapely.get_y(pts)
@@ -791,17 +757,8 @@ class PointEmbeddings:
         from eoembed.index.backend import numpy_topk
 
         if isinstance(query, (int, np.integer)) and not isinstance(query, bool):
-            if not 0 <= int(query) < len(self):
-                from eoembed.exceptions import QueryError
-
-                raise QueryError(f"query row {int(query)} is not a point of this index: rows are 0..{len(self) - 1} "
-                                 f"({len(self)} points). Pass a row number in that range, a vector of "
-                                 f"{self.vectors.shape[1]} dims, or a GeoSeries of locations.")
+            check_row(int(query), len(self), dim=self.vectors.shape[1], valid=np.isfinite(self._unit).all(axis=1))
             q = self._unit[int(query)]
-            if not np.isfinite(q).all():
-                from eoembed.exceptions import QueryError
-
-                raise QueryError(f"point {int(query)} has no valid vector (NaN or all zeros); query another point.")
         elif hasattr(query, "geometry") or hasattr(query, "geom_type"):
             rows = self.nearest(query)
             q = np.nanmean(self._unit[rows[rows >= 0]], axis=0)
