@@ -26,13 +26,32 @@ __all__ = [
     "load_model",
 ]
 
+# --- wiring: the stores layer (eoembed.io) reads products and renders pyramid views through the layers above it,
+# which it never imports; the package root connects them (imported lazily, on first use).
+def _read_product(src, format, **options):
+    from eoembed.products import _open_product
+
+    return _open_product(src, format, **options)
+
+
+def _render_pca_view(emb, path, *, sample_from):
+    from eoembed.explore.tiles import write_pca_cog
+
+    return write_pca_cog(emb, path, sample_from=sample_from, overwrite=True)
+
+
+from eoembed import io as _io  # noqa: E402
+
+_io.register_reader(_read_product)
+_io.register_view(_io.PCA_COG, _render_pca_view)
+
 _SUBMODULES = {"data", "index", "classify", "reduce", "evaluate", "io", "testing", "bands", "grid", "models", "cli",
                "products", "export",
                "explore", "viz", "analysis"}
 
 
 _LAZY = {"build_index": "index", "EmbeddingIndex": "index", "fewshot": "classify", "pca_rgb": "reduce",
-         "open_cube": "data", "open_embeddings": "products", "save_embeddings": "io",
+         "open_cube": "data", "open_embeddings": "io", "save_embeddings": "io",
          "Explorer": "explore", "cluster": "analysis", "change": "analysis", "regress": "analysis",
          "trajectory": "analysis"}
 

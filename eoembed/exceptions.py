@@ -186,3 +186,12 @@ class GridMismatchError(InputError):
 # --- appended (issue 25: one patch locator) ------------------------------------------
 class OutsideCubeError(QueryError):
     """A point or polygon given to locate patches lies outside the cube's patch grid."""
+
+
+# --- appended (issues 25/27/29: stores and products) ---------------------------------
+class ProductFormatError(InputError):
+    """A file's content does not match the embedding product format given or detected."""
+
+
+class TransformError(ParameterError):
+    """An affine transform is malformed: wrong length, rotated or sheared, or in GDAL's geotransform order."""

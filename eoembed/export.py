@@ -27,7 +27,17 @@ import numpy as np
 import rioxarray  # noqa: F401  (registers .rio)
 import xarray as xr
 
-from eoembed.exceptions import DimensionError, EOEmbedError, InputError, MissingCRSError, ParameterError, require
+from eoembed.codecs import ALPHAEARTH_NODATA, quantize_unit_int8
+from eoembed.exceptions import (
+    DimensionError,
+    EOEmbedError,
+    InputError,
+    MissingCRSError,
+    ParameterError,
+    require,
+)
+from eoembed.io import cf_coords  # noqa: F401  (re-exported: CF attributes on x/y live with the stores)
+from eoembed.validate import check_writable
 
 __all__ = ["CLASS_NODATA", "PALETTE", "cf_coords", "embeddings_to_cog", "to_cog", "to_geojson", "to_geoparquet"]
 
@@ -42,27 +52,11 @@ PALETTE = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#C
            "#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#E377C2", "#17BECF")
 
 
-def cf_coords(da):
-    """``da`` with CF attributes on ``x``/``y`` (``standard_name``, ``long_name``, ``axis``, ``units``).
-
-    ``projection_x_coordinate``/``projection_y_coordinate`` in ``m`` for projected
-    CRSs (``longitude``/``latitude`` in degrees for geographic ones), from the CRS via
-    rioxarray; nothing changes without a CRS.
-    """
-    if da.rio.crs is None:
-        return da
-    out = da.rio.write_coordinate_system()
-    for c in ("x", "y"):
-        if c in out.coords and out[c].attrs.get("units") in ("metre", "meter", "metres", "meters"):
-            out[c].attrs["units"] = "m"
-    return out
-
-
 def _prepare(path, overwrite: bool) -> Path:
     path = Path(path)
     if path.exists() and not overwrite:
         raise EOEmbedError(f"{path} exists; pass overwrite=True to replace it. Nothing was changed.")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(path)
     return path
 
 
@@ -70,7 +64,7 @@ def _tags(attrs: dict) -> dict[str, str]:
     """Provenance attrs as GeoTIFF tag strings (lists/dicts as JSON).
 
     GDAL splits metadata items at the first ``=`` *or* ``:``, so ``eoembed:model``
-    is written as ``eoembed_model`` (:func:`eoembed.products.open_embeddings` maps it back).
+    is written as ``eoembed_model`` (:func:`eoembed.open_embeddings` maps it back).
     """
     out = {}
     for k, v in attrs.items():
@@ -364,7 +358,6 @@ def embeddings_to_cog(
     pathlib.Path
     """
     from eoembed.cube import canonical
-    from eoembed.products import ALPHAEARTH_NODATA, _where, quantize_alphaearth
 
     emb = canonical(emb)
     if "time" in emb.dims:
@@ -379,9 +372,7 @@ def embeddings_to_cog(
     attrs = {**emb.attrs, "eoembed:embedding_dim": int(dim)}
     data = emb.data
     if quantize == "int8":
-        v = data.astype(np.float32)
-        n = (v * v).sum(axis=0, keepdims=True) ** 0.5
-        data = quantize_alphaearth(v / _where(n > 0, n, np.float32(1)), axis=0)
+        data = quantize_unit_int8(data, axis=0)  # eoembed.codecs: unit length, then the AlphaEarth rule
         names = [f"A{i:02d}" for i in range(dim)]
         nodata, dtype = ALPHAEARTH_NODATA, "int8"
         attrs["eoembed:quantization"] = ("int8, value = sign(q) * (|q|/127.5)**2, nodata -128, "

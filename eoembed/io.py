@@ -1,17 +1,53 @@
-"""Saving and reopening embedding cubes without losing georeferencing or provenance."""
+"""Saving and reopening embedding cubes without losing georeferencing or provenance (the stores layer).
+
+* :func:`open_embeddings` — **the** reader of eoembed (``eoembed.open_embeddings``,
+  ``eoembed.products.open_embeddings`` are this function): eoembed's own stores
+  (Zarr, NetCDF) here, published products (AlphaEarth, TESSERA, GeoParquet, any
+  raster or Zarr of vectors) through the reader that :mod:`eoembed.products` registers
+  with :func:`register_reader` (the package root wires it; this module never imports
+  the layers above it).
+* :func:`save_embeddings` (atomic), :func:`to_zarr` (resumable, checksummed regions,
+  one writer per store), :func:`verify`.
+* Pyramids: :func:`write_pyramid`, :func:`open_pyramid`, :func:`coarsen_embeddings`.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rioxarray  # noqa: F401  (registers .rio)
 import xarray as xr
 
-from eoembed.exceptions import EOEmbedError, InputError, user_stacklevel
+from eoembed.exceptions import EOEmbedError, InputError, ParameterError, user_stacklevel
+
+__all__ = [
+    "PCA_COG", "cf_coords", "coarsen_embeddings", "open_embeddings", "open_pyramid", "open_store", "pyramid_pca_cog",
+    "register_reader", "register_view", "save_embeddings", "to_zarr", "verify", "write_pyramid",
+]  # fmt: skip
+
+
+def cf_coords(da):
+    """``da`` with CF attributes on ``x``/``y`` (``standard_name``, ``long_name``, ``axis``, ``units``).
+
+    ``projection_x_coordinate``/``projection_y_coordinate`` in ``m`` for projected
+    CRSs (``longitude``/``latitude`` in degrees for geographic ones), from the CRS via
+    rioxarray; nothing changes without a CRS.
+    """
+    if da.rio.crs is None:
+        return da
+    out = da.rio.write_coordinate_system()
+    for c in ("x", "y"):
+        if c in out.coords and out[c].attrs.get("units") in ("metre", "meter", "metres", "meters"):
+            out[c].attrs["units"] = "m"
+    return out
 
 
 def save_embeddings(emb: xr.DataArray, path, *, overwrite: bool = False) -> Path:
@@ -29,8 +65,7 @@ def save_embeddings(emb: xr.DataArray, path, *, overwrite: bool = False) -> Path
         shutil.rmtree(tmp)
     elif tmp.exists():
         tmp.unlink()
-    from eoembed.export import cf_coords  # CF attributes on x/y (standard_name, units m)
-    emb = cf_coords(emb)
+    emb = cf_coords(emb)  # CF attributes on x/y (standard_name, units m)
     if path.suffix in (".nc", ".nc4"):
         emb.to_netcdf(tmp)
     else:
@@ -42,8 +77,13 @@ def save_embeddings(emb: xr.DataArray, path, *, overwrite: bool = False) -> Path
     return path
 
 
-def open_embeddings(path, *, chunks="auto") -> xr.DataArray:
-    """Reopen a cube written by :func:`save_embeddings` (lazily), CRS and attrs intact."""
+def open_store(path, *, chunks="auto") -> xr.DataArray:
+    """Reopen a cube written by :func:`save_embeddings` or :func:`to_zarr` (lazily), CRS and attrs intact.
+
+    The store-only reader under :func:`open_embeddings` (which also opens published
+    products); raises :class:`~eoembed.exceptions.InputError` when ``path`` is not
+    such a store.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path} does not exist")
@@ -55,8 +95,122 @@ def open_embeddings(path, *, chunks="auto") -> xr.DataArray:
             ds = xr.open_zarr(path, decode_coords="all", chunks=chunks, consolidated=False)
     names = [n for n, v in ds.data_vars.items() if "embedding" in v.dims]
     if len(names) != 1:
-        raise InputError(f"{path} holds no single embedding cube (variables: {list(ds.data_vars)})")
+        raise InputError(f"{path} holds no single embedding cube (variables: {list(ds.data_vars)}); eoembed stores "
+                         "hold one variable with an 'embedding' dim. For another product pass format= to "
+                         "eoembed.open_embeddings.")
     return ds[names[0]]
+
+
+def is_store(src: str) -> bool:
+    """True when ``src`` is an eoembed store: a NetCDF file, or a Zarr store with one variable over ``embedding``."""
+    low = str(src).lower().rstrip("/")
+    if low.endswith((".nc", ".nc4")):
+        return True
+    if "://" in low or not Path(src).is_dir():
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "not consolidated", our done-markers folder: fine for a probe
+            ds = xr.open_zarr(src, consolidated=None)
+    except Exception:  # noqa: BLE001  (not a store xarray can open at its root: not ours)
+        return False
+    return any("embedding" in v.dims for v in ds.data_vars.values())
+
+
+#: The product reader registered by :mod:`eoembed.products` (``reader(src, format, **options)``).
+_READER: Callable | None = None
+
+
+def register_reader(reader: Callable) -> None:
+    """Register the reader of published products, called as ``reader(src, format, chunks=..., **options)``.
+
+    :mod:`eoembed.products` registers itself (the package root imports it), so this
+    stores module reads every format without importing the layer above it.
+    """
+    global _READER
+    _READER = reader
+
+
+def open_embeddings(
+    path_or_url: str | os.PathLike,
+    format: str = "auto",
+    *,
+    chunks: Any = "auto",
+    year: int | None = None,
+    zone: int | str | None = None,
+    georef: str | os.PathLike | None = None,
+    crs: Any = None,
+    transform: Any = None,
+    scales: str | os.PathLike | None = None,
+    column: str = "embedding",
+    time_column: str | None = None,
+    model: str | None = None,
+):
+    """Open an embedding cube: eoembed's own store or a published embedding product.
+
+    The one reader of eoembed (also ``eoembed.open_embeddings`` and
+    ``eoembed.products.open_embeddings``). Formats and what each returns are described in
+    :mod:`eoembed.products` and ``docs/products-and-export.md``.
+
+    Parameters
+    ----------
+    path_or_url:
+        File, folder or URL (GeoTIFFs over HTTP(S)/S3/GCS are read by GDAL, lazily).
+    format:
+        One of ``eoembed.products.FORMATS``: ``"auto"`` (from the extension and
+        content), ``"eoembed"``, ``"alphaearth"``, ``"tessera"``, ``"geoparquet"``,
+        ``"geotiff"``, ``"zarr"``.
+    chunks:
+        Dask chunks (``"auto"``, a dict, or ``None`` to read eagerly into memory).
+    year:
+        Year of an annual product (AlphaEarth/TESSERA); picks the year of a TESSERA Zarr
+        store. Default: a 2010–2039 year in the file name or its folders.
+    zone:
+        TESSERA Zarr store: the UTM zone group to read (``31`` or ``"utm31"``); default
+        the only one.
+    georef:
+        TESSERA ``.npy`` tiles: a GeoTIFF on the same grid (the tile's landmask).
+    crs, transform:
+        TESSERA ``.npy`` tiles without ``georef``: the CRS and the affine transform (an
+        ``affine.Affine``, or its six numbers ``(a, b, c, d, e, f)`` in rasterio/affine
+        order, *not* GDAL's geotransform order).
+    scales:
+        TESSERA: the scales file (default ``<name>_scales.npy``/``_scales.tif`` next to it).
+    column, time_column:
+        GeoParquet embedding column, and the time column (default the first of
+        ``timestamp``, ``datetime``, ``date``).
+    model:
+        Name to record as ``eoembed:model`` for generic GeoTIFF/Zarr/GeoParquet inputs.
+
+    Returns
+    -------
+    xr.DataArray or eoembed.products.PointEmbeddings
+        ``("time"?, "embedding", "y", "x")`` float32, lazy (dask) where the format
+        allows, CRS written; or scattered GeoParquet rows as ``PointEmbeddings``.
+
+    Raises
+    ------
+    InputError
+        The path does not exist, or its content does not match ``format``.
+    ParameterError
+        Unknown ``format``, a bad ``transform``, or an int8 raster whose quantization
+        cannot be told.
+    MissingCRSError
+        No CRS could be found (pass ``crs=``/``georef=``).
+    """
+    from eoembed.validate import check_open_options
+
+    src = os.fspath(path_or_url)
+    check_open_options(src, format=format, transform=transform)
+    options = dict(year=year, zone=zone, georef=georef, crs=crs, transform=transform, scales=scales,
+                   column=column, time_column=time_column, model=model)
+    if format == "eoembed" or (format == "auto" and is_store(src)):
+        logging.getLogger("eoembed.io").info("opening %s as eoembed", src)
+        return open_store(src, chunks=chunks if chunks is not None else "auto")
+    if _READER is None:  # only when eoembed/__init__ did not run its wiring (never in normal use)
+        raise ParameterError(f"{src} is not an eoembed store and no product reader is registered; import eoembed "
+                             "(it registers eoembed.products) or pass format='eoembed'.")
+    return _READER(src, format, chunks=chunks, **options)
 
 
 # --- streaming, resumable writes that prove themselves -------------------------------
@@ -66,6 +220,11 @@ _DONE_DIR = ".eoembed-done"  # one marker per finished region (JSON: run, bounds
 _RUN_ATTR = "eoembed:run"
 _COORDS_ATTR = "eoembed:coords_sha256"
 _COMPLETE_ATTR = "eoembed:complete"
+_META_ATTR = "eoembed:meta_sha256"  # [crs, transform, attrs]: SHA-256s of the metadata as laid out
+_META_PARTS = ("crs", "transform", "attrs")
+#: Attrs left out of the metadata checksum: bookkeeping, and diagnostics added when the store is finished.
+_UNCHECKED = (_RUN_ATTR, _COORDS_ATTR, _COMPLETE_ATTR, _META_ATTR)
+_UNCHECKED_PREFIXES = ("eoembed:seam", "eoembed:position", "_")
 _CREATING = ".creating"  # suffix of a store being created (renamed into place when its layout is written)
 
 
@@ -289,7 +448,7 @@ def to_zarr(emb: xr.DataArray, path, *, resume: bool = False, overwrite: bool = 
     pyramid:
         Once the store is complete, also write its multiscale pyramid (2×2 means
         renormalised to unit length per level, and the PCA-RGB COG served as map tiles)
-        to ``<path>.pyramid`` with :func:`eoembed.explore.pyramid.write_pyramid`, read from
+        to ``<path>.pyramid`` with :func:`write_pyramid`, read from
         the verified store; open the map with ``explore(emb, pyramid="<path>.pyramid")``.
         Skipped (``"pyramid": None``) when the cube's long side is at most 256 patches.
 
@@ -385,10 +544,8 @@ def to_zarr(emb: xr.DataArray, path, *, resume: bool = False, overwrite: bool = 
             _finish(path, emb)
             pyr = None
             if pyramid and max(emb.sizes["y"], emb.sizes["x"]) > 256:
-                from eoembed.explore.pyramid import write_pyramid
-
                 pyr = Path(f"{path}.pyramid")
-                write_pyramid(open_embeddings(path, chunks={}), pyr, overwrite=True)
+                write_pyramid(open_store(path, chunks={}), pyr, overwrite=True)
         except OSError as err:
             raise StoreError(
                 f"writing {path} failed: {err.strerror or err} ({type(err).__name__}, errno {err.errno}). Regions "
@@ -410,8 +567,30 @@ def _create(emb: xr.DataArray, path: Path, run: str) -> None:
     ds[emb.name].attrs[_RUN_ATTR] = run
     ds[emb.name].attrs[_COORDS_ATTR] = _coords_digest(emb["y"].values, emb["x"].values)
     ds.to_zarr(tmp, mode="w", compute=False, consolidated=False)
+    meta = _meta_digests(tmp, emb.name)  # of the metadata as written; a list: attrs stay str/num/list
+    _set_attrs(tmp, emb.name, {_META_ATTR: [meta[k] for k in _META_PARTS]})
     (tmp / _DONE_DIR).mkdir()
     tmp.rename(path)
+
+
+def _meta_digests(path: Path, name: str) -> dict[str, str]:
+    """SHA-256 of what georeferences and describes the vectors, as stored: the CRS (``spatial_ref``'s attrs),
+    the transform (its ``GeoTransform``) and the array's attrs (model, patch size, bands…; not bookkeeping)."""
+    import hashlib
+
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r")
+    attrs = {k: v for k, v in group[name].attrs.items()
+             if k not in _UNCHECKED and not k.startswith(_UNCHECKED_PREFIXES)}
+    ref = dict(group["spatial_ref"].attrs) if "spatial_ref" in group else {}
+    ref = {k: v for k, v in ref.items() if not k.startswith("_")}
+    transform = ref.pop("GeoTransform", None)
+
+    def sha(obj) -> str:
+        return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+    return {"crs": sha(ref), "transform": sha(transform), "attrs": sha(attrs)}
 
 
 def _repair_coords(path: Path, emb: xr.DataArray) -> bool:
@@ -482,7 +661,9 @@ def verify(path) -> dict:
     """Check a store written by :func:`to_zarr` against what its run recorded.
 
     Reads every region back and compares its SHA-256 with the one in its done-marker,
-    checks the coordinates against their recorded checksum and the complete flag.
+    checks the coordinates, the CRS (``spatial_ref``), the transform (``GeoTransform``)
+    and the attrs that describe the vectors against their recorded checksums, and the
+    complete flag.
 
     Returns
     -------
@@ -504,14 +685,19 @@ def verify(path) -> dict:
     path = Path(path)
     if not path.exists():
         raise StoreError(f"{path} does not exist.")
+    if not path.is_dir():
+        raise StoreError(f"{path} is a file, not a Zarr store written by eoembed.io.to_zarr (e.g. eoembed embed "
+                         "--lazy/--resume); only such stores record checksums to verify. Nothing was checked or "
+                         "changed; open the file with eoembed.open_embeddings to use it.")
     try:
         group = zarr.open_group(str(path), mode="r")
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Object at .eoembed-done")
             names = [n for n, a in group.arrays() if _RUN_ATTR in a.attrs]
     except Exception as err:  # noqa: BLE001
-        raise StoreError(f"{path} is not a readable Zarr store ({type(err).__name__}: {err}); remove it and write "
-                         "it again (overwrite=True / --overwrite).") from err
+        raise StoreError(f"{path} is not a readable Zarr store ({type(err).__name__}: {err}), so there is nothing "
+                         "to verify. If it is an output of eoembed.io.to_zarr that got damaged, write it again "
+                         "(overwrite=True / --overwrite); an input folder needs no verifying.") from err
     if len(names) != 1:
         raise StoreError(f"{path} holds no store written by eoembed.io.to_zarr (no array with {_RUN_ATTR!r}); "
                          "only such stores record checksums to verify.")
@@ -539,6 +725,18 @@ def verify(path) -> dict:
             bad.append("coordinates: x/y differ from their recorded checksum")
     except Exception as err:  # noqa: BLE001
         bad.append(f"coordinates: unreadable ({type(err).__name__})")
+    recorded = attrs.get(_META_ATTR)
+    if isinstance(recorded, list) and len(recorded) == len(_META_PARTS):  # older stores have none
+        recorded = dict(zip(_META_PARTS, recorded))
+        try:
+            now = _meta_digests(path, name)
+            what = {"crs": "CRS (spatial_ref)", "transform": "transform (GeoTransform)",
+                    "attrs": "attrs that describe the vectors"}
+            for key, label in what.items():
+                if recorded.get(key) != now[key]:
+                    bad.append(f"metadata: the {label} differ from their recorded checksum")
+        except Exception as err:  # noqa: BLE001
+            bad.append(f"metadata: unreadable ({type(err).__name__})")
     complete = bool(attrs.get(_COMPLETE_ATTR))
     n = len(cy) * len(cx)
     ok = complete and not missing and not bad
@@ -552,8 +750,9 @@ def verify(path) -> dict:
             parts.append(f"{len(missing)} region(s) never finished")
         if not complete and not parts:
             parts.append("not marked complete")
-        coords_bad = any(b.startswith("coordinates") for b in bad)
-        fix = ("remove it and write it again (overwrite=True / --overwrite): its coordinates cannot be repaired"
+        coords_bad = any(b.startswith(("coordinates", "metadata")) for b in bad)
+        fix = ("write it again (overwrite=True / --overwrite): its coordinates or metadata (CRS, transform, attrs) "
+               "changed after writing and resume cannot repair them"
                if coords_bad else "run the same embedding again with resume=True (eoembed embed ... --resume): "
                "damaged and missing regions are rewritten, verified ones kept")
         msg = f"{path}: {', '.join(parts)}; {verified}/{n} regions verified. To fix it, {fix}."
@@ -563,3 +762,159 @@ def verify(path) -> dict:
 
 def _chunk_sizes(size: int, chunk: int) -> list[int]:
     return [min(chunk, size - s) for s in range(0, size, chunk)] or [0]
+
+
+# --- pyramids: multiscale levels for display -------------------------------------------
+# Level ``l`` has ``2^l``-patch cells: each vector is the mean of the valid (finite, not
+# all-zero) vectors of a 2x2 block of level ``l-1``, renormalised to unit length, as the
+# published embedding products do for their coarser levels. Each level is computed lazily
+# from the level written just before it and streamed to its own Zarr store, so memory stays
+# bounded whatever the cube size. ``pyramid.json`` (the manifest) lists the levels and the
+# views written beside them (the PCA-RGB COG). The explorer reads pyramids
+# (``explore(emb, pyramid=path)``); ``eoembed.explore.pyramid`` re-exports these functions.
+# Rendering a view (PCA, colours) is not store work: the package root registers the
+# explorer's PCA-RGB writer with :func:`register_view`.
+_META = "pyramid.json"
+#: File name of the PCA-RGB view written beside the levels.
+PCA_COG = "pca.tif"
+#: Views rendered beside the levels: name -> ``render(emb, path, sample_from)``. The stores layer
+#: cannot render (PCA, colours); the package root registers the explorer's PCA-RGB COG writer here.
+_VIEWS: dict[str, Callable] = {}
+
+
+def register_view(name: str, render: Callable) -> None:
+    """Register ``render(emb, path, *, sample_from)``, which writes the view ``name`` (a file name) of a pyramid.
+
+    :func:`write_pyramid` calls it with ``pca=True`` for :data:`PCA_COG`; ``eoembed/__init__``
+    registers the explorer's writer (:func:`eoembed.explore.tiles.write_pca_cog`).
+    """
+    _VIEWS[str(name)] = render
+
+
+def coarsen_embeddings(emb: xr.DataArray, factor: int = 2) -> xr.DataArray:
+    """Mean of the valid vectors of each ``factor``×``factor`` block, renormalised to unit length.
+
+    Parameters
+    ----------
+    emb:
+        Embedding cube ``(time?, embedding, y, x)`` with a CRS (numpy or dask).
+    factor:
+        Block side in patches (edges padded: a partial block averages what it has).
+
+    Returns
+    -------
+    xr.DataArray
+        float32, same dims and attrs, ``ceil(ny/factor)×ceil(nx/factor)`` patches, x/y at the
+        block centres, transform scaled by ``factor``; NaN where a block holds no valid
+        vector. Lazy when ``emb`` is dask-backed.
+    """
+    from affine import Affine
+
+    if int(factor) < 2:
+        raise ParameterError(f"factor must be >= 2, got {factor}.")
+    f = int(factor)
+    v = emb.astype("float32")
+    valid = np.isfinite(v).all("embedding") & (np.abs(v).sum("embedding") > 0)
+    v = v.where(valid)
+    m = v.coarsen(y=f, x=f, boundary="pad").mean()  # NaN-skipping for floats
+    norm = np.sqrt((m * m).sum("embedding", skipna=False))
+    out = (m / norm.where(norm > 0)).astype("float32")
+    a, b, c, d, e, ff = tuple(emb.rio.transform())[:6]
+    tr = Affine(a * f, b, c, d, e * f, ff)
+    ny, nx = out.sizes["y"], out.sizes["x"]
+    out = out.assign_coords(x=c + tr.a * (np.arange(nx) + 0.5), y=ff + tr.e * (np.arange(ny) + 0.5))
+    out.attrs = dict(emb.attrs)
+    out.name = emb.name
+    out = out.rio.write_crs(emb.rio.crs).rio.write_transform(tr)
+    return out.transpose(*emb.dims)
+
+
+def write_pyramid(emb: xr.DataArray, path, *, min_side: int = 256, overwrite: bool = False,
+                  chunks: int = 512, pca: bool = True) -> list[Path]:
+    """Write levels 1, 2, … of ``emb``'s pyramid under ``path`` until the long side is ≤ ``min_side``.
+
+    Parameters
+    ----------
+    emb:
+        The full-resolution cube (level 0 is not copied: keep your own store of it).
+    path:
+        Directory; level ``l`` goes to ``path/l.zarr`` and ``path/pyramid.json`` lists them.
+    min_side:
+        Stop at the first level whose long side is at most this (>= 16).
+    overwrite:
+        Replace an existing pyramid at ``path``.
+    chunks:
+        Spatial chunk side of each written level (patches).
+    pca:
+        Also render the full-resolution PCA-RGB view as a Cloud-Optimized GeoTIFF
+        ``path/pca.tif`` (the view registered for :data:`PCA_COG`:
+        :func:`eoembed.explore.tiles.write_pca_cog`, PCA fitted on the coarsest level),
+        which the explorer serves as zoom-dependent tiles. Skipped for a cube with ``time``
+        (its view depends on the date shown).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The level stores, finest first.
+    """
+    from eoembed.cube import canonical
+
+    if int(min_side) < 16:
+        raise ParameterError(f"min_side must be >= 16, got {min_side}.")
+    root = Path(path)
+    if (root / _META).exists() and not overwrite:
+        raise InputError(f"A pyramid exists at {root}; pass overwrite=True to replace it.")
+    root.mkdir(parents=True, exist_ok=True)
+    cur = canonical(emb)
+    if max(cur.sizes["y"], cur.sizes["x"]) <= min_side:
+        raise ParameterError(f"The cube ({cur.sizes['y']}×{cur.sizes['x']} patches) is already at most "
+                             f"min_side={min_side}; the explorer reads it directly, no pyramid needed.")
+    levels, meta = [], []
+    lvl = 0
+    while max(cur.sizes["y"], cur.sizes["x"]) > min_side:
+        lvl += 1
+        nxt = coarsen_embeddings(cur, 2)
+        spatial = {"y": min(chunks, nxt.sizes["y"]), "x": min(chunks, nxt.sizes["x"])}
+        nxt = nxt.chunk({**{d: -1 for d in nxt.dims if d not in ("y", "x")}, **spatial})
+        for var in ("x", "y"):
+            nxt[var].encoding.pop("chunks", None)
+        nxt.encoding = {}
+        if nxt.name is None or nxt.name in nxt.coords:  # a Zarr variable needs its own name
+            nxt.name = "embeddings"
+        out = root / f"{lvl}.zarr"
+        save_embeddings(nxt, out, overwrite=True)
+        cur = canonical(open_store(out, chunks={}))
+        levels.append(out)
+        meta.append({"level": lvl, "factor": 2 ** lvl, "path": out.name, "shape": [cur.sizes["y"], cur.sizes["x"]]})
+    doc = {"eoembed_pyramid": 1, "levels": meta}
+    if pca and "time" not in emb.dims:
+        render = _VIEWS.get(PCA_COG)
+        if render is None:
+            raise ParameterError(f"No writer is registered for the pyramid's {PCA_COG} view (import eoembed registers "
+                                 "it); pass pca=False to write the levels only.")
+        render(emb, root / PCA_COG, sample_from=cur)
+        doc["pca_cog"] = PCA_COG
+    (root / _META).write_text(json.dumps(doc, indent=1))
+    return levels
+
+
+def open_pyramid(path) -> list[xr.DataArray]:
+    """The levels written by :func:`write_pyramid`, finest first, lazily (dask)."""
+    from eoembed.cube import canonical
+
+    root = Path(path)
+    try:
+        meta = json.loads((root / _META).read_text())
+    except FileNotFoundError:
+        raise InputError(f"No pyramid at {root} ({_META} missing); write one with write_pyramid(emb, path).") from None
+    return [canonical(open_store(root / m["path"], chunks={})) for m in meta["levels"]]
+
+
+def pyramid_pca_cog(path) -> Path | None:
+    """The PCA-RGB COG written beside the levels by :func:`write_pyramid` (None if there is none)."""
+    root = Path(path)
+    try:
+        name = json.loads((root / _META).read_text()).get("pca_cog")
+    except FileNotFoundError:
+        return None
+    return root / name if name and (root / name).exists() else None

@@ -1,6 +1,8 @@
 """Published embedding products in: AlphaEarth, TESSERA, GeoParquet rows, any raster of vectors.
 
-:func:`open_embeddings` returns the embedding cube the rest of eoembed consumes — an
+:func:`open_embeddings` (the one reader, defined in :mod:`eoembed.io` and re-exported here;
+it hands every format but eoembed's own stores to the reader this module registers) returns
+the embedding cube the rest of eoembed consumes — an
 ``xr.DataArray`` named ``"embeddings"``, dims ``("embedding", "y", "x")`` (plus
 ``"time"`` first when the product has several dates), float32, NaN where the product
 is masked, ``x``/``y`` at pixel (patch) centres, the CRS and transform written by
@@ -22,16 +24,23 @@ Formats (``format=``):
 ``"tessera"``
     TESSERA (University of Cambridge) tiles: 128 int8 channels ``q`` with per-pixel
     float32 ``scales`` (``(H, W)`` or ``(H, W, 128)``) in ``<tile>_scales.npy``;
-    value = ``q * scales`` (geotessera's ``dequantize_embedding``), masked where the
-    scale is 0 or not finite. The ``.npy`` tiles carry no georeferencing: pass
-    ``georef=`` (the tile's landmask GeoTIFF, as geotessera does, or any GeoTIFF on the
-    same grid) or ``crs=`` and ``transform=``. An int8 GeoTIFF with a
-    ``<name>_scales.npy``/``_scales.tif`` sidecar is read the same way. CC-BY-4.0.
+    value = ``q * scales`` (geotessera's ``dequantize_embedding``), NaN where the
+    pixel is no data (:mod:`eoembed.codecs`: a scale that is 0, NaN, ±inf, negative or
+    at least 1e30 — geotessera's largest-float marker — or an all-zero vector). The
+    ``.npy`` tiles carry no georeferencing: pass ``georef=`` (the tile's landmask
+    GeoTIFF, as geotessera does, or any GeoTIFF on the same grid) or ``crs=`` and
+    ``transform=``. An int8 GeoTIFF with a ``<name>_scales.npy``/``_scales.tif``
+    sidecar is read the same way, and so is geotessera's Zarr store (one ``utm{NN}``
+    group per UTM zone with int8 ``embeddings`` (time, band, y, x), float32
+    ``scales`` (time, y, x), the CRS as ``proj:code``): ``zone=`` and ``year=`` pick
+    one zone and year. CC-BY-4.0.
 ``"geoparquet"``
     Rows of ``geometry`` (points, or chip polygons → their centroids) and an
     ``embedding`` column (list, fixed-size list or fixed-shape tensor), optionally a
-    ``timestamp`` (Major-TOM, Clay, Earth Index style). When the points lie on a
-    regular lattice filled to at least :data:`GRID_MIN_FILL` the rows become a cube on
+    time column (``timestamp``, ``datetime`` or ``date``; Major-TOM, Clay, Earth Index
+    style); ``.parquet``, ``.geoparquet``, ``.pq``, ``.gpq``. When the points lie on a
+    regular lattice (float noise in computed centroids ignored) filled to at least
+    :data:`GRID_MIN_FILL` the rows become a cube on
     that grid (NaN where a cell has no row). Otherwise a :class:`PointEmbeddings` is
     returned: the point index eoembed accepts for scattered vectors (its own
     :meth:`~PointEmbeddings.search` and :meth:`~PointEmbeddings.fewshot`).
@@ -39,7 +48,7 @@ Formats (``format=``):
     Any multi-band float GeoTIFF (bands = embedding dims) or Zarr store of vectors
     (a variable with ``y``, ``x`` and one other dim, or one 2-D variable per dim).
 ``"eoembed"``
-    A store written by eoembed itself (:func:`eoembed.io.open_embeddings`).
+    A store written by eoembed itself (:func:`eoembed.io.open_store`).
 ``"auto"``
     Chosen from the extension and, for GeoTIFFs, from the dtype, band count, band
     names, nodata and sidecars. Ambiguous int8 rasters are refused with the fix.
@@ -60,7 +69,33 @@ import rioxarray  # noqa: F401  (registers .rio)
 import xarray as xr
 
 import eoembed
-from eoembed.exceptions import DimensionError, InputError, MissingCRSError, ParameterError, require
+from eoembed.codecs import (  # noqa: F401  (re-exported: the codecs' historical import path)
+    ALPHAEARTH_NODATA,
+    dequantize_alphaearth,
+    dequantize_tessera,
+    quantize_alphaearth,
+)
+from eoembed.codecs import where as _where
+from eoembed.exceptions import (
+    DimensionError,
+    InputError,
+    MissingCRSError,
+    ParameterError,
+    ProductFormatError,
+    require,
+)
+from eoembed.io import open_embeddings, open_store, register_reader  # noqa: F401  (the one public reader)
+from eoembed.validate import (
+    OPEN_FORMATS,
+    PARQUET_EXT,
+    check_format_matches,
+    check_npy_array,
+    check_row,
+    check_rows,
+    check_some_vector,
+    check_tessera_tile,
+    check_transform,
+)
 
 __all__ = [
     "ALPHAEARTH_ATTRIBUTION", "FORMATS", "GRID_MIN_FILL", "PointEmbeddings", "dequantize_alphaearth",
@@ -69,147 +104,37 @@ __all__ = [
 
 log = logging.getLogger("eoembed.products")
 
-FORMATS = ("auto", "eoembed", "alphaearth", "tessera", "geoparquet", "geotiff", "zarr")
+FORMATS = OPEN_FORMATS
 #: A GeoParquet lattice becomes a cube only if at least this share of its cells has a row.
 GRID_MIN_FILL = 0.25
 ALPHAEARTH_ATTRIBUTION = ("The AlphaEarth Foundations Satellite Embedding dataset is produced by Google and "
                           "Google DeepMind.")
-ALPHAEARTH_NODATA = -128
-_AEF_SCALE = 127.5
 _TESSERA_ATTRIBUTION = ("TESSERA embeddings, University of Cambridge (https://github.com/ucam-eo/tessera, "
                         "arXiv:2506.20380)")
 _RASTER_EXT = (".tif", ".tiff", ".vrt", ".cog")
-_PARQUET_EXT = (".parquet", ".geoparquet", ".pq")
-
-
-# --------------------------------------------------------------------------------------
-# quantization rules
-# --------------------------------------------------------------------------------------
-def dequantize_alphaearth(q, *, renormalize: bool = True, axis: int = 0):
-    """AlphaEarth int8 → float32: ``sign(q) * (|q| / 127.5) ** 2``, ``-128`` → NaN.
-
-    Works on numpy and dask arrays. With ``renormalize`` each vector (along ``axis``)
-    is scaled back to unit length — the product's vectors are unit length before
-    quantization, and rounding moves them slightly off it.
-    """
-    qf = q.astype(np.float32)
-    v = (qf / np.float32(_AEF_SCALE)) ** 2 * np.sign(qf)
-    masked = (q == ALPHAEARTH_NODATA).any(axis=axis, keepdims=True)
-    v = _where(masked, np.float32(np.nan), v)
-    if renormalize:
-        n = (v * v).sum(axis=axis, keepdims=True) ** 0.5
-        v = v / _where(n > 0, n, np.float32(1))
-    return v.astype(np.float32)
-
-
-def quantize_alphaearth(v, *, axis: int = 0):
-    """Float vectors (unit length) → AlphaEarth int8: ``round(sign(v) * sqrt(|v|) * 127.5)``.
-
-    The inverse of :func:`dequantize_alphaearth`, clipped to ``[-127, 127]``;
-    vectors with any NaN become ``-128`` in every band.
-    """
-    v = v.astype(np.float32)
-    q = np.clip(np.round(np.sign(v) * np.sqrt(np.abs(v)) * np.float32(_AEF_SCALE)), -127, 127)
-    bad = (~np.isfinite(v)).any(axis=axis, keepdims=True)
-    return _where(bad, np.float32(ALPHAEARTH_NODATA), np.nan_to_num(q)).astype(np.int8)
-
-
-def dequantize_tessera(q, scales):
-    """TESSERA int8 ``(..., H, W)`` channels-first × ``scales`` ``(H, W)`` or ``(C, H, W)``.
-
-    NaN where the scale is 0 or not finite (pixels geotessera leaves empty).
-    """
-    s = scales.astype(np.float32)
-    if s.ndim == q.ndim - 1:
-        s = s[None]
-    v = q.astype(np.float32) * s
-    bad = ~(np.isfinite(s) & (s != 0)).all(axis=0, keepdims=True)
-    return _where(bad, np.float32(np.nan), v).astype(np.float32)
-
-
-def _where(cond, a, b):
-    if hasattr(cond, "dask") or hasattr(b, "dask") or hasattr(a, "dask"):
-        import dask.array as da
-
-        return da.where(cond, a, b)
-    return np.where(cond, a, b)
+_PARQUET_EXT = PARQUET_EXT
+#: Time columns looked for in GeoParquet rows when ``time_column`` is not given, in this order.
+TIME_COLUMNS = ("timestamp", "datetime", "date")
 
 
 # --------------------------------------------------------------------------------------
 # entry point
 # --------------------------------------------------------------------------------------
-def open_embeddings(
-    path_or_url: str | os.PathLike,
-    format: str = "auto",
-    *,
-    chunks: Any = "auto",
-    year: int | None = None,
-    georef: str | os.PathLike | None = None,
-    crs: Any = None,
-    transform: Any = None,
-    scales: str | os.PathLike | None = None,
-    column: str = "embedding",
-    time_column: str = "timestamp",
-    model: str | None = None,
-) -> xr.DataArray | PointEmbeddings:
-    """Open a published embedding product (or eoembed's own store) as an embedding cube.
-
-    Parameters
-    ----------
-    path_or_url:
-        File, folder or URL (GeoTIFFs over HTTP(S)/S3/GCS are read by GDAL, lazily).
-    format:
-        One of :data:`FORMATS`; ``"auto"`` guesses from the extension and content.
-    chunks:
-        Dask chunks for rasters and Zarr (``"auto"``, a dict, or ``None`` to read
-        eagerly into memory).
-    year:
-        Year of an annual product (AlphaEarth/TESSERA); stated as
-        ``eoembed:time_range``. Default: a 2010–2039 year in the file name, else a
-        ``<year>`` folder among the last three holding it (the TESSERA and AlphaEarth
-        bucket layouts), if any.
-    georef:
-        TESSERA ``.npy`` tiles: a GeoTIFF on the same grid (the tile's landmask).
-    crs, transform:
-        TESSERA ``.npy`` tiles without ``georef``: the CRS and affine transform.
-    scales:
-        TESSERA: the scales file (default ``<name>_scales.npy``/``_scales.tif`` next to it).
-    column, time_column:
-        GeoParquet embedding and timestamp columns.
-    model:
-        Name to record as ``eoembed:model`` for generic GeoTIFF/Zarr/GeoParquet
-        inputs (vectors of different models are never searched together).
-
-    Returns
-    -------
-    xr.DataArray or PointEmbeddings
-        The cube (see the module docstring), or a :class:`PointEmbeddings` for
-        GeoParquet rows that do not form a grid.
-
-    Raises
-    ------
-    InputError
-        The path does not exist, or the content does not match the format.
-    ParameterError
-        Unknown ``format``, or an int8 raster whose quantization cannot be told.
-    MissingCRSError
-        No CRS could be found (pass ``crs=``/``georef=``).
-    """
-    if format not in FORMATS:
-        raise ParameterError(f"format={format!r} is not one of {FORMATS}.")
-    src = os.fspath(path_or_url)
+def _open_product(src: str, format: str = "auto", *, chunks: Any = "auto", year: int | None = None,
+                  zone: int | str | None = None, georef=None, crs: Any = None, transform: Any = None, scales=None,
+                  column: str = "embedding", time_column: str | None = None, model: str | None = None):
+    """The product reader behind :func:`eoembed.io.open_embeddings` (registered with it below)."""
     remote = "://" in src
-    if not remote and not Path(src).exists():
-        raise InputError(f"{src} does not exist; check the path (or pass a URL).")
     fmt = _detect(src, remote) if format == "auto" else format
     log.info("opening %s as %s", src, fmt)
     if fmt == "eoembed":
-        from eoembed.io import open_embeddings as _own
-
-        return _own(src, chunks=chunks if chunks is not None else "auto")
+        return open_store(src, chunks=chunks if chunks is not None else "auto")
+    check_format_matches(src, fmt)
     if fmt == "alphaearth":
         return _open_alphaearth(src, chunks=chunks, year=year)
     if fmt == "tessera":
+        if _tessera_zarr_groups(src) is not None:
+            return _open_tessera_zarr(src, chunks=chunks, year=year, zone=zone)
         return _open_tessera(src, chunks=chunks, year=year, georef=georef, crs=crs, transform=transform,
                              scales=scales)
     if fmt == "geoparquet":
@@ -217,6 +142,9 @@ def open_embeddings(
     if fmt == "geotiff":
         return _open_geotiff(src, chunks=chunks, model=model, year=year)
     return _open_zarr(src, chunks=chunks, model=model)
+
+
+register_reader(_open_product)
 
 
 def _detect(src: str, remote: bool) -> str:
@@ -228,7 +156,9 @@ def _detect(src: str, remote: bool) -> str:
     if low.endswith((".nc", ".nc4")):
         return "eoembed"
     if low.endswith(".zarr") or (not remote and Path(src).is_dir()):
-        return "eoembed" if _is_own_zarr(src) else "zarr"
+        if _is_own_zarr(src):
+            return "eoembed"
+        return "tessera" if _tessera_zarr_groups(src) is not None else "zarr"
     import rasterio
 
     try:
@@ -240,7 +170,7 @@ def _detect(src: str, remote: bool) -> str:
         raise InputError(f"{src} is neither a GeoTIFF, a Zarr store nor GeoParquet that eoembed can read "
                          f"({err}). Pass format= explicitly.") from err
     if dtype == "int8":
-        if (count == 64 or "eoembed_model" in tags) and (names[:2] == ["A00", "A01"] or nodata == ALPHAEARTH_NODATA):
+        if (count == 64 or "eoembed_model" in tags) and (names[:2] == ["A00", "A01"] or nodata in (-128, -127)):
             return "alphaearth"
         if _scales_sidecar(src) is not None:
             return "tessera"
@@ -253,15 +183,9 @@ def _detect(src: str, remote: bool) -> str:
 
 
 def _is_own_zarr(src: str) -> bool:
-    import warnings
+    from eoembed.io import is_store
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # "not consolidated": fine for a probe
-            ds = xr.open_zarr(src, consolidated=None)
-    except Exception:  # noqa: BLE001  (not a store xarray can open: let the zarr path say why)
-        return False
-    return any("embedding" in v.dims for v in ds.data_vars.values())
+    return is_store(src)
 
 
 # --------------------------------------------------------------------------------------
@@ -339,13 +263,16 @@ def _open_alphaearth(src: str, *, chunks: Any, year: int | None) -> xr.DataArray
             f"{src} is not an AlphaEarth embedding COG: expected 64 int8 bands (A00-A63), got "
             f"{da.sizes['band']} {da.dtype} bands. For float vectors use format='geotiff'."
         )
-    v = dequantize_alphaearth(da.data, renormalize=True, axis=0)
+    declared = da.rio.nodata  # AlphaEarth's -128 always; a re-export may declare another (e.g. -127)
+    v = dequantize_alphaearth(da.data, renormalize=True, axis=0, nodata=declared)
     year = _year(src, year)
     attrs = _base_attrs(
         model="alphaearth", family="alphaearth", version="GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL", dim=64,
         res=abs(da.rio.resolution()[0]), license="CC-BY-4.0", src=src, year=year,
         product="AlphaEarth Foundations Satellite Embedding (annual)", attribution=ALPHAEARTH_ATTRIBUTION,
-        quantization="int8, value = sign(q) * (|q|/127.5)**2, nodata -128, renormalised to unit length",
+        quantization="int8, value = sign(q) * (|q|/127.5)**2, nodata -128"
+                     + (f" and the declared {int(declared)}" if declared is not None and np.isfinite(declared)
+                        and int(declared) != ALPHAEARTH_NODATA else "") + ", renormalised to unit length",
         quantization_source="https://developers.google.com/earth-engine/guides/aef_on_gcs_readme",
     )
     tags = _eoembed_tags(da)
@@ -385,9 +312,10 @@ def _open_tessera(src: str, *, chunks: Any, year: int | None, georef, crs, trans
             "it. Pass scales='path/to/<tile>_scales.npy'."
         )
     if src.lower().endswith(".npy"):
+        check_npy_array(src)
         q = np.load(src, mmap_mode="r")
-        if q.ndim != 3 or q.dtype != np.int8:
-            raise InputError(f"{src}: expected an int8 (H, W, C) TESSERA tile, got {q.dtype} {q.shape}.")
+        s_shape = np.load(scales_path, mmap_mode="r").shape if scales_path.suffix == ".npy" else None
+        check_tessera_tile(src, q.shape, q.dtype, s_shape)
         h, w = q.shape[:2]
         ref = _npy_grid(src, h, w, georef=georef, crs=crs, transform=transform)
         import dask.array as dsa
@@ -417,8 +345,6 @@ def _open_tessera(src: str, *, chunks: Any, year: int | None, georef, crs, trans
 
 def _npy_grid(src: str, h: int, w: int, *, georef, crs, transform) -> xr.DataArray:
     """A (band, y, x) template on the tile's grid, from a landmask/georef GeoTIFF or crs+transform."""
-    from affine import Affine
-
     if georef is not None:
         ref = _open_raster(os.fspath(georef), None)
         if (ref.sizes["y"], ref.sizes["x"]) != (h, w):
@@ -429,11 +355,115 @@ def _npy_grid(src: str, h: int, w: int, *, georef, crs, transform) -> xr.DataArr
             f"{src} is a TESSERA .npy tile, which carries no georeferencing. Pass georef= (the tile's landmask "
             "GeoTIFF from geotessera) or both crs= and transform=."
         )
-    t = transform if isinstance(transform, Affine) else Affine(*tuple(transform)[:6])
+    t = check_transform(transform)
     x = t.c + t.a * (np.arange(w) + 0.5)
     y = t.f + t.e * (np.arange(h) + 0.5)
     ref = xr.DataArray(np.broadcast_to(np.int8(0), (1, h, w)), dims=("band", "y", "x"), coords={"y": y, "x": x})
     return ref.rio.write_crs(crs).rio.write_transform(t)
+
+
+def _tessera_zarr_groups(src: str) -> list[str] | None:
+    """The groups of a TESSERA Zarr store that hold ``embeddings`` and ``scales`` (``[""]`` for a zone group itself).
+
+    None when ``src`` is not laid out that way (or is not a local Zarr store).
+    """
+    if "://" in src or not Path(src).is_dir():
+        return None
+    import zarr
+
+    try:
+        root = zarr.open_group(src, mode="r")
+        if {"embeddings", "scales"} <= set(root.array_keys()):
+            return [""]
+        groups = sorted(n for n, g in root.groups() if {"embeddings", "scales"} <= set(g.array_keys()))
+    except Exception:  # noqa: BLE001  (not a Zarr group: not this layout)
+        return None
+    return groups or None
+
+
+def _tessera_crs(*attr_sets: dict):
+    for attrs in attr_sets:
+        for key in ("proj:code", "proj:wkt2", "proj:projjson", "crs_wkt", "spatial_ref", "crs"):
+            if attrs.get(key):
+                return attrs[key]
+        if attrs.get("epsg") or attrs.get("proj:epsg"):
+            return f"EPSG:{int(attrs.get('epsg') or attrs.get('proj:epsg'))}"
+    return None
+
+
+def _open_tessera_zarr(src: str, *, chunks: Any, year: int | None, zone: int | str | None) -> xr.DataArray:
+    """geotessera's Zarr store: one ``utm{NN}`` group per UTM zone with int8 ``embeddings`` (time, band, y, x),
+    float32 ``scales`` (time, y, x) and the years as ``time``; CRS as ``proj:code`` in the attrs."""
+    import warnings
+
+    import zarr
+
+    groups = _tessera_zarr_groups(src) or []
+    if groups == [""]:
+        group = None
+    else:
+        names = {g: g for g in groups}
+        names.update({str(int(g[3:])): g for g in groups if g[:3] == "utm" and g[3:].isdigit()})
+        if zone is None:
+            if len(groups) != 1:
+                raise ParameterError(f"{src} is a TESSERA store with {len(groups)} UTM zones ({', '.join(groups)}); "
+                                     f"pick one with zone=, e.g. zone={groups[0]!r}.")
+            group = groups[0]
+        else:
+            key = str(zone).lower()
+            group = names.get(key) or names.get(str(int(key[3:])) if key[:3] == "utm" and key[3:].isdigit() else "")
+            if group is None:
+                raise ParameterError(f"zone={zone!r} is not in {src}; its zones are {', '.join(groups)}.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "not consolidated"
+        ds = xr.open_zarr(src, group=group, consolidated=None, chunks=chunks if chunks is not None else None)
+    root_attrs = dict(zarr.open_group(src, mode="r").attrs)
+    parent_attrs = {}
+    if group is None:  # a zone group opened by its own path: the CRS may sit on the store root above it
+        try:
+            parent_attrs = dict(zarr.open_group(str(Path(src).parent), mode="r").attrs)
+        except Exception:  # noqa: BLE001
+            parent_attrs = {}
+    crs = _tessera_crs(ds.attrs, root_attrs, parent_attrs)
+    if crs is None:
+        raise MissingCRSError(f"{src}{'/' + group if group else ''}: a TESSERA zone without a CRS ('proj:code' "
+                              "attribute, e.g. 'EPSG:32631', on the zone group or the store root); write it with "
+                              "zarr.open_group(store, mode='r+').attrs['proj:code'] = 'EPSG:326NN'.")
+    q, s = ds["embeddings"], ds["scales"]
+    if q.dtype != np.int8:
+        raise ProductFormatError(f"{src}: TESSERA 'embeddings' must be int8, got {q.dtype}.")
+    chosen = None
+    if "time" in q.dims:
+        years = [int(v) for v in np.asarray(ds["time"].values).ravel()]
+        if year is None:
+            if len(years) != 1:
+                raise ParameterError(f"{src}{'/' + group if group else ''} holds the years {years}; pick one with "
+                                     f"year=, e.g. year={years[-1]}.")
+            chosen = years[0]
+        elif int(year) not in years:
+            raise ParameterError(f"year={year} is not in {src}{'/' + group if group else ''}; its years are {years}.")
+        else:
+            chosen = int(year)
+        i = years.index(chosen)
+        q, s = q.isel(time=i), s.isel(time=i)
+    band = [d for d in q.dims if d not in ("y", "x")]
+    if len(band) != 1 or set(s.dims) != {"y", "x"}:
+        raise DimensionError(f"{src}: TESSERA 'embeddings' must be (time?, band, y, x) and 'scales' (time?, y, x); "
+                             f"got {q.dims} and {s.dims}.")
+    q = q.transpose(band[0], "y", "x")
+    s = s.transpose("y", "x")
+    v = dequantize_tessera(q.data, s.data)
+    ref = xr.DataArray(np.broadcast_to(np.int8(0), (1, q.sizes["y"], q.sizes["x"])), dims=("band", "y", "x"),
+                       coords={"y": q["y"].values, "x": q["x"].values}).rio.write_crs(crs)
+    ref = ref.rio.write_transform(ref.rio.transform(recalc=True))
+    attrs = _base_attrs(
+        model="tessera", family="tessera", version=str(root_attrs.get("geoemb:version", "v1")),
+        dim=int(q.shape[0]), res=abs(ref.rio.resolution()[0]), license="CC-BY-4.0", src=src,
+        year=chosen if chosen is not None else _year(src, year), product="TESSERA annual embeddings (Zarr)",
+        attribution=_TESSERA_ATTRIBUTION, quantization="int8 * per-pixel scales (geotessera dequantise); NaN, inf, "
+        "0 or >= 1e30 scales and all-zero vectors are no data", zone=group or Path(src).name,
+    )
+    return _cube(v, ref, attrs)
 
 
 def _open_geotiff(src: str, *, chunks: Any, model: str | None, year: int | None) -> xr.DataArray:
@@ -543,26 +573,44 @@ def _embedding_matrix(table, column: str) -> np.ndarray:
     raise InputError(f"The {column!r} column has type {col.type}; expected a list or fixed-size list of numbers.")
 
 
+#: Coordinates closer than this (relative to their magnitude, at least 1e-9 CRS units) are one lattice
+#: line: centroids computed in floating point carry ~1e-16 relative noise, which is not a grid step.
+LATTICE_RTOL = 1e-9
+
+
 def _lattice(v: np.ndarray) -> tuple[float, float, np.ndarray] | None:
-    """(origin, step, index) if the values lie on a regular lattice, else None."""
+    """(origin, step, index) if the values lie on a regular lattice, else None.
+
+    Values within :data:`LATTICE_RTOL` of each other are merged first, so float noise in
+    computed centroids is neither taken as the grid step nor as a line of its own.
+    """
+    v = np.asarray(v, np.float64)
     u = np.unique(v)
-    if len(u) == 1:
-        return float(u[0]), 0.0, np.zeros(len(v), np.int64)
-    step = float(np.min(np.diff(u)))
-    k = (v - u[0]) / step
+    tol = max(1e-9, LATTICE_RTOL * float(np.max(np.abs(u))) if len(u) else 0.0)
+    gaps = np.diff(u)
+    lines = u[np.r_[True, gaps > tol]]  # one representative per cluster of nearly equal values
+    if len(lines) == 1:
+        return float(lines[0]), 0.0, np.zeros(len(v), np.int64)
+    step = float(np.min(np.diff(lines)))
+    k = (v - lines[0]) / step
     ki = np.round(k)
     if step <= 0 or np.max(np.abs(k - ki)) > 1e-3:
         return None
-    return float(u[0]), step, ki.astype(np.int64)
+    return float(lines[0]), step, ki.astype(np.int64)
 
 
-def _open_geoparquet(src: str, *, column: str, time_column: str, model: str | None):
+def _open_geoparquet(src: str, *, column: str, time_column: str | None, model: str | None):
     require("pyarrow", "search", "Reading GeoParquet embeddings")
     gpd = require("geopandas", "search", "Reading GeoParquet embeddings")
     import pyarrow.parquet as pq
     import shapely
 
-    table = pq.read_table(src)
+    try:
+        table = pq.read_table(src)
+    except Exception as err:  # noqa: BLE001  (pyarrow's errors: not Parquet at all)
+        raise ProductFormatError(f"{src} is not a Parquet file pyarrow can read ({type(err).__name__}: {err}). "
+                                 "Pass the format the file is in, or format='auto'.") from None
+    check_rows(src, table.num_rows, table.column_names)
     try:
         gdf = gpd.read_parquet(src, columns=[c for c in table.column_names if c != column])
     except ValueError as err:
@@ -570,6 +618,7 @@ def _open_geoparquet(src: str, *, column: str, time_column: str, model: str | No
     if gdf.crs is None:
         raise MissingCRSError(f"{src} states no CRS in its GeoParquet metadata; set it with gdf.set_crs(...).")
     X = _embedding_matrix(table, column)
+    check_some_vector(src, X, column)
     geom = gdf.geometry.values
     pts = shapely.centroid(geom) if not (shapely.get_type_id(geom) == 0).all() else geom
     x, y = shapely.get_x(pts), shapely.get_y(pts)
@@ -583,10 +632,20 @@ def _open_geoparquet(src: str, *, column: str, time_column: str, model: str | No
         "eoembed:version": eoembed.__version__,
     }
     times = None
-    if time_column in gdf.columns:
+    if time_column is None:
+        time_column = next((c for c in TIME_COLUMNS if c in gdf.columns), None)
+    elif time_column not in gdf.columns:
+        raise InputError(f"{src} has no {time_column!r} column (columns: {list(gdf.columns)}); pass time_column= "
+                         "with the name of the time column, or leave it out to use the first of "
+                         f"{TIME_COLUMNS} present.")
+    if time_column is not None:
         import pandas as pd
 
-        t = pd.to_datetime(gdf[time_column])
+        try:
+            t = pd.to_datetime(gdf[time_column])
+        except (ValueError, TypeError) as err:
+            raise InputError(f"{src}: the {time_column!r} column does not hold dates ({err}); pass time_column= "
+                             "with the name of the time column.") from None
         times = (t.dt.tz_convert(None) if t.dt.tz is not None else t).to_numpy()
     lx, ly = _lattice(x), _lattice(y)
     if lx is not None and ly is not None:
@@ -697,7 +756,8 @@ class PointEmbeddings:
         """
         from eoembed.index.backend import numpy_topk
 
-        if isinstance(query, (int, np.integer)):
+        if isinstance(query, (int, np.integer)) and not isinstance(query, bool):
+            check_row(int(query), len(self), dim=self.vectors.shape[1], valid=np.isfinite(self._unit).all(axis=1))
             q = self._unit[int(query)]
         elif hasattr(query, "geometry") or hasattr(query, "geom_type"):
             rows = self.nearest(query)

@@ -20,6 +20,12 @@ grid part for embedding cubes (few-shot, explorer). What is checked:
   (the CRS scale factor at the cube's centre applied, e.g. Web Mercator away from the
   equator) compared with the model's resolution (:func:`check_crs`);
 * **options** — tile size and halo (:func:`check_options`).
+* **opening stores and products** — the format name, the path, a georeferencing
+  ``transform`` (:func:`check_open_options`, :func:`check_transform`), a file that is not
+  the format given (:func:`check_format_matches`, :func:`check_npy_array`), a
+  channels-first TESSERA tile (:func:`check_tessera_tile`), tables with no row or no
+  vector (:func:`check_rows`, :func:`check_some_vector`), a query row past the end
+  (:func:`check_row`), an output folder that cannot be written (:func:`check_writable`).
 
 Legitimate inputs keep working: south-up cubes, descending ``x``, float16, ±inf or NaN
 as missing values, dask arrays (values are only sampled).
@@ -45,12 +51,15 @@ from eoembed.exceptions import (
     ParameterError,
     ScaleError,
     TimeCoordinateError,
+    TransformError,
     user_stacklevel,
 )
 
 __all__ = [
     "as_cube", "check_band_values", "check_crs", "check_dataset_bands", "check_dtype", "check_embedding_grid",
-    "check_options", "check_spacing", "check_time", "ground_scale", "validate_cube",
+    "check_format_matches", "check_npy_array", "check_open_options", "check_options", "check_row", "check_rows",
+    "check_some_vector", "check_spacing", "check_tessera_tile", "check_time", "check_transform", "check_writable",
+    "ground_scale", "validate_cube",
 ]  # fmt: skip
 
 #: Largest departure of one coordinate step from the mean step, as a fraction of the step.
@@ -546,3 +555,164 @@ def validate_cube(obj, spec=None, *, values: bool | str = "eager") -> tuple[xr.D
         spec = get_model_spec(spec)
     cube = as_cube(obj, values=values)
     return check_crs(cube, spec)
+
+
+# --- opening stores and products ------------------------------------------------------
+#: Formats ``eoembed.open_embeddings`` reads (``"auto"`` guesses one).
+OPEN_FORMATS = ("auto", "eoembed", "alphaearth", "tessera", "geoparquet", "geotiff", "zarr")
+#: File name endings read as GeoParquet.
+PARQUET_EXT = (".parquet", ".geoparquet", ".pq", ".gpq")
+
+
+def check_transform(transform):
+    """``transform`` as an ``affine.Affine``: an ``Affine`` or its numbers ``(a, b, c, d, e, f)`` (9 ending 0, 0, 1).
+
+    The order is rasterio's/affine's — ``x = a*col + b*row + c``, ``y = d*col + e*row + f``
+    — not GDAL's geotransform ``(c, a, b, f, d, e)``. A north-up grid is required: a
+    rotated or sheared transform is refused, and one that reads as a GDAL
+    geotransform is refused with the conversion (``Affine.from_gdal(*gt)``).
+    """
+    from affine import Affine
+
+    if isinstance(transform, Affine):
+        t = transform
+    else:
+        try:
+            v = [float(x) for x in transform]
+        except (TypeError, ValueError):
+            raise TransformError(f"transform={transform!r} is not an affine transform; pass an affine.Affine or its "
+                                 "six numbers (a, b, c, d, e, f) = (pixel width, 0, left x, 0, -pixel height, "
+                                 "top y).") from None
+        if len(v) == 9 and v[6:] == [0.0, 0.0, 1.0]:
+            v = v[:6]
+        if len(v) != 6:
+            raise TransformError(
+                f"transform has {len(v)} numbers ({transform!r}); an affine transform has six, (a, b, c, d, e, f) = "
+                "(pixel width, 0, left x, 0, -pixel height, top y). Bounds (4 numbers) are not a transform: use "
+                "rasterio.transform.from_bounds(west, south, east, north, width, height)."
+            )
+        t = Affine(*v)
+    if not all(math.isfinite(x) for x in tuple(t)[:6]):
+        raise TransformError(f"transform {tuple(t)[:6]} holds non-finite numbers.")
+    if t.b != 0 or t.d != 0:
+        gdal = t.c == 0 and t.e == 0 and t.a != 0 and t.d != 0
+        hint = (f" It reads as GDAL's geotransform order (x0, dx, 0, y0, 0, dy) = {tuple(t)[:6]}: pass "
+                "Affine.from_gdal(*geotransform) instead." if gdal else
+                " Warp the data north-up first (gdalwarp, rioxarray .rio.reproject).")
+        raise TransformError(f"transform {tuple(t)[:6]} is rotated or sheared (b={t.b}, d={t.d}); eoembed reads "
+                             f"north-up grids with b = d = 0 in the order (a, b, c, d, e, f).{hint}")
+    if t.a == 0 or t.e == 0:
+        raise TransformError(f"transform {tuple(t)[:6]} has a zero pixel size (a={t.a}, e={t.e}); expected "
+                             "(pixel width, 0, left x, 0, -pixel height, top y).")
+    return t
+
+
+def check_open_options(src: str, *, format: str, transform=None) -> None:
+    """What ``eoembed.open_embeddings`` checks before reading: the format name, the path, ``transform``."""
+    from pathlib import Path
+
+    if format not in OPEN_FORMATS:
+        import difflib
+
+        near = difflib.get_close_matches(str(format), OPEN_FORMATS, n=1)
+        raise ParameterError(f"format={format!r} is not one of {OPEN_FORMATS}"
+                             + (f"; did you mean {near[0]!r}?" if near else ".") + " Use 'auto' to detect it.")
+    if "://" not in src and not Path(src).exists():
+        raise InputError(f"{src} does not exist; check the path (or pass a URL).")
+    if transform is not None:
+        check_transform(transform)
+
+
+def check_format_matches(src: str, fmt: str) -> None:
+    """Refuse a ``format=`` that the local file plainly is not (before a reader fails deep inside a library)."""
+    from pathlib import Path
+
+    from eoembed.exceptions import ProductFormatError
+
+    if "://" in src or fmt in ("auto", "eoembed"):
+        return
+    low = src.lower().rstrip("/")
+    is_dir = Path(src).is_dir()
+    kind = ("parquet" if low.endswith(PARQUET_EXT) else "npy" if low.endswith(".npy")
+            else "zarr" if is_dir or low.endswith(".zarr") else "raster")
+    if kind == "npy":
+        check_npy_array(src)
+    want = {"alphaearth": ("raster",), "tessera": ("npy", "raster", "zarr"), "geoparquet": ("parquet",),
+            "geotiff": ("raster",), "zarr": ("zarr",)}[fmt]
+    if kind not in want:
+        raise ProductFormatError(
+            f"format={fmt!r} does not match {src}: it is a {kind} {'folder' if is_dir else 'file'}, and {fmt} is read "
+            f"from {' or '.join(want)} files. Pass the format the file is in, or format='auto' to detect it."
+        )
+
+
+def check_npy_array(src: str) -> None:
+    """A ``.npy`` file that numpy cannot read as an array is refused with what it is."""
+    from eoembed.exceptions import ProductFormatError
+
+    try:
+        np.load(src, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise ProductFormatError(
+            f"{src} is named .npy but is not a NumPy array file ({type(err).__name__}: {err}). TESSERA tiles are "
+            "int8 (H, W, 128) arrays written by numpy.save; download the tile again, or pass the right file."
+        ) from None
+
+
+def check_tessera_tile(src: str, shape: tuple, dtype, scales_shape: tuple | None) -> None:
+    """A TESSERA ``.npy`` tile is int8 ``(H, W, C)``; a channels-first ``(C, H, W)`` one is named as such."""
+    from eoembed.exceptions import ProductFormatError
+
+    if len(shape) != 3 or np.dtype(dtype) != np.int8:
+        raise ProductFormatError(f"{src}: expected an int8 (H, W, C) TESSERA tile, got {np.dtype(dtype)} {shape}.")
+    if scales_shape is not None and tuple(scales_shape[:2]) == tuple(shape[1:]) != tuple(shape[:2]):
+        raise ProductFormatError(
+            f"{src} is channels-first {shape} (C, H, W), its scales {tuple(scales_shape)} are (H, W): TESSERA tiles "
+            "are channels-last (H, W, C) as geotessera writes them. Save it as np.save(path, np.moveaxis(q, 0, -1))."
+        )
+
+
+def check_rows(src: str, n_rows: int, columns: list) -> None:
+    """A table of vectors with no row is refused (not reported as vectors of different lengths)."""
+    if n_rows == 0:
+        raise EmptyDataError(f"{src} holds no rows (an empty table with columns {list(columns)}); nothing to open. "
+                             "Write the vectors first, or check the filter that produced the file.")
+
+
+def check_some_vector(src: str, X: np.ndarray, column: str) -> None:
+    """At least one row of ``X`` ``(n, d)`` is a vector (finite, not all zeros); zeros are not called NaN."""
+    finite = np.isfinite(X).all(axis=1)
+    if not (finite & (np.abs(np.where(np.isfinite(X), X, 0)).sum(axis=1) > 0)).any():
+        what = "all zeros" if finite.all() else "NaN or all zeros"
+        raise EmptyDataError(f"{src}: every one of its {len(X)} {column!r} vectors is {what}, so no row holds an "
+                             "embedding. Check the export that wrote it (a zero vector is how some producers mark "
+                             "no data).")
+
+
+def check_row(row: int, n: int, *, dim: int, valid: np.ndarray | None = None) -> None:
+    """A query by row number names an existing point with a vector."""
+    from eoembed.exceptions import QueryError
+
+    if not 0 <= row < n:
+        raise QueryError(f"query row {row} is not a point of this index: rows are 0..{n - 1} ({n} points). Pass a "
+                         f"row number in that range, a vector of {dim} dims, or a GeoSeries of locations.")
+    if valid is not None and not valid[row]:
+        raise QueryError(f"point {row} has no valid vector (NaN or all zeros); query another point.")
+
+
+def check_writable(path) -> None:
+    """The folder of an output file exists (created if needed) and can be written."""
+    import os
+    from pathlib import Path
+
+    from eoembed.exceptions import StoreError
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise StoreError(f"cannot create the folder {path.parent} for {path.name} ({err.strerror or err}). "
+                         "Choose a writable output path.") from err
+    if not os.access(path.parent, os.W_OK):
+        raise StoreError(f"cannot write {path}: the folder {path.parent} is read-only (permission denied). Choose a "
+                         "writable output path, or change the folder's permissions.")

@@ -504,8 +504,8 @@ def build_index(
     raw, columns = collect(emb, 0)
     if len(raw) == 0:
         raise EmptyDataError(
-            "The embedding cube has no valid patch (all NaN); nothing to index. Check the input "
-            "cube's validity mask / cloud masking."
+            "The embedding cube has no valid patch (every vector NaN or all zeros); nothing to index. Check the "
+            "input cube's validity mask / cloud masking, or the product's nodata (a zero vector marks no data)."
         )
     data = normalize(raw) if metric == "cosine" else np.ascontiguousarray(raw, np.float32)
     del raw

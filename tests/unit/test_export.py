@@ -146,3 +146,24 @@ def test_embedding_cube_cog_round_trip(cube, tmp_path, quantize):
         np.testing.assert_allclose(b, a, equal_nan=True)
     with pytest.raises(DimensionError, match="timesteps"):
         export.embeddings_to_cog(emb.expand_dims(time=2), tmp_path / "t.tif")
+
+
+def test_cog_into_a_read_only_folder_says_so(cube, tmp_path, monkeypatch):
+    """Writing into a folder the user cannot write: a StoreError naming the folder and the fix, before GDAL fails
+    half-way (root ignores permission bits, so the read-only folder is simulated where the check asks)."""
+    import os
+
+    from eoembed.exceptions import StoreError
+
+    emb, _ = cube
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if Path(p) == ro else real(p, mode, **k))
+    with pytest.raises(StoreError, match=r"folder .*ro is read-only.*writable output path"):
+        export.embeddings_to_cog(emb, ro / "emb.tif")
+    assert not (ro / "emb.tif").exists()
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match="cannot create the folder"):
+        export.to_cog(emb.isel(embedding=0), blocker / "sub" / "map.tif")

@@ -208,7 +208,128 @@ def test_tessera_errors(tmp_path):
         open_embeddings(other, georef=lm)
 
 
+def test_tessera_nodata_scale_and_empty_pixel_are_nan(tmp_path):
+    """geotessera marks a pixel without a vector by a huge scale (the largest float32) and a pixel without
+    observations by a zero vector; both are no data: NaN in every channel, never ±inf or a zero vector."""
+    npy, q, s, lm = _tessera_tile(tmp_path)
+    q, s = q.copy(), s.copy()
+    s[1, 1] = np.finfo(np.float32).max  # times any channel >= 2 overflows to ±inf in float32
+    s[1, 2] = np.inf
+    s[1, 3] = np.nan
+    q[2, 2, :] = 0  # no observations: the model wrote zeros, the scale is an ordinary one
+    np.save(npy, q)
+    np.save(npy.with_name(npy.stem + "_scales.npy"), s)
+    emb = open_embeddings(npy, georef=lm).values
+    assert not np.isinf(emb).any()
+    for r, c in [(0, 0), (1, 1), (1, 2), (1, 3), (2, 2)]:
+        assert np.isnan(emb[:, r, c]).all(), (r, c)
+    np.testing.assert_allclose(emb[:, 5, 5], q[5, 5].astype(np.float32) * s[5, 5], rtol=1e-6)
+    assert np.isfinite(emb).all(axis=0).sum() == 12 * 10 - 5
+
+
+def _tessera_zarr(path, *, zones=(31, 32), years=(2023, 2024), c=8, h=6, w=5, crs=True):
+    """geotessera's Zarr layout (github.com/ucam-eo/geotessera, geotessera/zarr.py and store.py): one
+    ``utm{NN}`` group per UTM zone holding ``embeddings`` int8 (time, band, y, x), ``scales`` float32
+    (time, y, x; NaN = water, +inf = not filled), ``time`` (years), ``x``/``y`` pixel centres, ``band``;
+    the CRS as ``proj:code`` and the grid as ``spatial:transform`` in the zone group's attributes."""
+    rng = np.random.default_rng(9)
+    out = {}
+    for z in zones:
+        q = rng.integers(-127, 128, size=(len(years), c, h, w)).astype(np.int8)
+        s = rng.uniform(0.01, 0.1, size=(len(years), h, w)).astype(np.float32)
+        s[:, 0, 0] = np.nan
+        s[:, 0, 1] = np.inf
+        x = T.c + 10 * (np.arange(w) + 0.5)
+        y = T.f - 10 * (np.arange(h) + 0.5)
+        attrs = {"proj:code": f"EPSG:326{z:02d}", "spatial:transform": [10.0, 0.0, T.c, 0.0, -10.0, T.f]} if crs else {}
+        ds = xr.Dataset({"embeddings": (("time", "band", "y", "x"), q), "scales": (("time", "y", "x"), s)},
+                        coords={"time": np.array(years, np.int32), "band": np.arange(c, dtype=np.int32),
+                                "y": y, "x": x}, attrs=attrs)
+        ds.to_zarr(path, group=f"utm{z:02d}", mode="a", consolidated=False)
+        out[z] = (q, s)
+    import zarr
+
+    zarr.open_group(str(path), mode="r+").attrs["geoemb:dimensions"] = c
+    return out
+
+
+def test_tessera_zarr_store(tmp_path):
+    store = tmp_path / "tessera.zarr"
+    data = _tessera_zarr(store)
+    with pytest.raises(ParameterError, match=r"2 UTM zones \(utm31, utm32\).*zone="):
+        open_embeddings(store)
+    with pytest.raises(ParameterError, match=r"years \[2023, 2024\].*year="):
+        open_embeddings(store, zone=31)
+    with pytest.raises(ParameterError, match="its zones are utm31, utm32"):
+        open_embeddings(store, zone=33, year=2024)
+    with pytest.raises(ParameterError, match="its years are"):
+        open_embeddings(store, zone=31, year=2019)
+    emb = open_embeddings(store, zone="utm32", year=2024)
+    q, s = data[32]
+    assert emb.dims == ("embedding", "y", "x") and emb.shape == (8, 6, 5)
+    ref = q[1].astype(np.float32) * s[1][None]
+    ref[:, 0, :2] = np.nan  # water (NaN scale) and not-filled (+inf scale) pixels
+    np.testing.assert_allclose(emb.values, ref, rtol=1e-6, equal_nan=True)
+    assert emb.rio.crs.to_epsg() == 32632 and tuple(emb.rio.transform())[:6] == tuple(T)[:6]
+    assert emb.attrs["eoembed:model"] == "tessera" and emb.attrs["eoembed:time_range"][0] == "2024-01-01"
+    # a zone group opened by its own path
+    z31 = open_embeddings(store / "utm31", year=2023)
+    np.testing.assert_allclose(z31.values[:, 3, 3], data[31][0][0, :, 3, 3] * data[31][1][0, 3, 3], rtol=1e-6)
+    # no CRS anywhere: say where it goes
+    bare = tmp_path / "bare.zarr"
+    _tessera_zarr(bare, zones=(31,), years=(2024,), crs=False)
+    with pytest.raises(MissingCRSError, match="proj:code"):
+        open_embeddings(bare / "utm31")
+
+
 # ---- GeoParquet ------------------------------------------------------------------------
+def _clay_chips(n_lon=6, n_lat=5, d=4, *, seed=0, dates=("2024-06-01",), time_column="date"):
+    """Clay v1.5-style chips on a 1° lattice in EPSG:4326: square chip polygons whose centroids carry
+    float rounding noise (~1e-16 relative), a ``date``/``datetime`` column, one vector per chip."""
+    import pandas as pd
+
+    gpd = pytest.importorskip("geopandas")
+    shapely = pytest.importorskip("shapely")
+    rng = np.random.default_rng(seed)
+    frames = []
+    for k, day in enumerate(dates):
+        lon, lat = np.meshgrid(10.1 + np.arange(n_lon), 45.3 + np.arange(n_lat))
+        lon, lat = lon.ravel(), lat.ravel()
+        noisy = np.arange(lon.size) % 3 == 1  # centroids off by one ulp, as computed centroids are
+        lon = np.where(noisy, np.nextafter(lon, np.inf), lon)
+        lat = np.where(noisy, np.nextafter(lat, -np.inf), lat)
+        geom = [shapely.box(x - 0.5, y - 0.5, x + 0.5, y + 0.5) for x, y in zip(lon, lat)]
+        V = rng.normal(size=(lon.size, d)).astype(np.float32)
+        when = pd.Timestamp(day)
+        frames.append(gpd.GeoDataFrame({"embedding": list(V), time_column: when.date() if time_column == "date"
+                                        else when}, geometry=geom, crs=4326))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_geoparquet_regular_lattice_with_float_noise_becomes_a_cube(tmp_path):
+    """Clay v1.5 chips on a 1° lattice, written by geopandas as ``.gpq``: the float noise in their centroids is
+    not the grid step, and the ``date`` column is read as the time."""
+    gdf = _clay_chips()
+    p = tmp_path / "clay_v15.gpq"
+    gdf.to_parquet(p)
+    cube = open_embeddings(p)
+    assert isinstance(cube, xr.DataArray) and cube.shape == (4, 5, 6)
+    assert cube.rio.resolution() == pytest.approx((1.0, -1.0))
+    np.testing.assert_allclose(cube.x.values, 10.1 + np.arange(6), atol=1e-9)
+    assert cube.attrs["eoembed:time_range"] == ["2024-06-01", "2024-06-01"]
+    V = np.stack(gdf["embedding"].to_numpy())
+    np.testing.assert_allclose(cube.values[:, -1, 0], V[0], rtol=1e-6)  # first row: the southernmost, westernmost
+    assert np.isfinite(cube.values).all()
+    # two dates in a ``datetime`` column: a time dim
+    two = _clay_chips(dates=("2024-03-01", "2024-09-01"), time_column="datetime")
+    p2 = tmp_path / "two.parquet"
+    two.to_parquet(p2)
+    c2 = open_embeddings(p2)
+    assert c2.dims == ("time", "embedding", "y", "x") and c2.sizes["time"] == 2
+    with pytest.raises(InputError, match="no 'acquired' column"):
+        open_embeddings(p2, time_column="acquired")
+
+
 def _rows(emb, *, drop=0, seed=0, times=None):
     """One row per patch centre: ``geometry`` points and ``embedding`` vectors."""
     gpd = pytest.importorskip("geopandas")
@@ -419,3 +540,112 @@ def test_search_fewshot_explorer_and_class_map_on_products(tmp_path, fmt):
         assert ds.colormap(1)[0] == (255, 0, 0, 255) and ds.nodata == 255
         a = ds.read(1)
     assert (a == pm["class"].values).mean() > 0.99
+
+
+# ---- validated at the door: each bad input gets a typed, actionable error (issue 27) -----------
+def test_alphaearth_cog_declaring_its_own_nodata_is_masked(tmp_path):
+    """A re-exported AlphaEarth COG (64 int8 bands A00-A63) that declares nodata -127: a pixel at -127 in every
+    band is no data, as GDAL readers of the file see it."""
+    rng = np.random.default_rng(1)
+    q = _aef_quantize(_unit(rng, 64, 6, 7))
+    q[:, 2, 3] = -127
+    path = tmp_path / "aef_reexport_2023.tif"
+    with rasterio.open(path, "w", driver="COG", width=7, height=6, count=64, dtype="int8", crs="EPSG:32631",
+                       transform=T, nodata=-127) as ds:
+        ds.write(q)
+        ds.descriptions = tuple(f"A{i:02d}" for i in range(64))
+    emb = open_embeddings(path).values
+    assert np.isnan(emb[:, 2, 3]).all() and np.isfinite(emb[:, 2, 2]).all()
+    assert np.isfinite(emb).all(axis=0).sum() == 41
+
+
+def test_transform_order_and_shape_are_checked(tmp_path):
+    from affine import Affine
+
+    from eoembed.exceptions import TransformError
+
+    npy, q, s, lm = _tessera_tile(tmp_path)
+    gdal = (T.c, T.a, 0.0, T.f, 0.0, T.e)  # GDAL geotransform order
+    with pytest.raises(TransformError, match=r"GDAL's geotransform order.*Affine.from_gdal"):
+        open_embeddings(npy, crs="EPSG:32631", transform=gdal)
+    with pytest.raises(TransformError, match="has 4 numbers.*from_bounds"):
+        open_embeddings(npy, crs="EPSG:32631", transform=(500_000, 5_699_880, 500_100, 5_700_000))
+    with pytest.raises(TransformError, match="rotated or sheared"):
+        open_embeddings(npy, crs="EPSG:32631", transform=Affine(10, 1, T.c, 0, -10, T.f))
+    # the documented forms: an Affine, its six numbers, or Affine.from_gdal of a geotransform
+    a = open_embeddings(npy, crs="EPSG:32631", transform=Affine.from_gdal(*gdal))
+    b = open_embeddings(npy, crs="EPSG:32631", transform=tuple(T)[:6])
+    np.testing.assert_array_equal(a.x.values, b.x.values)
+
+
+def test_file_that_does_not_match_its_format(tmp_path, aef):
+    from eoembed.exceptions import ProductFormatError
+
+    fake = tmp_path / "grid_0.15_52.05.npy"
+    fake.write_text("<html>404 Not Found</html>")
+    np.save(tmp_path / "grid_0.15_52.05_scales.npy", np.ones((2, 2), np.float32))
+    with pytest.raises(ProductFormatError, match="not a NumPy array file"):
+        open_embeddings(fake, crs="EPSG:32631", transform=T)
+    path, _, _ = aef
+    with pytest.raises(ProductFormatError, match=r"format='geoparquet' does not match.*raster"):
+        open_embeddings(path, format="geoparquet")
+    with pytest.raises(ProductFormatError, match=r"format='zarr' does not match"):
+        open_embeddings(path, format="zarr")
+    with pytest.raises(ParameterError, match="did you mean 'tessera'"):
+        open_embeddings(path, format="tesera")
+
+
+def test_channels_first_tessera_tile_is_named_as_such(tmp_path):
+    from eoembed.exceptions import ProductFormatError
+
+    npy, q, s, lm = _tessera_tile(tmp_path)
+    np.save(npy, np.moveaxis(q, -1, 0))  # (C, H, W): channels first
+    with pytest.raises(ProductFormatError, match=r"channels-first.*np.moveaxis"):
+        open_embeddings(npy, georef=lm)
+
+
+def test_empty_and_all_zero_geoparquet(tmp_path):
+    gpd = pytest.importorskip("geopandas")
+    from eoembed.exceptions import EmptyDataError
+
+    empty = gpd.GeoDataFrame({"embedding": []}, geometry=gpd.GeoSeries([], crs=32631), crs=32631)
+    p = tmp_path / "empty.parquet"
+    empty.to_parquet(p)
+    with pytest.raises(EmptyDataError, match="holds no rows"):
+        open_embeddings(p)
+    zeros = gpd.GeoDataFrame({"embedding": [[0.0, 0.0]] * 3}, geometry=gpd.points_from_xy([0, 10, 20], [0, 0, 0]),
+                             crs=32631)
+    p2 = tmp_path / "zeros.parquet"
+    zeros.to_parquet(p2)
+    with pytest.raises(EmptyDataError, match="is all zeros"):
+        open_embeddings(p2)
+
+
+def test_point_search_row_past_the_end(tmp_path):
+    gpd = pytest.importorskip("geopandas")
+    from eoembed.exceptions import QueryError
+
+    rng = np.random.default_rng(0)
+    g = gpd.GeoDataFrame({"embedding": list(rng.normal(size=(20, 4)).astype(np.float32))},
+                         geometry=gpd.points_from_xy(rng.uniform(0, 1e4, 20), rng.uniform(0, 1e4, 20)), crs=32631)
+    p = tmp_path / "pts.parquet"
+    g.to_parquet(p)
+    pts = open_embeddings(p)
+    assert isinstance(pts, PointEmbeddings)
+    with pytest.raises(QueryError, match=r"rows are 0..19"):
+        pts.search(20)
+    with pytest.raises(QueryError, match=r"rows are 0..19"):
+        pts.search(-1)
+
+
+def test_all_zero_raster_vectors_are_not_called_nan(tmp_path):
+    """A float GeoTIFF whose vectors are all zeros opens (lazily), and indexing it says zeros, not NaN."""
+    pytest.importorskip("faiss")
+    from eoembed.exceptions import EmptyDataError
+
+    emb, _ = make_emb(5, 6, 4, seed=4)
+    tif = tmp_path / "zeros.tif"
+    (emb * 0).rename(embedding="band").assign_coords(band=np.arange(1, 5)).rio.to_raster(tif)
+    cube = open_embeddings(tif)
+    with pytest.raises(EmptyDataError, match="all zeros"):
+        cube.eo.index()

@@ -250,3 +250,109 @@ def test_two_writers_cannot_both_succeed(tmp_path, reference):
     assert rcs == [0, 3] and "StoreLockedError" in errs, errs
     np.testing.assert_array_equal(open_embeddings(store).values, reference)
     assert verify(store)["ok"]
+
+
+# ---- the stores layer sits below everything that reads it (issue 25 item 7) ---------------
+def _eoembed_import_graph() -> dict[str, set[str]]:
+    """Module -> the eoembed modules it imports, module-level *and* function-local (the package root excluded:
+    it wires the layers together)."""
+    import ast
+
+    pkg = ROOT / "eoembed"
+    names = {}
+    for f in pkg.rglob("*.py"):
+        rel = f.relative_to(ROOT).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        names[".".join(parts)] = f
+    graph: dict[str, set[str]] = {}
+    for mod, f in names.items():
+        deps = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            for t in targets:
+                if t in names and t != "eoembed" and t != mod:
+                    deps.add(t)
+        graph[mod] = deps
+    return graph
+
+
+def test_stores_import_nothing_above_them_and_no_circle():
+    g = _eoembed_import_graph()
+    above = ("eoembed.export", "eoembed.products", "eoembed.explore", "eoembed.index", "eoembed.classify",
+             "eoembed.analysis", "eoembed.cli", "eoembed.accessor", "eoembed.demo", "eoembed.viz", "eoembed.reduce")
+    for store in ("eoembed.io", "eoembed.codecs"):
+        bad = sorted(d for d in g[store] if d.startswith(above))
+        assert not bad, f"{store} (stores layer) imports {bad}"
+    # no circle among the modules that write and read stores
+    ring = {"eoembed.io", "eoembed.codecs", "eoembed.export", "eoembed.products", "eoembed.explore.pyramid"}
+
+    def reach(start):
+        seen, todo = set(), [start]
+        while todo:
+            for d in g.get(todo.pop(), ()):
+                if d not in seen:
+                    seen.add(d)
+                    todo.append(d)
+        return seen
+
+    circles = sorted(m for m in ring if m in reach(m))
+    assert not circles, f"import circle through {circles}"
+    assert {"eoembed.codecs"} <= g["eoembed.products"] and {"eoembed.codecs"} <= g["eoembed.export"]
+
+
+def test_one_public_open_embeddings_and_the_pyramid_writer_in_the_stores():
+    import eoembed.explore.pyramid as explore_pyramid
+    import eoembed.products as products
+
+    assert eoembed.open_embeddings is io.open_embeddings is products.open_embeddings
+    assert explore_pyramid.write_pyramid is io.write_pyramid  # the notebooks' import path still works
+    assert products.dequantize_alphaearth.__module__ == "eoembed.codecs"  # one codecs module, re-exported
+
+
+def test_verify_covers_crs_transform_and_attrs(tmp_path):
+    """A store whose CRS, transform or describing attrs were edited after writing no longer verifies."""
+    import zarr
+
+    emb = _emb(size=32)
+    for what, edit in [
+        ("CRS", lambda g, n: g["spatial_ref"].attrs.update(crs_wkt=g["spatial_ref"].attrs["crs_wkt"].replace(
+            "WGS 84", "WGS 72"))),
+        ("transform", lambda g, n: g["spatial_ref"].attrs.update(GeoTransform="0 10 0 0 0 -10")),
+        ("attrs that describe", lambda g, n: g[n].attrs.update({"eoembed:model": "another-model"})),
+    ]:
+        store = tmp_path / f"{what.split()[0]}.zarr"
+        to_zarr(emb, store, progress=False)
+        assert verify(store)["ok"]
+        if what == "CRS":  # the recorded checksums are plain attrs: a reopened cube still saves anywhere
+            io.save_embeddings(open_embeddings(store), tmp_path / "again.nc")
+        g = zarr.open_group(str(store), mode="r+")
+        edit(g, "embeddings")
+        rep = verify(store)
+        assert not rep["ok"] and any(what in b for b in rep["bad"]), rep["bad"]
+        assert "overwrite=True" in rep["message"]
+
+
+def test_verify_on_an_input_netcdf_does_not_advise_removing_it(tmp_path, capsys):
+    from eoembed.testing import synthetic_cube
+
+    nc = tmp_path / "input.nc"
+    synthetic_cube(height=8, width=8, times=1).to_dataset(name="reflectance").to_netcdf(nc)
+    with pytest.raises(StoreError) as err:
+        verify(nc)
+    assert "remove" not in str(err.value).lower() and "eoembed.io.to_zarr" in str(err.value)
+    from eoembed.cli import main
+
+    assert main(["verify", str(nc)]) == 2
+    assert "remove" not in capsys.readouterr().err.lower()
+    assert nc.exists()
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    with pytest.raises(StoreError) as err:
+        verify(folder)
+    assert "remove" not in str(err.value).lower()
