@@ -69,7 +69,7 @@ def save_embeddings(emb: xr.DataArray, path, *, overwrite: bool = False) -> Path
     if path.suffix in (".nc", ".nc4"):
         emb.to_netcdf(tmp)
     else:
-        emb.to_dataset().to_zarr(tmp, mode="w", consolidated=True)
+        emb.to_dataset().to_zarr(tmp, mode="w", consolidated=False)
     if path.exists():
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     tmp.rename(path)
