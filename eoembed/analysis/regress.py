@@ -67,6 +67,31 @@ def _raster_targets(emb: xr.DataArray, raster: xr.DataArray, nodata: Any):
     return rr, cc, onto[rr, cc]
 
 
+def _numeric_target(col, value: str) -> np.ndarray:
+    """A target column as float64; strings, categories and decimal commas are refused, not coerced to NaN."""
+    import pandas as pd
+
+    if isinstance(col.dtype, pd.CategoricalDtype) or col.dtype == bool:
+        raise LabelError(f"The target column {value!r} is {'categorical' if col.dtype != bool else 'boolean'} "
+                         f"({col.dtype}); regression needs a continuous number. For classes use "
+                         "eoembed.classify.fewshot(emb, labels, class_column=...).")
+    if pd.api.types.is_numeric_dtype(col.dtype):
+        return col.to_numpy(np.float64)
+    text = col.dropna().astype(str).str.strip()
+    num = pd.to_numeric(text, errors="coerce")
+    bad = text[num.isna() & (text != "")]
+    if len(bad):
+        commas = bad.str.fullmatch(r"[+-]?\d+,\d*").mean() if len(bad) else 0.0
+        if commas > 0.5:
+            raise LabelError(f"The target column {value!r} holds numbers with decimal commas ({list(bad[:3])}); "
+                             f"{len(bad)} of {len(text)} values would be lost. Convert it first: "
+                             f"df[{value!r}] = df[{value!r}].str.replace(',', '.').astype(float).")
+        raise LabelError(f"The target column {value!r} is not numeric: {len(bad)} of {len(text)} values are text "
+                         f"(e.g. {list(bad.unique()[:3])}). Regression needs a continuous number per place; for "
+                         "classes use eoembed.classify.fewshot.")
+    return pd.to_numeric(col, errors="coerce").to_numpy(np.float64)
+
+
 def _point_targets(emb: xr.DataArray, targets, value: str, crs: Any):
     import pandas as pd
 
@@ -87,7 +112,7 @@ def _point_targets(emb: xr.DataArray, targets, value: str, crs: Any):
         xy = np.column_stack([pd.to_numeric(targets[k], errors="coerce").to_numpy(np.float64) for k in "xy"])
         loc = locate_patches(emb, xy, crs=crs)
         v = targets[value]
-    v = pd.to_numeric(v, errors="coerce").to_numpy(np.float64)[loc.origin]
+    v = _numeric_target(v, value)[loc.origin]
     r, c = loc.row, loc.col
     inside = loc.inside
     if len(r) and not inside.any():
@@ -219,32 +244,132 @@ class RegressionResult:
     baseline_model: str | None
     notes: list[str]
 
-    def summary(self):
-        """Mean ± std over folds of R² and RMSE for the model and each baseline (a DataFrame).
+    _SUFFIX = {"model": ("", "pred"), "mean baseline": ("_mean", "pred_mean"),
+               "spectral baseline": ("_spectral", "pred_spectral")}
 
-        ``str(result)`` prints it with a header saying how the folds were made.
+    def summary(self, *, level: float = 0.95, n_boot: int = 500):
+        """Pooled out-of-fold R² (with a spatial-block bootstrap interval) and RMSE per scorer (a DataFrame).
+
+        Every target patch is predicted once, by the fold that held it out; R² is
+        ``1 - SS_res / SS_tot`` over all of them against the overall mean (per-fold R²,
+        each against its own small fold's mean, collapses with small blocks and is kept
+        as detail in ``folds``). ``r2_low``/``r2_high``: percentile interval from
+        resampling whole spatial blocks (:func:`eoembed.stats.block_bootstrap`).
+        ``skill``: ``1 - RMSE / RMSE of predict-the-mean``. ``r2_fold_mean``: the old
+        per-fold mean, for reference.
         """
         import pandas as pd
 
+        from eoembed.stats import block_bootstrap
+
+        tested = self.samples["fold"].to_numpy() >= 0
+        yt = self.y[tested]
+        blocks = self.samples["block"].to_numpy()[tested]
+        rmse_mean = _rmse(yt, self.samples["pred_mean"].to_numpy()[tested])
         rows = {}
-        for name, suf in (("model", ""), ("mean baseline", "_mean"), ("spectral baseline", "_spectral")):
-            r2, rmse = self.folds[f"r2{suf}"], self.folds[f"rmse{suf}"]
-            if rmse.notna().any():
-                rows[name] = {"r2_mean": r2.mean(), "r2_std": r2.std(ddof=0), "rmse_mean": rmse.mean(),
-                              "rmse_std": rmse.std(ddof=0)}
+        for name, (suf, col) in self._SUFFIX.items():
+            p = self.samples[col].to_numpy()[tested]
+            if not np.isfinite(p).all():
+                continue
+            iv = block_bootstrap(_pooled_r2, blocks, yt, p, n_boot=n_boot, level=level)
+            rm = _rmse(yt, p)
+            rows[name] = {"r2": iv.estimate, "r2_low": iv.low, "r2_high": iv.high, "rmse": rm,
+                          "skill": 1.0 - rm / rmse_mean if rmse_mean > 0 else np.nan,
+                          "r2_fold_mean": float(self.folds[f"r2{suf}"].mean())}
         return pd.DataFrame.from_dict(rows, orient="index")
+
+    def compare(self, baseline: str = "mean", *, level: float = 0.95):
+        """The paired verdict (:func:`eoembed.stats.compare`) of the model's per-fold RMSE against a baseline's.
+
+        ``baseline``: ``"mean"`` (predict the training mean) or ``"spectral"``.
+        """
+        from eoembed.stats import compare
+
+        if baseline not in ("mean", "spectral"):
+            raise ParameterError(f"baseline must be 'mean' or 'spectral', got {baseline!r}.")
+        other = self.folds[f"rmse_{baseline}"].to_numpy()
+        if not np.isfinite(other).any():
+            raise ParameterError("No spectral baseline was scored; pass baseline_cube= to regress().")
+        return compare(self.folds["rmse"].to_numpy(), other, names=("model", f"{baseline} baseline"),
+                       metric=f"RMSE ({self.units or 'target units'})", higher_is_better=False, level=level)
 
     def __str__(self) -> str:
         how = (f"spatial-block CV: {len(self.folds)} folds, {self.block_size:g} m blocks, buffer {self.buffer:g} m"
                if self.cv == "spatial" else f"random {len(self.folds)}-fold CV (optimistic)")
         s = self.summary()
         lines = [f"Regression of {self.value!r} ({self.units or 'no units'}) with "
-                 f"{type(_final(self.template)).__name__} on {len(self.y)} patches; {how}"]
+                 f"{type(_final(self.template)).__name__} on {len(self.y)} patches; {how}",
+                 "pooled out-of-fold scores (95% interval: spatial-block bootstrap):"]
         for name, r in s.iterrows():
-            lines.append(f"  {name:<18} R² {r.r2_mean:+.3f} ± {r.r2_std:.3f}   RMSE {r.rmse_mean:.4g} ± "
-                         f"{r.rmse_std:.3g}")
+            lines.append(f"  {name:<18} R² {r.r2:+.3f} [{r.r2_low:+.3f}, {r.r2_high:+.3f}]   RMSE {r.rmse:.4g}   "
+                         f"skill vs mean {r.skill:+.3f}")
+        lines.append("verdicts (" + "paired per-fold RMSE" + "):")
+        for base in ("mean", "spectral"):
+            if np.isfinite(self.folds[f"rmse_{base}"].to_numpy()).any():
+                lines.append(f"  {self.compare(base)}")
+        lines.append("per-fold R² (each against its own fold's mean; detail): "
+                     + ", ".join(f"{v:+.2f}" for v in self.folds["r2"]))
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+    def plot(self, ax=None, *, uncertainty: bool = True):
+        """Predicted (out-of-fold) vs observed, with the 1:1 line; beside it, when the estimator gives one,
+        the predicted uncertainty against |error| (binned means) — a useful uncertainty map tracks the error.
+
+        Returns the matplotlib axes (one or two).
+        """
+        import matplotlib.pyplot as plt
+
+        tested = self.samples["fold"].to_numpy() >= 0
+        y, p = self.y[tested], self.samples["pred"].to_numpy()[tested]
+        unc = self.oof_uncertainty()[tested] if uncertainty else None
+        two = unc is not None and np.isfinite(unc).any()
+        if ax is None:
+            _, ax = plt.subplots(1, 2 if two else 1, figsize=(11 if two else 5.5, 4.8))
+        axes = np.atleast_1d(ax)
+        s = self.summary().loc["model"]
+        a = axes[0]
+        a.scatter(y, p, s=8, alpha=0.6, label="target patches (out-of-fold)")
+        lo, hi = float(min(y.min(), p.min())), float(max(y.max(), p.max()))
+        a.plot([lo, hi], [lo, hi], "k--", lw=1, label="1:1")
+        a.set_xlabel(f"observed {self.value} [{self.units or '-'}]")
+        a.set_ylabel(f"predicted {self.value} [{self.units or '-'}]")
+        a.set_title(f"out-of-fold R² {s.r2:+.2f} [{s.r2_low:+.2f}, {s.r2_high:+.2f}], RMSE {s.rmse:.3g}")
+        a.legend(loc="upper left")
+        if two:
+            err = np.abs(p - y)
+            order = np.argsort(unc)
+            bins = np.array_split(order, min(10, max(2, len(order) // 10)))
+            axes[1].plot([unc[b].mean() for b in bins], [err[b].mean() for b in bins], "o-",
+                         label="binned mean |error|")
+            axes[1].set_xlabel(f"predicted uncertainty [{self.units or '-'}]")
+            axes[1].set_ylabel(f"|out-of-fold error| [{self.units or '-'}]")
+            rho = _spearman(unc, err)
+            axes[1].set_title(f"uncertainty vs error (Spearman ρ {rho:+.2f})")
+            axes[1].legend(loc="upper left")
+        return axes if two else axes[0]
+
+    def oof_uncertainty(self) -> np.ndarray:
+        """Out-of-fold predicted uncertainty per target patch (NaN when the estimator gives none)."""
+        out = np.full(len(self.y), np.nan)
+        if _uncertainty_kind(self.template) is None:
+            return out
+        for i in np.unique(self.samples["fold"].to_numpy()):
+            if i < 0:
+                continue
+            te = np.flatnonzero(self.samples["fold"].to_numpy() == i)
+            tr = np.flatnonzero((self.samples["fold"].to_numpy() != i))
+            est = _fit(self.template, self.X[tr], self.y[tr])
+            out[te] = _predict(est, self.X[te], self.y[tr])[1]
+        return out
+
+    def uncertainty_check(self) -> float:
+        """Spearman rank correlation of out-of-fold uncertainty with |error| (NaN without uncertainty)."""
+        tested = self.samples["fold"].to_numpy() >= 0
+        unc = self.oof_uncertainty()[tested]
+        if not np.isfinite(unc).any():
+            return float("nan")
+        return _spearman(unc, np.abs(self.samples["pred"].to_numpy()[tested] - self.y[tested]))
 
     _repr_pretty_ = lambda self, p, cycle: p.text(str(self))  # noqa: E731
 
@@ -439,6 +564,11 @@ def regress(
     samples, X = samples[ok].reset_index(drop=True), X[ok]
     Xb = Xb[ok] if Xb is not None else None
     y = samples["value"].to_numpy(np.float64)
+    spread = float(np.std(y)) if len(y) else 0.0
+    if len(y) >= 2 and spread <= 1e-9 * max(1.0, float(np.max(np.abs(y)))):
+        raise LabelError(f"The target is constant ({y[0]:.6g} at all {len(y)} usable patches): there is nothing to "
+                         "predict and R² is undefined (it would read 1.000 for any model). Check the value column "
+                         "or the raster's nodata.")
     if len(y) < 2 * n_splits:
         raise TooFewLabelsError(f"{len(y)} usable target patches; {n_splits}-fold CV needs at least {2 * n_splits}. "
                                 "Measure more places, or lower n_splits.")
@@ -453,9 +583,11 @@ def regress(
         notes.append(note)
         warnings.warn(note, UserWarning, stacklevel=2)
     splits = folds.splits
-    rows = _score_folds(template, X, Xb, y, splits)
+    rows, oof, fold_of = _score_folds(template, X, Xb, y, splits)
     import pandas as pd
 
+    samples["fold"] = fold_of
+    samples["pred"], samples["pred_mean"], samples["pred_spectral"] = oof[:, 0], oof[:, 1], oof[:, 2]
     folds = pd.DataFrame(rows)
     folds.index.name = "fold"
     unit = units if units is not None else (str(targets.attrs.get("units", "")) if isinstance(targets, xr.DataArray)
@@ -464,6 +596,22 @@ def regress(
     return RegressionResult(est, template, emb, samples, X, y, folds, cv, block_size,
                             buffer if cv == "spatial" else 0.0, time, value, unit,
                             (base.attrs.get("eoembed:model", "spectral") if base is not None else None), notes)
+
+
+def _rmse(t: np.ndarray, p: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((np.asarray(t) - np.asarray(p)) ** 2)))
+
+
+def _pooled_r2(t: np.ndarray, p: np.ndarray) -> float:
+    ss_tot = float(np.sum((t - t.mean()) ** 2))
+    return 1.0 - float(np.sum((t - p) ** 2)) / ss_tot if ss_tot > 0 else float("nan")
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    ok = np.isfinite(a) & np.isfinite(b)
+    return float(spearmanr(a[ok], b[ok]).statistic) if ok.sum() > 2 else float("nan")
 
 
 def _score_folds(template, X, Xb, y, splits) -> list[dict[str, Any]]:
@@ -476,19 +624,23 @@ def _score_folds(template, X, Xb, y, splits) -> list[dict[str, Any]]:
         return float(np.sqrt(mean_squared_error(t, p)))
 
     rows = []
-    for tr, te in splits:
+    oof = np.full((len(y), 3), np.nan)  # model, mean baseline, spectral baseline: out-of-fold predictions
+    fold_of = np.full(len(y), -1)
+    for i, (tr, te) in enumerate(splits):
         if len(tr) < 2 or len(te) == 0:
             continue
         p = _fit(template, X[tr], y[tr]).predict(X[te])
         m = np.full(len(te), y[tr].mean())
+        oof[te, 0], oof[te, 1], fold_of[te] = p, m, i
         row = {"n_train": int(len(tr)), "n_test": int(len(te)), "r2": r2(y[te], p), "rmse": rmse(y[te], p),
                "r2_mean": r2(y[te], m), "rmse_mean": rmse(y[te], m), "r2_spectral": np.nan,
                "rmse_spectral": np.nan}
         if Xb is not None:
             pb = _fit(template, Xb[tr], y[tr]).predict(Xb[te])
             row.update(r2_spectral=r2(y[te], pb), rmse_spectral=rmse(y[te], pb))
+            oof[te, 2] = pb
         rows.append(row)
     if not rows:
         raise TooFewLabelsError("No fold could be scored (every training part was too small after the buffer); "
                                 "add targets or pass a smaller buffer=.")
-    return rows
+    return rows, oof, fold_of

@@ -318,10 +318,20 @@ def test_regress_cv_equals_sklearn_on_the_same_folds(linear):
         assert row.rmse == pytest.approx(np.sqrt(mean_squared_error(y[te], p)), rel=1e-9)
         m = np.full(len(te), y[tr].mean())
         assert row.rmse_mean == pytest.approx(np.sqrt(mean_squared_error(y[te], m)), rel=1e-9)
+    # pooled out-of-fold R²: every patch predicted once by the fold that held it out, against the overall mean
+    oof = np.full(len(y), np.nan)
+    for tr, te in splits:
+        oof[te] = clone(res.template).fit(X[tr], y[tr]).predict(X[te])
+    t = np.isfinite(oof)
+    pooled = 1 - np.sum((y[t] - oof[t]) ** 2) / np.sum((y[t] - y[t].mean()) ** 2)
     summ = res.summary()
-    assert summ.loc["model", "r2_mean"] > 0.99 and summ.loc["mean baseline", "r2_mean"] < 0.05
-    assert summ.loc["model", "r2_mean"] == pytest.approx(res.folds["r2"].mean())
+    assert summ.loc["model", "r2"] == pytest.approx(pooled, abs=1e-9)
+    assert summ.loc["model", "r2_low"] <= summ.loc["model", "r2"] <= summ.loc["model", "r2_high"]
+    assert summ.loc["model", "r2"] > 0.99 and summ.loc["mean baseline", "r2"] < 0.05
+    assert summ.loc["model", "r2_fold_mean"] == pytest.approx(res.folds["r2"].mean())
+    assert summ.loc["model", "skill"] > 0.9
     assert "spectral baseline" not in summ.index and "R²" in str(res)
+    assert res.compare("mean").verdict == "A better" and "model better than mean baseline" in str(res)
 
 
 def test_regress_predict_map_lazy_equals_eager_and_has_colourbar_attrs(linear):
@@ -553,3 +563,32 @@ def test_histogram_modes_on_known_shapes():
     assert not histogram_modes(rng.normal(0.3, 0.05, 5000))[0]
     assert not histogram_modes(rng.lognormal(-3, 0.6, 5000))[0]  # skewed, one mode
     assert histogram_modes(np.r_[rng.normal(0.05, 0.01, 4000), rng.normal(0.6, 0.05, 800)])[0]
+
+
+def test_regress_refuses_meaningless_targets(linear):
+    emb, ras = linear
+    with pytest.raises(LabelError, match="constant"):
+        regress(emb, ras * 0 + 290.0)
+    pts = pd.DataFrame({"x": emb.x.values[np.arange(30) % 40], "y": emb.y.values[np.arange(30) % 30]})
+    with pytest.raises(LabelError, match="decimal commas"):
+        regress(emb, pts.assign(value=[f"{v:.1f}".replace(".", ",") for v in np.linspace(280, 300, 30)]))
+    with pytest.raises(LabelError, match="not numeric"):
+        regress(emb, pts.assign(value=["wheat", "maize", "grass"] * 10))
+    with pytest.raises(LabelError, match="categorical"):
+        regress(emb, pts.assign(value=pd.Categorical([1, 2, 3] * 10)))
+
+
+def test_regress_plot_and_uncertainty_check(linear):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    emb, ras = linear
+    res = regress(emb, ras, estimator="knn", n_splits=3)
+    axes = res.plot()
+    assert len(axes) == 2
+    assert "observed" in axes[0].get_xlabel() and "[K]" in axes[0].get_xlabel()
+    assert "out-of-fold R²" in axes[0].get_title() and axes[0].get_legend() is not None
+    assert "Spearman" in axes[1].get_title()
+    rho = res.uncertainty_check()
+    assert np.isfinite(rho) and -1 <= rho <= 1
+    assert np.isnan(regress(emb, ras, estimator="ridge", n_splits=3).uncertainty_check())
