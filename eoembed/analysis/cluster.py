@@ -29,6 +29,14 @@ NODATA = -1
 #: vectors used to compute each candidate's silhouette (the score is O(n²))
 SILHOUETTE_SAMPLE = 4000
 CRITERION = "silhouette"
+#: Kaufman & Rousseeuw's reading of the mean silhouette: below 0.25 "no substantial structure",
+#: 0.25-0.50 "weak", 0.50-0.70 "reasonable", above "strong".
+STRUCTURE = ((0.25, "none"), (0.50, "weak"), (0.70, "reasonable"), (np.inf, "strong"))
+
+
+def structure_of(silhouette: float) -> str:
+    """Kaufman & Rousseeuw's verdict on a mean silhouette."""
+    return next(name for cut, name in STRUCTURE if silhouette < cut)
 
 
 @dataclass
@@ -43,6 +51,10 @@ class ClusterModel:
     scores: ``{k: mean silhouette}`` of every candidate (empty when ``k`` was given).
     sizes: share of the sampled vectors in each cluster.
     attrs: provenance (``eoembed:`` attrs) of the fitted cube.
+    silhouette: mean silhouette of the fitted ``k`` (on the silhouette subsample);
+    structure: its reading (``"none"`` below 0.25: the data do not support ``k`` groups, the
+    map is a partition of a continuum, not kinds of place; ``"weak"``, ``"reasonable"``,
+    ``"strong"``).
     """
 
     centroids: np.ndarray
@@ -53,6 +65,8 @@ class ClusterModel:
     scores: dict[int, float] = field(default_factory=dict)
     sizes: list[float] = field(default_factory=list)
     attrs: dict[str, Any] = field(default_factory=dict)
+    silhouette: float = float("nan")
+    structure: str = ""
 
     def assign(self, vectors: np.ndarray) -> np.ndarray:
         """Nearest centroid (cosine) of ``(..., dim)`` vectors → ``(...)`` int32, -1 where invalid."""
@@ -92,6 +106,8 @@ class ClusterModel:
             "eoembed:cluster_seed": self.seed,
             "eoembed:cluster_n_sample": self.n_sample,
             "eoembed:cluster_sizes": [round(s, 6) for s in self.sizes],
+            "eoembed:cluster_silhouette": round(self.silhouette, 6),
+            "eoembed:cluster_structure": self.structure,
         }
         out = write_georef(out, emb)
         return out.rio.write_nodata(NODATA)
@@ -145,13 +161,19 @@ def fit_clusters(
         raise EmptyDataError(
             f"Only {len(x)} valid patch vectors were sampled, fewer than the {need} clusters asked for. "
             "Pass a smaller k (or k_range), a larger sample=, or a cube with more valid patches.")
+    distinct = len(np.unique(np.round(x, 5), axis=0))
+    if distinct < need:
+        raise EmptyDataError(
+            f"The sampled vectors hold only {distinct} distinct direction(s), fewer than the {need} clusters asked "
+            "for: the data cannot support that many groups. Pass a smaller k (or k_range), or check the cube "
+            "(constant or duplicated vectors).")
     scores: dict[int, float] = {}
-    if k is None:
-        require("sklearn", "search", "Choosing k by silhouette")
-        from sklearn.metrics import silhouette_score
+    require("sklearn", "search", "Scoring clusters by silhouette")
+    from sklearn.metrics import silhouette_score
 
-        rng = np.random.default_rng(seed)
-        sub = rng.choice(len(x), size=min(SILHOUETTE_SAMPLE, len(x)), replace=False)
+    rng = np.random.default_rng(seed)
+    sub = rng.choice(len(x), size=min(SILHOUETTE_SAMPLE, len(x)), replace=False)
+    if k is None:
         best = None
         for kk in range(lo, hi + 1):
             c = _kmeans(x, kk, seed, niter)
@@ -163,9 +185,20 @@ def fit_clusters(
         k, criterion = best, CRITERION
     else:
         cents, criterion = _kmeans(x, k, seed, niter), "given"
+    lab = np.argmax(x[sub] @ cents.T, axis=1)
+    sil = float(silhouette_score(x[sub], lab, metric="cosine")) if len(np.unique(lab)) > 1 else -1.0
+    structure = structure_of(sil)
+    if structure == "none":
+        import warnings
+
+        warnings.warn(
+            f"k={k} clusters have a mean silhouette of {sil:.2f} (< 0.25: no substantial cluster structure, "
+            "Kaufman & Rousseeuw): the map partitions a continuum rather than finding kinds of place. Read it as "
+            "a colouring, restrict the cube to a domain first (e.g. cropland) or use fewer clusters.",
+            UserWarning, stacklevel=3)
     cents, sizes = _order(cents, x)
     return ClusterModel(cents, int(k), seed, int(len(x)), criterion, scores, [float(s) for s in sizes],
-                        provenance(emb))
+                        provenance(emb), sil, structure)
 
 
 def cluster(

@@ -592,3 +592,18 @@ def test_regress_plot_and_uncertainty_check(linear):
     rho = res.uncertainty_check()
     assert np.isfinite(rho) and -1 <= rho <= 1
     assert np.isnan(regress(emb, ras, estimator="ridge", n_splits=3).uncertainty_check())
+
+
+def test_cluster_says_when_the_data_do_not_support_k():
+    rng = np.random.default_rng(4)
+    emb, _ = make_emb(20, 20, 8, n_classes=3, noise=0.05, seed=4)
+    fit = fit_clusters(emb, 3)
+    assert fit.structure in ("reasonable", "strong") and fit.silhouette > 0.5
+    # one isotropic cloud: any k partitions a continuum
+    blob = emb.copy(data=rng.standard_normal(emb.shape).astype(np.float32))
+    with pytest.warns(UserWarning, match="no substantial cluster structure"):
+        out = cluster(blob, 4)
+    assert out.attrs["eoembed:cluster_structure"] == "none"
+    same = emb.copy(data=np.ones(emb.shape, np.float32))
+    with pytest.raises(EmptyDataError, match="distinct"):
+        cluster(same, 3)
