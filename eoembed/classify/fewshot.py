@@ -374,6 +374,58 @@ class FewShotClassifier(*_BASES):
         p = self.predict_proba_vectors(feats.reshape(-1, feats.shape[-1]))
         return p.reshape(shape + (len(self.classes_),))
 
+    def area_report(self, validation: Any, *, class_column: str = "class", class_map: Any = None,
+                    emb: xr.DataArray | None = None, level: float = 0.95):
+        """Class areas with confidence intervals and user's/producer's accuracy (Olofsson et al. 2014).
+
+        Parameters
+        ----------
+        validation:
+            Reference labels **not used for training**, ideally a stratified random sample of
+            the map (:func:`eoembed.stats.stratified_sample` draws one to label): a
+            GeoDataFrame of points/polygons with ``class_column`` or a label raster, located on
+            the map's patches with the one patch locator.
+        class_map:
+            The ``(y, x)`` class map (default ``self.predict_map(emb)["class"]``).
+
+        Returns
+        -------
+        eoembed.stats.AreaReport
+            Per class: mapped area, estimated area ± CI (ha on a metric CRS), user's and
+            producer's accuracy ± CI; overall accuracy.
+
+        Raises
+        ------
+        LabelError
+            A validation patch is also a training patch (not independent), or no
+            validation label falls on a mapped patch.
+        """
+        from eoembed.classify.labels import sample_labels
+        from eoembed.stats import area_report
+
+        cmap = self.predict_map(emb)["class"] if class_map is None else class_map
+        ref = sample_labels(cmap.expand_dims(embedding=1), validation, class_column=class_column)
+        if self.samples is not None and len(self.samples):
+            train = set(zip(self.samples["row"].tolist(), self.samples["col"].tolist()))
+            overlap = [rc for rc in zip(ref["row"].tolist(), ref["col"].tolist()) if rc in train]
+            if overlap and (class_map is None and emb is None):
+                raise LabelError(
+                    f"{len(overlap)} validation patch(es) are training patches of this classifier; an area estimate "
+                    "needs independent reference labels. Hold them out of training (e.g. draw them with "
+                    "eoembed.stats.stratified_sample and label them) or pass a class_map made without them.")
+        mapped = np.asarray(cmap.values)[ref["row"].to_numpy(), ref["col"].to_numpy()]
+        nodata = cmap.attrs.get("nodata")
+        ok = mapped != nodata if nodata is not None else np.ones(len(mapped), bool)
+        if not ok.any():
+            raise LabelError("No validation label falls on a mapped (non-nodata) patch of the class map.")
+        values = np.asarray(cmap.attrs.get("flag_values", []))
+        names = str(cmap.attrs.get("flag_meanings", "")).split()
+        ref_vals = ref["label"].to_numpy()[ok]
+        if len(values) == len(names) and not np.issubdtype(np.asarray(self.classes_).dtype, np.integer):
+            code = {str(c): v for c, v in zip(self.classes_, values)}  # string classes are coded 0..K-1 on the map
+            ref_vals = np.array([code.get(str(v), -9999) for v in ref_vals])
+        return area_report(cmap, mapped[ok], ref_vals, nodata=nodata, level=level)
+
     def predict_map(self, emb: xr.DataArray | None = None) -> xr.Dataset:
         """Classify every patch of a cube.
 

@@ -237,3 +237,30 @@ def test_cv_report_compare_uses_the_paired_rule():
                                   [(np.arange(30, 60), np.arange(30)), (np.arange(30), np.arange(30, 60))], **how)
     with pytest.raises(ParameterError, match="same samples and folds"):
         perfect.compare(other)
+
+
+def test_area_report_from_a_fewshot_map_and_held_out_labels():
+    import rioxarray  # noqa: F401
+    import xarray as xr
+
+    from eoembed.classify import fewshot
+
+    emb, truth = make_emb(30, 40, 12, n_classes=3, noise=0.4, seed=2)
+    lab = truth if isinstance(truth, xr.DataArray) else xr.DataArray(truth, dims=("y", "x"),
+                                                                      coords={"y": emb.y, "x": emb.x})
+    lab = lab.rio.write_crs(emb.rio.crs).rio.write_transform(emb.rio.transform())
+    train = lab.where(lab.x < lab.x[20], -1).astype("int32").rio.write_nodata(-1)   # west half trains
+    held = lab.where(lab.x >= lab.x[20], -1).astype("int32").rio.write_nodata(-1)    # east half validates
+    clf = fewshot(emb, train, n_splits=3)
+    rep = clf.area_report(held)
+    t = rep.table
+    assert set(t.index) <= set(np.unique(lab.values).tolist())
+    cmap = clf.predict_map()["class"]
+    tr = emb.rio.transform()
+    assert rep.unit == "ha"
+    for c in t.index:  # mapped area = patches of the class × patch area
+        assert t.loc[c, "map_area"] == pytest.approx(float((cmap.values == c).sum()) * abs(tr.a * tr.e) / 1e4)
+        assert abs(t.loc[c, "area"] - t.loc[c, "map_area"]) <= t.loc[c, "area_ci"] + 0.15 * t.loc[c, "map_area"]
+    assert 0.5 <= rep.overall <= 1
+    with pytest.raises(LabelError, match="independent"):
+        clf.area_report(train)
