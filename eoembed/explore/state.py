@@ -321,32 +321,11 @@ class ExplorerState:
         ``"1/<factor>"`` of the source drawn, or None when the overview is already the finest
         that fits (the detail layers are then removed).
         """
-        from eoembed.explore.layers import pca_rgb_2d, similarity_range, warp_for
-        from eoembed.index.similarity import similarity_map
-        from eoembed.viz import colormap_indexed, rgb_to_rgba
+        from eoembed.explore.detail import refine
 
-        t0 = _time.perf_counter()
-        if not bounds or len(bounds) != 2:
-            return None
-        g, q = self.grid, self.search.vector
-        factor, win = g.window(bounds)
-        self.view_bounds = bounds
-        if win is None or (g.pca_cog is not None and q is None):  # nothing finer (or the PCA tiles hold it)
-            for name in ("PCA-RGB detail", "similarity detail") if win is None else ("similarity detail",):
-                self.remove_layer(name)
-            return None
-        warp = warp_for(win, g.max_pixels)
-        if g.pca_cog is None:
-            rgb = pca_rgb_2d(g.proj, self.time.flat(win))
-            self.draw("PCA-RGB detail", rgb, rgb_to_rgba(rgb.values), warp=warp)
-        if q is not None:
-            sim = self.time.flat(similarity_map(win, q))
-            vmin, vmax = similarity_range(self.search.ov_similarity.values)  # the overview's colour bar holds
-            self.draw("similarity detail", sim, *colormap_indexed(sim.values, vmin, vmax, self.cmap), warp=warp)
-        else:
-            self.remove_layer("similarity detail")
-        self.timings["refine_view"] = _time.perf_counter() - t0
-        return f"1/{factor}"
+        if bounds and len(bounds) == 2:
+            self.view_bounds = bounds
+        return refine(self, bounds)
 
     # ---- time -------------------------------------------------------------------------------------
     def set_time(self, time: Any) -> Any:
