@@ -45,7 +45,6 @@ class TimeAxis:
 
     def __init__(self, emb: xr.DataArray, time: Any = None) -> None:
         self.times = emb["time"].values if "time" in emb.dims else None
-        self.label, self.pos = None, None
         self.label, self.pos = self.resolve(time)
 
     def resolve(self, time: Any) -> tuple[Any, int | None]:
