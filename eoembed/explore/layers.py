@@ -40,7 +40,7 @@ import xarray as xr
 
 from eoembed.exceptions import ParameterError
 
-__all__ = ["add_layers", "basemap_layer", "BASEMAP_CHOICES"]
+__all__ = ["add_layers", "basemap_layer", "basemap_provider", "BASEMAP_CHOICES"]
 
 #: Short names accepted for ``basemap=`` beside any xyzservices provider name.
 _BASEMAP_ALIASES = {"osm": "OpenStreetMap.Mapnik", "esri": "Esri.WorldImagery"}
@@ -48,34 +48,44 @@ _BASEMAP_ALIASES = {"osm": "OpenStreetMap.Mapnik", "esri": "Esri.WorldImagery"}
 BASEMAP_CHOICES = ("none", "OpenStreetMap.Mapnik", "Esri.WorldImagery", "Esri.WorldGrayCanvas", "OpenTopoMap")
 
 
-def basemap_layer(basemap: Any):
-    """``None``/"none"/"blank" → no tile layer; a name, provider or ``TileLayer`` → a base ``TileLayer``.
+def basemap_provider(basemap: Any):
+    """``None``/"none"/"blank" → None; a name → its xyzservices provider (checked); a provider or
+    ``TileLayer`` → itself. Widget-free: the explorer's state keeps what this returns.
 
     Names are ``"osm"``, ``"esri"`` or any xyzservices provider name
     (``"Esri.WorldGrayCanvas"``, ``"OpenTopoMap"``, …). Providers that need an API key are
     refused with the name of the key.
     """
+    if basemap is None or (isinstance(basemap, str) and basemap.lower() in ("none", "blank", "")):
+        return None
+    if not isinstance(basemap, str):
+        return basemap
+    import xyzservices
+
+    name = _BASEMAP_ALIASES.get(basemap.lower(), basemap)
+    try:
+        provider = xyzservices.providers.query_name(name)
+    except ValueError:
+        raise ParameterError(
+            f"basemap={basemap!r} is not known; use None (blank, offline), 'osm', 'esri', an xyzservices "
+            "provider name such as 'Esri.WorldGrayCanvas' or 'OpenTopoMap', or an ipyleaflet TileLayer."
+        ) from None
+    if provider.requires_token():
+        raise ParameterError(f"basemap={basemap!r} needs an API key; pick a provider without one "
+                             f"(e.g. {', '.join(BASEMAP_CHOICES[1:])}).")
+    return provider
+
+
+def basemap_layer(basemap: Any):
+    """``None``/"none"/"blank" → no tile layer; a name, provider or ``TileLayer`` → a base ``TileLayer``
+    (see :func:`basemap_provider`)."""
     import ipyleaflet
 
-    if basemap is None or (isinstance(basemap, str) and basemap.lower() in ("none", "blank", "")):
+    basemap = basemap_provider(basemap)
+    if basemap is None:
         return None
     if isinstance(basemap, ipyleaflet.TileLayer):
         return basemap
-    if isinstance(basemap, str):
-        import xyzservices
-
-        name = _BASEMAP_ALIASES.get(basemap.lower(), basemap)
-        try:
-            provider = xyzservices.providers.query_name(name)
-        except ValueError:
-            raise ParameterError(
-                f"basemap={basemap!r} is not known; use None (blank, offline), 'osm', 'esri', an xyzservices "
-                "provider name such as 'Esri.WorldGrayCanvas' or 'OpenTopoMap', or an ipyleaflet TileLayer."
-            ) from None
-        if provider.requires_token():
-            raise ParameterError(f"basemap={basemap!r} needs an API key; pick a provider without one "
-                                 f"(e.g. {', '.join(BASEMAP_CHOICES[1:])}).")
-        basemap = provider
     layer = ipyleaflet.basemap_to_tiles(basemap)
     layer.base = True
     return layer

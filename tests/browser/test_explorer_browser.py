@@ -84,7 +84,7 @@ print("STATE", json.dumps({
     "trained": ex.classifier is not None,
     "selected": len(ex.selected),
     "highlight": len(ex.scatter.marks[1].x),
-    "polygon": ex._polygon is not None,
+    "polygon": ex.state.search.polygon is not None,
     "threshold": ex.threshold,
     "kth_score": None if ex.hits is None else float(ex.hits["score"].iloc[-1]),
     "stride_share": None if ex.similarity is None else float(stride_share()),
@@ -96,7 +96,7 @@ import os
 ex2 = emb.eo.explore(cube, k=10, session="session.json") if os.path.exists("session.json") else None
 matches = json.load(open("matches.geojson"))["features"] if os.path.exists("matches.geojson") else []
 print("RESTORED", "{}" if ex2 is None else json.dumps({
-    "labels": ex2.labels["class"].tolist(), "threshold": ex2.threshold, "polygon": ex2._polygon is not None,
+    "labels": ex2.labels["class"].tolist(), "threshold": ex2.threshold, "polygon": ex2.state.search.polygon is not None,
     "same_hits": ex.hits is not None and list(ex2.hits["id"]) == list(ex.hits["id"]),
     "trained": ex2.classifier is not None, "exported": len(matches),
     "matches": len(ex.matches) if ex.threshold is not None else None}))
@@ -129,7 +129,7 @@ print("STATE", json.dumps({
                                                            ex.trajectory_data.attrs["col"],
                                                            int(ex.trajectory_data["valid"].sum())],
     "hit_time": None if ex.hits is None else time_label(ex.hits["time"].iloc[0]),
-    "split": ex._split_names,
+    "split": ex.state.split_names,
     "error": None if ex.last_error is None else repr(ex.last_error)}))"""
 
 TIME_SPLIT = """\

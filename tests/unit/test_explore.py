@@ -61,8 +61,8 @@ def test_layer_bounds_are_the_grid_corners_in_lonlat(ex, emb_truth):
     lons, lats = [c[0] for c in corners], [c[1] for c in corners]
     (south, west), (north, east) = ex.layers["PCA-RGB"].bounds
     # the overlay holds every corner, and is no larger than the footprint plus one pixel
-    px = (east - west) / ex._warp.shape[1]
-    py = (north - south) / ex._warp.shape[0]
+    px = (east - west) / ex.state.grid.warp.shape[1]
+    py = (north - south) / ex.state.grid.warp.shape[0]
     eps = 1e-9  # float round-off of the Mercator→lon/lat conversion
     assert west <= min(lons) + eps and east >= max(lons) - eps and south <= min(lats) + eps
     assert north >= max(lats) - eps
@@ -76,10 +76,10 @@ def test_layer_bounds_are_the_grid_corners_in_lonlat(ex, emb_truth):
 def test_every_patch_lands_where_it_is_on_the_ground(emb_truth, max_pixels):
     emb = emb_truth[0]
     ex = eoembed.explore.explore(emb, scatter=None, max_pixels=max_pixels)
-    s = ex._stride
+    s = ex.state.grid.stride
     assert (s == 1) == (max_pixels == 1024)
-    assert max(ex._warp.shape) == (200 if s == 1 else 20)  # 4× oversampled when small
-    warp = ex._warp
+    assert max(ex.state.grid.warp.shape) == (200 if s == 1 else 20)  # 4× oversampled when small
+    warp = ex.state.grid.warp
     (south, west), (north, east) = ex.layers["PCA-RGB"].bounds
     assert warp.bounds == ((south, west), (north, east))
     for r, c in [(0, 0), (39, 49), (0, 49), (39, 0), (17, 23)]:
@@ -168,8 +168,8 @@ def test_click_top_k_equals_index_search_and_similarity_equals_index_map(ex, emb
     sim = ex.similarity
     np.testing.assert_allclose(sim.values, ex.index.similarity_map(point=p).values, atol=1e-6)
     assert sim.dims == ("y", "x") and sim.shape == (40, 50)
-    assert "similarity" in ex.layers and ex._colorbar in ex.map.controls and ex._colorbar.caption == "cosine similarity"
-    assert len(ex._hits_group.data["features"]) == 7 + 1  # hits + the query point
+    assert "similarity" in ex.layers and ex.view.controls["similarity"] in ex.map.controls and ex.view.controls["similarity"].caption == "cosine similarity"
+    assert len(ex.view.hits_group.data["features"]) == 7 + 1  # hits + the query point
 
 
 def test_map_click_in_lonlat_is_the_same_query(ex, emb_truth):
@@ -198,7 +198,7 @@ def test_refinement_positive_negative_and_clear(ex, emb_truth):
                                ex.index.similarity_map(positives=[p, q], negatives=[n]).values, atol=1e-6)
     ex.clear()
     assert ex.hits is None and ex.similarity is None and "similarity" not in ex.layers
-    assert ex._hits_group.data["features"] == []
+    assert ex.view.hits_group.data["features"] == []
     with pytest.raises(QueryError, match="positive"):
         ex.click(*n, negative=True)
 
@@ -247,7 +247,7 @@ def test_dask_cube_is_not_computed_beyond_the_overview(emb_truth):
 
     with Count():
         ex = eoembed.explore.explore(emb, max_pixels=25)
-    assert ex._ov.shape[-2:] == (20, 25)  # a 1/2 overview, held in memory
+    assert ex.state.grid.ov.shape[-2:] == (20, 25)  # a 1/2 overview, held in memory
     assert ex.layer_data["PCA-RGB"].shape[-2:] == (20, 25)
     assert len(computed) == 1  # one compute: the overview
     ex.click(*_centre(emb, 10, 10))
@@ -277,12 +277,12 @@ def test_label_train_class_layer_equals_predict_map(ex, emb_truth):
     np.testing.assert_array_equal(ex.layer_data["class"].values, ref["class"].values)
     np.testing.assert_allclose(ex.layer_data["probability"].values, ref["probability"].max("label").values)
     assert "class" in ex.layers and "probability" in ex.layers
-    assert ex._legend is not None and set(ex._legend.legend) == {"c0", "c1", "c2"}
+    assert ex.view.controls["class"] is not None and set(ex.view.controls["class"].legend) == {"c0", "c1", "c2"}
     rep = ex.cv_report
-    assert rep.spatial and "balanced accuracy" in ex._report_w.value
-    assert f"{rep.balanced_accuracy:.3f}" in ex._report_w.value
+    assert rep.spatial and "balanced accuracy" in ex.view.widgets.report_w.value
+    assert f"{rep.balanced_accuracy:.3f}" in ex.view.widgets.report_w.value
     for c in ("c0", "c1", "c2"):
-        assert f"<td>{c}</td>" in ex._report_w.value  # per-class rows
+        assert f"<td>{c}</td>" in ex.view.widgets.report_w.value  # per-class rows
     # the planted classes are separable: the class map matches the truth
     agree = (np.asarray(clf.classes_)[ref["class"].values] == np.char.add("c", truth.values.astype(str))).mean()
     assert agree > 0.9
@@ -290,14 +290,14 @@ def test_label_train_class_layer_equals_predict_map(ex, emb_truth):
 
 def test_map_click_in_label_mode_labels_with_the_panel_class(ex, emb_truth):
     emb = emb_truth[0]
-    ex._mode_w.value = "label"  # the toggle button
-    ex._class_w.value = "water"
+    ex.view.widgets.mode_w.value = "label"  # the toggle button
+    ex.view.widgets.class_w.value = "water"
     _map_click(ex, *_lonlat(*_centre(emb, 3, 4)))
     assert ex.last_error is None and list(ex.labels["class"]) == ["water"]
     g = ex.labels.geometry.iloc[0]
     assert abs(g.x - float(emb.x[4])) < 1e-3 and abs(g.y - float(emb.y[3])) < 1e-3
     assert ex.hits is None  # label mode does not search
-    assert len(ex._labels_group.data["features"]) == 1
+    assert len(ex.view.labels_group.data["features"]) == 1
 
 
 def test_labels_round_trip_and_autosave(emb_truth, tmp_path):
@@ -338,12 +338,12 @@ def test_errors_in_callbacks_are_shown_logged_and_the_widget_survives(ex, emb_tr
     with caplog.at_level("ERROR", logger="eoembed.explore"):
         _map_click(ex, 10.0, 10.0)  # far outside the cube
     assert isinstance(ex.last_error, QueryError)
-    assert "outside the embedding cube" in ex._status_w.value and "#b00020" in ex._status_w.value
+    assert "outside the embedding cube" in ex.view.widgets.status_w.value and "#b00020" in ex.view.widgets.status_w.value
     assert any("outside" in r.getMessage() or r.exc_info for r in caplog.records)
-    ex._train_w.click()  # Train with no labels: shown, not raised
-    assert isinstance(ex.last_error, LabelError) and "No labels" in ex._status_w.value
+    ex.view.widgets.train_w.click()  # Train with no labels: shown, not raised
+    assert isinstance(ex.last_error, LabelError) and "No labels" in ex.view.widgets.status_w.value
     _map_click(ex, *_lonlat(*_centre(emb, 20, 20)))  # still works afterwards
-    assert ex.hits is not None and "#b00020" not in ex._status_w.value
+    assert ex.hits is not None and "#b00020" not in ex.view.widgets.status_w.value
 
 
 # ---- embedding view ----------------------------------------------------------------------------
@@ -360,10 +360,17 @@ def test_scatter_selection_highlights_patches_and_click_highlights_point(ex, emb
     sc.selected = None  # a brush cleared in the browser
     assert "selection" not in ex.layers
     ex.click(*_centre(emb, 8, 9))
-    proj = eoembed.reduce.fit_pca(emb, 3, sample=20_000)
-    xy = proj.func(emb.isel(y=8, x=9).values[None, :].astype("float32"))[0]
+    # the points are the PCA of the patches' unit vectors (the space the index searches), so the query
+    # vector the index resolved for the click lands on the clicked patch's own point
+    data = ex.state.scatter
+    i = int(np.flatnonzero((data.rows == 8) & (data.cols == 9))[0])
     q = ex.scatter.marks[1]
+    assert q.x[0] == pytest.approx(sc.x[i], abs=1e-5) and q.y[0] == pytest.approx(sc.y[i], abs=1e-5)
+    v = emb.isel(y=8, x=9).values.astype("float32")
+    xy = eoembed.reduce.fit_pca(emb, 3, sample=20_000).func((v / np.linalg.norm(v))[None, :])[0]
     assert q.x[0] == pytest.approx(xy[0], abs=1e-4) and q.y[0] == pytest.approx(xy[1], abs=1e-4)
+    ex.clear()
+    assert len(q.x) == 0
 
 
 # ---- options and missing extras --------------------------------------------------------------------
@@ -442,7 +449,7 @@ def test_train_with_a_single_label_class_explains_the_missing_cv(ex, emb_truth):
     clf = ex.train()  # the classifier and layers exist; CV cannot, and the panel says why
     assert list(clf.classes_) == ["a", "b"] and "class" in ex.layer_data
     assert ex.cv_report is None
-    assert "No spatial CV" in ex._report_w.value and "Add more labels of &#x27;b&#x27;" in ex._report_w.value
+    assert "No spatial CV" in ex.view.widgets.report_w.value and "Add more labels of &#x27;b&#x27;" in ex.view.widgets.report_w.value
 
 
 # ---- leafmap-native ------------------------------------------------------------------------------
@@ -483,7 +490,7 @@ def test_basemap_picker_offers_xyzservices_providers(emb_truth):
     import ipyleaflet
 
     ex = eoembed.explore.explore(emb_truth[0], scatter=None)
-    ex._basemap_w.value = "Esri.WorldGrayCanvas"  # the picker
+    ex.view.widgets.basemap_w.value = "Esri.WorldGrayCanvas"  # the picker
     tiles = [lyr for lyr in ex.map.layers if isinstance(lyr, ipyleaflet.TileLayer)]
     assert len(tiles) == 1 and "Canvas" in tiles[0].url and ex.map.layers[0] is tiles[0]
     ex.set_basemap(None)
@@ -572,7 +579,7 @@ def test_drawn_polygon_is_the_polygon_mean_query(ex, emb_truth):
     assert ex.last_error is None
     assert list(ex.hits["id"]) == list(ref["id"]) and np.allclose(ex.hits["score"], ref["score"], atol=1e-5)
     assert "similarity" in ex.layers and ex.draw_control.data == []
-    assert any(f["geometry"]["type"] == "Polygon" for f in ex._hits_group.data["features"])
+    assert any(f["geometry"]["type"] == "Polygon" for f in ex.view.hits_group.data["features"])
     hits = ex.query_polygon(poly)  # the public method, in the cube CRS
     assert list(hits["id"]) == list(ref["id"])
     with pytest.raises(QueryError, match="does not overlap"):
@@ -591,12 +598,12 @@ def test_threshold_marks_and_exports_the_matches(ex, emb_truth, tmp_path):
     ex.click(*_centre(emb, 12, 31))
     sim = ex.similarity.values
     t = float(np.nanpercentile(sim, 90))
-    ex._threshold_w.value = t  # the slider
+    ex.view.widgets.threshold_w.value = t  # the slider
     assert ex.threshold == pytest.approx(t)
     want = int((sim >= ex.threshold).sum())
     m = ex.matches
     assert len(m) == want and (m["score"] >= ex.threshold - 1e-6).all() and m.crs == emb.rio.crs
-    assert "matches" in ex.layers and f"{want} patches" in ex._matches_w.value
+    assert "matches" in ex.layers and f"{want} patches" in ex.view.widgets.matches_w.value
     r, c = int(m["row"].iloc[0]), int(m["col"].iloc[0])
     assert m["score"].iloc[0] == pytest.approx(float(np.nanmax(sim)))
     assert m.geometry.iloc[0].contains(gpd.points_from_xy([emb.x[c]], [emb.y[r]])[0])
@@ -605,8 +612,8 @@ def test_threshold_marks_and_exports_the_matches(ex, emb_truth, tmp_path):
     back = gpd.read_file(gj)
     assert len(back) == want and back.crs.to_epsg() == 4326
     np.testing.assert_allclose(back["score"], m["score"], atol=1e-6)
-    ex._export_path_w.value = str(tmp_path / "m.parquet")
-    ex._export_w.click()  # the button
+    ex.view.widgets.export_path_w.value = str(tmp_path / "m.parquet")
+    ex.view.widgets.export_w.click()  # the button
     pq = gpd.read_parquet(tmp_path / "m.parquet")
     assert len(pq) == want and pq.crs == emb.rio.crs and list(pq["row"]) == list(m["row"])
     with pytest.raises(ParameterError, match=".geojson"):
@@ -635,7 +642,7 @@ def test_split_two_dates():
     ex = eoembed.explore.explore(emb, scatter=None)
     a, b = ex.add_time_layer(0), ex.add_time_layer(1)
     ex.split(a, b)
-    assert ex._split.left_layer is ex.layers[a] and ex.layers[a].url != ex.layers[b].url
+    assert ex.view.split.left_layer is ex.layers[a] and ex.layers[a].url != ex.layers[b].url
     with pytest.raises(ParameterError, match="out of range"):
         ex.add_time_layer(5)
 
@@ -655,7 +662,7 @@ def test_gallery_shows_true_colour_chips_of_the_top_hits(emb_truth):
     assert img.shape == (32, 32, 4)  # default: 3 patches of 8 px, at least 32 px
     assert "#1 ·" in box.children[0].children[1].value
     ex.click(*_centre(emb, 5, 5))  # refreshed after each query
-    assert len(ex._gallery_box.children) == 4
+    assert len(ex.view.widgets.gallery_box.children) == 4
     ex2 = eoembed.explore.explore(emb, scatter=None)
     ex2.click(*_centre(emb, 5, 5))
     with pytest.raises(ParameterError, match="cube="):
@@ -680,7 +687,7 @@ def test_session_round_trip_restores_labels_query_threshold_layers(emb_truth, tm
     np.testing.assert_allclose(ex2.similarity.values, ex.similarity.values, atol=1e-6)
     assert ex2.threshold == 0.6 and len(ex2.matches) == len(ex.matches)
     assert ex2.classifier is not None and "class" in ex2.layers
-    assert ex2.layers["PCA-RGB"].opacity == 0.4 and ex2._split_names == ("PCA-RGB", "similarity")
+    assert ex2.layers["PCA-RGB"].opacity == 0.4 and ex2.state.split_names == ("PCA-RGB", "similarity")
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ParameterError, match="invalid JSON"):
         ex2.load_session(tmp_path / "bad.json")
@@ -721,7 +728,7 @@ def test_pyramid_levels_are_unit_block_means_and_feed_the_overview(tmp_path):
     with pytest.raises(eoembed.exceptions.InputError, match="overwrite=True"):
         write_pyramid(emb, tmp_path / "pyr", min_side=16)
     ex = eoembed.explore.explore(emb, scatter=None, max_pixels=24, pyramid=tmp_path / "pyr")
-    assert ex._stride == 4 and ex._ov.shape[-2:] == (10, 13)  # level 2: the finest that fits 24 px
+    assert ex.state.grid.stride == 4 and ex.state.grid.ov.shape[-2:] == (10, 13)  # level 2: the finest that fits 24 px
     hits = ex.click(*_centre(emb, 12, 31))
     assert hits["row"].iloc[0] == 12 and hits["col"].iloc[0] == 31  # search stays at full resolution
     other, _ = make_emb(40, 50, 16, seed=5, pitch=60.0)
@@ -731,7 +738,7 @@ def test_pyramid_levels_are_unit_block_means_and_feed_the_overview(tmp_path):
 
 def test_large_dask_cubes_get_the_out_of_core_index(emb_truth, monkeypatch):
     emb = emb_truth[0].chunk({"y": 10})
-    monkeypatch.setattr(eoembed.explore.Explorer, "OOC_PATCHES", 1000)
+    monkeypatch.setattr(eoembed.explore.ExplorerState, "OOC_PATCHES", 1000)
     ex = eoembed.explore.explore(emb, scatter=None, index_kwargs={"key": "IVF16,Flat"})
     hits = ex.click(*_centre(emb, 12, 31))
     assert ex.index.tuning["out_of_core"] and ex.index.key == "IVF16,Flat"
@@ -743,7 +750,7 @@ def test_zooming_in_draws_the_view_from_a_finer_level(emb_truth, tmp_path):
 
     emb = emb_truth[0]  # 40 × 50 patches; overview 1/3 at max_pixels=20
     ex = eoembed.explore.explore(emb.chunk({"y": 10}), scatter=None, max_pixels=20)
-    assert ex._stride == 3
+    assert ex.state.grid.stride == 3
     # a view of 10 × 12 patches fits 20 px at full resolution
     x0, y1 = float(emb.x[5]) - 40, float(emb.y[20]) + 40
     x1, y0 = float(emb.x[16]) + 40, float(emb.y[29]) - 40
@@ -751,7 +758,7 @@ def test_zooming_in_draws_the_view_from_a_finer_level(emb_truth, tmp_path):
     assert ex.refine_view([[s, w], [n, e]]) == "1/1"
     det = ex.layer_data["PCA-RGB detail"]
     assert det.sizes["y"] >= 10 and det.sizes["x"] >= 12 and det.sizes["y"] <= 12  # the window only
-    ref = pca_rgb_2d(ex._proj, emb.sel(y=det.y, x=det.x))
+    ref = pca_rgb_2d(ex.state.grid.proj, emb.sel(y=det.y, x=det.x))
     np.testing.assert_allclose(det.values, ref.values, atol=1e-6)
     ex.click(*_centre(emb, 25, 10))
     assert "similarity detail" in ex.layers
@@ -792,7 +799,7 @@ def test_clusters_layer_and_a_cluster_turned_into_labels():
     cm = ex.show_clusters(k=3)
     direct = eoembed.cluster(emb, k=3)  # the layer is exactly the API's cluster map
     np.testing.assert_array_equal(cm.values, direct.values)
-    assert "clusters" in ex.layers and set(ex._cluster_legend.legend) == {"cluster 0", "cluster 1", "cluster 2"}
+    assert "clusters" in ex.layers and set(ex.view.controls["clusters"].legend) == {"cluster 0", "cluster 1", "cluster 2"}
     n0 = int((cm.values == 0).sum())
     labels = ex.label_cluster(0, "big", max_patches=5)
     assert list(labels["class"]) == ["big"] * min(5, n0)
@@ -833,12 +840,12 @@ def test_regression_layers_match_the_api_and_the_report_states_the_baselines(emb
     np.testing.assert_allclose(ov.values, full["prediction"].sel(y=ov.y, x=ov.x).values, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(ex.layer_data["uncertainty"].values,
                                full["uncertainty"].sel(y=ov.y, x=ov.x).values, rtol=1e-5, atol=1e-5)
-    assert ex.layers["regression"].name == "regression: height" and ex._regression_bar.caption == "predicted height"
-    assert "R²" in ex._report_w.value and "mean baseline" in ex._report_w.value
+    assert ex.layers["regression"].name == "regression: height" and ex.view.controls["regression"].caption == "predicted height"
+    assert "R²" in ex.view.widgets.report_w.value and "mean baseline" in ex.view.widgets.report_w.value
     s = res.summary()  # the classes explain much of the target: far above predict-the-mean
     assert s.loc["model", "r2_mean"] > s.loc["mean baseline", "r2_mean"] + 0.3, s
     ex.regress(target, value="height", estimator="ridge")  # no uncertainty from ridge: its layer goes
-    assert "uncertainty" not in ex.layers and ex._uncertainty_bar is None
+    assert "uncertainty" not in ex.layers and "uncertainty" not in ex.view.controls
     with pytest.raises(eoembed.exceptions.LabelError, match="empty"):
         ex.regress(target.to_dataframe().iloc[:0].reset_index(), value="height")
 
@@ -853,7 +860,7 @@ def test_the_display_grid_keeps_its_vectors_within_the_byte_budget(monkeypatch):
     assert vector_side(emb, 1024, 50 * 50 * 64 * 4) == 50  # side² × 64 floats of 4 bytes fit
     per_time, _ = make_emb(40, 40, 8, times=6, seed=1)
     assert vector_side(per_time, 1024, 20 * 20 * 8 * 6 * 4) == 20  # every timestep is held
-    monkeypatch.setattr(eoembed.explore.Explorer, "OVERVIEW_BYTES", 40 * 40 * 64 * 4)
+    monkeypatch.setattr(eoembed.explore.ExplorerState, "OVERVIEW_BYTES", 40 * 40 * 64 * 4)
     ex = eoembed.explore.explore(emb, scatter=None)  # max_pixels 1024 would hold the whole 120 × 90
-    assert ex._stride == 3 and max(ex._ov.sizes["y"], ex._ov.sizes["x"]) <= 40
-    assert ex._ov.nbytes <= 40 * 40 * 64 * 4
+    assert ex.state.grid.stride == 3 and max(ex.state.grid.ov.sizes["y"], ex.state.grid.ov.sizes["x"]) <= 40
+    assert ex.state.grid.ov.nbytes <= 40 * 40 * 64 * 4

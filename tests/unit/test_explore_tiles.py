@@ -143,7 +143,7 @@ def test_explorer_on_a_pyramid_serves_the_pca_view_as_tiles(tmp_path):
     ex = eoembed.explore.explore(e, scatter=None, max_pixels=30, pyramid=tmp_path / "pyr")
     layer = ex.layers["PCA-RGB"]
     assert isinstance(layer, ipyleaflet.TileLayer) and layer in ex.map.layers
-    assert ex.map.layers.index(layer) < ex.map.layers.index(ex._labels_group)  # markers stay on top
+    assert ex.map.layers.index(layer) < ex.map.layers.index(ex.view.labels_group)  # markers stay on top
     # the overview data the scatter/inspect read uses the COG's projection (fitted on the coarsest level)
     coarsest = open_pyramid(tmp_path / "pyr")[-1]
     ref = fit_pca(coarsest, 3, sample=20_000)
@@ -151,7 +151,7 @@ def test_explorer_on_a_pyramid_serves_the_pca_view_as_tiles(tmp_path):
         px = ds.read(window=((10, 11), (20, 21)))[:, 0, 0]
     want = rgb_to_rgba(pca_rgb_2d(ref, e.isel(y=[10], x=[20]).compute()).values)[0, 0]
     assert np.array_equal(px, want)
-    np.testing.assert_allclose(ex.layer_data["PCA-RGB"].values, pca_rgb_2d(ref, ex._ov).values, atol=1e-6)
+    np.testing.assert_allclose(ex.layer_data["PCA-RGB"].values, pca_rgb_2d(ref, ex.state.grid.ov).values, atol=1e-6)
     # zooming in draws no PCA detail image (the tiles have it) but still the similarity detail
     ex.click(float(e.x[40]), float(e.y[40]))
     from pyproj import Transformer
