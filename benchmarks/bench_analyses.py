@@ -204,22 +204,32 @@ def real_part(quick: bool, models=("spectral", "galileo-nano", "presto")) -> dic
         }
         rows.append(row)
         print(f"[real] {name}: k={row['k_chosen']} ARI {row['ari_chosen_k']:.3f} (k={n_classes}: "
-              f"{row['ari_k_classes']:.3f}); ST R² {row['r2_mean_model']:+.3f}±{row['r2_std_model']:.3f} RMSE "
-              f"{row['rmse_mean_model']:.3f} K | mean R² {row['r2_mean_mean']:+.3f} RMSE {row['rmse_mean_mean']:.3f} | "
-              f"spectral R² {row['r2_mean_spectral']:+.3f} RMSE {row['rmse_mean_spectral']:.3f}", flush=True)
+              f"{row['ari_k_classes']:.3f}); ST pooled out-of-fold R² {row['r2_model']:+.3f} "
+              f"[{row['r2_low_model']:+.3f}, {row['r2_high_model']:+.3f}] RMSE {row['rmse_model']:.3f} K | "
+              f"mean RMSE {row['rmse_mean']:.3f} | spectral R² {row['r2_spectral']:+.3f} RMSE "
+              f"{row['rmse_spectral']:.3f} | {reg.compare('mean')}", flush=True)
+        row["verdict_vs_mean"] = reg.compare("mean").to_dict()
+        row["verdict_vs_spectral"] = reg.compare("spectral").to_dict()
     return {"cube": {k: int(v) for k, v in cube.sizes.items()}, "target": tinfo, "n_crop_classes": n_classes,
             "n_labelled_patches": int(len(lab)), "rows": rows, "skipped": skipped}
 
 
+def _r2(r: dict, who: str) -> str:
+    """Pooled out-of-fold R² with its block-bootstrap interval (results before it: per-fold mean ± SD, marked)."""
+    if f"r2_{who}" in r:
+        return f"{r[f'r2_{who}']:+.3f} [{r[f'r2_low_{who}']:+.3f}, {r[f'r2_high_{who}']:+.3f}]"
+    return f"{r[f'r2_mean_{who}']:+.3f}±{r[f'r2_std_{who}']:.3f} (per-fold)"
+
+
 def table(real: dict) -> str:
-    head = (f"{'model':<14}{'k':>3}{'ARI k*':>8}{'ARI k=cls':>10}{'R² model':>16}{'RMSE K':>9}{'R² mean':>10}"
-            f"{'RMSE mean':>11}{'R² spectral':>14}{'RMSE spec':>11}")
+    head = (f"{'model':<14}{'k':>3}{'ARI k*':>8}{'ARI k=cls':>10}  {'R² model':<22}{'RMSE K':>8}  {'R² mean':<22}"
+            f"{'RMSE mean':>10}  {'R² spectral':<22}{'RMSE spec':>10}")
     lines = [head, "-" * len(head)]
     for r in real["rows"]:
-        lines.append(f"{r['model']:<14}{r['k_chosen']:>3}{r['ari_chosen_k']:>8.3f}{r['ari_k_classes']:>10.3f}"
-                     f"{r['r2_mean_model']:>+9.3f}±{r['r2_std_model']:<5.3f}{r['rmse_mean_model']:>9.3f}"
-                     f"{r['r2_mean_mean']:>+10.3f}{r['rmse_mean_mean']:>11.3f}{r['r2_mean_spectral']:>+14.3f}"
-                     f"{r['rmse_mean_spectral']:>11.3f}")
+        rm = {w: r.get(f"rmse_{w}", r.get(f"rmse_mean_{w}")) for w in ("model", "mean", "spectral")}
+        lines.append(f"{r['model']:<14}{r['k_chosen']:>3}{r['ari_chosen_k']:>8.3f}{r['ari_k_classes']:>10.3f}  "
+                     f"{_r2(r, 'model'):<22}{rm['model']:>8.3f}  {_r2(r, 'mean'):<22}{rm['mean']:>10.3f}  "
+                     f"{_r2(r, 'spectral'):<22}{rm['spectral']:>10.3f}")
     for name, why in real["skipped"].items():
         lines.append(f"{name:<14}skipped: {why}")
     return "\n".join(lines)

@@ -103,6 +103,6 @@ class Analyses:
             s.scene.control("uncertainty", None)
         s.notes.set_report(f"<pre style='font-size:11px;line-height:1.3'>{html.escape(str(res))}</pre>")
         sm = res.summary()
-        s.notes.say(f"Regression of {value} on {len(res.y)} patches: R² {sm.loc['model', 'r2_mean']:+.3f} "
-                    f"(predict-the-mean {sm.loc['mean baseline', 'r2_mean']:+.3f}), spatial-block CV.")
+        s.notes.say(f"Regression of {value} on {len(res.y)} patches: R² {sm.loc['model', 'r2']:+.3f} (pooled out-of-fold) "
+                    f"(predict-the-mean {sm.loc['mean baseline', 'r2']:+.3f}), spatial-block CV.")
         return res

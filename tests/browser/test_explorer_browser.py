@@ -141,7 +141,7 @@ TIME_REGRESS = """\
 b = cube.sel(time=cube.time.dt.month == 7).isel(time=0)
 ndvi = ((b.sel(band="B08") - b.sel(band="B04")) / (b.sel(band="B08") + b.sel(band="B04"))).rename("ndvi")
 res = ex.regress(ndvi.rio.write_crs(cube.rio.crs), value="ndvi", estimator="knn", n_splits=3)
-print("REGRESS", json.dumps({"r2": float(res.summary().loc["model", "r2_mean"]), "n": int(len(res.y)),
+print("REGRESS", json.dumps({"r2": float(res.summary().loc["model", "r2"]), "n": int(len(res.y)),
                              "layers": [ex.layers[k].name for k in ("regression", "uncertainty")]}))"""
 
 
