@@ -3,8 +3,9 @@
 Both models tokenize a timestep as one token per channel group (Sentinel-1 VV/VH;
 Sentinel-2 RGB, red edge, NIR 10 m, NIR 20 m, SWIR; NDVI, which eoembed computes from
 B04/B08), and mask a group where its modality has no data or the cube lacks one of its
-bands. The tables and the NumPy glue for them live here once, so neither family
-imports the other. No torch import.
+bands. The tables, the NumPy glue for them and the normalizer both families share
+(:class:`ChannelGroupEncoder`) live here once, so neither family imports the other.
+No torch import.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from eoembed.models._encoder import TorchEncoder
 from eoembed.sensors import S1, S1_BANDS, S2
 
 #: The ten Sentinel-2 bands the families read, in their checkpoints' channel order.
@@ -29,8 +31,6 @@ GROUPS: "OrderedDict[str, tuple[str, tuple[str, ...]]]" = OrderedDict([
 ])
 #: Input channels of each group's projection (NDVI is one channel made from two bands).
 IN_CHANNELS = {g: len(bands) if g != "NDVI" else 1 for g, (_, bands) in GROUPS.items()}
-#: Tokens per patch and timestep, per modality (the specs' ``token_groups``).
-TOKEN_GROUPS = {S2: sum(m == S2 for m, _ in GROUPS.values()), S1: sum(m == S1 for m, _ in GROUPS.values())}
 
 
 def ndvi(s2: np.ndarray) -> np.ndarray:
@@ -40,11 +40,6 @@ def ndvi(s2: np.ndarray) -> np.ndarray:
         total = nir + red
         out = np.where(total != 0, (nir - red) / total, 0.0).astype("float32")
     return np.where(np.isfinite(red) & np.isfinite(nir), out, np.nan).astype("float32")
-
-
-def with_ndvi(normalized: np.ndarray, raw: np.ndarray) -> np.ndarray:
-    """Normalized S2 bands with the NDVI of the ``raw`` ones appended as channel 10."""
-    return np.concatenate([normalized, ndvi(raw)[..., None]], axis=-1)
 
 
 def group_visibility(modalities: dict[str, tuple[str, ...]], visible: dict[str, np.ndarray],
@@ -80,3 +75,24 @@ def group_arrays(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             arr = s2[..., [S2_BANDS.index(x) for x in bands]]
         out[g] = np.ascontiguousarray(arr, dtype="float32")
     return out
+
+
+class ChannelGroupEncoder(TorchEncoder):
+    """The adapter base of the channel-group families: ``(x − shift) / div`` per band.
+
+    ``shift`` and ``div`` are 12 float32 values, Sentinel-1 ``vv, vh`` then
+    :data:`S2_BANDS`; the Sentinel-2 array gets the NDVI of its raw bands appended
+    as channel 10 (NDVI is used as is).
+    """
+
+    shift: np.ndarray
+    div: np.ndarray
+
+    def normalize(self, modality: str, data: np.ndarray) -> np.ndarray:
+        """S1 dB / S2 DN → normalized; for S2 the NDVI (from raw B04, B08) is appended as channel 10."""
+        x = np.asarray(data, dtype="float32")
+        if modality == S1:
+            return (x - self.shift[0:2]) / self.div[0:2]
+        if modality != S2:
+            raise ValueError(f"{self.spec.family} reads sentinel2_l2a and sentinel1, not {modality!r}")
+        return np.concatenate([(x - self.shift[2:12]) / self.div[2:12], ndvi(x)[..., None]], axis=-1)

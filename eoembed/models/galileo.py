@@ -27,8 +27,8 @@ import json
 import numpy as np
 
 from eoembed.exceptions import CorruptWeightsError, ParameterError
-from eoembed.models._channel_groups import IN_CHANNELS, S2_BANDS, group_arrays, group_visibility, with_ndvi
-from eoembed.models._encoder import TorchEncoder, load_into
+from eoembed.models._channel_groups import IN_CHANNELS, S2_BANDS, ChannelGroupEncoder, group_arrays, group_visibility
+from eoembed.models._encoder import load_into
 from eoembed.models.registry import ModelSpec, WeightFile, register_model
 from eoembed.models.weights import WeightsSource, load_state_dict
 from eoembed.sensors import S1, S1_BANDS, S2
@@ -126,7 +126,7 @@ def load_galileo(spec: ModelSpec, weights=None, device: str | None = None) -> "G
     return GalileoEncoderAdapter.load(spec, weights, device)
 
 
-class GalileoEncoderAdapter(TorchEncoder):
+class GalileoEncoderAdapter(ChannelGroupEncoder):
     """:class:`eoembed.encode.Encoder` around :class:`~eoembed.models._galileo_net.GalileoEncoder`."""
 
     def __init__(self, spec: ModelSpec, module, device: str, source: WeightsSource, extra: dict | None = None):
@@ -157,15 +157,6 @@ class GalileoEncoderAdapter(TorchEncoder):
         load_into(module, state, source.weights, spec, unused=_UNUSED_PREFIXES,
                   hint="It must be a Galileo encoder.pt (not the decoder or target encoder).")
         return module, {}
-
-    def normalize(self, modality: str, data: np.ndarray) -> np.ndarray:
-        """S1 dB / S2 DN → normalized; for S2 the NDVI (from raw B04, B08) is appended as channel 10."""
-        x = np.asarray(data, dtype="float32")
-        if modality == S1:
-            return (x - self.shift[0:2]) / self.div[0:2]
-        if modality != S2:
-            raise ValueError(f"Galileo reads sentinel2_l2a and sentinel1, not {modality!r}")
-        return with_ndvi((x - self.shift[2:12]) / self.div[2:12], x)
 
     def tokens(self, batch):
         """Channel-group tokens ``(B, h, w, T, G, D)``, kept where the group was visible."""

@@ -23,8 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 from eoembed.exceptions import ParameterError
-from eoembed.models._channel_groups import IN_CHANNELS, S2_BANDS, group_arrays, group_visibility, with_ndvi
-from eoembed.models._encoder import TorchEncoder, load_into
+from eoembed.models._channel_groups import IN_CHANNELS, S2_BANDS, ChannelGroupEncoder, group_arrays, group_visibility
+from eoembed.models._encoder import load_into
 from eoembed.models.registry import ModelSpec, WeightFile, register_model
 from eoembed.models.weights import WeightsSource, load_state_dict
 from eoembed.sensors import S1, S1_BANDS, S2
@@ -88,12 +88,16 @@ def pixel_lonlat(transform, crs_wkt: str, rows: np.ndarray, cols: np.ndarray) ->
     return _TRANSFORMERS[crs_wkt].transform(x, y)
 
 
-class PrestoEncoderAdapter(TorchEncoder):
+class PrestoEncoderAdapter(ChannelGroupEncoder):
     """:class:`eoembed.encode.Encoder` around :class:`~eoembed.models._presto_net.PrestoEncoder`.
 
     A patch model whose tokens are its pixels: :meth:`tokens` gives each core patch its
-    ``p²`` pixel vectors, and the shared pooling takes their mean.
+    ``p²`` pixel vectors, and the shared pooling takes their mean. Normalization:
+    S1 ``(dB + 25) / 25``, S2 ``DN / 10 000``, NDVI as is.
     """
+
+    shift = np.array([-25.0] * 2 + [0.0] * len(S2_BANDS), dtype="float32")
+    div = np.array([25.0] * 2 + [1e4] * len(S2_BANDS), dtype="float32")
 
     @classmethod
     def build_module(cls, spec: ModelSpec, source: WeightsSource):
@@ -106,15 +110,6 @@ class PrestoEncoderAdapter(TorchEncoder):
         load_into(module, enc, source.weights, spec, unused=_UNUSED,
                   hint="It must be Presto's default_model.pt (a state dict with encoder.* keys).")
         return module, {}
-
-    def normalize(self, modality: str, data: np.ndarray) -> np.ndarray:
-        """S1 ``(dB + 25) / 25``; S2 ``DN / 1e4`` with NDVI (from raw B04/B08) appended as channel 10."""
-        x = np.asarray(data, dtype="float32")
-        if modality == S1:
-            return (x + 25.0) / 25.0
-        if modality != S2:
-            raise ValueError(f"Presto reads sentinel2_l2a and sentinel1, not {modality!r}")
-        return with_ndvi(x / np.float32(1e4), x)
 
     def group_key(self, visible) -> int:
         return 0  # pixels are encoded alone: tiles never influence each other
