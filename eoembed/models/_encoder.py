@@ -216,7 +216,7 @@ class TorchEncoder:
     def encode(self, batch, *, pool_time: bool) -> np.ndarray:
         """``(B, h, w, D)`` (``(B, h, w, T, D)`` with ``pool_time=False``) float32, NaN where
         nothing was visible."""
-        self.output_dim(batch.present, batch.timestamps.shape[1], pool_time)  # refuses what the family cannot do
+        self.output_dim(None, batch.timestamps.shape[1], pool_time)  # refuses what the family cannot do
         with inference(self.device, self.spec.family):
             tok, keep = self.tokens(batch)
         return pool_tokens(tok.float(), keep, pool_time).cpu().numpy().astype("float32")
