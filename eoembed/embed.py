@@ -19,7 +19,7 @@ from eoembed import bands as _bands
 from eoembed.encode import BlockPlan, auto_batch_size, embed_block
 from eoembed.exceptions import ParameterError, TooManyTimestepsError
 from eoembed.grid import GridSpec, default_tiling, grid_from_cube, seam_attrs
-from eoembed.models import get_model_spec, load_model
+from eoembed.models import get_model_spec, load_model, with_loader
 from eoembed.models.registry import ModelSpec
 from eoembed.position import POSITION_METHODS, position_attrs, resolve_position
 from eoembed.validate import check_options as _check_options
@@ -125,15 +125,21 @@ def embed_cost(cube, model: str | ModelSpec = "tiny", *, patch_size: int | None 
 # --- embed ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _EncoderRef:
-    """Picklable handle: each dask worker loads (and caches) its own model."""
+    """Picklable handle in the dask graph: the frozen spec itself (its weights record and
+    loader included, never just its name), the weights path, device and ``compile``.
 
-    name: str
+    Each worker process loads (and caches, keyed on the spec's token) its own encoder, so
+    a ``dataclasses.replace`` of a registered spec, or an unregistered one, runs on a
+    worker exactly as in the client.
+    """
+
+    spec: ModelSpec
     weights: str | None
     device: str | None
     compile: bool = False
 
     def get(self):
-        return load_model(self.name, weights=self.weights, device=self.device, compile=self.compile)
+        return load_model(self.spec, weights=self.weights, device=self.device, compile=self.compile)
 
 
 def _block_fn(block, *, ref: _EncoderRef, plan: BlockPlan, offsets_y, offsets_x, block_info=None):
@@ -330,8 +336,8 @@ def _lazy(sub: xr.DataArray, encoder, plan: BlockPlan, grid: GridSpec, weights, 
     cy, cx = arr.chunks[2], arr.chunks[3]
     arr = da.overlap.overlap(arr, depth={0: 0, 1: 0, 2: h, 3: h}, boundary={0: "none", 1: "none", 2: np.nan, 3: np.nan})
     # the client's resolved device ("cuda", not "cuda:N"): each worker then takes its own GPU
-    ref = _EncoderRef(encoder.spec.name, None if weights is None else str(weights), getattr(encoder, "device", device),
-                      bool(compile))
+    ref = _EncoderRef(with_loader(encoder.spec), None if weights is None else str(weights),
+                      getattr(encoder, "device", device), bool(compile))
     dim = encoder.output_dim(plan.modality_sources, sub.sizes["time"], plan.pool_time)
     out_y = tuple(c // p for c in cy)
     out_x = tuple(c // p for c in cx)

@@ -22,9 +22,49 @@ from eoembed.analysis._common import as_cube, check_int, check_same_grid, proven
 from eoembed.cube import spatial_coords, write_georef
 from eoembed.exceptions import EmptyDataError, ParameterError
 
-__all__ = ["ChangeResult", "change", "cosine_distance", "otsu_threshold"]
+__all__ = ["ChangeResult", "change", "cosine_distance", "otsu_threshold", "histogram_modes"]
 
 OTSU_BINS = 256
+#: Cosine distances at or below this are float noise (float32 vectors: ~1e-7 per component,
+#: accumulated); a pair of cubes whose distances all lie below it has not changed.
+NOISE_FLOOR = 1e-4
+#: Largest number of distances the bimodality check fits (a random subsample above it).
+_MODE_SAMPLE = 20_000
+
+
+def histogram_modes(values: np.ndarray, *, seed: int = 0) -> tuple[bool, str]:
+    """Does the distance histogram have two groups? ``(bimodal, reason)``.
+
+    A one- and a two-component Gaussian mixture are fitted to the finite values (at most
+    20,000, a random subsample); the histogram counts as two groups only when BIC prefers
+    two components **and** the fitted two-component density has two peaks with a dip
+    between them (skewed one-mode histograms, which BIC alone splits, have one peak).
+    Otsu's rule cuts every histogram somewhere; on one mode its cut is not a
+    changed/unchanged boundary.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    v = np.asarray(values, np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if len(v) < 20:
+        return False, f"only {len(v)} valid distances: too few to see two groups"
+    if len(v) > _MODE_SAMPLE:
+        v = np.random.default_rng(seed).choice(v, _MODE_SAMPLE, replace=False)
+    x = v.reshape(-1, 1)
+    g1 = GaussianMixture(1, random_state=seed).fit(x)
+    g2 = GaussianMixture(2, random_state=seed, n_init=3).fit(x)
+    if g2.bic(x) >= g1.bic(x):
+        return False, "a single Gaussian describes the histogram as well as two (BIC)"
+    grid = np.linspace(v.min(), v.max(), 512).reshape(-1, 1)
+    dens = np.exp(g2.score_samples(grid))
+    peaks = np.flatnonzero((dens[1:-1] > dens[:-2]) & (dens[1:-1] >= dens[2:])) + 1
+    if len(peaks) < 2:
+        return False, "the histogram has one peak (a skewed or broad single group)"
+    lo, hi = peaks[0], peaks[-1]
+    dip = float(dens[lo:hi + 1].min()) / float(min(dens[lo], dens[hi]))
+    if dip > 0.9:
+        return False, f"the two peaks are not separated (density between them {dip:.0%} of the lower peak)"
+    return True, f"two groups (density between the peaks {dip:.0%} of the lower peak)"
 
 
 def _distance_block(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -103,7 +143,13 @@ class ChangeResult:
     distance: ``(y, x)`` float32 cosine distance ``1 - cos`` (0 = same direction, NaN where
         either cube is masked), on the cubes' grid with CRS written.
     changed: ``(y, x)`` bool, ``distance > threshold`` (False where NaN).
-    threshold: the threshold used. rule: ``"otsu"`` or ``"given"``.
+    threshold: the threshold used. rule: ``"otsu"``, ``"given"`` or ``"no change"`` (every
+        distance at or below float noise, :data:`NOISE_FLOOR`: nothing is flagged).
+    bimodal: whether the distance histogram has two groups (:func:`histogram_modes`);
+        with one group Otsu's cut is not a changed/unchanged boundary. ``modes``: why.
+    null: with ``null=``, the distances of a stable pair (``(y, x)``, same grid) and
+        ``null_exceed``, the share of those stable patches above the threshold (the
+        false-change rate the threshold implies).
     most_changed: GeoDataFrame of the ``top`` largest distances, largest first: ``rank``,
         ``row``, ``col``, ``x``, ``y`` (patch centre), ``distance``, ``geometry`` (patch
         polygon) in the cube CRS.
@@ -114,6 +160,24 @@ class ChangeResult:
     threshold: float
     rule: str
     most_changed: Any
+    bimodal: bool = True
+    modes: str = ""
+    null: Any = None
+    null_exceed: float = float("nan")
+
+    @property
+    def verdict(self) -> str:
+        """One line: what the threshold means for this pair."""
+        if self.rule == "no change":
+            return (f"no change: every distance ≤ {NOISE_FLOOR:g} (float noise); the cubes hold the same vectors")
+        parts = []
+        if self.rule == "otsu" and not self.bimodal:
+            parts.append(f"the distance histogram is unimodal ({self.modes}): Otsu's threshold splits one group "
+                         "and is not a change boundary — compare with a stable pair (null=) or give threshold=")
+        if np.isfinite(self.null_exceed):
+            parts.append(f"{self.null_exceed:.1%} of the stable pair's patches exceed the threshold "
+                         f"(null 99th percentile {float(np.nanpercentile(self.null.values, 99)):.4f})")
+        return "; ".join(parts) if parts else f"threshold {self.threshold:.4f} ({self.rule})"
 
     def to_dataset(self) -> xr.Dataset:
         """``distance`` and ``changed`` (as uint8 0/1, 255 = no data) in one Dataset, ready for Zarr/GeoTIFF."""
@@ -128,7 +192,7 @@ class ChangeResult:
         n = int(self.changed.sum())
         valid = int(self.distance.notnull().sum())
         return (f"<ChangeResult {self.distance.sizes['y']}×{self.distance.sizes['x']} patches: {n} of {valid} "
-                f"valid changed (distance > {self.threshold:.4f}, rule {self.rule!r})>")
+                f"valid changed (distance > {self.threshold:.4f}, rule {self.rule!r}); {self.verdict}>")
 
 
 def _pair(emb_a, emb_b, time):
@@ -182,6 +246,7 @@ def change(
     threshold: str | float = "otsu",
     top: int = 20,
     time: Any = None,
+    null: Any = None,
 ) -> ChangeResult:
     """Per-patch change between two embedding cubes of the same grid.
 
@@ -199,6 +264,11 @@ def change(
     time:
         With one cube: ``(t0, t1)``. With two cubes that have a time dim: one label
         (used on both) or ``(t_a, t_b)``. Labels, date strings or integer positions.
+    null:
+        A stable pair to set the threshold against: ``(t0, t1)`` (two timesteps of the
+        same cube(s) with no change expected, e.g. adjacent dates) or ``(cube_c, cube_d)``.
+        Its distances are returned as ``.null`` and the share above the threshold as
+        ``.null_exceed``.
 
     Returns
     -------
@@ -235,9 +305,30 @@ def change(
     d = np.asarray(dist.values, np.float32)  # one pass over both cubes, chunk by chunk
     if not np.isfinite(d).any():
         raise EmptyDataError("No patch has a valid (non-NaN) vector in both cubes; nothing to compare.")
-    thr = otsu_threshold(d) if rule == "otsu" else float(threshold)
+    bimodal, modes = True, ""
+    if rule == "otsu":
+        if float(np.nanmax(d)) <= NOISE_FLOOR:
+            rule, thr, bimodal, modes = "no change", NOISE_FLOOR, False, "all distances within float noise"
+        else:
+            thr = otsu_threshold(d)
+            bimodal, modes = histogram_modes(d)
+    else:
+        thr = float(threshold)
+    null_d, null_exceed = None, float("nan")
+    if null is not None:
+        if not (isinstance(null, (tuple, list)) and len(null) == 2):
+            raise ParameterError(f"null must be a stable pair: (t0, t1) timesteps or (cube_c, cube_d), got {null!r}.")
+        if isinstance(null[0], xr.DataArray):
+            na, nb = _pair(null[0], null[1], None)[:2]
+        else:
+            na, nb = _pair(emb_a, emb_b, tuple(null))[:2]
+        check_same_grid(a, na, names=("emb_a", "null"))
+        null_d = np.asarray(cosine_distance(na, nb).values, np.float32)
+        if not np.isfinite(null_d).any():
+            raise EmptyDataError("The null pair has no patch valid in both cubes.")
+        null_exceed = float(np.mean(null_d[np.isfinite(null_d)] > thr))
     attrs = {**provenance(a), "eoembed:change_a": label_a, "eoembed:change_b": label_b,
-             "eoembed:change_threshold": thr, "eoembed:change_rule": rule}
+             "eoembed:change_threshold": thr, "eoembed:change_rule": rule, "eoembed:change_bimodal": int(bimodal)}
     distance = xr.DataArray(d, dims=("y", "x"), coords=spatial_coords(dist), name="distance",
                             attrs={**attrs, "long_name": "cosine distance (1 - cos)", "units": "1",
                                    "valid_min": 0.0, "valid_max": 2.0})
@@ -246,4 +337,9 @@ def change(
         changed = xr.DataArray(np.isfinite(d) & (d > thr), dims=("y", "x"), coords=spatial_coords(dist),
                                name="changed", attrs={**attrs, "long_name": f"changed (distance > {thr:.4g})"})
     changed = write_georef(changed, a)
-    return ChangeResult(distance, changed, thr, rule, _most_changed(d, distance, top))
+    null_da = None
+    if null_d is not None:
+        null_da = write_georef(xr.DataArray(null_d, dims=("y", "x"), coords=spatial_coords(dist), name="null_distance",
+                                            attrs={"long_name": "cosine distance of the stable pair"}), a)
+    top_df = _most_changed(d, distance, 0 if rule == "no change" else top)
+    return ChangeResult(distance, changed, thr, rule, top_df, bimodal, modes, null_da, null_exceed)

@@ -15,12 +15,42 @@ from eoembed.models import presto as _presto  # noqa: F401
 from eoembed.models import prithvi as _prithvi  # noqa: F401
 from eoembed.models import spectral as _spectral  # noqa: F401
 from eoembed.models import vitmae as _vitmae  # noqa: F401
-from eoembed.models.registry import ModelSpec, get_loader, get_model_spec, list_models, register_model
+from eoembed.models.registry import (
+    ModelSpec,
+    PretrainedWeights,
+    WeightFile,
+    get_loader,
+    get_model_spec,
+    list_models,
+    register_model,
+    with_loader,
+)
 
 #: Encoders kept per process (each dask worker process has its own cache).
 MODEL_CACHE_SIZE = 4
 _CACHE: OrderedDict = OrderedDict()
 _CACHE_LOCK = threading.Lock()
+_STATS = {"hits": 0, "loads": 0}
+
+
+def spec_token(spec: ModelSpec) -> str:
+    """A deterministic token of every field of ``spec`` (weights record and loader included).
+
+    Two specs share a token only when they are equal, whatever their names: the model
+    cache is keyed on it, so ``dataclasses.replace(spec, ...)`` never reuses the encoder
+    built for ``spec``.
+    """
+    import dask
+    from dask.base import tokenize
+
+    try:
+        with dask.config.set({"tokenize.ensure-deterministic": True}):
+            return tokenize(spec)
+    except RuntimeError as err:  # e.g. a loader dask cannot tokenize (an instance without __dask_tokenize__)
+        raise ParameterError(
+            f"the spec of {spec.name!r} cannot be tokenized deterministically ({err}), so its encoder could "
+            "not be cached. Use plain values and a module-level loader function in ModelSpec."
+        ) from err
 
 
 def _weights_identity(weights) -> tuple:
@@ -40,7 +70,8 @@ def load_model(name: str | ModelSpec, *, weights=None, device: str | None = "aut
     Parameters
     ----------
     name:
-        ``"tiny"``, ``"olmoearth-v1.2-small"``, ``"spectral"``… (see :func:`list_models`).
+        ``"tiny"``, ``"olmoearth-v1.2-small"``, ``"spectral"``… (see :func:`list_models`), or a
+        :class:`ModelSpec` (registered or not; its loader is found by :func:`get_loader`).
     weights:
         A folder with ``config.json`` + ``weights.pth`` or a ``.pth`` file. When None,
         the local cache (``$EOEMBED_WEIGHTS_DIR``) and then Hugging Face (pinned
@@ -57,17 +88,21 @@ def load_model(name: str | ModelSpec, *, weights=None, device: str | None = "aut
     -------
     Encoder
         An object following :class:`eoembed.encode.Encoder`. The same object is
-        returned again for the same model, weights (path, file sizes and times) and
-        device, so repeated :func:`eoembed.embed` calls and dask tasks on one worker
-        do not reload it (:func:`clear_model_cache` empties the cache).
+        returned again for the same spec (every field: :func:`spec_token`), weights
+        (path, file sizes and times), device and ``compile``, so repeated
+        :func:`eoembed.embed` calls and dask tasks on one worker do not reload it
+        (:func:`clear_model_cache` empties the cache, :func:`model_cache_info` counts).
+        A spec that differs from the registered one in any field (``dataclasses.replace``)
+        is a different model, built from its own fields by its own loader.
     """
-    spec = get_model_spec(name)
-    key = (spec.name, _weights_identity(weights), str(device), bool(compile))
+    spec = with_loader(get_model_spec(name))
+    key = (spec_token(spec), _weights_identity(weights), str(device), bool(compile))
     with _CACHE_LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
+            _STATS["hits"] += 1
             return _CACHE[key]
-    enc = get_loader(spec)(spec, weights=weights, device=device)
+    enc = spec.loader(spec, weights=weights, device=device)
     if compile:
         if getattr(enc, "module", None) is None:
             raise ParameterError(f"{spec.name} has no torch module to compile; use compile=False")
@@ -75,6 +110,7 @@ def load_model(name: str | ModelSpec, *, weights=None, device: str | None = "aut
 
         enc = compile_encoder(enc)
     with _CACHE_LOCK:
+        _STATS["loads"] += 1
         _CACHE[key] = enc
         while len(_CACHE) > MODEL_CACHE_SIZE:
             _CACHE.popitem(last=False)
@@ -87,4 +123,15 @@ def clear_model_cache() -> None:
         _CACHE.clear()
 
 
-__all__ = ["ModelSpec", "clear_model_cache", "get_model_spec", "list_models", "load_model", "register_model"]
+def model_cache_info() -> dict:
+    """This process's model cache: ``loads`` (encoders built), ``hits`` (reused), ``size``, ``maxsize``.
+
+    On a cluster, ``client.run(eoembed.models.model_cache_info)`` gives each worker's.
+    Counts are never reset (:func:`clear_model_cache` empties the cache only).
+    """
+    with _CACHE_LOCK:
+        return {**_STATS, "size": len(_CACHE), "maxsize": MODEL_CACHE_SIZE}
+
+
+__all__ = ["ModelSpec", "PretrainedWeights", "WeightFile", "clear_model_cache", "get_loader", "get_model_spec",
+           "list_models", "load_model", "model_cache_info", "register_model", "spec_token", "with_loader"]

@@ -29,7 +29,7 @@ import numpy as np
 from eoembed.exceptions import CorruptWeightsError, ParameterError
 from eoembed.models._channel_groups import IN_CHANNELS, S2_BANDS, ChannelGroupEncoder, group_arrays, group_visibility
 from eoembed.models._encoder import load_into
-from eoembed.models.registry import ModelSpec, WeightFile, register_model
+from eoembed.models.registry import ModelSpec, PretrainedWeights, WeightFile, register_model
 from eoembed.models.weights import WeightsSource, load_state_dict
 from eoembed.sensors import S1, S1_BANDS, S2
 
@@ -75,17 +75,19 @@ def _make_spec(size: str) -> ModelSpec:
         default_patch_size=4,
         square_tiles=True,
         native_resolution=10.0,
-        license=LICENSE,
         params=params,
         depth=depth,
         mlp_ratio=4.0,
         num_heads=heads,
-        needs_weights=True,
         description=f"Galileo {size.capitalize()} ({dim}-d), S1+S2+NDVI channel groups",
-        weight_files=_files(size),
-        weights_repo=REPO if size == "nano" else None,
-        weights_revision=COMMIT if size == "nano" else None,
-        weights_dirname=f"galileo-{size}",
+        weights=PretrainedWeights(
+            repo=REPO if size == "nano" else None,
+            revision=COMMIT if size == "nano" else None,
+            files=_files(size),
+            license=LICENSE,
+            dirname=f"galileo-{size}",
+            notes="" if size == "nano" else "not published at a pinned commit: weights=PATH with the three files",
+        ),
         missing_bands_note="the channel groups holding them are masked (Galileo drops missing groups)",
     )
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from eoembed.exceptions import CorruptWeightsError, MissingOptionalDependency
 from eoembed.models._encoder import TorchEncoder
-from eoembed.models.registry import ModelSpec, WeightFile, register_model
+from eoembed.models.registry import ModelSpec, PretrainedWeights, WeightFile, register_model
 from eoembed.models.weights import WeightsSource, _first_line, load_state_dict
 from eoembed.sensors import LANDSAT_BANDS, S1_BANDS, S2_BANDS
 
@@ -109,18 +109,19 @@ def _make_spec(version: str, size: str) -> ModelSpec:
         default_patch_size=4,
         square_tiles=version in ("v1", "v1.1"),
         native_resolution=10.0,
-        hf_repo=_repo(version, size),
-        hf_revision=_REVISIONS[(version, size)],
-        license=LICENSE,
         params=_PARAMS[size],
         depth=depth,
-        needs_weights=True,
         needs_dates=True,
         description=f"OlmoEarth {version} {size.capitalize()} ({dim}-d)",
         aliases=tuple(aliases),
-        weight_files=(
-            WeightFile("config.json", role="config", sha256=_SHA256[(version, size)][0], required=False),
-            WeightFile("weights.pth", role="weights", sha256=_SHA256[(version, size)][1]),
+        weights=PretrainedWeights(
+            repo=_repo(version, size),
+            revision=_REVISIONS[(version, size)],
+            files=(
+                WeightFile("config.json", role="config", sha256=_SHA256[(version, size)][0], required=False),
+                WeightFile("weights.pth", role="weights", sha256=_SHA256[(version, size)][1]),
+            ),
+            license=LICENSE,
         ),
     )
 

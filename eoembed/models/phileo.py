@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from eoembed.models._encoder import TorchEncoder, load_into, read_checkpoint
-from eoembed.models.registry import ModelSpec, WeightFile, register_model
+from eoembed.models.registry import ModelSpec, PretrainedWeights, WeightFile, register_model
 
 S2_BANDS = ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12")
 #: No licence is published with the PhilEO code or weights: ask ESA Φ-lab before redistributing.
@@ -89,15 +89,16 @@ def _make_spec(size: str) -> ModelSpec:
         default_patch_size=16,
         square_tiles=False,
         native_resolution=10.0,
-        hf_repo=None,
-        hf_revision=None,
-        license=LICENSE,
         params=_params(depths, dims),
         depth=0,  # a CNN: embed_cost uses macs_per_pixel instead of the transformer estimate
         macs_per_pixel=_macs_per_pixel(depths, dims),
-        needs_weights=True,
-        # published file names unknown offline: this is the name eoembed looks for in a folder
-        weight_files=(WeightFile(f"phileo-geoaware-{size}.pt"),),
+        weights=PretrainedWeights(
+            # published file names unknown offline: this is the name eoembed looks for in a folder
+            files=(WeightFile(f"phileo-geoaware-{size}.pt"),),
+            license=LICENSE,
+            url=WEIGHTS_PAGE,
+            notes="file names, hashes and licence not confirmed offline: pass weights=PATH",
+        ),
         missing_bands_note="copied from the nearest band in wavelength that PhilEO reads (B8A from B08, …)",
         description=f"PhilEO Geo-Aware U-Net {size} encoder, 10 S2 bands ({dims[-1]}-d at stride 16)",
         aliases=(f"phileo-{size}",) + (("phileo",) if size == "nano" else ()),

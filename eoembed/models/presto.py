@@ -25,7 +25,7 @@ import numpy as np
 from eoembed.exceptions import ParameterError
 from eoembed.models._channel_groups import IN_CHANNELS, S2_BANDS, ChannelGroupEncoder, group_arrays, group_visibility
 from eoembed.models._encoder import load_into
-from eoembed.models.registry import ModelSpec, WeightFile, register_model
+from eoembed.models.registry import ModelSpec, PretrainedWeights, WeightFile, register_model
 from eoembed.models.weights import WeightsSource, load_state_dict
 from eoembed.sensors import S1, S1_BANDS, S2
 
@@ -49,18 +49,19 @@ SPEC = ModelSpec(
     default_patch_size=4,
     square_tiles=False,
     native_resolution=10.0,
-    license=LICENSE,
     params=402_000,
     depth=2,
     mlp_ratio=4.0,
     num_heads=8,
-    needs_weights=True,
     description="Presto (128-d) per-pixel time series, S1+S2+NDVI, patch = mean of pixels",
-    weight_files=(WeightFile("default_model.pt", "weights", SHA256,
-                             f"https://raw.githubusercontent.com/nasaharvest/presto/{COMMIT}/data/default_model.pt"),),
-    weights_repo="github:nasaharvest/presto",
-    weights_revision=COMMIT,
-    weights_dirname="presto",
+    weights=PretrainedWeights(
+        repo="github:nasaharvest/presto",
+        revision=COMMIT,
+        files=(WeightFile("default_model.pt", "weights", SHA256,
+                          f"https://raw.githubusercontent.com/nasaharvest/presto/{COMMIT}/data/default_model.pt"),),
+        license=LICENSE,
+        dirname="presto",
+    ),
     missing_bands_note="the channel groups holding them are masked (Presto drops missing groups)",
     pixel_series=True,
 )

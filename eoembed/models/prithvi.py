@@ -26,7 +26,7 @@ import numpy as np
 
 from eoembed.exceptions import CorruptWeightsError
 from eoembed.models._encoder import TorchEncoder, load_into, read_checkpoint
-from eoembed.models.registry import ModelSpec, WeightFile, register_model
+from eoembed.models.registry import ModelSpec, PretrainedWeights, WeightFile, register_model
 
 #: HLS band → the Sentinel-2 band it is read from.
 HLS_FROM_S2 = {"Blue": "B02", "Green": "B03", "Red": "B04", "Narrow NIR": "B8A", "SWIR1": "B11", "SWIR2": "B12"}
@@ -75,15 +75,18 @@ def _make_spec(name: str) -> ModelSpec:
         default_patch_size=patch,
         square_tiles=False,
         native_resolution=30.0,  # HLS
-        hf_repo=repo,
-        hf_revision=REVISION,
-        license=LICENSE,
         params=params,
         depth=depth,
         num_heads=heads,
         mlp_ratio=4.0,
-        needs_weights=True,
-        weight_files=(WeightFile(file),),  # SHA-256 not confirmed offline: hashed and stamped, not checked
+        weights=PretrainedWeights(
+            repo=repo,
+            revision=REVISION,
+            files=(WeightFile(file),),  # SHA-256 not confirmed offline: hashed and stamped, not checked
+            license=LICENSE,
+            notes="revision not pinned (the commits holding the .pt files could not be confirmed offline); "
+                  "SHA-256 unknown: the file is hashed and stamped, not checked",
+        ),
         missing_bands_note=("set to the band's mean (0 after normalization): Prithvi reads no neighbouring "
                             "band to copy from. For a missing B8A, map B08 instead: bands={'B08': 'B8A'}"),
         description=f"Prithvi-EO-{version} {size.upper()} ({dim}-d, {patch} px patches, HLS bands{tl})",

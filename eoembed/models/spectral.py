@@ -30,8 +30,6 @@ SPEC = ModelSpec(
     patch_sizes=tuple(range(1, 65)),
     default_patch_size=4,
     square_tiles=False,
-    license="CC0-1.0 (no weights; outputs carry the input data's licence)",
-    needs_weights=False,
     description="Baseline: per-patch band means/stds per timestep (no weights)",
 )
 

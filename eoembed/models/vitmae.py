@@ -26,7 +26,7 @@ import numpy as np
 
 from eoembed.exceptions import CorruptWeightsError
 from eoembed.models._encoder import TorchEncoder, load_into, read_checkpoint
-from eoembed.models.registry import ModelSpec, WeightFile, register_model
+from eoembed.models.registry import ModelSpec, PretrainedWeights, WeightFile, register_model
 
 RGB_BANDS = ("B04", "B03", "B02")
 #: DN that maps to full brightness (reflectance 0.3), as in the Sentinel-2 TCI stretch.
@@ -63,16 +63,16 @@ def _make_spec(size: str) -> ModelSpec:
         default_patch_size=16,
         square_tiles=False,
         native_resolution=10.0,
-        hf_repo=None,
-        hf_revision=None,
-        license=LICENSE,
         params=params,
         depth=depth,
         num_heads=heads,
         mlp_ratio=4.0,
-        needs_weights=True,
-        # the MAE repository's name for {"model": state_dict} files; any name works with weights=FILE
-        weight_files=(WeightFile(f"mae_pretrain_vit_{size}.pth"),),
+        weights=PretrainedWeights(
+            # the MAE repository's name for {"model": state_dict} files; any name works with weights=FILE
+            files=(WeightFile(f"mae_pretrain_vit_{size}.pth"),),
+            license=LICENSE,
+            notes="no public weights registered: bring your own (weights=PATH)",
+        ),
         description=f"plain RS ViT-{size[0].upper()}/16 MAE, RGB ({dim}-d; bring your own weights)",
         aliases=(f"vit-mae-{size}",),
     )

@@ -1,7 +1,9 @@
 """Finding, downloading, verifying and reading checkpoints safely.
 
-A model's published files are listed in its spec (:class:`~eoembed.models.registry.WeightFile`:
-name, role, expected SHA-256, pinned URL). They are searched in this order:
+A model's weights record (``spec.weights``, a :class:`~eoembed.models.registry.PretrainedWeights`:
+repository, pinned revision, licence) lists its published files
+(:class:`~eoembed.models.registry.WeightFile`: name, role, expected SHA-256, pinned URL).
+They are searched in this order:
 
 1. ``weights=PATH`` given by the user: a folder holding the files, or the checkpoint
    file itself (other files are looked for beside it). Files are hashed and the hashes
@@ -39,7 +41,7 @@ from eoembed.exceptions import (
     WeightsHashMismatchError,
     WeightsNotFoundError,
 )
-from eoembed.models.registry import ModelSpec, WeightFile
+from eoembed.models.registry import ModelSpec, WeightFile, spec_origin
 
 log = logging.getLogger("eoembed.weights")
 
@@ -414,6 +416,10 @@ def provenance_attrs(spec: ModelSpec, source: WeightsSource | None, device: str)
             "eoembed:weights_verified": int(bool(source.verified)),
         })
     attrs["eoembed:license"] = spec.license
+    origin = spec_origin(spec)
+    if origin:  # the name alone would say the registered model
+        attrs["eoembed:model_spec"] = f"{origin} (not the registered {spec.name})" if origin != "unregistered" \
+            else "unregistered spec"
     attrs["eoembed:device"] = device
     from eoembed.models._torchcommon import autocast_dtype  # here: _torchcommon imports this module
 

@@ -513,3 +513,43 @@ def test_no_warnings_on_clean_inputs(two, pair):
         warnings.simplefilter("error", RuntimeWarning)
         cluster(two[0], 2)
         change(pair[0], pair[1])
+
+
+def test_change_knows_when_there_is_no_change(pair):
+    a, _, _ = pair
+    same = change(a, a.copy(deep=True))
+    assert same.rule == "no change" and not same.changed.values.any()
+    assert len(same.most_changed) == 0 and "no change" in repr(same)
+
+
+def test_change_bimodality_check_and_stable_null(pair):
+    a, b, planted = pair
+    res = change(a, b)
+    assert res.bimodal, res.modes  # a planted block of reversed vectors: two groups
+    # a seasonal shift: every patch moves a little, by varying amounts — one group
+    rng = np.random.default_rng(11)
+    shift = a.copy(deep=True)
+    shift.values = a.values + rng.gamma(4.0, 0.05, size=(1, 30, 40)).astype(np.float32) * rng.standard_normal(
+        a.shape).astype(np.float32)
+    uni = change(a, shift)
+    assert not uni.bimodal
+    assert "unimodal" in uni.verdict and "threshold=" in uni.verdict
+    assert uni.distance.attrs["eoembed:change_bimodal"] == 0
+    # the stable pair's false-change rate beside the threshold
+    quiet = a.copy(deep=True)
+    quiet.values = a.values + 0.05 * rng.standard_normal(a.shape).astype(np.float32)
+    withnull = change(a, b, null=(a, quiet))
+    assert withnull.null is not None and withnull.null.shape == (30, 40)
+    assert withnull.null_exceed == pytest.approx(float((withnull.null.values > withnull.threshold).mean()))
+    assert withnull.null_exceed < 0.01 and "stable pair" in withnull.verdict
+    with pytest.raises(ParameterError, match="stable pair"):
+        change(a, b, null=a)
+
+
+def test_histogram_modes_on_known_shapes():
+    from eoembed.analysis.change import histogram_modes
+
+    rng = np.random.default_rng(0)
+    assert not histogram_modes(rng.normal(0.3, 0.05, 5000))[0]
+    assert not histogram_modes(rng.lognormal(-3, 0.6, 5000))[0]  # skewed, one mode
+    assert histogram_modes(np.r_[rng.normal(0.05, 0.01, 4000), rng.normal(0.6, 0.05, 800)])[0]

@@ -1,7 +1,11 @@
-"""Registry invariants and the weight search order (user path → cache → Hugging Face)."""
+"""Registry invariants (every entry: spec, cost, pins, licence) and the weight search order
+(user path → cache → Hugging Face)."""
 
 from __future__ import annotations
 
+import importlib
+import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -56,8 +60,8 @@ def _with_hashes_of(spec, folder):
     from eoembed.models.registry import WeightFile
     from eoembed.models.weights import sha256_file
 
-    return replace(spec, weight_files=tuple(
-        WeightFile(f.name, f.role, sha256_file(Path(folder) / f.name), f.url, f.required) for f in spec.weight_files))
+    return replace(spec, weights=replace(spec.weights, files=tuple(
+        WeightFile(f.name, f.role, sha256_file(Path(folder) / f.name), f.url, f.required) for f in spec.weight_files)))
 
 
 def test_cache_dir_is_searched_and_verified(tmp_path, monkeypatch, checkpoints):
@@ -230,3 +234,76 @@ def test_one_device_resolver_for_every_family(tmp_path):
         for dev in ("cuda", "cuda:1"):
             with pytest.raises(E.ParameterError, match="no CUDA device; use device='cpu'"):
                 rd(dev)
+
+
+# --- every registry entry (torchgeo-style: parametrised over the registry) -------------------
+ALL = list_models()
+HEX40, HEX64 = re.compile(r"[0-9a-f]{40}"), re.compile(r"[0-9a-f]{64}")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_registry_entry_is_a_self_sufficient_spec(name):
+    from eoembed.models import registry, spec_token
+
+    s = get_model_spec(name)
+    assert s.name == name == name.lower() and all(get_model_spec(a) is s for a in s.aliases)
+    # the loader travels with the spec and is importable by name (what a dask worker unpickles)
+    assert callable(s.loader) and registry.get_loader(s) is s.loader
+    assert getattr(importlib.import_module(s.loader.__module__), s.loader.__qualname__) is s.loader
+    back = pickle.loads(pickle.dumps(s))
+    assert back == s and spec_token(back) == spec_token(s)  # a worker's cache key is the client's
+    assert s.default_patch_size in s.patch_sizes and s.max_timesteps >= 1
+    assert set(s.required_modalities) <= set(s.modalities) == set(s.token_groups)
+    for bands in s.modalities.values():
+        assert len(set(bands)) == len(bands) > 0
+    if s.embedding_dim is None:
+        assert not s.needs_weights  # only a weight-free baseline has an input-dependent size
+    else:
+        assert s.embedding_dim > 0 and (s.num_heads is None or s.embedding_dim % s.num_heads == 0)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_registry_entry_cost_function(name):
+    s = get_model_spec(name)
+    one, two = (eoembed.embed_cost(synthetic_cube(height=112, width=112, times=t), name) for t in (1, 2))
+    assert one["model"] == name and one["tiles"] >= 1 and one["patches"] > 0 and two["tokens"] > one["tokens"]
+    if not s.needs_weights:
+        assert one["gmacs"] == two["gmacs"] == 0
+        return
+    assert 0 < one["gmacs"] < two["gmacs"] < np.inf  # a second timestep costs more
+    if s.macs_per_pixel:  # a CNN: the per-pixel figure, no transformer layers
+        assert s.depth == 0 and s.macs_per_pixel > 0
+    else:  # the transformer estimate reads depth and width: they must match the parameter count
+        assert 0.9 < s.params / (12 * s.depth * s.embedding_dim**2) < 2.5, (s.params, s.depth, s.embedding_dim)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_registry_entry_pins_and_licence(name):
+    from eoembed.models.registry import NO_WEIGHTS_LICENSE
+
+    s = get_model_spec(name)
+    w = s.weights
+    if w is None:
+        assert not s.needs_weights and s.license == NO_WEIGHTS_LICENSE and s.weights_source == "none"
+        return
+    assert s.license == w.license and w.license.strip()
+    names = [f.name for f in w.files]
+    assert len(set(names)) == len(names) and [f.role for f in w.files].count("weights") == 1
+    for f in w.files:
+        assert f.role in ("weights", "config", "normalization")
+        assert f.sha256 is None or HEX64.fullmatch(f.sha256), f
+        if f.url is not None:  # a pinned URL: https at the pinned commit
+            assert w.pinned and f.url.startswith("https://") and w.revision in f.url, f
+    if w.repo is None:  # bring-your-own weights: nothing is downloaded, so nothing to pin
+        assert w.revision is None and all(f.url is None for f in w.files)
+        return
+    # downloaded weights: a named licence, a commit (or a branch the record admits to), the state dict hashed
+    assert not w.license.lower().startswith(("unspecified", "unconfirmed"))
+    assert w.revision is not None
+    assert w.pinned == bool(HEX40.fullmatch(w.revision))
+    if w.pinned:
+        assert next(f for f in w.files if f.role == "weights").sha256 is not None
+        assert s.weights_source == f"{w.repo}@{w.revision[:8]}"
+    else:
+        assert "not pinned" in w.notes
+    assert w.page and (w.repo.split(":")[-1] in w.page)

@@ -78,9 +78,9 @@ def test_http_error_and_closed_port(server, tmp_path):
 def _galileo_from(folder: Path):
     """galileo-nano whose pinned URLs point at local copies (file://)."""
     spec = get_model_spec("galileo-nano")
-    return replace(spec, weight_files=tuple(
+    return replace(spec, weights=replace(spec.weights, files=tuple(
         WeightFile(f.name, f.role, f.sha256 if f.role != "weights" else sha256_file(folder / f.name),
-                   (folder / f.name).as_uri(), f.required) for f in spec.weight_files))
+                   (folder / f.name).as_uri(), f.required) for f in spec.weight_files)))
 
 
 def test_pinned_download_then_cache_hit_then_tampering(tmp_path, monkeypatch):
