@@ -26,12 +26,11 @@ def make_presto_checkpoint(path, seed: int = 0) -> Path:
     """Random weights in Presto's published layout (``encoder.*`` keys of ``default_model.pt``)."""
     import torch
 
+    from eoembed.models._channel_groups import IN_CHANNELS
     from eoembed.models._presto_net import PrestoEncoder
-    from eoembed.models.galileo import GROUPS
 
     torch.manual_seed(seed)
-    chans = {g: len(bands) if g != "NDVI" else 1 for g, (_, bands) in GROUPS.items()}
-    s = REGISTERED
-    net = PrestoEncoder(chans, s.embedding_dim, s.depth, s.num_heads, s.mlp_ratio, s.max_timesteps)
+    s = REGISTERED  # built as PrestoEncoderAdapter.build_module builds it
+    net = PrestoEncoder(IN_CHANNELS, s.embedding_dim, s.depth, s.num_heads, s.mlp_ratio, s.max_timesteps)
     torch.save({f"encoder.{k}": v for k, v in net.state_dict().items()}, path)
     return Path(path)

@@ -11,7 +11,8 @@ patch projection plus an encoding made of four equal quarters:
 ``[channel-group embedding (learned) | timestep position (1-D sin-cos) |
 month (sin-cos table) | 2-D position in the window (sin-cos, scaled by the ground
 size of a patch)]``. Masked tokens are dropped before the transformer; a pre-norm ViT
-(q/k/v with bias, GELU MLP) and a final LayerNorm follow.
+(:class:`~eoembed.models._layers.Block` with separate q/k/v projections, as the
+checkpoint stores them) and a final LayerNorm follow.
 """
 
 from __future__ import annotations
@@ -20,51 +21,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from eoembed.models._layers import Block
+
 #: Ground sampling distance (m) the 2-D positions are expressed in.
 BASE_GSD_M = 10.0
-
-
-class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-        b, n, d = x.shape
-
-        def split(t):
-            return t.view(b, n, self.heads, d // self.heads).transpose(1, 2)
-
-        mask = None if keep is None else keep[:, None, None, :]
-        out = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)), attn_mask=mask)
-        return self.proj(out.transpose(1, 2).reshape(b, n, d))
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x):
-        return self.fc2(F.gelu(self.fc1(x)))
-
-
-class Block(nn.Module):
-    def __init__(self, dim: int, heads: int, mlp_ratio: float):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-
-    def forward(self, x, keep):
-        x = x + self.attn(self.norm1(x), keep)
-        return x + self.mlp(self.norm2(x))
 
 
 class PatchProjection(nn.Module):
@@ -143,7 +103,7 @@ class GalileoEncoder(nn.Module):
         self.month_embed = nn.Embedding(12, q)
         self.s_t_channel_embed = nn.Parameter(torch.zeros(len(groups), q))
         self.space_time_embed = nn.ModuleDict({g: PatchProjection(c, dim, base_patch) for g, c in groups.items()})
-        self.blocks = nn.ModuleList([Block(dim, heads, mlp_ratio) for _ in range(depth)])
+        self.blocks = nn.ModuleList([Block(dim, heads, mlp_ratio, fused_qkv=False) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: dict[str, torch.Tensor], visible: torch.Tensor, months: torch.Tensor,

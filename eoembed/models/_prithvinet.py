@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eoembed.models._vit import Block, gather_visible, scatter_back, sincos_1d, sincos_1d_torch
+from eoembed.models._layers import Block
+from eoembed.models._vit import gather_visible, scatter_back, sincos_1d, sincos_1d_torch
 
 
 def sincos_3d(dim: int, t: int, h: int, w: int) -> np.ndarray:

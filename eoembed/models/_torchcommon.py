@@ -1,22 +1,16 @@
-"""What the plain-PyTorch families (Prithvi, ViT-MAE, PhilEO) share.
+"""How every torch family runs on its device: torch import, device choice, autocast, compile.
 
-These families need only ``torch``: no upstream package. Each publishes one
-state-dict file (``spec.weight_files``, found by :func:`eoembed.models.weights.resolve_weights`);
-checking its keys against the architecture, the per-band mean/std normalizer,
-pooling per-timestep outputs and the provenance attrs live here once.
+The bottom of the model stack: it imports no other ``eoembed.models`` module (the
+weights module reads :func:`autocast_dtype` from here for its provenance attrs; the
+encoder adapter, :mod:`eoembed.models._encoder`, builds on both). Torch is imported
+at call time, never when this module is imported.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Callable
-
 import numpy as np
 
-from eoembed.exceptions import CorruptWeightsError, MissingOptionalDependency, ParameterError
-from eoembed.models.registry import ModelSpec
-from eoembed.models.weights import WeightsSource, load_state_dict, provenance_attrs, resolve_weights
+from eoembed.exceptions import MissingOptionalDependency, ParameterError
 
 
 def require_torch(who: str = "this model"):
@@ -153,137 +147,3 @@ def compile_encoder(encoder):
     compiled.compiled = True
     compiled.provenance = lambda: {**encoder.provenance(), "eoembed:compiled": 1}
     return compiled
-
-
-def _short(keys, n: int = 6) -> str:
-    keys = sorted(keys)
-    more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
-    return ", ".join(keys[:n]) + more
-
-
-def load_into(module, state: dict, path: Path, spec: ModelSpec, *, optional: tuple[str, ...] = (),
-              unused: tuple[str, ...] = (), hint: str = "") -> None:
-    """``module.load_state_dict(state)`` with a typed error naming what does not fit.
-
-    ``optional`` lists key prefixes the checkpoint may lack (the module keeps its value);
-    ``unused`` lists prefixes of checkpoint keys the encoder does not use (ignored);
-    ``hint`` replaces the generic last sentence of the error.
-    """
-    own = module.state_dict()
-    missing = [k for k in own if k not in state and not k.startswith(optional)]
-    unexpected = [k for k in state if k not in own and not k.startswith(unused)]
-    shapes = [f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
-              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {_short(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_short(unexpected)}")
-        if shapes:
-            parts.append(f"wrong shapes: {_short(shapes, 3)}")
-        raise CorruptWeightsError(
-            f"{path} does not fit {spec.name} ({'; '.join(parts)}). " + (hint or (
-                f"Check that the file is the published {spec.family} checkpoint for this model size, "
-                "complete and not truncated."))
-        )
-    module.load_state_dict({k: state[k] for k in own if k in state}, strict=False)
-
-
-def read_checkpoint(path: Path) -> dict:
-    """``weights.load_state_dict`` plus unwrapping of ``{"model": state_dict}`` (MAE/DeiT style)."""
-    state = load_state_dict(path)
-    if "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    elif "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    bad = [k for k, v in state.items() if not hasattr(v, "shape")]
-    if bad:
-        raise CorruptWeightsError(f"{path} holds non-tensor entries {_short(bad)}; expected a tensor state dict.")
-    return state
-
-
-# --- the encoder object -------------------------------------------------------------
-def build_encoder(spec: ModelSpec, weights, device, build: Callable):
-    """Resolve the weights for ``spec`` and ``build(spec, source, device)`` the encoder.
-
-    Caching across calls is :func:`eoembed.models.load_model`'s job (one cache per process).
-    """
-    return build(spec, resolve_weights(spec, weights), resolve_device(device))
-
-
-#: Sentinel-2 central wavelengths (nm), to fill a band the cube lacks from its nearest neighbour.
-S2_WAVELENGTH = {"B01": 443, "B02": 490, "B03": 560, "B04": 665, "B05": 705, "B06": 740, "B07": 783,
-                 "B08": 842, "B8A": 865, "B09": 945, "B11": 1610, "B12": 2190}
-
-
-def fill_nearest_band(data: np.ndarray, bands: tuple[str, ...]) -> np.ndarray:
-    """Copy a missing band value (NaN while other bands hold data) from the nearest band in
-    wavelength that has one, e.g. B8A from B08 when the cube has no B8A."""
-    data = np.array(data, dtype="float32", copy=True)
-    finite = np.isfinite(data)
-    if finite.all() or not finite.any():
-        return data
-    for i, b in enumerate(bands):
-        hole = ~finite[..., i] & finite.any(axis=-1)
-        if not hole.any():
-            continue
-        for j in sorted((j for j in range(len(bands)) if j != i),
-                        key=lambda j: abs(S2_WAVELENGTH[bands[j]] - S2_WAVELENGTH[b])):
-            take = hole & finite[..., j]
-            data[..., i] = np.where(take, data[..., j], data[..., i])
-            hole &= ~take
-            if not hole.any():
-                break
-    return data
-
-
-class TorchEncoder:
-    """Shared parts of :class:`eoembed.encode.Encoder` for the plain-PyTorch families.
-
-    Subclasses set ``mean``/``std`` (per band, model units) and implement ``encode``.
-    """
-
-    mean: np.ndarray
-    std: np.ndarray
-    #: Fill a band the cube lacks from the nearest model band in wavelength (only where the
-    #: model reads close neighbours, e.g. PhilEO's B08/B8A); otherwise it becomes the band mean.
-    fill_from_nearest_band: bool = False
-
-    def __init__(self, spec: ModelSpec, module, device: str, source: WeightsSource, extra: dict | None = None):
-        self.spec = spec
-        self.module = module
-        self.device = device
-        self.source = source
-        self.extra = dict(extra or {})
-
-    def normalize(self, modality: str, data: np.ndarray) -> np.ndarray:
-        """``(x - mean) / std`` per band; what is still missing becomes 0 (the band mean;
-        pixels without any data are masked anyway)."""
-        data = np.asarray(data, dtype="float32")
-        if self.fill_from_nearest_band:
-            data = fill_nearest_band(data, self.spec.modalities[modality])
-        out = (data - self.mean.astype("float32")) / self.std.astype("float32")
-        return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype("float32")
-
-    def output_dim(self, plan_bands, ntime, pool_time) -> int:
-        return int(self.spec.embedding_dim)
-
-    def provenance(self) -> dict:
-        return {**provenance_attrs(self.spec, self.source, self.device),
-                "eoembed:weights_file": os.path.basename(str(self.source.weights)), **self.extra}
-
-
-def pool_tokens(tok, seen, pool_time: bool):
-    """``(B, h, w, T, D)`` tokens and ``(B, h, w, T)`` visibility → embeddings.
-
-    Pooled: mean over the visible timesteps (``(B, h, w, D)``); else per timestep.
-    NaN where nothing was visible.
-    """
-    torch = require_torch()
-    seen = seen.to(tok.dtype)
-    if pool_time:
-        cnt = seen.sum(dim=3)
-        emb = (tok * seen[..., None]).sum(dim=3) / cnt.clamp(min=1)[..., None]
-        return torch.where(cnt[..., None] > 0, emb, torch.full_like(emb, float("nan")))
-    return torch.where(seen[..., None] > 0, tok, torch.full_like(tok, float("nan")))

@@ -1,8 +1,8 @@
 """Plain Vision Transformer pieces shared by the Prithvi and ViT-MAE families.
 
-Written from the ViT/MAE papers and the published state-dict layout (timm names:
-``blocks.{i}.norm1``, ``.attn.qkv``, ``.attn.proj``, ``.norm2``, ``.mlp.fc1``,
-``.mlp.fc2``), so checkpoints of timm-style ViTs load key for key.
+Written from the ViT/MAE papers and the published state-dict layout (timm names;
+the blocks are :class:`eoembed.models._layers.Block`), so checkpoints of timm-style
+ViTs load key for key.
 
 Missing data: both families were pretrained as masked autoencoders, whose encoder
 only ever sees the *visible* tokens. eoembed does the same: tokens of patch-timesteps
@@ -17,47 +17,9 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-
-class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int, qkv_bias: bool = True):
-        super().__init__()
-        self.heads = heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
-        return self.proj(out.transpose(1, 2).reshape(b, n, d))
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, eps: float):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.attn = Attention(dim, heads)
-        self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+from eoembed.models._layers import Block
 
 
 class PlainViT(nn.Module):

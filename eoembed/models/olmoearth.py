@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from eoembed.exceptions import CorruptWeightsError, MissingOptionalDependency
-from eoembed.models._torchcommon import inference, resolve_device, to_device
+from eoembed.models._encoder import TorchEncoder
 from eoembed.models.registry import ModelSpec, PretrainedWeights, WeightFile, register_model
-from eoembed.models.weights import WeightsSource, _first_line, load_state_dict, provenance_attrs, resolve_weights
+from eoembed.models.weights import WeightsSource, _first_line, load_state_dict
 from eoembed.sensors import LANDSAT_BANDS, S1_BANDS, S2_BANDS
 
 LICENSE = "OlmoEarth Artifact License"
@@ -129,16 +129,15 @@ def _make_spec(version: str, size: str) -> ModelSpec:
 # --- loading ------------------------------------------------------------------------
 
 
-def _require_torch():
+def _require_package():
     try:
         import olmoearth_pretrain_minimal  # noqa: F401
-        import torch
+        import torch  # noqa: F401
     except ImportError as err:
         raise MissingOptionalDependency(
             "OlmoEarth models need torch and olmoearth-pretrain-minimal. On a CPU machine: "
             "pip install torch==2.13.0 && pip install 'eoembed[models]'"
         ) from err
-    return torch
 
 
 def _config_version(encoder_config: dict) -> str:
@@ -150,7 +149,7 @@ def _config_version(encoder_config: dict) -> str:
 
 def _build_module(spec: ModelSpec, source: WeightsSource):
     """Build the architecture (from config.json when present) and load the state dict."""
-    torch = _require_torch()
+    _require_package()
     from olmoearth_pretrain_minimal import OlmoEarthPretrain_v1, load_model_from_path
 
     if source.config is not None:
@@ -189,18 +188,12 @@ def _build_module(spec: ModelSpec, source: WeightsSource):
             "Check that the weights are for this model version and size."
         ) from err
     del state
-    encoder = model.encoder.eval()
-    for p in encoder.parameters():
-        p.requires_grad_(False)
-    return encoder, torch
+    return model.encoder
 
 
 def load_olmoearth(spec: ModelSpec, weights=None, device: str | None = None) -> "OlmoEarthEncoder":
     """Build the encoder for ``spec`` (cached per process by :func:`eoembed.models.load_model`)."""
-    device = resolve_device(device)
-    source = resolve_weights(spec, weights)
-    module, torch = _build_module(spec, source)
-    return OlmoEarthEncoder(spec, module.to(device), device, source)
+    return OlmoEarthEncoder.load(spec, weights, device)
 
 
 #: Per-thread switch read by the wrapped 2-D position encoder (``position="neutral"``).
@@ -232,22 +225,22 @@ def _install_neutral_positions() -> None:
     flexi_vit.get_2d_sincos_pos_encoding_with_resolution = positions
 
 
-class OlmoEarthEncoder:
+class OlmoEarthEncoder(TorchEncoder):
     """:class:`eoembed.encode.Encoder` around an OlmoEarth encoder module."""
 
-    def __init__(self, spec: ModelSpec, module, device: str, source: WeightsSource):
+    def __init__(self, spec: ModelSpec, module, device: str, source: WeightsSource, extra: dict | None = None):
         from olmoearth_pretrain_minimal import NormalizerV1, NormalizerV1_1, NormalizerV1_2
 
-        self.spec = spec
-        self.module = module
-        self.device = device
-        self.source = source
+        super().__init__(spec, module, device, source, extra)
         norm_cls = {"v1": NormalizerV1, "v1.1": NormalizerV1_1, "v1.2": NormalizerV1_2}[spec.version]
         if spec.window_positions:
             _install_neutral_positions()  # once per process; raw calls see the package's own encoder
         self._normalizer = norm_cls()
 
-    # -- Encoder protocol ------------------------------------------------------------
+    @classmethod
+    def build_module(cls, spec: ModelSpec, source: WeightsSource):
+        return _build_module(spec, source), {}
+
     def normalize(self, modality: str, data: np.ndarray) -> np.ndarray:
         """The package's own per-version normalizer and missing-band fill."""
         from olmoearth_pretrain_minimal.olmoearth_pretrain_v1.utils.constants import Modality
@@ -258,14 +251,8 @@ class OlmoEarthEncoder:
             out = self._normalizer.normalize(Modality.get(modality), data)
         return np.asarray(out, dtype="float32")
 
-    def group_key(self, visible: dict[str, np.ndarray]) -> int:
-        """Number of visible tokens: equal counts mean no padding inside a batch."""
-        return int(sum(v.sum() * self.spec.token_groups[m] for m, v in visible.items()))
-
-    def output_dim(self, plan_bands, ntime, pool_time) -> int:
-        return int(self.spec.embedding_dim)
-
-    def encode(self, batch, *, pool_time: bool) -> np.ndarray:
+    def tokens(self, batch):
+        """Every modality's band-group tokens side by side: ``(B, h, w, T, ΣS, D)``."""
         import torch
         from olmoearth_pretrain_minimal.olmoearth_pretrain_v1.utils.datatypes import (
             MaskedOlmoEarthSample,
@@ -273,40 +260,26 @@ class OlmoEarthEncoder:
         )
 
         p = batch.patch_size
-        fields = {"timestamps": to_device(batch.timestamps, self.device)}
+        fields = {"timestamps": self.tensor(batch.timestamps)}
         for m, x in batch.data.items():
             vis = batch.visible[m]  # (B, h, w, T)
             pix = np.repeat(np.repeat(vis, p, axis=1), p, axis=2)  # (B, H, W, T)
             mask = np.where(pix, MaskValue.ONLINE_ENCODER.value, MaskValue.MISSING.value)
             mask = np.repeat(mask[..., None], self.spec.token_groups[m], axis=-1)
-            fields[m] = to_device(x, self.device)
-            fields[f"{m}_mask"] = to_device(mask, self.device)
+            fields[m] = self.tensor(x)
+            fields[f"{m}_mask"] = self.tensor(mask)
         sample = MaskedOlmoEarthSample(**fields)
-        with inference(self.device, self.spec.family):
-            # every token visible: skip token removal/re-insertion (same numbers, ~5 % faster)
-            fast = all(bool(v.all()) for v in batch.visible.values())
-            _NEUTRAL.on = getattr(batch, "position", "raw") == "neutral"
-            try:
-                out = self.module(sample, patch_size=p, input_res=batch.input_res, fast_pass=fast)
-            finally:
-                _NEUTRAL.on = False
+        # every token visible: skip token removal/re-insertion (same numbers, ~5 % faster)
+        fast = all(bool(v.all()) for v in batch.visible.values())
+        _NEUTRAL.on = self.neutral(batch)
+        try:
+            out = self.module(sample, patch_size=p, input_res=batch.input_res, fast_pass=fast)
+        finally:
+            _NEUTRAL.on = False
         tam = out["tokens_and_masks"]
-        total, count = None, None
-        for m in batch.data:
-            tok = getattr(tam, m).float()  # (B, h, w, T, S, D)
-            keep = (getattr(tam, f"{m}_mask") == MaskValue.ONLINE_ENCODER.value).float()  # (B,h,w,T,S)
-            s = (tok * keep[..., None]).sum(dim=-2)  # (B,h,w,T,D)
-            c = keep.sum(dim=-1)  # (B,h,w,T)
-            total = s if total is None else total + s
-            count = c if count is None else count + c
-        if pool_time:
-            total, count = total.sum(dim=3), count.sum(dim=3)
-        emb = total / count.clamp(min=1)[..., None]
-        emb = torch.where(count[..., None] > 0, emb, torch.full_like(emb, float("nan")))
-        return emb.cpu().numpy().astype("float32")
-
-    def provenance(self) -> dict:
-        return provenance_attrs(self.spec, self.source, self.device)
+        tok = torch.cat([getattr(tam, m) for m in batch.data], dim=-2)  # (B, h, w, T, S, D) per modality
+        keep = torch.cat([getattr(tam, f"{m}_mask") == MaskValue.ONLINE_ENCODER.value for m in batch.data], dim=-1)
+        return tok, keep
 
 
 for _version, _sizes in {

@@ -31,16 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from eoembed.models._torchcommon import (
-    TorchEncoder,
-    build_encoder,
-    inference,
-    load_into,
-    pool_tokens,
-    read_checkpoint,
-    require_torch,
-    to_device,
-)
+from eoembed.models._encoder import TorchEncoder, load_into, read_checkpoint
 from eoembed.models.registry import ModelSpec, PretrainedWeights, WeightFile, register_model
 
 S2_BANDS = ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12")
@@ -138,22 +129,9 @@ def encoder_state(state: dict) -> dict:
     return out
 
 
-def _build(spec: ModelSpec, source, device: str) -> "PhilEOEncoder":
-    require_torch()
-    from eoembed.models._phileonet import GeoAwareEncoder
-
-    net = GeoAwareEncoder(bands=len(S2_BANDS), **_arch(spec))
-    load_into(net, encoder_state(read_checkpoint(source.weights)), source.weights, spec)
-    net = net.eval().to(device)
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return PhilEOEncoder(spec, net, device, source,
-                         {"eoembed:feature_level": "last encoder stage (stride 16 after max-pool; stride 8 before)"})
-
-
 def load_phileo(spec: ModelSpec, weights=None, device: str | None = None) -> "PhilEOEncoder":
-    """Load (or reuse from an in-process cache) the encoder for ``spec``."""
-    return build_encoder(spec, weights, device, _build)
+    """Build the encoder for ``spec`` (caching across calls is :func:`eoembed.models.load_model`'s job)."""
+    return PhilEOEncoder.load(spec, weights, device)
 
 
 class PhilEOEncoder(TorchEncoder):
@@ -162,6 +140,15 @@ class PhilEOEncoder(TorchEncoder):
     mean = np.zeros(len(S2_BANDS))
     std = np.full(len(S2_BANDS), 10000.0)
     fill_from_nearest_band = True
+    stamp_weights_file = True
+
+    @classmethod
+    def build_module(cls, spec: ModelSpec, source):
+        from eoembed.models._phileonet import GeoAwareEncoder
+
+        net = GeoAwareEncoder(bands=len(S2_BANDS), **_arch(spec))
+        load_into(net, encoder_state(read_checkpoint(source.weights)), source.weights, spec)
+        return net, {"eoembed:feature_level": "last encoder stage (stride 16 after max-pool; stride 8 before)"}
 
     def compile_targets(self) -> list:
         """``features`` calls the stem and each stage's parts, not ``forward``: compile those."""
@@ -172,16 +159,15 @@ class PhilEOEncoder(TorchEncoder):
         """A CNN in eval mode treats every image on its own: any tiles may share a batch."""
         return 0
 
-    def encode(self, batch, *, pool_time: bool) -> np.ndarray:
+    def tokens(self, batch):
+        """Each timestep's image on its own: the feature map at stride ``p`` as ``(B, h, w, T, D)``."""
         p = batch.patch_size
-        x = to_device(batch.data["sentinel2_l2a"], self.device)  # (B, H, W, T, C)
-        vis = to_device(batch.visible["sentinel2_l2a"], self.device)  # (B, h, w, T)
+        x = self.tensor(batch.data["sentinel2_l2a"])  # (B, H, W, T, C)
+        vis = self.tensor(batch.visible["sentinel2_l2a"])  # (B, h, w, T)
         b, hh, ww, nt, c = x.shape
         imgs = x.permute(0, 3, 4, 1, 2).reshape(b * nt, c, hh, ww)
-        with inference(self.device, self.spec.family):
-            fmap = self.module.features(imgs, stride=p).float()  # (B*T, D, h, w)
-        tok = fmap.reshape(b, nt, -1, hh // p, ww // p).permute(0, 3, 4, 1, 2)  # (B, h, w, T, D)
-        return pool_tokens(tok, vis, pool_time).cpu().numpy().astype("float32")
+        fmap = self.module.features(imgs, stride=p)  # (B*T, D, h, w)
+        return fmap.reshape(b, nt, -1, hh // p, ww // p).permute(0, 3, 4, 1, 2), vis
 
 
 for _size in SIZES:

@@ -20,14 +20,14 @@ commit, SHA-256-checked; only its ``encoder.*`` part is used.
 
 from __future__ import annotations
 
-
 import numpy as np
 
-from eoembed.exceptions import CorruptWeightsError, ParameterError
-from eoembed.models._torchcommon import inference, load_into, resolve_device, to_device
-from eoembed.models.galileo import GROUPS, S1, S1_BANDS, S2, S2_BANDS, group_arrays, group_visibility, ndvi
+from eoembed.exceptions import ParameterError
+from eoembed.models._channel_groups import IN_CHANNELS, S2_BANDS, ChannelGroupEncoder, group_arrays, group_visibility
+from eoembed.models._encoder import load_into
 from eoembed.models.registry import ModelSpec, PretrainedWeights, WeightFile, register_model
-from eoembed.models.weights import WeightsSource, load_state_dict, provenance_attrs, resolve_weights
+from eoembed.models.weights import WeightsSource, load_state_dict
+from eoembed.sensors import S1, S1_BANDS, S2
 
 LICENSE = "MIT"
 COMMIT = "13173d028f035abcbcc3b13829314323a5c15d02"
@@ -69,27 +69,9 @@ SPEC = ModelSpec(
 _UNUSED = ("eo_patch_embed.ERA5.", "eo_patch_embed.SRTM.", "dw_embed.")
 
 
-def _build_module(spec: ModelSpec, source: WeightsSource):
-    from eoembed.models._presto_net import PrestoEncoder
-
-    state = load_state_dict(source.weights)
-    enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
-    in_chans = {g: len(bands) if g != "NDVI" else 1 for g, (_, bands) in GROUPS.items()}
-    module = PrestoEncoder(in_chans, spec.embedding_dim, spec.depth, spec.num_heads, spec.mlp_ratio,
-                           spec.max_timesteps)
-    load_into(module, enc, source.weights, spec, unused=_UNUSED,
-              hint="It must be Presto's default_model.pt (a state dict with encoder.* keys).")
-    module.eval()
-    for prm in module.parameters():
-        prm.requires_grad_(False)
-    return module
-
-
 def load_presto(spec: ModelSpec, weights=None, device: str | None = None) -> "PrestoEncoderAdapter":
     """Build the Presto encoder (caching across calls is :func:`eoembed.models.load_model`'s job)."""
-    device = resolve_device(device)
-    source = resolve_weights(spec, weights)
-    return PrestoEncoderAdapter(spec, _build_module(spec, source).to(device), device, source)
+    return PrestoEncoderAdapter.load(spec, weights, device)
 
 
 _TRANSFORMERS: dict[str, object] = {}
@@ -107,23 +89,28 @@ def pixel_lonlat(transform, crs_wkt: str, rows: np.ndarray, cols: np.ndarray) ->
     return _TRANSFORMERS[crs_wkt].transform(x, y)
 
 
-class PrestoEncoderAdapter:
-    """:class:`eoembed.encode.Encoder` around :class:`~eoembed.models._presto_net.PrestoEncoder`."""
+class PrestoEncoderAdapter(ChannelGroupEncoder):
+    """:class:`eoembed.encode.Encoder` around :class:`~eoembed.models._presto_net.PrestoEncoder`.
 
-    def __init__(self, spec: ModelSpec, module, device: str, source: WeightsSource):
-        self.spec = spec
-        self.module = module
-        self.device = device
-        self.source = source
+    A patch model whose tokens are its pixels: :meth:`tokens` gives each core patch its
+    ``p²`` pixel vectors, and the shared pooling takes their mean. Normalization:
+    S1 ``(dB + 25) / 25``, S2 ``DN / 10 000``, NDVI as is.
+    """
 
-    def normalize(self, modality: str, data: np.ndarray) -> np.ndarray:
-        """S1 ``(dB + 25) / 25``; S2 ``DN / 1e4`` with NDVI (from raw B04/B08) appended as channel 10."""
-        x = np.asarray(data, dtype="float32")
-        if modality == S1:
-            return (x + 25.0) / 25.0
-        if modality != S2:
-            raise ValueError(f"Presto reads sentinel2_l2a and sentinel1, not {modality!r}")
-        return np.concatenate([x / np.float32(1e4), ndvi(x)[..., None]], axis=-1)
+    shift = np.array([-25.0] * 2 + [0.0] * len(S2_BANDS), dtype="float32")
+    div = np.array([25.0] * 2 + [1e4] * len(S2_BANDS), dtype="float32")
+
+    @classmethod
+    def build_module(cls, spec: ModelSpec, source: WeightsSource):
+        from eoembed.models._presto_net import PrestoEncoder
+
+        state = load_state_dict(source.weights)
+        enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+        module = PrestoEncoder(IN_CHANNELS, spec.embedding_dim, spec.depth, spec.num_heads, spec.mlp_ratio,
+                               spec.max_timesteps)
+        load_into(module, enc, source.weights, spec, unused=_UNUSED,
+                  hint="It must be Presto's default_model.pt (a state dict with encoder.* keys).")
+        return module, {}
 
     def group_key(self, visible) -> int:
         return 0  # pixels are encoded alone: tiles never influence each other
@@ -136,14 +123,18 @@ class PrestoEncoderAdapter:
             )
         return int(self.spec.embedding_dim)
 
-    def encode(self, batch, *, pool_time: bool) -> np.ndarray:
+    def tokens(self, batch):
+        """Pixel vectors as tokens: ``(B, h, w, 1, p², D)``, kept where the pixel holds data.
+
+        Only the core patches are encoded (the halo gives a per-pixel model no context);
+        pixels sharing one missing-data pattern are encoded together, as Presto requires.
+        """
         import torch
 
-        self.output_dim(None, 0, pool_time)
         if batch.transform is None or batch.crs is None or batch.origins is None:
             raise ParameterError("presto needs each pixel's location: the tile batch carries no transform/CRS")
         p, hp = batch.patch_size, batch.halo
-        vis = group_visibility(self.spec, batch.visible, batch.present)  # (B, h, w, T, G)
+        vis = group_visibility(self.spec.modalities, batch.visible, batch.present)  # (B, h, w, T, G)
         b, h, w, t, g = vis.shape
         core = slice(hp, h - hp)
         vis_c = vis[:, core, core]  # (B, hc, wc, T, G)
@@ -159,36 +150,28 @@ class PrestoEncoderAdapter:
         latlon = np.stack([lat, lon], axis=-1).astype("float32")
         idx = np.flatnonzero(has)
         # each timestep's own month (0-11); eoembed.validate has sorted the cube's dates
-        months = to_device(np.asarray(batch.timestamps[0, :, 1], dtype="int64") % 12, self.device, dtype=torch.long)
+        months = self.tensor(np.asarray(batch.timestamps[0, :, 1], dtype="int64") % 12, dtype=torch.long)
 
-        out = np.full((pix_vis.shape[0], self.spec.embedding_dim), np.nan, dtype="float32")
+        d = int(self.spec.embedding_dim)
+        out = torch.zeros(pix_vis.shape[0], d, device=self.device)
         packed = np.packbits(pix_vis[idx].reshape(len(idx), -1), axis=1)
         patterns, which = np.unique(packed, axis=0, return_inverse=True)
-        with inference(self.device, self.spec.family):
-            for k in range(len(patterns)):
-                members = np.flatnonzero(which.reshape(-1) == k)
-                vis_k = to_device(pix_vis[idx[members[0]]], self.device)
-                for s in range(0, len(members), PIXELS_PER_CALL):
-                    sel = members[s: s + PIXELS_PER_CALL]
-                    rows_sel = idx[sel]
-                    x = {gname: to_device(a[rows_sel], self.device) for gname, a in arrays.items()}
-                    emb = self.module(x, vis_k, months[None].expand(len(sel), -1),
-                                      to_device(latlon[sel], self.device))
-                    out[rows_sel] = emb.float().cpu().numpy()
+        for k in range(len(patterns)):
+            members = np.flatnonzero(which.reshape(-1) == k)
+            vis_k = self.tensor(pix_vis[idx[members[0]]])
+            for s in range(0, len(members), PIXELS_PER_CALL):
+                sel = members[s: s + PIXELS_PER_CALL]
+                x = {gname: self.tensor(a[idx[sel]]) for gname, a in arrays.items()}
+                emb = self.module(x, vis_k, months[None].expand(len(sel), -1), self.tensor(latlon[sel]))
+                out[self.tensor(idx[sel])] = emb.float()
 
-        pix = out.reshape(b, hc, p, wc, p, -1)
-        valid = np.isfinite(pix[..., 0])
-        total = np.where(valid[..., None], pix, 0.0).sum(axis=(2, 4))
-        count = valid.sum(axis=(2, 4))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            patches = (total / count[..., None]).astype("float32")
-        patches[count == 0] = np.nan
-        full = np.full((b, h, w, self.spec.embedding_dim), np.nan, dtype="float32")
-        full[:, core, core] = patches
-        return full
+        def patches(a):  # (B·hc·p·wc·p, ...) pixel rows → (B, h, w, 1, p², ...), zero in the halo
+            a = a.reshape(b, hc, p, wc, p, *a.shape[1:]).transpose(2, 3).reshape(b, hc, wc, 1, p * p, *a.shape[1:])
+            full = a.new_zeros((b, h, w, 1, p * p, *a.shape[5:]))
+            full[:, core, core] = a
+            return full
 
-    def provenance(self) -> dict:
-        return provenance_attrs(self.spec, self.source, self.device)
+        return patches(out), patches(self.tensor(has))
 
 
 register_model(SPEC, loader=load_presto)

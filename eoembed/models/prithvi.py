@@ -25,16 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from eoembed.exceptions import CorruptWeightsError
-from eoembed.models._torchcommon import (
-    TorchEncoder,
-    build_encoder,
-    inference,
-    load_into,
-    pool_tokens,
-    read_checkpoint,
-    require_torch,
-    to_device,
-)
+from eoembed.models._encoder import TorchEncoder, load_into, read_checkpoint
 from eoembed.models.registry import ModelSpec, PretrainedWeights, WeightFile, register_model
 
 #: HLS band → the Sentinel-2 band it is read from.
@@ -117,39 +108,9 @@ def encoder_state(state: dict) -> dict:
     return {k: v for k, v in state.items() if not (k.startswith("decoder") or k == "mask_token")}
 
 
-def _build(spec: ModelSpec, source, device: str) -> "PrithviEncoder":
-    require_torch()
-    from eoembed.models._prithvinet import PrithviNet
-    from eoembed.models._vit import grid_side
-
-    arch = _arch(spec)
-    state = encoder_state(read_checkpoint(source.weights))
-    if not arch["coords"]:  # as the reference loader does: a model without them ignores these encoders
-        state = {k: v for k, v in state.items() if not k.startswith(("temporal_embed_enc.", "location_embed_enc."))}
-    if "pos_embed" not in state:
-        raise CorruptWeightsError(
-            f"{source.weights} has no encoder 'pos_embed' (keys: {', '.join(sorted(state)[:6])}…): it is not a "
-            f"Prithvi checkpoint. Use the {spec.hf_repo} file {spec.weight_files[0].name}."
-        )
-    n_pos = state["pos_embed"].shape[1] - 1
-    if n_pos % arch["frames"]:
-        raise CorruptWeightsError(
-            f"{source.weights} pos_embed has {n_pos} positions, not a multiple of {spec.name}'s "
-            f"{arch['frames']} frames: it is a checkpoint of another Prithvi version."
-        )
-    grid = grid_side(n_pos // arch["frames"], f"{source.weights} pos_embed")
-    net = PrithviNet(bands=len(S2_BANDS), grid=grid, **arch)
-    load_into(net, state, source.weights, spec)
-    net = net.eval().to(device)
-    for p in net.parameters():
-        p.requires_grad_(False)
-    coords = "time (year, day of year) + location (cube centre lon, lat)" if arch["coords"] else "none"
-    return PrithviEncoder(spec, net, device, source, {"eoembed:coords_encoding": coords})
-
-
 def load_prithvi(spec: ModelSpec, weights=None, device: str | None = None) -> "PrithviEncoder":
-    """Load (or reuse from an in-process cache) the encoder for ``spec``."""
-    return build_encoder(spec, weights, device, _build)
+    """Build the encoder for ``spec`` (caching across calls is :func:`eoembed.models.load_model`'s job)."""
+    return PrithviEncoder.load(spec, weights, device)
 
 
 def day_of_year(timestamps: np.ndarray) -> np.ndarray:
@@ -166,33 +127,56 @@ def day_of_year(timestamps: np.ndarray) -> np.ndarray:
 class PrithviEncoder(TorchEncoder):
     """:class:`eoembed.encode.Encoder` around a Prithvi-EO encoder."""
 
+    stamp_weights_file = True
+
     def __init__(self, spec, module, device, source, extra=None):
         super().__init__(spec, module, device, source, extra)
         v1 = spec.version == "1.0"
         self.mean, self.std = (V1_MEAN, V1_STD) if v1 else (V2_MEAN, V2_STD)
 
-    def group_key(self, visible: dict) -> int:
-        """Visible tokens (patch-timesteps): equal counts batch without padding."""
-        return int(visible["sentinel2_l2a"].sum())
+    @classmethod
+    def build_module(cls, spec: ModelSpec, source):
+        from eoembed.models._prithvinet import PrithviNet
+        from eoembed.models._vit import grid_side
 
-    def encode(self, batch, *, pool_time: bool) -> np.ndarray:
+        arch = _arch(spec)
+        state = encoder_state(read_checkpoint(source.weights))
+        if not arch["coords"]:  # as the reference loader does: a model without them ignores these encoders
+            state = {k: v for k, v in state.items()
+                     if not k.startswith(("temporal_embed_enc.", "location_embed_enc."))}
+        if "pos_embed" not in state:
+            raise CorruptWeightsError(
+                f"{source.weights} has no encoder 'pos_embed' (keys: {', '.join(sorted(state)[:6])}…): it is not "
+                f"a Prithvi checkpoint. Use the {spec.hf_repo} file {spec.weight_files[0].name}."
+            )
+        n_pos = state["pos_embed"].shape[1] - 1
+        if n_pos % arch["frames"]:
+            raise CorruptWeightsError(
+                f"{source.weights} pos_embed has {n_pos} positions, not a multiple of {spec.name}'s "
+                f"{arch['frames']} frames: it is a checkpoint of another Prithvi version."
+            )
+        grid = grid_side(n_pos // arch["frames"], f"{source.weights} pos_embed")
+        net = PrithviNet(bands=len(S2_BANDS), grid=grid, **arch)
+        load_into(net, state, source.weights, spec)
+        coords = "time (year, day of year) + location (cube centre lon, lat)" if arch["coords"] else "none"
+        return net, {"eoembed:coords_encoding": coords}
+
+    def tokens(self, batch):
+        """One tubelet token per patch and timestep: ``(B, h, w, T, D)``."""
         import torch
 
-        x = to_device(batch.data["sentinel2_l2a"], self.device)  # (B, H, W, T, C)
-        vis = to_device(batch.visible["sentinel2_l2a"], self.device)  # (B, h, w, T)
+        x = self.tensor(batch.data["sentinel2_l2a"])  # (B, H, W, T, C)
+        vis = self.tensor(batch.visible["sentinel2_l2a"])  # (B, h, w, T)
         b, h, w, nt = vis.shape
         x = x.permute(0, 4, 3, 1, 2).contiguous()  # (B, C, T, H, W)
         keep = vis.permute(0, 3, 1, 2).reshape(b, nt * h * w)
-        temporal = to_device(day_of_year(batch.timestamps), self.device)
+        temporal = self.tensor(day_of_year(batch.timestamps))
         lonlat = getattr(batch, "lonlat", None)
         location = None
         if lonlat is not None:
             location = torch.tensor([list(lonlat)] * b, dtype=torch.float32, device=self.device)
-        with inference(self.device, self.spec.family):
-            tok = self.module(x, keep, temporal, location,
-                              neutral=getattr(batch, "position", "raw") == "neutral").float()
-        tok = tok.reshape(b, nt, h, w, -1).permute(0, 2, 3, 1, 4)  # (B, h, w, T, D)
-        return pool_tokens(tok, vis, pool_time).cpu().numpy().astype("float32")
+        tok = self.module(x, keep, temporal, location, neutral=self.neutral(batch))
+        return tok.reshape(b, nt, h, w, -1).permute(0, 2, 3, 1, 4), vis  # (B, h, w, T, D)
 
 
 for _name in _MODELS:

@@ -25,16 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from eoembed.exceptions import CorruptWeightsError
-from eoembed.models._torchcommon import (
-    TorchEncoder,
-    build_encoder,
-    inference,
-    load_into,
-    pool_tokens,
-    read_checkpoint,
-    require_torch,
-    to_device,
-)
+from eoembed.models._encoder import TorchEncoder, load_into, read_checkpoint
 from eoembed.models.registry import ModelSpec, PretrainedWeights, WeightFile, register_model
 
 RGB_BANDS = ("B04", "B03", "B02")
@@ -87,31 +78,9 @@ def _make_spec(size: str) -> ModelSpec:
     )
 
 
-def _build(spec: ModelSpec, source, device: str) -> "ViTMAEEncoder":
-    require_torch()
-    from eoembed.models._vit import PlainViT, grid_side
-
-    state = read_checkpoint(source.weights)
-    state = {k: v for k, v in state.items() if not k.startswith(_IGNORED_PREFIXES)}
-    dim, depth, heads = int(spec.embedding_dim), int(spec.depth), int(spec.num_heads)
-    if "pos_embed" not in state:
-        raise CorruptWeightsError(
-            f"{source.weights} has no 'pos_embed': it is not a plain ViT checkpoint "
-            f"(keys: {', '.join(sorted(state)[:6])}…). {spec.name} expects a timm/MAE ViT-{spec.size} state dict."
-        )
-    grid_side(state["pos_embed"].shape[1] - 1, f"{source.weights} pos_embed")
-    # MAE fine-tuned checkpoints with global pooling keep fc_norm instead of norm (timm: norm = Identity)
-    module = PlainViT(dim, depth, heads, state["pos_embed"].shape[1], final_norm="norm.weight" in state)
-    load_into(module, state, source.weights, spec)
-    module = module.eval().to(device)
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return ViTMAEEncoder(spec, module, device, source, {"eoembed:tokens": "patch tokens after final norm, CLS dropped"})
-
-
 def load_vitmae(spec: ModelSpec, weights=None, device: str | None = None) -> "ViTMAEEncoder":
-    """Load (or reuse from an in-process cache) the encoder for ``spec``."""
-    return build_encoder(spec, weights, device, _build)
+    """Build the encoder for ``spec`` (caching across calls is :func:`eoembed.models.load_model`'s job)."""
+    return ViTMAEEncoder.load(spec, weights, device)
 
 
 class ViTMAEEncoder(TorchEncoder):
@@ -119,6 +88,25 @@ class ViTMAEEncoder(TorchEncoder):
 
     mean = IMAGENET_MEAN
     std = IMAGENET_STD
+    stamp_weights_file = True
+
+    @classmethod
+    def build_module(cls, spec: ModelSpec, source):
+        from eoembed.models._vit import PlainViT, grid_side
+
+        state = read_checkpoint(source.weights)
+        state = {k: v for k, v in state.items() if not k.startswith(_IGNORED_PREFIXES)}
+        dim, depth, heads = int(spec.embedding_dim), int(spec.depth), int(spec.num_heads)
+        if "pos_embed" not in state:
+            raise CorruptWeightsError(
+                f"{source.weights} has no 'pos_embed': it is not a plain ViT checkpoint "
+                f"(keys: {', '.join(sorted(state)[:6])}…). {spec.name} expects a timm/MAE ViT-{spec.size} state dict."
+            )
+        grid_side(state["pos_embed"].shape[1] - 1, f"{source.weights} pos_embed")
+        # MAE fine-tuned checkpoints with global pooling keep fc_norm instead of norm (timm: norm = Identity)
+        module = PlainViT(dim, depth, heads, state["pos_embed"].shape[1], final_norm="norm.weight" in state)
+        load_into(module, state, source.weights, spec)
+        return module, {"eoembed:tokens": "patch tokens after final norm, CLS dropped"}
 
     def normalize(self, modality: str, data: np.ndarray) -> np.ndarray:
         """DN → true-colour 0–1 (÷ 3000, clipped) → ImageNet mean/std; missing → 0."""
@@ -170,26 +158,21 @@ class ViTMAEEncoder(TorchEncoder):
         t = m.norm(t)[:, 1:]
         return t if order is None else scatter_back(t, order, h * w)
 
-    def encode(self, batch, *, pool_time: bool) -> np.ndarray:
+    def tokens(self, batch):
+        """Each timestep's image on its own: ``(B, h, w, T, D)`` patch tokens."""
         import torch
 
-        x = batch.data["sentinel2_l2a"]  # (B, H, W, T, 3)
-        vis = batch.visible["sentinel2_l2a"]  # (B, h, w, T)
-        b, hh, ww, nt, _ = x.shape
-        h, w = vis.shape[1], vis.shape[2]
-        xt = to_device(x, self.device)
-        vt = to_device(vis, self.device)
+        x = self.tensor(batch.data["sentinel2_l2a"])  # (B, H, W, T, 3)
+        vis = self.tensor(batch.visible["sentinel2_l2a"])  # (B, h, w, T)
+        b, h, w, nt = vis.shape
         out = torch.zeros(b, h, w, nt, int(self.spec.embedding_dim), device=self.device)
-        with inference(self.device, self.spec.family):
-            for t in range(nt):
-                keep = vt[..., t].reshape(b, h * w)
-                if not bool(keep.any()):
-                    continue
-                img = xt[..., t, :].permute(0, 3, 1, 2).contiguous()
-                out[..., t, :] = self.patch_tokens(img, keep, neutral=getattr(batch, "position", "raw") == "neutral"
-                                                   ).float().reshape(b, h, w, -1)
-            emb = pool_tokens(out, vt, pool_time)
-        return emb.cpu().numpy().astype("float32")
+        for t in range(nt):
+            keep = vis[..., t].reshape(b, h * w)
+            if not bool(keep.any()):
+                continue
+            img = x[..., t, :].permute(0, 3, 1, 2).contiguous()
+            out[..., t, :] = self.patch_tokens(img, keep, neutral=self.neutral(batch)).float().reshape(b, h, w, -1)
+        return out, vis
 
 
 for _size in _SIZES:

@@ -172,7 +172,25 @@ def test_specs_and_cost():
     cost = eoembed.embed_cost(cube, "galileo-nano", patch_size=4)
     assert cost["tokens_per_patch_timestep"] == 7  # 5 S2 groups + NDVI + S1
     assert cost["tile_size"] == 12 * 4  # the family default: 12-patch windows (benchmarks/bench_tiling.py)
-    assert cost["tokens_per_tile"] == 12 ** 2 * 3 * 7 and cost["gmacs"] > 0
+    assert cost["tokens_per_tile"] == 12 ** 2 * 3 * 7
+    # the oracle: multiply-accumulates of the real Nano forward pass on one 4×4-patch, 2-timestep tile,
+    # counted by torch (2 flops per MAC; attention on the math backend, whose matmuls it sees)
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from eoembed.models._channel_groups import IN_CHANNELS
+    from eoembed.models._galileo_net import GalileoEncoder
+
+    small = eoembed.embed_cost(make_cube(16, 2), "galileo-nano", patch_size=4, tile_size=16, halo=0)
+    net = GalileoEncoder(IN_CHANNELS, nano.embedding_dim, nano.depth, nano.num_heads, nano.mlp_ratio, 24, 8).eval()
+    x = {g: torch.randn(1, 16, 16, 2, c) for g, c in IN_CHANNELS.items()}
+    for proj in net.space_time_embed.values():
+        proj.kernel(4)  # the resized patch kernels are made once per model, not per tile
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+        net(x, torch.ones(1, 4, 4, 2, len(IN_CHANNELS), dtype=torch.bool), torch.tensor([[4, 5]]), 4, 10.0)
+    assert small["gmacs"] / small["tiles"] == pytest.approx(counter.get_total_flops() / 2 / 1e9, rel=0.02)
 
 
 def test_too_many_timesteps_for_galileo():

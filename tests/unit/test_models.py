@@ -215,13 +215,17 @@ def test_core_import_does_not_need_torch():
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
-def test_one_device_resolver_for_every_family():
+def test_one_device_resolver_for_every_family(tmp_path):
     import torch
 
-    from eoembed.models import _torchcommon, galileo, olmoearth, presto
+    from eoembed.models import _torchcommon
 
     rd = _torchcommon.resolve_device
-    assert galileo.resolve_device is rd and olmoearth.resolve_device is rd and presto.resolve_device is rd
+    # every torch family loads through the one adapter base, which resolves the device first
+    for name in ("galileo-nano", "presto", "olmoearth-v1.1-nano", "prithvi-eo-1.0-100m", "vitmae-rs-base",
+                 "phileo-geoaware-nano"):
+        with pytest.raises(E.ParameterError, match="device must be 'auto', 'cpu'"):
+            eoembed.load_model(name, weights=tmp_path, device="tpu")
     assert rd(None) == rd("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     assert rd("cpu") == "cpu"
     with pytest.raises(E.ParameterError, match="device must be 'auto', 'cpu'"):

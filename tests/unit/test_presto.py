@@ -181,6 +181,20 @@ def test_spec_and_cost():
     cost = eoembed.embed_cost(make_cube(16, 3), "presto", patch_size=1)
     assert cost["tokens_per_patch_timestep"] == 7 and cost["halo_overhead"] == 1.0
     assert cost["tokens"] == 16 * 16 * (3 * 7 + 1)  # one sample per cube pixel; padding and halo are never encoded
-    d = 128
-    per_pixel = 2 * (4 * 22 * d * d + 2 * 4 * 22 * d * d + 2 * 22 * 22 * d)
-    assert cost["gmacs"] == pytest.approx(16 * 16 * per_pixel / 1e9)
+    # the oracle: multiply-accumulates of the real forward pass, counted by torch on one pixel's series
+    # with every group of its 3 timesteps visible (FlopCounterMode counts 2 flops per MAC; attention runs
+    # on the math backend, whose matmuls it sees: the fused CPU kernel is not counted)
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from eoembed.models._channel_groups import IN_CHANNELS
+    from eoembed.models._presto_net import PrestoEncoder
+
+    torch.manual_seed(0)
+    net = PrestoEncoder(IN_CHANNELS, s.embedding_dim, s.depth, s.num_heads, s.mlp_ratio, s.max_timesteps).eval()
+    x = {g: torch.randn(1, 3, c) for g, c in IN_CHANNELS.items()}
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+        net(x, torch.ones(3, len(IN_CHANNELS), dtype=torch.bool), torch.tensor([[4, 5, 6]]), torch.tensor([[45.0, 5.0]]))
+    assert cost["gmacs"] == pytest.approx(16 * 16 * counter.get_total_flops() / 2 / 1e9, rel=0.01)
