@@ -196,7 +196,7 @@ def embed_tiles(
         emb = model(cube)
         p = cube.sizes["y"] // emb.sizes["y"]
     else:
-        import eoembed
+        from eoembed.embed import embed
 
         if h != w:
             raise InputError(f"Tiles must be square for eoembed.embed tiling (got {h}×{w}).")
@@ -204,7 +204,7 @@ def embed_tiles(
         kw.update(embed_kwargs)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*harmonization.*")
-            emb = eoembed.embed(cube, model=model, **kw)
+            emb = embed(cube, model=model, **kw)
         p = int(emb.attrs.get("eoembed:patch_size", patch_size or 1))
     if h % p or w % p:
         raise ParameterError(f"Tile size {h}×{w} is not a multiple of patch_size={p}.")

@@ -444,11 +444,11 @@ def _baseline_emb(emb: xr.DataArray, baseline_cube: Any) -> xr.DataArray:
     if isinstance(baseline_cube, xr.DataArray) and "embedding" in baseline_cube.dims:
         base = as_cube(baseline_cube)
     else:
-        import eoembed
+        from eoembed.embed import embed
 
         ps = emb.attrs.get("eoembed:patch_size")
         kw = {"patch_size": int(ps)} if ps is not None else {}
-        base = eoembed.embed(baseline_cube, model="spectral", progress=False, **kw)
+        base = embed(baseline_cube, model="spectral", progress=False, **kw)
     ia, ib = cube_info(emb), cube_info(base)
     pa, pb = emb.attrs.get("eoembed:patch_size"), base.attrs.get("eoembed:patch_size")
     if ia.shape != ib.shape or emb.rio.crs != base.rio.crs or (pa is not None and pb is not None and pa != pb) \

@@ -55,12 +55,11 @@ Design notes
 
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING, Any
 
 import xarray as xr
 
-from eoembed.exceptions import MissingOptionalDependency
+from eoembed.explore._deps import _require_viz
 from eoembed.explore.layers import add_layers
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -68,10 +67,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from eoembed.explore.state import ExplorerState
 
 __all__ = ["Explorer", "ExplorerState", "add_layers", "explore"]
-
-_VIZ_MODULES = (("ipywidgets", "ipywidgets"), ("ipyleaflet", "ipyleaflet"), ("leafmap", "leafmap"),
-                ("bqplot", "bqplot"), ("matplotlib", "matplotlib"), ("PIL", "pillow"))
-
 
 def __getattr__(name: str):
     """``Explorer`` (needs the widget libraries) and ``ExplorerState`` are imported when first used."""
@@ -85,24 +80,6 @@ def __getattr__(name: str):
 
         return ExplorerState
     raise AttributeError(f"module 'eoembed.explore' has no attribute {name!r}")
-
-
-def _require_viz() -> None:
-    import importlib
-
-    missing = []
-    with warnings.catch_warnings():  # importing leafmap adds a global "ignore all warnings" filter: keep it local
-        for mod, dist in _VIZ_MODULES:
-            try:
-                importlib.import_module(mod)
-            except ImportError:
-                missing.append(dist)
-    if missing:
-        raise MissingOptionalDependency(
-            f"The map explorer needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
-            "installed. Install the viz extra: pip install 'eoembed[viz]' (and 'eoembed[search]' for "
-            "search and few-shot), then restart the kernel."
-        )
 
 
 def explore(emb: xr.DataArray, cube: xr.DataArray | None = None, *, basemap: Any = None, k: int = 20,

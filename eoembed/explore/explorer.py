@@ -68,7 +68,7 @@ class Explorer(w.HBox):
                  height: str = "560px", m: Any = None, session: Any = None, pyramid: Any = None) -> None:
         import ipyleaflet
 
-        from eoembed.explore import _require_viz
+        from eoembed.explore._deps import _require_viz
 
         _require_viz()
         t0 = _time.perf_counter()
