@@ -114,8 +114,8 @@ def test_one_resolve_per_click_and_no_read_of_the_cube(emb_truth, monkeypatch):
     st = ExplorerState(emb, k=5)  # with the embedding scatter: its query point comes from the same vector
     st.index  # built once
     calls = []
-    real = EntryTable.ids_at_points
-    monkeypatch.setattr(EntryTable, "ids_at_points", lambda self, *a: calls.append(1) or real(self, *a))
+    real = EntryTable.ids_at
+    monkeypatch.setattr(EntryTable, "ids_at", lambda self, *a: calls.append(1) or real(self, *a))
     computed = []
 
     class Count(dask.callbacks.Callback):
