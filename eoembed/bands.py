@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,9 @@ import xarray as xr
 
 from eoembed import sensors
 from eoembed.exceptions import BandMismatchError, MissingTimeError, ScaleError, user_stacklevel
-from eoembed.models.registry import ModelSpec
+
+if TYPE_CHECKING:  # annotations only: bands sits below the models layer
+    from eoembed.models.registry import ModelSpec
 
 # Sensor knowledge (band tables, label recognition, the S2 offset rule) is owned by
 # eoembed.sensors; canonical_band is imported here for callers of eoembed.bands.

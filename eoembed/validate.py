@@ -546,13 +546,12 @@ def check_options(*, tile_size=None, halo=None, patch_size=None, batch_size=None
 def validate_cube(obj, spec=None, *, values: bool | str = "eager") -> tuple[xr.DataArray, float]:
     """Everything above for an input cube: ``(checked cube (time, band, y, x), ground pixel size in m)``.
 
-    ``spec`` (a model name or :class:`~eoembed.models.registry.ModelSpec`) adds the
+    ``spec`` (a :class:`~eoembed.models.registry.ModelSpec`) adds the
     comparison with the model's resolution.
     """
     if isinstance(spec, str):
-        from eoembed.models import get_model_spec
-
-        spec = get_model_spec(spec)
+        raise ParameterError(f"validate_cube takes a ModelSpec, got the name {spec!r}: pass "
+                             "eoembed.get_model_spec(name) (validation sits below the model registry).")
     cube = as_cube(obj, values=values)
     return check_crs(cube, spec)
 
