@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from eoembed import sensors
+import eoembed.sensors as sensors
 from eoembed.exceptions import BandMismatchError, MissingTimeError, ScaleError, user_stacklevel
 from eoembed.models.registry import ModelSpec
 

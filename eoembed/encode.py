@@ -43,7 +43,8 @@ class TileBatch:
         ``(lon, lat)`` in degrees of the cube's centre, for models with location
         encodings (None when unknown).
     halo:
-        Context patches on each side of a tile (only the core is kept).
+        Context pixels on each side of a tile (a multiple of ``patch_size``; only the core
+        is kept), like every length of the grid (:class:`eoembed.grid.GridSpec`).
     origins:
         ``(B, 2)`` cube pixel ``(row, col)`` of each tile's first pixel (may be < 0).
     transform, crs:
@@ -330,7 +331,7 @@ def embed_block(block: np.ndarray, encoder: Encoder, plan: BlockPlan, origin: tu
             input_res=plan.input_res,
             present=present,
             lonlat=plan.lonlat,
-            halo=grid.halo // p,
+            halo=grid.halo,
             origins=np.array([(origin[0] - depth + y0, origin[1] - depth + x0) for y0, x0 in chunk]),
             transform=plan.transform,
             crs=plan.crs,

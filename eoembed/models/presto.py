@@ -141,7 +141,7 @@ class PrestoEncoderAdapter:
         self.output_dim(None, 0, pool_time)
         if batch.transform is None or batch.crs is None or batch.origins is None:
             raise ParameterError("presto needs each pixel's location: the tile batch carries no transform/CRS")
-        p, hp = batch.patch_size, batch.halo
+        p, hp = batch.patch_size, batch.halo // batch.patch_size  # halo in patches
         vis = group_visibility(self.spec, batch.visible, batch.present)  # (B, h, w, T, G)
         b, h, w, t, g = vis.shape
         core = slice(hp, h - hp)
