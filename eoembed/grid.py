@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
@@ -460,16 +460,28 @@ def seam_stats(values, core_patches: int, spread: int = 0, offset: tuple[int, in
 def grid_of(emb) -> GridSpec:
     """The :class:`GridSpec` of an embedding cube (a DataArray from :func:`eoembed.embed` or a store).
 
-    Reads its attrs with :meth:`GridSpec.from_attrs`; a cube written by an older eoembed
-    takes its shape and transform from the cube itself.
+    Reads its attrs with :meth:`GridSpec.from_attrs` (a cube written by an older eoembed
+    takes its shape and transform from the cube itself), then places the grid on *this*
+    cube: a crop (``emb.isel(y=..., x=...)``) keeps its parent's attrs, so its shape,
+    transform and window phase are taken from its own coordinates.
     """
-    out_transform = None
+    ny, nx = int(emb.sizes["y"]), int(emb.sizes["x"])
     try:
-        out_transform = emb.rio.transform()
-    except Exception:  # noqa: BLE001  (no georeferencing: the identity transform)
-        pass
-    return GridSpec.from_attrs(emb.attrs, patches=(int(emb.sizes["y"]), int(emb.sizes["x"])),
-                               out_transform=out_transform)
+        out_t = emb.rio.transform(recalc=True)
+    except Exception:  # noqa: BLE001  (not georeferenced, or one patch wide: the recorded grid)
+        out_t = None
+    g = GridSpec.from_attrs(emb.attrs, patches=(ny, nx), out_transform=out_t)
+    if out_t is None:
+        return g
+    p, s = g.patch_size, g.core
+    t = Affine(*tuple(out_t)[:6]) @ Affine.scale(1 / p)
+    dy = round((t.f - g.transform.f) / g.transform.e) if g.transform.e else 0  # pixels from the recorded origin
+    dx = round((t.c - g.transform.c) / g.transform.a) if g.transform.a else 0
+    if (dy, dx) == (0, 0) and (g.patches_y, g.patches_x) == (ny, nx):
+        return g
+    return replace(g, transform=t, height=min(g.height - dy, ny * p) if dy >= 0 else ny * p,
+                   width=min(g.width - dx, nx * p) if dx >= 0 else nx * p,
+                   offset_y=(g.offset_y + dy) % s, offset_x=(g.offset_x + dx) % s)
 
 
 def diagnostics(values, grid: GridSpec) -> dict:

@@ -303,3 +303,18 @@ def test_eager_embed_is_the_block_graph_run_in_the_calling_thread(monkeypatch):
     assert seen and set(seen) == {threading.get_ident()}
     lazy = eoembed.embed(cube.chunk({"y": 16, "x": 16}), "spectral", patch_size=4, tile_size=16, halo=4)
     np.testing.assert_array_equal(lazy.values, eager.values)
+
+
+def test_grid_of_a_crop_is_placed_on_the_crop():
+    """A crop keeps its parent's attrs; grid_of gives the crop's own shape, transform and window phase."""
+    from eoembed.grid import grid_of
+
+    cube = synthetic_cube(height=64, width=64, times=1, seed=1)
+    emb = eoembed.embed(cube, "spectral", patch_size=4, tile_size=24, halo=4, blend=True, progress=False)
+    g = grid_of(emb)
+    assert g == GridSpec.from_attrs(emb.attrs)
+    crop = emb.isel(y=slice(2, 14), x=slice(5, None))
+    gc = grid_of(crop)
+    assert (gc.patches_y, gc.patches_x) == (12, 11) and gc.out_transform == crop.rio.transform(recalc=True)
+    ph, phc = g.patch_period(), gc.patch_period()
+    assert phc["offset"] == ((ph["offset"][0] + 2) % ph["period"], (ph["offset"][1] + 5) % ph["period"])
