@@ -135,9 +135,12 @@ def test_real_galileo_default_is_position_neutral_and_raw_is_not(sample_cube):
     assert sr["same_position_over_chance"] > 10 and sr["pc1_position_share"] > 0.8
     assert sn["same_position_over_chance"] <= 2.0
     assert sn["pc1_position_share"] <= sn["pc1_position_share_null"] + 0.05
-    # the attrs carry the same diagnostic
-    assert neutral.attrs["eoembed:position_hit_rate"] == pytest.approx(sn["same_position_rate"], abs=1e-4)
-    assert neutral.attrs["eoembed:position_pc1_share"] == pytest.approx(sn["pc1_position_share"], abs=1e-4)
+    # the attrs carry the same diagnostic, estimated on a bounded sample (a centre crop, fewer queries)
+    a, r = neutral.attrs, raw.attrs
+    assert a["eoembed:position_hit_rate"] <= 2.0 * a["eoembed:position_hit_chance"]
+    assert r["eoembed:position_hit_rate"] > 10 * r["eoembed:position_hit_chance"]
+    assert a["eoembed:position_pc1_share"] == pytest.approx(sn["pc1_position_share"], abs=0.05)
+    assert r["eoembed:position_pc1_share"] > 0.8
     # a constant scene: neutral positions give one vector wherever the windows are whole; raw do not
     flat = constant_scene(cube)
     fn = eoembed.embed(flat, "galileo-nano", weights=GALILEO, progress=False).values
