@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass
+from uuid import uuid4
 
 import numpy as np
 import rioxarray  # noqa: F401  (registers .rio)
@@ -351,12 +352,12 @@ def _graph(sub: xr.DataArray, encoder, plan: BlockPlan, grid: GridSpec, weights,
 
     h, core, p = grid.depth, grid.core, grid.patch_size
     py, px = grid.patches_y * p, grid.patches_x * p
-    if eager:
-        arr = da.from_array(np.asarray(sub.values, dtype="float32"), chunks=-1, name=False)
-        # whole patches, and at least as deep as the context (dask's overlap needs it; windows past the cube never run)
-        ty, tx = max(py, -(-h // p) * p), max(px, -(-h // p) * p)
-        arr = da.pad(arr, ((0, 0), (0, 0), (0, ty - grid.height), (0, tx - grid.width)), constant_values=np.nan)
-        return _blocks(arr.rechunk(-1), sub, encoder, plan, grid, weights, device, compile, eager=True)
+    if eager:  # one block: the whole cube, with its context (NaN: outside the cube) added by one task
+        src = da.from_array(np.asarray(sub.values, dtype="float32"), chunks=-1, name=False)
+        t, c = src.shape[:2]
+        ctx = src.map_blocks(_with_context, depth=h, shape=(py, px), chunks=((t,), (c,), (py + 2 * h,), (px + 2 * h,)),
+                             dtype="float32", meta=np.array((), dtype="float32"), name=f"eoembed-context-{uuid4().hex}")
+        return _blocks(ctx, sub, encoder, plan, grid, weights, device, compile, eager=True)
     # work chunks: the input's chunking rounded to whole tile cores (it sets parallelism only;
     # results do not depend on it: windows sit on the global grid whatever the block), capped so
     # one block stays a few hundred MB at most. Windows that straddle a block border (blocks
@@ -376,14 +377,29 @@ def _graph(sub: xr.DataArray, encoder, plan: BlockPlan, grid: GridSpec, weights,
     return _blocks(arr, sub, encoder, plan, grid, weights, device, compile)
 
 
+def _with_context(block: np.ndarray, *, depth: int, shape: tuple[int, int]) -> np.ndarray:
+    """``block`` padded with NaN to ``shape`` (whole patches) and by ``depth`` context pixels on each side."""
+    t, c, y, x = block.shape
+    out = np.full((t, c, shape[0] + 2 * depth, shape[1] + 2 * depth), np.nan, dtype="float32")
+    out[:, :, depth : depth + y, depth : depth + x] = block
+    return out
+
+
 def _blocks(arr, sub: xr.DataArray, encoder, plan: BlockPlan, grid: GridSpec, weights, device, compile: bool,
             eager: bool = False):
-    """Context around each block of ``arr`` (whole patches, padded to its chunks), then one embed call per block."""
+    """Context around each block of ``arr`` (whole patches, padded to its chunks), then one embed call per block.
+
+    ``eager``: ``arr`` is one block that already holds its context (:func:`_with_context`).
+    """
     import dask.array as da
 
     h, p = grid.depth, grid.patch_size
-    cy, cx = arr.chunks[2], arr.chunks[3]
-    arr = da.overlap.overlap(arr, depth={0: 0, 1: 0, 2: h, 3: h}, boundary={0: "none", 1: "none", 2: np.nan, 3: np.nan})
+    if eager:
+        cy, cx = (arr.shape[2] - 2 * h,), (arr.shape[3] - 2 * h,)
+    else:
+        cy, cx = arr.chunks[2], arr.chunks[3]
+        arr = da.overlap.overlap(arr, depth={0: 0, 1: 0, 2: h, 3: h},
+                                 boundary={0: "none", 1: "none", 2: np.nan, 3: np.nan})
     # the client's resolved device ("cuda", not "cuda:N"): each worker then takes its own GPU
     ref = _EncoderRef(encoder.spec.name, None if weights is None else str(weights), getattr(encoder, "device", device),
                       bool(compile))
@@ -395,6 +411,8 @@ def _blocks(arr, sub: xr.DataArray, encoder, plan: BlockPlan, grid: GridSpec, we
     off_y = tuple(int(v) for v in np.cumsum((0,) + cy[:-1]))
     off_x = tuple(int(v) for v in np.cumsum((0,) + cx[:-1]))
     kw = dict(ref=ref, plan=plan, offsets_y=off_y, offsets_x=off_x, dtype="float32", meta=np.array((), dtype="float32"))
+    if eager:  # run once, here: no need for a deterministic name (tokenizing the plan)
+        kw["name"] = f"eoembed-{uuid4().hex}"
     if plan.pool_time:
         out = da.map_blocks(_block_fn, arr, drop_axis=[0], chunks=((dim,), out_y, out_x), **kw)
     else:
