@@ -17,6 +17,7 @@ import rioxarray  # noqa: F401  (registers .rio)
 import xarray as xr
 
 import eoembed.bands as _bands
+import eoembed.validate as _validate
 from eoembed._version import __version__
 from eoembed.encode import BlockPlan, auto_batch_size, embed_block
 from eoembed.exceptions import ParameterError, TooManyTimestepsError
@@ -24,7 +25,6 @@ from eoembed.grid import GridSpec, default_tiling, diagnostics, grid_from_cube
 from eoembed.models import get_model_spec, load_model
 from eoembed.models.registry import ModelSpec
 from eoembed.position import POSITION_METHODS, resolve_position
-import eoembed.validate as _validate
 from eoembed.validate import check_options as _check_options
 
 #: Largest spatial dask chunk of the work graph, in pixels.
@@ -296,7 +296,7 @@ def _center_lonlat(cube: xr.DataArray) -> tuple[float, float]:
 
 
 class _Loaded:
-    """The encoder this process already holds, for a graph run here and now (never pickled).
+    """The encoder this process already holds, for a graph run here and now (by :func:`_run_sync`).
 
     A graph computed by another scheduler gets an :class:`_EncoderRef` instead, which each
     worker resolves through the model cache. Tokenizes as the ref, so the graph's names do
@@ -324,14 +324,12 @@ def _run_sync(data, n_tiles: int, desc: str, progress: bool) -> np.ndarray:
     Synchronous: the encoder's own threads (torch intra-op) get the cores, instead of
     dask's thread pool competing with them.
     """
-    import dask
     from tqdm.auto import tqdm
 
     with tqdm(total=n_tiles, desc=desc, unit="tile", disable=not progress) as bar:
         token = _PROGRESS.set(bar.update)
         try:
-            with dask.config.set(scheduler="synchronous"):
-                return np.asarray(data.compute())
+            return np.asarray(data.compute(scheduler="synchronous"))
         finally:
             _PROGRESS.reset(token)
 

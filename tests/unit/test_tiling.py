@@ -297,7 +297,7 @@ def test_eager_embed_is_the_block_graph_run_in_the_calling_thread(monkeypatch):
     monkeypatch.setattr(FakeEncoder, "encode", lambda self, b, **k: seen.append(threading.get_ident())
                         or real_encode(self, b, **k))
     monkeypatch.setattr(dask.array.Array, "compute", lambda self, **k: computes.append(
-        dask.config.get("scheduler", None)) or real_compute(self, **k))
+        k.get("scheduler", dask.config.get("scheduler", None))) or real_compute(self, **k))
     eager = eoembed.embed(cube, "spectral", patch_size=4, tile_size=16, halo=4, progress=False)
     assert isinstance(eager.data, np.ndarray) and computes == ["synchronous"]
     assert seen and set(seen) == {threading.get_ident()}
