@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, replace
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 from affine import Affine
@@ -514,10 +514,19 @@ def _one_blas_thread():
     Measured here: a 128 × 128 ``eigh`` took 15 ms on one thread and 0.4–0.7 s with OpenBLAS's
     threads spinning against torch's and other processes' on a loaded 2-core machine.
     """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # an optional speed-up: without it the products run as configured
+    ctl = _blas_controller()
+    if ctl is None:  # an optional speed-up: without threadpoolctl the products run as configured
         from contextlib import nullcontext
 
         return nullcontext()
-    return threadpool_limits(1, user_api="blas")
+    return ctl.limit(limits=1, user_api="blas")
+
+
+@lru_cache(maxsize=1)
+def _blas_controller():
+    """One threadpoolctl controller per process (finding the loaded libraries costs ~5 ms a call)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController()

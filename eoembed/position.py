@@ -129,11 +129,12 @@ def position_stats(values, *, period: int, offset: tuple[int, int] = (0, 0), k: 
     return out
 
 
-#: Largest square of patches (per side) the attrs' diagnostic reads from a cube's centre, and the queries it
-#: draws there: a bounded sample, so the diagnostic every run records costs milliseconds, not a share of the run
-#: (``benchmarks/bench_overhead.py``). Call :func:`position_stats` on the whole cube for more queries.
-ATTRS_MAX_PATCHES = 48
-ATTRS_MAX_QUERIES = 256
+#: Square of patches (per side) the attrs' diagnostic reads from a cube's centre (at least two window periods
+#: plus one, so every in-window position holds four patches), and the queries it draws there: a bounded sample,
+#: so the diagnostic every run records costs a few milliseconds, not a share of the run
+#: (``benchmarks/bench_overhead.py``). Call :func:`position_stats` on the whole cube for the full figure.
+ATTRS_MAX_PATCHES = 32
+ATTRS_MAX_QUERIES = 128
 
 
 def resolve_position(position: str, spec) -> str:
@@ -159,12 +160,13 @@ def resolve_position(position: str, spec) -> str:
 def position_attrs(values, period: int, offset: tuple[int, int]) -> dict:
     """The position-bias diagnostic (:func:`position_stats`) as ``eoembed:position_*`` attrs.
 
-    Measured on at most :data:`ATTRS_MAX_PATCHES` ² patches at the cube's centre with
-    :data:`ATTRS_MAX_QUERIES` queries, so it costs little on any cube (a dask cube computes
+    Measured on at most :data:`ATTRS_MAX_PATCHES` ² patches (more for windows over 15 patches
+    wide: two periods plus one) at the cube's centre with :data:`ATTRS_MAX_QUERIES` queries,
+    so it costs little on any cube (a dask cube computes
     only that crop). Empty when the crop holds fewer than two patches per in-window position.
     """
     ny, nx = values.shape[-2:]
-    m = ATTRS_MAX_PATCHES
+    m = max(ATTRS_MAX_PATCHES, 2 * int(period) + 1)
     y0, x0 = max(0, (ny - m) // 2), max(0, (nx - m) // 2)
     crop = values[..., y0 : y0 + m, x0 : x0 + m]
     st = position_stats(crop, period=period, offset=(offset[0] + y0, offset[1] + x0), max_queries=ATTRS_MAX_QUERIES,
