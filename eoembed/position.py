@@ -58,8 +58,7 @@ def position_stats(values, *, period: int, offset: tuple[int, int] = (0, 0), k: 
     k:
         Neighbours per query.
     max_queries:
-        Queries drawn (deterministically) from the valid patches; all patches are searched
-        (cosine similarities in float32).
+        Queries drawn (deterministically) from the valid patches; all patches are searched.
     total:
         Also compute ``total_position_share`` (over every dimension; False leaves it out).
 
@@ -96,7 +95,7 @@ def position_stats(values, *, period: int, offset: tuple[int, int] = (0, 0), k: 
     if n < 2 * g or n < k + 2 or g < 2:
         return None
     norm = np.linalg.norm(v, axis=1, keepdims=True)
-    u = (v / np.where(norm > 0, norm, 1.0)).astype("float32")
+    u = v / np.where(norm > 0, norm, 1.0)
     rng = np.random.default_rng(seed)
     q = np.sort(rng.choice(n, size=min(max_queries, n), replace=False))
     counts = np.bincount(pos, minlength=period * period)
