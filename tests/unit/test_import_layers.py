@@ -34,5 +34,6 @@ def test_core_submodules_do_not_import_the_package(name):
 
 def test_a_submodule_imports_first_without_a_partial_package():
     """Importing a submodule first (as dask workers unpickling a graph do) never meets a half-initialised package."""
-    code = "import eoembed.bands, eoembed.validate, eoembed.embed as m, eoembed; assert m.__version__ == eoembed.__version__"
+    code = ("import importlib; m = importlib.import_module('eoembed.embed'); import eoembed.bands, eoembed.validate, "
+            "eoembed; assert m.__version__ == eoembed.__version__ and eoembed.embed is m.embed")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=PKG.parent, timeout=120)
