@@ -52,7 +52,12 @@ class GridAlignmentWarning(UserWarning):
 
 @dataclass(frozen=True)
 class Tiling:
-    """A default window layout, in patches (tokens per side), so it holds at any patch size."""
+    """A family's default window layout, in patches (tokens per side), so it holds at any patch size.
+
+    Only a default: :func:`default_tiling` turns it into pixels for the patch size at hand, and
+    every grid built from it (:class:`GridSpec`, the attrs, :class:`eoembed.encode.TileBatch`)
+    counts pixels.
+    """
 
     window: int  # window side, halo included
     halo: int  # patches of context on each side of the core (the cross-fade when blending)
