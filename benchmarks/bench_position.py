@@ -115,6 +115,7 @@ def fewshot_folds(emb, labels, n_splits: int = 5) -> list[float]:
 def run(quick: bool = False, repeat: int = 2, models=MODELS) -> dict:
     import eoembed
     from eoembed.data import open_cube, training_cube, training_labels
+    from eoembed.grid import grid_of
     from eoembed.position import position_stats
 
     warnings.simplefilter("ignore", UserWarning)
@@ -143,7 +144,7 @@ def run(quick: bool = False, repeat: int = 2, models=MODELS) -> dict:
                                 position=position)
             core = (emb.attrs["eoembed:tile_size"] - 2 * emb.attrs["eoembed:halo"]) // PATCH
             window = emb.attrs["eoembed:tile_size"] // PATCH
-            st = position_stats(emb.values, period=core, offset=tuple(emb.attrs["eoembed:window_offset"]))
+            st = position_stats(emb.values, period=core, offset=grid_of(emb).patch_period()["offset"])
             if st is None:  # fewer than two patches per in-window position: no statistic on this cube
                 st = dict.fromkeys(("same_position_rate", "same_position_chance", "same_position_over_chance",
                                     "pc1_position_share", "pc1_position_share_null", "total_position_share"),

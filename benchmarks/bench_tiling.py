@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 import eoembed
-from eoembed.grid import seam_stats
+from eoembed.grid import grid_of, seam_stats
 from eoembed.position import position_stats
 from eoembed.testing import make_checkpoint, synthetic_cube
 
@@ -174,7 +174,7 @@ def main(argv=None) -> dict:
         for off in (int(o) for o in args.offsets.split(",")):
             part = cube.isel(y=slice(off, None), x=slice(off, None))
             emb = eoembed.embed(part, args.model, tile_size=tile, halo=halo, blend=blend, batch_size=batch, **kw)
-            woff = tuple(emb.attrs["eoembed:window_offset"])
+            woff = grid_of(emb).patch_period()["offset"]  # the window phase in patches (the attrs hold pixels)
             per_offset.append(seam_stats(emb.values, (tile - 2 * halo) // p, halo // p if blend else 0, woff))
             pos.append(position_stats(emb.values, period=(tile - 2 * halo) // p, offset=woff))
         per_offset = [st for st in per_offset if st]

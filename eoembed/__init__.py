@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from eoembed._version import __version__  # noqa: E402  (one place; submodules import it from there)
 
 import rioxarray as _rioxarray  # noqa: F401,E402  (registers .rio, used throughout)
 

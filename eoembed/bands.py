@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from eoembed import sensors
+import eoembed.sensors as sensors
 from eoembed.exceptions import BandMismatchError, MissingTimeError, ScaleError, user_stacklevel
 
 if TYPE_CHECKING:  # annotations only: bands sits below the models layer

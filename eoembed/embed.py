@@ -8,20 +8,23 @@ provenance.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass
+from uuid import uuid4
 
 import numpy as np
 import rioxarray  # noqa: F401  (registers .rio)
 import xarray as xr
 
-import eoembed
-from eoembed import bands as _bands
+import eoembed.bands as _bands
+import eoembed.validate as _validate
+from eoembed._version import __version__
 from eoembed.encode import BlockPlan, auto_batch_size, embed_block
 from eoembed.exceptions import ParameterError, TooManyTimestepsError
-from eoembed.grid import GridSpec, default_tiling, grid_from_cube, seam_attrs
+from eoembed.grid import GridSpec, default_tiling, diagnostics, grid_from_cube
 from eoembed.models import get_model_spec, load_model, with_loader
 from eoembed.models.registry import ModelSpec
-from eoembed.position import POSITION_METHODS, position_attrs, resolve_position
+from eoembed.position import POSITION_METHODS, resolve_position
 from eoembed.validate import check_options as _check_options
 
 #: Largest spatial dask chunk of the work graph, in pixels.
@@ -39,9 +42,7 @@ def as_cube(obj, *, values: bool | str = "eager") -> xr.DataArray:
     in-memory cubes, or ``values=True``) band values are checked by
     :func:`eoembed.validate.as_cube`, the one place every entry point uses.
     """
-    from eoembed import validate
-
-    return validate.as_cube(obj, values=values)
+    return _validate.as_cube(obj, values=values)
 
 
 def check_crs(cube: xr.DataArray, spec: ModelSpec) -> tuple[xr.DataArray, float]:
@@ -49,9 +50,7 @@ def check_crs(cube: xr.DataArray, spec: ModelSpec) -> tuple[xr.DataArray, float]
 
     See :func:`eoembed.validate.check_crs` (scale distortion of the CRS included).
     """
-    from eoembed import validate
-
-    return validate.check_crs(cube, spec)
+    return _validate.check_crs(cube, spec)
 
 
 def _grid(cube: xr.DataArray, spec: ModelSpec, patch_size, tile_size, halo, blend=None) -> GridSpec:
@@ -144,7 +143,7 @@ class _EncoderRef:
 
 def _block_fn(block, *, ref: _EncoderRef, plan: BlockPlan, offsets_y, offsets_x, block_info=None):
     iy, ix = block_info[0]["chunk-location"][2:]
-    return embed_block(block, ref.get(), plan, (offsets_y[iy], offsets_x[ix]))
+    return embed_block(block, ref.get(), plan, (offsets_y[iy], offsets_x[ix]), progress=_PROGRESS.get())
 
 
 def embed(
@@ -285,19 +284,10 @@ def embed(
         crs=cube.rio.crs.to_wkt(),
         position=position,
     )
-    ny, nx = grid.patches_y, grid.patches_x
-    if sub.chunks is None:
-        arr = np.asarray(sub.values, dtype="float32")
-        d = grid.depth
-        padded = np.full((ntime, len(used), ny * grid.patch_size + 2 * d, nx * grid.patch_size + 2 * d), np.nan,
-                         dtype="float32")
-        padded[:, :, d : d + grid.height, d : d + grid.width] = arr
-        from tqdm.auto import tqdm
-
-        with tqdm(total=grid.n_tiles, desc=f"embed {spec.name}", unit="tile", disable=not progress) as bar:
-            data = embed_block(padded, encoder, bplan, (0, 0), progress=bar.update)
-    else:
-        data = _lazy(sub, encoder, bplan, grid, weights, device, compile)
+    eager = sub.chunks is None
+    data = _graph(sub, encoder, bplan, grid, weights, device, compile, eager=eager)
+    if eager:  # the same block graph, run here and now (stackstac's way): one path for numpy and dask
+        data = _run_sync(data, grid.n_tiles, f"embed {spec.name}", progress)
     return _wrap(data, cube, grid, spec, encoder, prep.plan, bplan, prep.scale_how, prep.harmonization_how, pool_time)
 
 
@@ -311,12 +301,67 @@ def _center_lonlat(cube: xr.DataArray) -> tuple[float, float]:
     return float(lon), float(lat)
 
 
-def _lazy(sub: xr.DataArray, encoder, plan: BlockPlan, grid: GridSpec, weights, device, compile: bool = False):
-    """The dask graph: rechunk to whole tile cores, add context, embed block by block."""
+class _Loaded:
+    """The encoder this process already holds, for a graph run here and now (by :func:`_run_sync`).
+
+    A graph computed by another scheduler gets an :class:`_EncoderRef` instead, which each
+    worker resolves through the model cache. Tokenizes as the ref, so the graph's names do
+    not depend on which of the two it holds.
+    """
+
+    def __init__(self, encoder, ref: _EncoderRef):
+        self.encoder, self.ref = encoder, ref
+
+    def get(self):
+        return self.encoder
+
+    def __dask_tokenize__(self):
+        from dask.base import tokenize
+
+        return tokenize(self.ref)
+
+    def __reduce__(self):  # a graph sent elsewhere loads the model there
+        return (_EncoderRef, (self.ref.name, self.ref.weights, self.ref.device, self.ref.compile))
+
+
+def _run_sync(data, n_tiles: int, desc: str, progress: bool) -> np.ndarray:
+    """Compute an embedding graph in this thread (dask's synchronous scheduler), with a progress bar.
+
+    Synchronous: the encoder's own threads (torch intra-op) get the cores, instead of
+    dask's thread pool competing with them.
+    """
+    from tqdm.auto import tqdm
+
+    with tqdm(total=n_tiles, desc=desc, unit="tile", disable=not progress) as bar:
+        token = _PROGRESS.set(bar.update)
+        try:
+            return np.asarray(data.compute(scheduler="synchronous"))
+        finally:
+            _PROGRESS.reset(token)
+
+
+#: Progress callback of the synchronous run in this thread (windows done), read by the block function.
+_PROGRESS: ContextVar = ContextVar("eoembed_embed_progress", default=None)
+
+
+def _graph(sub: xr.DataArray, encoder, plan: BlockPlan, grid: GridSpec, weights, device, compile: bool = False,
+           *, eager: bool = False):
+    """The dask graph: rechunk to whole tile cores, add context, embed block by block.
+
+    ``eager``: ``sub`` holds numpy; the graph is one block over the whole cube (as many
+    windows as the cube needs, none run twice) holding this process's encoder, for
+    :func:`_run_sync`. Otherwise ``sub`` is dask and its chunking sets the blocks.
+    """
     import dask.array as da
 
     h, core, p = grid.depth, grid.core, grid.patch_size
     py, px = grid.patches_y * p, grid.patches_x * p
+    if eager:  # one block: the whole cube, with its context (NaN: outside the cube) added by one task
+        src = da.from_array(np.asarray(sub.values, dtype="float32"), chunks=-1, name=False)
+        t, c = src.shape[:2]
+        ctx = src.map_blocks(_with_context, depth=h, shape=(py, px), chunks=((t,), (c,), (py + 2 * h,), (px + 2 * h,)),
+                             dtype="float32", meta=np.array((), dtype="float32"), name=f"eoembed-context-{uuid4().hex}")
+        return _blocks(ctx, sub, encoder, plan, grid, weights, device, compile, eager=True)
     # work chunks: the input's chunking rounded to whole tile cores (it sets parallelism only;
     # results do not depend on it: windows sit on the global grid whatever the block), capped so
     # one block stays a few hundred MB at most. Windows that straddle a block border (blocks
@@ -333,17 +378,45 @@ def _lazy(sub: xr.DataArray, encoder, plan: BlockPlan, grid: GridSpec, weights, 
     ty, tx = -(-py // step) * step, -(-px // step) * step
     arr = da.pad(arr, ((0, 0), (0, 0), (0, ty - grid.height), (0, tx - grid.width)), constant_values=np.nan)
     arr = arr.rechunk({0: -1, 1: -1, 2: step, 3: step})
-    cy, cx = arr.chunks[2], arr.chunks[3]
-    arr = da.overlap.overlap(arr, depth={0: 0, 1: 0, 2: h, 3: h}, boundary={0: "none", 1: "none", 2: np.nan, 3: np.nan})
+    return _blocks(arr, sub, encoder, plan, grid, weights, device, compile)
+
+
+def _with_context(block: np.ndarray, *, depth: int, shape: tuple[int, int]) -> np.ndarray:
+    """``block`` padded with NaN to ``shape`` (whole patches) and by ``depth`` context pixels on each side."""
+    t, c, y, x = block.shape
+    out = np.full((t, c, shape[0] + 2 * depth, shape[1] + 2 * depth), np.nan, dtype="float32")
+    out[:, :, depth : depth + y, depth : depth + x] = block
+    return out
+
+
+def _blocks(arr, sub: xr.DataArray, encoder, plan: BlockPlan, grid: GridSpec, weights, device, compile: bool,
+            eager: bool = False):
+    """Context around each block of ``arr`` (whole patches, padded to its chunks), then one embed call per block.
+
+    ``eager``: ``arr`` is one block that already holds its context (:func:`_with_context`).
+    """
+    import dask.array as da
+
+    h, p = grid.depth, grid.patch_size
+    if eager:
+        cy, cx = (arr.shape[2] - 2 * h,), (arr.shape[3] - 2 * h,)
+    else:
+        cy, cx = arr.chunks[2], arr.chunks[3]
+        arr = da.overlap.overlap(arr, depth={0: 0, 1: 0, 2: h, 3: h},
+                                 boundary={0: "none", 1: "none", 2: np.nan, 3: np.nan})
     # the client's resolved device ("cuda", not "cuda:N"): each worker then takes its own GPU
     ref = _EncoderRef(with_loader(encoder.spec), None if weights is None else str(weights),
                       getattr(encoder, "device", device), bool(compile))
+    if eager:
+        ref = _Loaded(encoder, ref)
     dim = encoder.output_dim(plan.modality_sources, sub.sizes["time"], plan.pool_time)
     out_y = tuple(c // p for c in cy)
     out_x = tuple(c // p for c in cx)
     off_y = tuple(int(v) for v in np.cumsum((0,) + cy[:-1]))
     off_x = tuple(int(v) for v in np.cumsum((0,) + cx[:-1]))
     kw = dict(ref=ref, plan=plan, offsets_y=off_y, offsets_x=off_x, dtype="float32", meta=np.array((), dtype="float32"))
+    if eager:  # run once, here: no need for a deterministic name (tokenizing the plan)
+        kw["name"] = f"eoembed-{uuid4().hex}"
     if plan.pool_time:
         out = da.map_blocks(_block_fn, arr, drop_axis=[0], chunks=((dim,), out_y, out_x), **kw)
     else:
@@ -363,13 +436,9 @@ def _wrap(data, cube, grid: GridSpec, spec, encoder, plan, bplan: BlockPlan, sca
     missing = plan.missing.get("sentinel2_l2a", [])
     attrs.update({
         "eoembed:embedding_dim": int(dim),
-        "eoembed:patch_size": int(grid.patch_size),
+        **grid.to_attrs(),  # the geometry, every length in pixels (GridSpec.from_attrs reads it back)
         "eoembed:patch_size_m": float(grid.patch_size * abs(grid.transform.a)),
-        "eoembed:tile_size": int(grid.tile_size),
-        "eoembed:halo": int(grid.halo),
-        "eoembed:blend": int(grid.blend),
         "eoembed:window_grid": "CRS-anchored: window cores at multiples of the stride from the CRS origin",
-        "eoembed:window_offset": [int(v) for v in grid.window_offset_patches],
         "eoembed:position": bplan.position,
         "eoembed:position_method": POSITION_METHODS[bplan.position],
         "eoembed:input_res": float(bplan.input_res),
@@ -380,15 +449,14 @@ def _wrap(data, cube, grid: GridSpec, spec, encoder, plan, bplan: BlockPlan, sca
         "eoembed:pool_time": int(bool(pool_time)),
         "eoembed:min_valid": float(bplan.min_valid),
         "eoembed:timesteps": int(cube.sizes["time"]),
-        "eoembed:version": eoembed.__version__,
+        "eoembed:version": __version__,
     })
     if "time" in cube.coords and np.issubdtype(cube["time"].dtype, np.datetime64):
         t = cube["time"].values
         attrs["eoembed:time_range"] = [str(np.datetime_as_string(t.min(), unit="D")),
                                        str(np.datetime_as_string(t.max(), unit="D"))]
     if isinstance(data, np.ndarray):  # lazy cubes get it when written (eoembed.io.to_zarr)
-        attrs.update(seam_attrs(data, grid))
-        attrs.update(position_attrs(data, grid.core // grid.patch_size, grid.window_offset_patches))
+        attrs.update(diagnostics(data, grid))
     if pool_time and "time" in cube.coords and np.issubdtype(cube["time"].dtype, np.datetime64):
         # the span the pooled vectors summarise, as coordinates (CF-style bounds of the pooled time axis)
         t = cube["time"].values

@@ -43,7 +43,8 @@ class TileBatch:
         ``(lon, lat)`` in degrees of the cube's centre, for models with location
         encodings (None when unknown).
     halo:
-        Context patches on each side of a tile (only the core is kept).
+        Context pixels on each side of a tile (a multiple of ``patch_size``; only the core
+        is kept), like every length of the grid (:class:`eoembed.grid.GridSpec`).
     origins:
         ``(B, 2)`` cube pixel ``(row, col)`` of each tile's first pixel (may be < 0).
     transform, crs:
@@ -284,34 +285,40 @@ def embed_block(block: np.ndarray, encoder: Encoder, plan: BlockPlan, origin: tu
     grid = plan.grid
     p, tile, depth = grid.patch_size, grid.tile_size, grid.depth
     ntime, _, by, bx = block.shape
-    ys = np.arange(by) + origin[0] - depth
-    xs = np.arange(bx) + origin[1] - depth
+    core_y, core_x = by - 2 * depth, bx - 2 * depth
+    wins_y = grid.block_windows(origin[0], core_y, 0)
+    wins_x = grid.block_windows(origin[1], core_x, 1)
+    # only the pixels some window reads are prepared: the block's context (sized for the worst window
+    # phase) and its padding past the cube are mostly never read (whole patches: window starts are)
+    y_lo, y_hi = (min(y0 for _, y0 in wins_y), max(y0 for _, y0 in wins_y) + tile) if wins_y else (0, 0)
+    x_lo, x_hi = (min(x0 for _, x0 in wins_x), max(x0 for _, x0 in wins_x) + tile) if wins_x else (0, 0)
+    ys = np.arange(y_lo, y_hi) + origin[0] - depth
+    xs = np.arange(x_lo, x_hi) + origin[1] - depth
     inside = ((ys >= 0) & (ys < grid.height))[:, None] & ((xs >= 0) & (xs < grid.width))[None, :]
+    part = block[:, :, y_lo:y_hi, x_lo:x_hi]
 
     data, vis = {}, {}
     for m in plan.modality_sources:
-        vals = _modality_values(block, plan, m)
+        vals = _modality_values(part, plan, m)
         present = np.array([s >= 0 for s in plan.modality_sources[m]])
         visible, filled = _patch_visibility(vals, present, inside, p, plan.min_valid)
         # (T, C, Y, X) → (Y, X, T, C) for the normalizer and the encoder
         data[m] = encoder.normalize(m, np.ascontiguousarray(filled.transpose(2, 3, 0, 1)))
-        vis[m] = visible.transpose(1, 2, 0)  # (Yp, Xp, T)
+        vis[m] = visible.transpose(1, 2, 0)  # (Yp, Xp, T), from (y_lo, x_lo)
 
-    core_y, core_x = by - 2 * depth, bx - 2 * depth
     tp, dp = tile // p, depth // p
+    py0, px0 = y_lo // p, x_lo // p  # first patch of the prepared part within the block
     w1 = grid.window_weights()
     # patches of the block's core a window may write to (weight > 0 and inside the core)
     own_y = np.zeros(by // p, bool)
     own_y[dp : dp + core_y // p] = True
     own_x = np.zeros(bx // p, bool)
     own_x[dp : dp + core_x // p] = True
-    wins_y = grid.block_windows(origin[0], core_y, 0)
-    wins_x = grid.block_windows(origin[1], core_x, 1)
     ts = np.asarray(plan.timestamps, dtype="int64")
     groups: dict[object, list[tuple[int, int]]] = defaultdict(list)
     for _, y0 in wins_y:
         for _, x0 in wins_x:
-            tv = {m: vis[m][y0 // p : y0 // p + tp, x0 // p : x0 // p + tp] for m in vis}
+            tv = {m: vis[m][y0 // p - py0 : y0 // p - py0 + tp, x0 // p - px0 : x0 // p - px0 + tp] for m in vis}
             ry = (w1 > 0) & own_y[y0 // p : y0 // p + tp]
             rx = (w1 > 0) & own_x[x0 // p : x0 // p + tp]
             if not any(v[ry][:, rx].any() for v in tv.values()):
@@ -322,15 +329,16 @@ def embed_block(block: np.ndarray, encoder: Encoder, plan: BlockPlan, origin: tu
 
     def make_batch(chunk):
         return TileBatch(
-            data={m: np.stack([data[m][y0 : y0 + tile, x0 : x0 + tile] for y0, x0 in chunk]) for m in data},
-            visible={m: np.stack([vis[m][y0 // p : y0 // p + tp, x0 // p : x0 // p + tp] for y0, x0 in chunk])
-                     for m in vis},
+            data={m: np.stack([data[m][y0 - y_lo : y0 - y_lo + tile, x0 - x_lo : x0 - x_lo + tile]
+                               for y0, x0 in chunk]) for m in data},
+            visible={m: np.stack([vis[m][y0 // p - py0 : y0 // p - py0 + tp, x0 // p - px0 : x0 // p - px0 + tp]
+                                  for y0, x0 in chunk]) for m in vis},
             timestamps=np.broadcast_to(ts, (len(chunk), *ts.shape)).copy(),
             patch_size=p,
             input_res=plan.input_res,
             present=present,
             lonlat=plan.lonlat,
-            halo=grid.halo // p,
+            halo=grid.halo,
             origins=np.array([(origin[0] - depth + y0, origin[1] - depth + x0) for y0, x0 in chunk]),
             transform=plan.transform,
             crs=plan.crs,

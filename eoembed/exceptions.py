@@ -178,6 +178,10 @@ class StoreMismatchError(StoreError, InputError):
     """An existing store was written by another run (other input data, model or settings)."""
 
 
+class GridAttrsError(StoreError, ValueError):
+    """An embedding cube's attrs do not describe its patch grid (missing keys, or a newer attrs version)."""
+
+
 # --- appended (issue 19: analyses) ---------------------------------------------------
 class GridMismatchError(InputError):
     """Two embedding cubes that must share a patch grid (CRS, transform, shape, patch size) do not."""

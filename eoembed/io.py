@@ -635,25 +635,14 @@ def _finish(path: Path, emb: xr.DataArray) -> None:
     """Seam metric from the written store (lazily, one pass) and the complete flag."""
     import zarr
 
-    from eoembed.grid import GridSpec, seam_attrs
+    from eoembed.grid import diagnostics, grid_of
 
     back = open_embeddings(path, chunks={})
     arr = zarr.open_array(str(path), path=back.name, mode="r+")
-    if "eoembed:seam_ratio" not in arr.attrs and "eoembed:tile_size" in emb.attrs:
-        from affine import Affine
-
-        grid = GridSpec(transform=Affine.identity(), height=emb.sizes["y"], width=emb.sizes["x"], patch_size=1,
-                        tile_size=int(emb.attrs["eoembed:tile_size"]) // int(emb.attrs["eoembed:patch_size"]),
-                        halo=int(emb.attrs["eoembed:halo"]) // int(emb.attrs["eoembed:patch_size"]),
-                        blend=bool(emb.attrs.get("eoembed:blend", 0)),
-                        **dict(zip(("offset_y", "offset_x"), map(int, emb.attrs.get("eoembed:window_offset", (0, 0))))))
-        arr.attrs.update(seam_attrs(back.data, grid))
-    if "eoembed:position_hit_rate" not in arr.attrs and "eoembed:tile_size" in emb.attrs:
-        from eoembed.position import position_attrs
-
-        p = int(emb.attrs["eoembed:patch_size"])
-        period = (int(emb.attrs["eoembed:tile_size"]) - 2 * int(emb.attrs["eoembed:halo"])) // p
-        arr.attrs.update(position_attrs(back.data, period, tuple(emb.attrs.get("eoembed:window_offset", (0, 0)))))
+    todo = "eoembed:seam_ratio" not in arr.attrs or "eoembed:position_hit_rate" not in arr.attrs
+    if todo and "eoembed:tile_size" in emb.attrs:
+        found = diagnostics(back.data, grid_of(emb))
+        arr.attrs.update({k: v for k, v in found.items() if k not in arr.attrs})
     arr.attrs[_COMPLETE_ATTR] = 1
 
 

@@ -42,7 +42,7 @@ def position_share(x: np.ndarray, groups: np.ndarray) -> float:
 
 
 def position_stats(values, *, period: int, offset: tuple[int, int] = (0, 0), k: int = 10,
-                   max_queries: int = 2000, seed: int = 0) -> dict | None:
+                   max_queries: int = 2000, seed: int = 0, total: bool = True) -> dict | None:
     """Position-bias diagnostic of an embedding array.
 
     Parameters
@@ -59,6 +59,8 @@ def position_stats(values, *, period: int, offset: tuple[int, int] = (0, 0), k: 
         Neighbours per query.
     max_queries:
         Queries drawn (deterministically) from the valid patches; all patches are searched.
+    total:
+        Also compute ``total_position_share`` (over every dimension; False leaves it out).
 
     Returns
     -------
@@ -109,23 +111,29 @@ def position_stats(values, *, period: int, offset: tuple[int, int] = (0, 0), k: 
     rate = hits / (len(q) * k)
     chance /= len(q)
     vc = v - v.mean(axis=0, keepdims=True)
-    _, _, vt = np.linalg.svd(vc, full_matrices=False)
-    pc1 = vc @ vt[0]
+    # PC1 from the (D, D) covariance: the same axis as an SVD of the (N, D) patches at a fraction of its cost
+    _, vecs = np.linalg.eigh(vc.T @ vc)
+    pc1 = vc @ vecs[:, -1]
     null = (g - 1) / (n - 1)
-    return {
+    out = {
         "same_position_rate": rate,
         "same_position_chance": chance,
         "same_position_over_chance": rate / chance if chance > 0 else float("nan"),
         "pc1_position_share": position_share(pc1[:, None], pos),
         "pc1_position_share_null": null,
-        "total_position_share": position_share(v, pos),
+        "total_position_share": position_share(v, pos) if total else None,
         "positions": int(g),
         "patches": int(n),
     }
+    return out
 
 
-#: Largest square of patches (per side) the attrs' diagnostic reads from a cube's centre.
-ATTRS_MAX_PATCHES = 96
+#: Square of patches (per side) the attrs' diagnostic reads from a cube's centre (at least two window periods
+#: plus one, so every in-window position holds four patches), and the queries it draws there: a bounded sample,
+#: so the diagnostic every run records costs a few milliseconds, not a share of the run
+#: (``benchmarks/bench_overhead.py``). Call :func:`position_stats` on the whole cube for the full figure.
+ATTRS_MAX_PATCHES = 32
+ATTRS_MAX_QUERIES = 128
 
 
 def resolve_position(position: str, spec) -> str:
@@ -151,15 +159,17 @@ def resolve_position(position: str, spec) -> str:
 def position_attrs(values, period: int, offset: tuple[int, int]) -> dict:
     """The position-bias diagnostic (:func:`position_stats`) as ``eoembed:position_*`` attrs.
 
-    Measured on at most :data:`ATTRS_MAX_PATCHES` ² patches at the cube's centre, so it costs
-    little on any cube (a dask cube computes only that crop). Empty when the crop holds
-    fewer than two patches per in-window position.
+    Measured on at most :data:`ATTRS_MAX_PATCHES` ² patches (more for windows over 15 patches
+    wide: two periods plus one) at the cube's centre with :data:`ATTRS_MAX_QUERIES` queries,
+    so it costs little on any cube (a dask cube computes
+    only that crop). Empty when the crop holds fewer than two patches per in-window position.
     """
     ny, nx = values.shape[-2:]
-    m = ATTRS_MAX_PATCHES
+    m = max(ATTRS_MAX_PATCHES, 2 * int(period) + 1)
     y0, x0 = max(0, (ny - m) // 2), max(0, (nx - m) // 2)
     crop = values[..., y0 : y0 + m, x0 : x0 + m]
-    st = position_stats(crop, period=period, offset=(offset[0] + y0, offset[1] + x0))
+    st = position_stats(crop, period=period, offset=(offset[0] + y0, offset[1] + x0), max_queries=ATTRS_MAX_QUERIES,
+                        total=False)
     if st is None:
         return {}
     return {

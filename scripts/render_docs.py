@@ -252,6 +252,22 @@ def tiling_overhead(res: dict) -> str:
     return text + ". Best of the repeats, interleaved, so load from other jobs hits both sides alike."
 
 
+@renderer("overhead", "table")
+def overhead_table(res: dict) -> str:
+    rows = []
+    for r in res["rows"]:
+        if "skipped" in r:
+            continue
+        rows.append([f"`{r['model']}`", f"{r['windows']} × {r['window_px']} px, T={r['timesteps']}, p={r['patch_size']}",
+                     f"{r['bare_s']:.3f}", f"{r['embed_s']:.3f}", f"**{r['ratio']:.2f}**", f"{r['cpu_ratio']:.2f}",
+                     f"{100 * r['diagnostics_share']:.1f} %" if "diagnostics_share" in r else "–",
+                     f"{r['max_abs_diff']:g}"])
+    if not rows:
+        raise RenderError("bench_overhead result has no measured rows; rerun it where the weights are")
+    return table(["model", "windows", "bare loop s", "embed s", "bare / embed", "CPU-time ratio",
+                  "diagnostics (cProfile share)", "max abs diff"], rows)
+
+
 @renderer("memory", "summary")
 def memory_summary(res: dict) -> str:
     s, lg = res["small"], res["large"]

@@ -133,7 +133,7 @@ class PrestoEncoderAdapter(ChannelGroupEncoder):
 
         if batch.transform is None or batch.crs is None or batch.origins is None:
             raise ParameterError("presto needs each pixel's location: the tile batch carries no transform/CRS")
-        p, hp = batch.patch_size, batch.halo
+        p, hp = batch.patch_size, batch.halo // batch.patch_size  # halo in pixels → patches
         vis = group_visibility(self.spec.modalities, batch.visible, batch.present)  # (B, h, w, T, G)
         b, h, w, t, g = vis.shape
         core = slice(hp, h - hp)

@@ -57,7 +57,7 @@ emb = cube.eo.embed(model="galileo-nano", weights={str(WEIGHTS)!r}, progress=Fal
 ex = emb.eo.explore(cube, k=10)
 # in-window position of a patch: (row, col) + the window phase, modulo the window stride
 stride = (emb.attrs["eoembed:tile_size"] - 2 * emb.attrs["eoembed:halo"]) // emb.attrs["eoembed:patch_size"]
-oy, ox = emb.attrs["eoembed:window_offset"]
+oy, ox = (v // emb.attrs["eoembed:patch_size"] for v in emb.attrs["eoembed:window_offset"])  # px -> patches
 def stride_share():  # share of the similarity layer's variance explained by the in-window position
     from eoembed.position import position_share
     s = ex.similarity.values

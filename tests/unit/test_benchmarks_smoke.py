@@ -29,3 +29,16 @@ def test_bench_search_quick(tmp_path):
     assert sim["peak_in_chunks"] < 8
     assert sim["peak_mb"] < sim["cube_gb"] * 1000 / 2
     assert "[similarity]" in r.stdout and "[exact]" in r.stdout and "[ann]" in r.stdout
+
+
+def test_bench_overhead_bare_loop_equals_embed_and_reports_a_ratio():
+    """benchmarks/bench_overhead.py: the bare encoder loop gives embed(halo=0)'s vectors (same work), and the
+    row carries the ratio and the profile shares."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_overhead", ROOT / "benchmarks" / "bench_overhead.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    (row,) = bench.run(["olmoearth-v1.1-nano"], windows=4, window=32, patch_size=8, times=1, repeat=1, profile=True)
+    assert row["max_abs_diff"] == 0.0 and row["windows"] == 4
+    assert row["ratio"] > 0 and 0 <= row["diagnostics_share"] < 1 and 0 <= row["outside_encoder_share"] < 1

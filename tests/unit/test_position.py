@@ -11,7 +11,7 @@ import pytest
 
 import eoembed
 from eoembed.exceptions import ParameterError
-from eoembed.grid import GridAlignmentWarning
+from eoembed.grid import GridAlignmentWarning, grid_of
 from eoembed.position import position_stats
 from eoembed.testing import constant_scene, synthetic_cube
 
@@ -90,7 +90,8 @@ def test_dask_blocks_and_window_phase_do_not_change_the_result(checkpoints, offs
     lazy = eoembed.embed(cube.chunk({"y": 24, "x": 40}), "nano", **kw)
     assert lazy.chunks is not None
     np.testing.assert_allclose(lazy.values, eager.values, atol=1e-5)
-    assert eager.attrs["eoembed:window_offset"][1] == (offset_px // 4) % 6
+    # the window phase, in pixels like every length of the grid: core 24 px, so the phase is offset mod 24
+    assert eager.attrs["eoembed:window_offset"][1] == offset_px % 24
 
 
 def test_every_crop_of_a_synthetic_cube_keeps_its_interior_vectors(checkpoints):
@@ -126,17 +127,20 @@ def test_real_galileo_default_is_position_neutral_and_raw_is_not(sample_cube):
     neutral = eoembed.embed(cube, "galileo-nano", weights=GALILEO, progress=False)
     raw = eoembed.embed(cube, "galileo-nano", weights=GALILEO, progress=False, position="raw")
     assert neutral.attrs["eoembed:position"] == "neutral" and raw.attrs["eoembed:position"] == "raw"
-    period = (neutral.attrs["eoembed:tile_size"] - 2 * neutral.attrs["eoembed:halo"]) // 4
-    off = tuple(neutral.attrs["eoembed:window_offset"])
-    sn = position_stats(neutral.values, period=period, offset=off)
-    sr = position_stats(raw.values, period=period, offset=off)
+    phase = grid_of(neutral).patch_period()  # the window period and phase in patches, from the pixel attrs
+    assert phase["period"] == (neutral.attrs["eoembed:tile_size"] - 2 * neutral.attrs["eoembed:halo"]) // 4
+    sn = position_stats(neutral.values, **phase)
+    sr = position_stats(raw.values, **phase)
     # raw: the window position dominates; neutral: hits at or below chance, PC1 position share at its noise level
     assert sr["same_position_over_chance"] > 10 and sr["pc1_position_share"] > 0.8
     assert sn["same_position_over_chance"] <= 2.0
     assert sn["pc1_position_share"] <= sn["pc1_position_share_null"] + 0.05
-    # the attrs carry the same diagnostic
-    assert neutral.attrs["eoembed:position_hit_rate"] == pytest.approx(sn["same_position_rate"], abs=1e-4)
-    assert neutral.attrs["eoembed:position_pc1_share"] == pytest.approx(sn["pc1_position_share"], abs=1e-4)
+    # the attrs carry the same diagnostic, estimated on a bounded sample (a centre crop, fewer queries)
+    a, r = neutral.attrs, raw.attrs
+    assert a["eoembed:position_hit_rate"] <= 2.0 * a["eoembed:position_hit_chance"]
+    assert r["eoembed:position_hit_rate"] > 10 * r["eoembed:position_hit_chance"]
+    assert a["eoembed:position_pc1_share"] == pytest.approx(sn["pc1_position_share"], abs=0.05)
+    assert r["eoembed:position_pc1_share"] > 0.8
     # a constant scene: neutral positions give one vector wherever the windows are whole; raw do not
     flat = constant_scene(cube)
     fn = eoembed.embed(flat, "galileo-nano", weights=GALILEO, progress=False).values
@@ -182,6 +186,6 @@ def test_streamed_store_carries_the_position_mode_and_diagnostic(checkpoints, tm
     to_zarr(lazy, tmp_path / "e.zarr", progress=False)
     back = open_embeddings(tmp_path / "e.zarr")
     np.testing.assert_allclose(back.values, eager.values, atol=1e-5)
-    assert back.attrs["eoembed:position"] == "neutral" and back.attrs["eoembed:window_offset"] == [4, 2]
+    assert back.attrs["eoembed:position"] == "neutral" and back.attrs["eoembed:window_offset"] == [16, 8]
     for key in ("eoembed:position_hit_rate", "eoembed:position_hit_chance", "eoembed:position_pc1_share"):
         assert back.attrs[key] == pytest.approx(eager.attrs[key], abs=1e-4)

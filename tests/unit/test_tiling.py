@@ -183,9 +183,27 @@ def test_batch_size_by_device(checkpoints):
     from eoembed.encode import CPU_BATCH_SIZE, auto_batch_size
 
     assert auto_batch_size(enc, _grid(), 4) == CPU_BATCH_SIZE == 16
-    small, big = gpu_batch_size(8 << 30, 1024, 192), gpu_batch_size(80 << 30, 1024, 192)
-    assert 1 <= small < big <= 1024 and big >= 8 * small // 10 * 9 // 10
-    assert gpu_batch_size(1 << 20, 4096, 768) == 1
+    assert gpu_batch_size(1 << 20, 4096, 768) == 1  # never below one tile
+
+
+@pytest.mark.parametrize("free_gib, tokens, dim, mlp", [(8, 1024, 192, 4.0), (80, 1024, 192, 4.0),
+                                                      (24, 576, 768, 4.0), (40, 2304, 128, 2.0)])
+def test_gpu_batch_fits_its_memory_share_and_is_the_largest_that_does(free_gib, tokens, dim, mlp):
+    """The batch's activations (the documented per-tile estimate) fit the allowed share of free memory,
+    one tile more would not, and ten times the memory gives ten times the batch (up to the cap)."""
+    from eoembed.encode import GPU_BATCH_MAX, GPU_MEMORY_FRACTION
+
+    free = free_gib << 30
+    per_tile = tokens * dim * (6 + 2 * mlp) * 2 + tokens * tokens * max(1, dim // 64) * 4
+    budget = GPU_MEMORY_FRACTION * free
+    b = gpu_batch_size(free, tokens, dim, mlp)
+    assert 1 <= b <= GPU_BATCH_MAX
+    assert b * per_tile <= budget or b == 1
+    assert (b + 1) * per_tile > budget or b == GPU_BATCH_MAX
+    ten = gpu_batch_size(10 * free, tokens, dim, mlp)
+    assert ten == min(GPU_BATCH_MAX, int(10 * budget // per_tile)) and ten >= min(GPU_BATCH_MAX, 10 * b)
+    # more tokens per tile (a bigger window, more timesteps): never a bigger batch
+    assert gpu_batch_size(free, 4 * tokens, dim, mlp) <= b
 
 
 @pytest.mark.gpu
@@ -199,3 +217,104 @@ def test_gpu_matches_cpu_within_bf16_tolerance(checkpoints):
     assert cos.min() > 0.99, cos.min()
     big = eoembed.embed(cube, "nano", device="cuda", batch_size=None, **kw)  # batch sized to free memory
     np.testing.assert_allclose(big.values.reshape(128, -1), gpu, atol=2e-2)
+
+
+# --- the geometry in the attrs: pixels, one round trip, older stores ---------------------
+def test_grid_attrs_round_trip_in_pixels():
+    from eoembed.grid import GRID_ATTRS_VERSION
+
+    g = _grid(blend=True, halo=8, tile_size=32, offset_y=12, offset_x=4, height=101, width=70)
+    attrs = g.to_attrs()
+    assert attrs["eoembed:grid_version"] == GRID_ATTRS_VERSION == 2
+    assert attrs["eoembed:window_offset"] == [12, 4] and attrs["eoembed:halo"] == 8  # pixels, like tile_size
+    import json
+
+    assert GridSpec.from_attrs(json.loads(json.dumps(attrs))) == g  # serialisable and exact
+    assert g.patch_period() == {"period": 4, "offset": (3, 1)}  # array units only for patch arrays
+
+
+def test_grid_attrs_of_older_stores_are_read_or_refused_with_a_typed_error():
+    from eoembed.exceptions import GridAttrsError, StoreError
+
+    g = _grid(blend=True, halo=8, tile_size=32, offset_y=12, offset_x=4, height=100, width=72)
+    # version 1 (before the grid version): window_offset in patches, no input shape or transform
+    old = {"eoembed:patch_size": 4, "eoembed:tile_size": 32, "eoembed:halo": 8, "eoembed:blend": 1,
+           "eoembed:window_offset": [3, 1]}
+    back = GridSpec.from_attrs(old, patches=(25, 18), out_transform=g.out_transform)
+    assert back == g
+    assert GridSpec.from_attrs({k: v for k, v in old.items() if k != "eoembed:window_offset"},
+                               patches=(25, 18)).offset_y == 0
+    with pytest.raises(GridAttrsError, match="input_shape"):
+        GridSpec.from_attrs(old)  # no shape anywhere
+    with pytest.raises(GridAttrsError, match="eoembed:tile_size") as err:
+        GridSpec.from_attrs({"eoembed:patch_size": 4}, patches=(2, 2))
+    assert isinstance(err.value, StoreError)
+    with pytest.raises(GridAttrsError, match="upgrade"):
+        GridSpec.from_attrs({**g.to_attrs(), "eoembed:grid_version": 3})
+    with pytest.raises(GridAttrsError, match="inconsistent"):
+        GridSpec.from_attrs({**g.to_attrs(), "eoembed:window_offset": [2, 0]})  # not on the patch grid
+
+
+def test_a_store_written_before_pixel_attrs_opens_and_gives_the_same_diagnostics(checkpoints, tmp_path):
+    """A store whose attrs predate grid version 2 (offset in patches) still opens, and its grid and seam/position
+    figures are those of the run; the eager cube and the streamed store carry the same figures (one function)."""
+    import zarr
+
+    from eoembed.grid import diagnostics, grid_of
+    from eoembed.io import open_embeddings, to_zarr
+
+    cube = synthetic_cube(height=96, width=96, times=1, seed=4, origin=(600040.0, 5600000.0))
+    kw = dict(weights=checkpoints["v1.1"], tile_size=24, halo=4, blend=True, progress=False)
+    eager = eoembed.embed(cube, "nano", **kw)
+    g = grid_of(eager)
+    assert g.offset_x == 4 and eager.attrs["eoembed:window_offset"] == [0, 4]
+    path = tmp_path / "e.zarr"
+    to_zarr(eoembed.embed(cube.chunk({"y": 48, "x": 48}), "nano", **kw), path, progress=False)
+    back = open_embeddings(path)
+    for key in ("eoembed:seam_ratio", "eoembed:position_hit_rate", "eoembed:position_pc1_share"):
+        assert back.attrs[key] == pytest.approx(eager.attrs[key], abs=1e-4)
+    # rewrite the attrs as an older eoembed wrote them
+    arr = zarr.open_array(str(path), path=back.name, mode="r+")
+    for key in ("eoembed:grid_version", "eoembed:input_shape", "eoembed:input_transform"):
+        del arr.attrs[key]
+    arr.attrs["eoembed:window_offset"] = [0, 1]  # patches
+    old = open_embeddings(path)
+    assert grid_of(old) == g
+    assert diagnostics(old.data, grid_of(old)) == diagnostics(eager.values, g)
+
+
+def test_eager_embed_is_the_block_graph_run_in_the_calling_thread(monkeypatch):
+    """numpy in: the dask graph is built and run synchronously (no dask thread pool competing with the encoder)."""
+    import threading
+
+    import dask
+
+    from eoembed.models.spectral import SpectralEncoder as FakeEncoder
+
+    cube = synthetic_cube(height=48, width=40, times=1, seed=2)
+    seen, computes = [], []
+    real_encode, real_compute = FakeEncoder.encode, dask.array.Array.compute
+    monkeypatch.setattr(FakeEncoder, "encode", lambda self, b, **k: seen.append(threading.get_ident())
+                        or real_encode(self, b, **k))
+    monkeypatch.setattr(dask.array.Array, "compute", lambda self, **k: computes.append(
+        k.get("scheduler", dask.config.get("scheduler", None))) or real_compute(self, **k))
+    eager = eoembed.embed(cube, "spectral", patch_size=4, tile_size=16, halo=4, progress=False)
+    assert isinstance(eager.data, np.ndarray) and computes == ["synchronous"]
+    assert seen and set(seen) == {threading.get_ident()}
+    lazy = eoembed.embed(cube.chunk({"y": 16, "x": 16}), "spectral", patch_size=4, tile_size=16, halo=4)
+    np.testing.assert_array_equal(lazy.values, eager.values)
+
+
+def test_grid_of_a_crop_is_placed_on_the_crop():
+    """A crop keeps its parent's attrs; grid_of gives the crop's own shape, transform and window phase."""
+    from eoembed.grid import grid_of
+
+    cube = synthetic_cube(height=64, width=64, times=1, seed=1)
+    emb = eoembed.embed(cube, "spectral", patch_size=4, tile_size=24, halo=4, blend=True, progress=False)
+    g = grid_of(emb)
+    assert g == GridSpec.from_attrs(emb.attrs)
+    crop = emb.isel(y=slice(2, 14), x=slice(5, None))
+    gc = grid_of(crop)
+    assert (gc.patches_y, gc.patches_x) == (12, 11) and gc.out_transform == crop.rio.transform(recalc=True)
+    ph, phc = g.patch_period(), gc.patch_period()
+    assert phc["offset"] == ((ph["offset"][0] + 2) % ph["period"], (ph["offset"][1] + 5) % ph["period"])
