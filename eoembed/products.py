@@ -68,7 +68,7 @@ import numpy as np
 import rioxarray  # noqa: F401  (registers .rio)
 import xarray as xr
 
-import eoembed
+from eoembed._version import __version__
 from eoembed.codecs import (  # noqa: F401  (re-exported: the codecs' historical import path)
     ALPHAEARTH_NODATA,
     dequantize_alphaearth,
@@ -247,7 +247,7 @@ def _base_attrs(*, model: str, family: str, version: str, dim: int, res: float, 
         "eoembed:pool_time": 1,
         "eoembed:license": license,
         "eoembed:source": src,
-        "eoembed:version": eoembed.__version__,
+        "eoembed:version": __version__,
     }
     if year is not None:
         attrs["eoembed:time_range"] = [f"{year}-01-01", f"{year}-12-31"]
@@ -629,7 +629,7 @@ def _open_geoparquet(src: str, *, column: str, time_column: str | None, model: s
         "eoembed:embedding_dim": int(X.shape[1]),
         "eoembed:license": _meta(meta, "license") or "unknown",
         "eoembed:source": src,
-        "eoembed:version": eoembed.__version__,
+        "eoembed:version": __version__,
     }
     times = None
     if time_column is None:

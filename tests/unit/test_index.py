@@ -642,32 +642,3 @@ def test_cube_similarity_bad_queries_raise_typed_errors():
         emb.eo.similarity(emb.isel(y=0, x=0).assign_attrs({"eoembed:model": "other"}))
 
 
-def test_index_modules_import_no_circle():
-    """The index package's module imports (including TYPE_CHECKING and function-level ones) form no cycle."""
-    import ast
-
-    import eoembed.index as pkg
-
-    root = Path(pkg.__file__).parent
-    graph = {}
-    for f in root.glob("*.py"):
-        mod = f"eoembed.index.{f.stem}"
-        deps = set()
-        for node in ast.walk(ast.parse(f.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("eoembed.index."):
-                deps.add(node.module)
-            elif isinstance(node, ast.Import):
-                deps |= {a.name for a in node.names if a.name.startswith("eoembed.index.")}
-        graph[mod] = deps
-
-    def reach(start, seen):
-        for d in graph.get(start, ()):
-            if d not in seen:
-                seen.add(d)
-                reach(d, seen)
-        return seen
-
-    cyclic = sorted(m for m in graph if m in reach(m, set()) and not m.endswith("__init__"))
-    assert not cyclic, f"import cycle through {cyclic}"
-    # query resolution and similarity maps are usable without the index class
-    assert "eoembed.index.core" not in graph["eoembed.index.query"] | graph["eoembed.index.similarity"]

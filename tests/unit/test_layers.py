@@ -18,7 +18,7 @@ LAYERS = {
 }
 OWNERS = {
     # ground: errors, sensor tables, the verdict rule
-    "eoembed.exceptions": "ground", "eoembed.sensors": "ground", "eoembed.stats": "ground",
+    "eoembed.exceptions": "ground", "eoembed.sensors": "ground", "eoembed.stats": "ground", "eoembed._version": "ground",
     # geometry: the grid, the cube format and its one patch locator, bands, validation
     "eoembed.grid": "geometry", "eoembed.position": "geometry", "eoembed.cube": "geometry",
     "eoembed.bands": "geometry", "eoembed.validate": "geometry",
@@ -148,3 +148,13 @@ def test_no_class_over_400_lines():
             if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 420:
                 big.append(f"{mod}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
     assert not big, big
+
+
+def test_a_submodule_imports_first_without_a_partial_package():
+    """Importing a submodule first (as dask workers unpickling a graph do) never meets a half-initialised package."""
+    import subprocess
+    import sys
+
+    code = ("import importlib; m = importlib.import_module('eoembed.embed'); import eoembed.bands, eoembed.validate, "
+            "eoembed; assert m.__version__ == eoembed.__version__ and eoembed.embed is m.embed")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=PKG.parent, timeout=120)

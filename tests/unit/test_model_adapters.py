@@ -18,46 +18,6 @@ from eoembed.models import _encoder, _layers  # noqa: E402
 MODELS = Path(eoembed.__file__).parent / "models"
 
 
-def _module_name(f: Path) -> str:
-    return "eoembed.models" if f.name == "__init__.py" else f"eoembed.models.{f.stem}"
-
-
-def _imports(f: Path) -> set[str]:
-    """eoembed.models modules ``f`` imports anywhere (module level or inside functions)."""
-    out = set()
-    for node in ast.walk(ast.parse(f.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("eoembed.models"):
-            if node.module == "eoembed.models":  # from eoembed.models import _x  → the submodule, if it is one
-                out |= {f"eoembed.models.{a.name}" if (MODELS / f"{a.name}.py").exists() else "eoembed.models"
-                        for a in node.names}
-            else:
-                out.add(node.module)
-        elif isinstance(node, ast.Import):
-            out |= {a.name for a in node.names if a.name.startswith("eoembed.models")}
-    return out
-
-
-def test_no_import_circle_inside_models():
-    graph = {_module_name(f): _imports(f) for f in MODELS.glob("*.py")}
-    state: dict[str, int] = {}  # 1: on the current path, 2: done
-
-    def visit(mod, path):
-        state[mod] = 1
-        for nxt in sorted(graph.get(mod, ())):
-            if state.get(nxt) == 1:
-                pytest.fail("import circle: " + " -> ".join([*path, mod, nxt]))
-            if nxt not in state:
-                visit(nxt, [*path, mod])
-        state[mod] = 2
-
-    for mod in sorted(graph):
-        if mod not in state:
-            visit(mod, [])
-    # the families stand apart: Presto shares Galileo's channel groups through a module of its own
-    assert not any(m.startswith("eoembed.models.galileo") for m in graph["eoembed.models.presto"])
-    assert "eoembed.models.weights" not in graph["eoembed.models._torchcommon"]
-
-
 def test_one_mlp_and_block_for_every_net():
     # no net module defines its own transformer layers
     for f in MODELS.glob("_*.py"):

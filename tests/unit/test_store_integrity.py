@@ -253,57 +253,6 @@ def test_two_writers_cannot_both_succeed(tmp_path, reference):
 
 
 # ---- the stores layer sits below everything that reads it (issue 25 item 7) ---------------
-def _eoembed_import_graph() -> dict[str, set[str]]:
-    """Module -> the eoembed modules it imports, module-level *and* function-local (the package root excluded:
-    it wires the layers together)."""
-    import ast
-
-    pkg = ROOT / "eoembed"
-    names = {}
-    for f in pkg.rglob("*.py"):
-        rel = f.relative_to(ROOT).with_suffix("")
-        parts = list(rel.parts)
-        if parts[-1] == "__init__":
-            parts = parts[:-1]
-        names[".".join(parts)] = f
-    graph: dict[str, set[str]] = {}
-    for mod, f in names.items():
-        deps = set()
-        for node in ast.walk(ast.parse(f.read_text())):
-            targets = []
-            if isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            for t in targets:
-                if t in names and t != "eoembed" and t != mod:
-                    deps.add(t)
-        graph[mod] = deps
-    return graph
-
-
-def test_stores_import_nothing_above_them_and_no_circle():
-    g = _eoembed_import_graph()
-    above = ("eoembed.export", "eoembed.products", "eoembed.explore", "eoembed.index", "eoembed.classify",
-             "eoembed.analysis", "eoembed.cli", "eoembed.accessor", "eoembed.demo", "eoembed.viz", "eoembed.reduce")
-    for store in ("eoembed.io", "eoembed.codecs"):
-        bad = sorted(d for d in g[store] if d.startswith(above))
-        assert not bad, f"{store} (stores layer) imports {bad}"
-    # no circle among the modules that write and read stores
-    ring = {"eoembed.io", "eoembed.codecs", "eoembed.export", "eoembed.products", "eoembed.explore.pyramid"}
-
-    def reach(start):
-        seen, todo = set(), [start]
-        while todo:
-            for d in g.get(todo.pop(), ()):
-                if d not in seen:
-                    seen.add(d)
-                    todo.append(d)
-        return seen
-
-    circles = sorted(m for m in ring if m in reach(m))
-    assert not circles, f"import circle through {circles}"
-    assert {"eoembed.codecs"} <= g["eoembed.products"] and {"eoembed.codecs"} <= g["eoembed.export"]
 
 
 def test_one_public_open_embeddings_and_the_pyramid_writer_in_the_stores():
