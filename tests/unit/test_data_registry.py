@@ -291,3 +291,11 @@ def test_fetch_command(upstream, toy, capsys, tmp_path):
     upstream.files.clear()
     assert main(["fetch", "toy/a.bin"]) == 2
     assert "DownloadNotFoundError" in capsys.readouterr().err
+
+
+def test_docs_list_every_registered_file_with_its_source_and_hash():
+    text = (Path(__file__).resolve().parents[2] / "docs" / "data.md").read_text()
+    for e in R.REGISTRY.values():
+        row = next((ln for ln in text.splitlines() if ln.startswith(f"| `{e.name}` |")), None)
+        assert row is not None, e.name
+        assert f"`{e.sha256}`" in row and f"https://github.com/{e.repo}/blob/{e.commit}/{e.path}" in row, e.name
