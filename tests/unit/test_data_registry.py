@@ -299,3 +299,18 @@ def test_docs_list_every_registered_file_with_its_source_and_hash():
         row = next((ln for ln in text.splitlines() if ln.startswith(f"| `{e.name}` |")), None)
         assert row is not None, e.name
         assert f"`{e.sha256}`" in row and f"https://github.com/{e.repo}/blob/{e.commit}/{e.path}" in row, e.name
+
+
+def test_no_module_of_eoembed_data_imports_its_own_package():
+    """eoembed.data/__init__ imports its modules; none of them imports the package back (no import circle):
+    they name the submodule they need (``from eoembed.data.stac import sentinel2``)."""
+    import ast
+
+    for f in sorted((Path(R.__file__).parent).glob("*.py")):
+        if f.name == "__init__.py":
+            continue
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module in ("eoembed.data", "eoembed") and not node.level:
+                assert node.module != "eoembed.data" and "data" not in [a.name for a in node.names], (f.name, ast.dump(node))
+            if isinstance(node, ast.Import):
+                assert "eoembed.data" not in [a.name for a in node.names], f.name
