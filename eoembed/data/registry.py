@@ -236,26 +236,12 @@ def files_of(name: str) -> list[RegistryFile]:
 
 # ---------------------------------------------------------------------------------------------------------------
 # verified local copies
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-_VERIFIED: dict[tuple[str, int, int], str] = {}
-
-
 def _verified_hash(path: Path) -> str:
-    """SHA-256 of ``path``, remembered per (path, size, mtime) within the process."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _VERIFIED:
-        _VERIFIED[key] = _sha256(path)
-    return _VERIFIED[key]
+    """SHA-256 of ``path``: the weights module's hash, remembered per (path, size, mtime) within the process,
+    so the weights a sample() call verified are not hashed again when a model loads them."""
+    from eoembed.models.weights import sha256_file  # light: no torch
+
+    return sha256_file(path)
 
 
 def _mirror_hit(entry: RegistryFile) -> Path | None:
@@ -439,10 +425,10 @@ def _copy_from_mirror(entry: RegistryFile, folder: Path) -> None:
             os.remove(tmp)
 
 
-def fetch(names_: Iterable[str] | None = None, *, download: bool | None = None,
+def fetch(which: Iterable[str] | None = None, *, download: bool | None = None,
           progressbar: bool = False) -> dict[str, Path]:
     """:func:`sample` for several names (every group when ``None``); returns name → local path."""
-    chosen: Sequence[str] = list(GROUPS) if names_ is None else list(names_)
+    chosen: Sequence[str] = list(GROUPS) if which is None else list(which)
     for n in chosen:
         files_of(n)  # unknown names fail before anything is downloaded
     return {n: sample(n, download=download, progressbar=progressbar) for n in chosen}
