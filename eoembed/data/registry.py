@@ -48,7 +48,9 @@ log = logging.getLogger("eoembed.data.registry")
 
 #: Host of the pinned upstream files (``$EOEMBED_DATA_URL`` replaces it).
 RAW_BASE = "https://raw.githubusercontent.com"
-#: Seconds without an answer before a download is abandoned.
+#: Seconds to connect before a server counts as unreachable (an offline machine fails fast), and seconds
+#: without data before a download is abandoned.
+CONNECT_TIMEOUT_S = 5.0
 TIMEOUT_S = 30.0
 
 WORLDCEREAL = "WorldCereal/worldcereal-classification"
@@ -292,7 +294,7 @@ def _download(entry: RegistryFile, *, progressbar: bool = False) -> Path:
     url = entry.url
     fetcher = pooch.create(path=folder, base_url="", registry={entry.filename: f"sha256:{entry.sha256}"},
                            urls={entry.filename: url}, retry_if_failed=0)
-    downloader = pooch.HTTPDownloader(progressbar=progressbar, timeout=TIMEOUT_S)
+    downloader = pooch.HTTPDownloader(progressbar=progressbar, timeout=(CONNECT_TIMEOUT_S, TIMEOUT_S))
     log.info("downloading %s from %s into %s", entry.name, url, folder)
     try:
         path = Path(fetcher.fetch(entry.filename, downloader=downloader))
