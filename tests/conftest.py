@@ -38,13 +38,14 @@ def checkpoints(tmp_path_factory):
 
 
 def registered(name: str) -> Path:
-    """A registered sample file or group (:func:`eoembed.data.sample`) from a mirror or the cache only:
-    tests never download (CI clones ../shared beside the repository; elsewhere run `eoembed fetch --all`)."""
+    """A registered sample file or group (:func:`eoembed.data.sample`): from ../shared beside the repository
+    (CI clones it there: nothing is downloaded), else the cache, else downloaded once (a machine with internet
+    and without ../shared; EOEMBED_OFFLINE=1 forbids it)."""
     from eoembed.data import sample
     from eoembed.exceptions import DownloadError
 
     try:
-        return sample(name, download=False)
+        return sample(name)
     except DownloadError as err:
         pytest.fail(f"{err}")
 
