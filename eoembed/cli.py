@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", metavar="NAME",
                    help="a group (worldcereal, worldcereal-training, galileo-nano, presto, galileo-reference, "
                         "presto-reference) or GROUP/FILE")
-    p.add_argument("--all", action="store_true", help="every group (about 15 MB)")
+    p.add_argument("--all", action="store_true", help="every group (14.2 MB)")
     p.add_argument("--list", action="store_true", help="list the registered files, their sources and local copies")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_fetch)

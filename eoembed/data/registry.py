@@ -21,7 +21,7 @@ in this order:
    (or ``download=False``) turns downloads off.
 
 The same files, commits and hashes are listed in ``docs/data.md``. ``eoembed fetch --all`` fetches
-everything (about 15 MB).
+everything (14.2 MB).
 """
 
 from __future__ import annotations
