@@ -1,4 +1,4 @@
-"""Command line: ``eoembed models | cost | embed | verify | demo``.
+"""Command line: ``eoembed models | cost | embed | verify | demo | fetch``.
 
 Errors eoembed raises on purpose are printed as one actionable line (exit code 2);
 anything else is a bug and shows its traceback.
@@ -107,6 +107,31 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_fetch(args) -> int:
+    from eoembed.data import registry
+
+    if args.list:
+        rows = registry.describe()
+        if args.json:
+            print(json.dumps(rows, indent=1))
+            return 0
+        width = max(len(r["name"]) for r in rows)
+        for r in rows:
+            print(f"{r['name']:{width}} {r['bytes'] / 1e6:6.2f} MB  {r['licence'].split(';')[0]:20} "
+                  f"{r['local'] or 'not here: ' + r['url']}")
+        return 0
+    if not args.all and not args.names:
+        print("error: name what to fetch (`eoembed fetch --list` lists the names) or pass --all.", file=sys.stderr)
+        return 2
+    got = registry.fetch(None if args.all else args.names, progressbar=sys.stderr.isatty())
+    if args.json:
+        print(json.dumps({k: str(v) for k, v in got.items()}, indent=1))
+    else:
+        for name, path in got.items():
+            print(f"{name}: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eoembed", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -148,11 +173,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser("demo", help="embed a small real cube and save a PCA-RGB picture")
-    p.add_argument("--sample", default=None, help="a local cube file instead of downloading")
+    p.add_argument("--sample", default=None,
+                   help="a cube file (default: the registered WorldCereal sample, from ../shared or downloaded once)")
     p.add_argument("--out", default="eoembed-demo", help="output folder (default ./eoembed-demo)")
     p.add_argument("--overwrite", action="store_true")
     _add_model_args(p)
     p.set_defaults(func=_cmd_demo, model="galileo-nano")
+
+    p = sub.add_parser("fetch", help="get the registered sample data and weights (mirror, cache or pinned download)",
+                       description="Print the local path of each named sample file or group, downloading (SHA-256-"
+                                   "checked, from the pinned upstream commit) what no local mirror or cache holds.")
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help="a group (worldcereal, worldcereal-training, galileo-nano, presto, galileo-reference, "
+                        "presto-reference) or GROUP/FILE")
+    p.add_argument("--all", action="store_true", help="every group (14.2 MB)")
+    p.add_argument("--list", action="store_true", help="list the registered files, their sources and local copies")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_fetch)
     return parser
 
 

@@ -8,13 +8,14 @@ encoder — Galileo-Nano by default (MIT) — and writes, in ``--out``:
   similar embeddings);
 * ``summary.json`` — model, weight SHA-256 and origin, timing, cost.
 
-Weights: ``--weights PATH``; else, for a model whose weights sit in a ``shared/weights/<model>``
-folder beside the sample or the repository (``../shared/weights/galileo-nano``), that
-folder; else the cache / pinned download (:mod:`eoembed.models.weights`).
+The cube comes from ``--sample PATH`` (any file :func:`eoembed.data.open_cube` reads), or else
+it is the registered WorldCereal sample (:data:`eoembed.data.SAMPLE_CUBE`, 1.2 MB, Belgium,
+12 months): from a local mirror (``../shared`` beside the checkout, ``$EOEMBED_DATA_MIRROR``),
+the cache, or downloaded once from its pinned GitHub commit (:mod:`eoembed.data.registry`).
 
-The cube comes from ``--sample PATH`` (any file :func:`eoembed.data.open_cube` reads,
-e.g. ``../shared/data/worldcereal/worldcereal_preprocessed_inputs.nc``), or else a
-small area is fetched once from Planetary Computer (cached).
+Weights: ``--weights PATH``; else, for a model whose weights are registered (``galileo-nano``,
+``presto``), the registry's verified copy (mirror, cache or pinned download, 4.2 MB for
+Galileo-Nano); else the model's own resolution (:mod:`eoembed.models.weights`: cache, Hugging Face).
 """
 
 from __future__ import annotations
@@ -27,43 +28,42 @@ import numpy as np
 
 from eoembed.exceptions import DataSourceError, EOEmbedError
 
-#: The default download: 2 × 2 km of farmland near Leuven (Belgium), 2021 monthly.
-DEFAULT_BBOX = (4.66, 50.86, 4.69, 50.88)
-DEFAULT_DATES = ("2021-03-01", "2021-10-31")
-
-
-def _load_cube(sample: str | None, cache_dir: Path):
+def _load_cube(sample: str | None):
     from eoembed.data import open_cube
+    from eoembed.data.registry import REGISTRY, SAMPLE_CUBE
+    from eoembed.data.registry import sample as registered
 
     if sample is not None:
         return open_cube(sample), f"sample {sample}"
     try:
-        from eoembed.data import fetch_sample
-    except ImportError as err:  # the data extra is not installed
-        raise DataSourceError(
-            "No --sample given and the download route needs the data extra "
-            "(pip install 'eoembed[data]'). Or run: eoembed demo --sample PATH"
-        ) from err
-    cube = fetch_sample(DEFAULT_BBOX, *DEFAULT_DATES, cache_dir=cache_dir)
-    return cube, f"Planetary Computer {DEFAULT_BBOX} {DEFAULT_DATES[0]}..{DEFAULT_DATES[1]}"
+        path = registered(SAMPLE_CUBE, progressbar=True)
+    except DataSourceError as err:  # same type, with the offline way out added
+        raise type(err)(f"{err} Or run the demo on a cube you have: eoembed demo --sample PATH") from err
+    entry = REGISTRY[SAMPLE_CUBE]
+    return open_cube(path), f"WorldCereal sample ({entry.repo}@{entry.commit[:8]}, {entry.filename})"
 
 
-def find_local_weights(model: str, sample: str | None = None) -> Path | None:
-    """A ``shared/weights/<model>`` folder beside the sample (or one of its parents) or the repo."""
+def find_local_weights(model: str, sample: str | None = None, *, download: bool = False) -> Path | None:
+    """The registered weights folder of ``model`` (:func:`eoembed.data.sample`), or None.
+
+    Only models whose weights the registry lists (``galileo-nano``, ``presto``) have one. With
+    ``download=False`` (default) a mirror or cached copy only; with ``True`` a missing one is
+    downloaded (unless ``EOEMBED_OFFLINE=1``). ``sample`` is accepted for compatibility and unused.
+    """
+    from eoembed.data.registry import GROUPS
+    from eoembed.data.registry import sample as registered
+    from eoembed.exceptions import DownloadUnreachableError
     from eoembed.models import get_model_spec
 
     spec = get_model_spec(model)
-    if not spec.needs_weights:
+    if not spec.needs_weights or spec.name not in GROUPS or not GROUPS[spec.name].weights:
         return None
-    main = next((f.name for f in spec.weight_files if f.role == "weights"), None)
-    starts = [Path(sample).resolve().parent] if sample else []
-    starts += [Path(__file__).resolve().parents[1], Path.cwd()]
-    for start in starts:
-        for folder in (start, *start.parents):
-            for cand in (folder / "weights" / spec.name, folder / "shared" / "weights" / spec.name):
-                if main and (cand / main).is_file():
-                    return cand
-    return None
+    try:
+        return registered(spec.name, download=None if download else False, progressbar=download)
+    except DownloadUnreachableError:
+        if download:
+            raise
+        return None
 
 
 def true_colour(cube) -> np.ndarray:
@@ -103,9 +103,9 @@ def run_demo(
         raise EOEmbedError(f"{zarr_path} exists; pass --overwrite or choose another --out.")
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
+    cube, origin = _load_cube(sample)
     if weights is None:
-        weights = find_local_weights(model, sample)
-    cube, origin = _load_cube(sample, out / "cache")
+        weights = find_local_weights(model, download=True)
     cost = eoembed.embed_cost(cube, model, patch_size=patch_size)
     t0 = time.perf_counter()
     emb = eoembed.embed(cube, model, weights=weights, patch_size=patch_size, device=device)

@@ -199,3 +199,31 @@ class ProductFormatError(InputError):
 
 class TransformError(ParameterError):
     """An affine transform is malformed: wrong length, rotated or sheared, or in GDAL's geotransform order."""
+
+
+# --- appended (issue 29: sample data and weights from their sources) ------------------
+class UnknownSampleError(EOEmbedError, KeyError):
+    """No registered sample file or group has the given name (eoembed.data.sample)."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class DownloadError(DataSourceError):
+    """A registered file (sample data, weights, test oracle) has no verified local copy and could not be fetched."""
+
+
+class DownloadUnreachableError(DownloadError, ConnectionError):
+    """The server cannot be reached (no network, firewall, wrong EOEMBED_DATA_URL), or downloads are turned off."""
+
+
+class DownloadNotFoundError(DownloadError, FileNotFoundError):
+    """The server answered with an error (HTTP 404…) for the pinned URL."""
+
+
+class DownloadIncompleteError(DownloadError, ValueError):
+    """The download broke off before the end; nothing was kept."""
+
+
+class DownloadHashMismatchError(DownloadIncompleteError):
+    """A downloaded or mirrored file's SHA-256 differs from the published one; nothing was kept."""

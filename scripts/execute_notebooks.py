@@ -93,7 +93,8 @@ def notebook_kernel(shared: Path | None = None):
 
     Sets (and restores on exit) ``JUPYTER_PATH`` (the kernelspec first), ``IPYTHONDIR`` (a profile whose inline
     backend stores PNGs at :data:`FIGURE_DPI` dpi; no user start-up files), ``PYTHONPATH`` (this checkout first,
-    so the kernel imports the eoembed beside the notebooks), ``HF_HUB_OFFLINE=1``, ``EOEMBED_SHARED`` and
+    so the kernel imports the eoembed beside the notebooks), ``HF_HUB_OFFLINE=1``, ``EOEMBED_SHARED`` (and
+    ``EOEMBED_DATA_MIRROR``, the folder :func:`eoembed.data.sample` reads) and
     ``PYTHONHASHSEED=0``; removes ``MPLBACKEND`` (figures must come back inline). Yields the kernel name.
     """
     with tempfile.TemporaryDirectory(prefix="eoembed-nbkernel-") as tmp:
@@ -110,7 +111,8 @@ def notebook_kernel(shared: Path | None = None):
         env = {"JUPYTER_PATH": os.pathsep.join([str(Path(tmp) / "jupyter"), os.environ.get("JUPYTER_PATH", "")]),
                "IPYTHONDIR": str(Path(tmp) / "ipython"),
                "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-               "HF_HUB_OFFLINE": "1", "EOEMBED_SHARED": str(shared or shared_dir()), "PYTHONHASHSEED": "0"}
+               "HF_HUB_OFFLINE": "1", "EOEMBED_SHARED": str(shared or shared_dir()), "PYTHONHASHSEED": "0",
+               "EOEMBED_DATA_MIRROR": str(shared or shared_dir())}  # the notebooks read it through eoembed.data.sample
         saved = {k: os.environ.get(k) for k in [*env, "MPLBACKEND"]}
         os.environ.update({k: v.rstrip(os.pathsep) for k, v in env.items()})
         os.environ.pop("MPLBACKEND", None)

@@ -1,5 +1,5 @@
 """Shared fixtures: offline by default, test checkpoints in the published layout, the
-real sample cube from ../shared/data."""
+real sample cube from the sample registry (its mirror ../shared beside the repository in CI)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-SAMPLE = SHARED / "data" / "worldcereal" / "worldcereal_preprocessed_inputs.nc"
 
 
 @pytest.fixture(autouse=True)
@@ -39,11 +37,25 @@ def checkpoints(tmp_path_factory):
     return {v: make_checkpoint(root / f"nano-{v}", v, "nano", seed=1) for v in ("v1", "v1.1", "v1.2")}
 
 
+def registered(name: str) -> Path:
+    """A registered sample file or group (:func:`eoembed.data.sample`): from ../shared beside the repository
+    (CI clones it there: nothing is downloaded), else the cache, else downloaded once (a machine with internet
+    and without ../shared; EOEMBED_OFFLINE=1 forbids it)."""
+    from eoembed.data import sample
+    from eoembed.exceptions import DownloadError
+
+    try:
+        return sample(name)
+    except DownloadError as err:
+        pytest.fail(f"{err}")
+
+
 @pytest.fixture(scope="session")
 def sample_path():
-    if not SAMPLE.exists():
-        pytest.fail(f"the shared sample cube is missing: {SAMPLE} (CI clones ../shared beside the repo)")
-    return SAMPLE
+    """The demo's real sample cube (WorldCereal, 1 km², 12 months)."""
+    from eoembed.data import SAMPLE_CUBE
+
+    return registered(SAMPLE_CUBE)
 
 
 @pytest.fixture(scope="session")

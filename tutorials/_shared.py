@@ -1,4 +1,7 @@
-"""Small helpers shared by the tutorials: where the sample data is, and labelled map plots.
+"""Small helpers shared by the tutorials: embeddings with the registered weights, and labelled map plots.
+
+The sample data and weights come from :func:`eoembed.data.sample` (``../shared`` beside the repository
+when it is there, else downloaded once from their pinned upstream commits and SHA-256-checked).
 
 Kept here (not in eoembed) because they only exist to keep the notebooks short; every
 figure gets a title, axes in metres with the CRS, and a legend or colour bar.
@@ -6,23 +9,24 @@ figure gets a title, axes in metres with the CRS, and a legend or colour bar.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 
 
-def shared(*parts: str) -> Path:
-    """A path under the ``shared/`` folder next to the repository (``$EOEMBED_SHARED`` overrides)."""
-    env = os.environ.get("EOEMBED_SHARED")
-    roots = [Path(env)] if env else []
-    roots += [d / "shared" for d in [Path.cwd(), *Path.cwd().parents]]
-    for root in roots:
-        cand = root.joinpath(*parts)
-        if cand.exists():
-            return cand
-    raise FileNotFoundError(
-        f"shared/{'/'.join(parts)} not found next to the repository; set EOEMBED_SHARED to the shared folder")
+def registered_weights(name: str, *, download: bool | None = None):
+    """The registered weights folder of model ``name`` (:func:`eoembed.data.sample`), or None when the
+    registry has none for it (or, with ``download=False``, no local copy)."""
+    from eoembed.data import registry
+    from eoembed.exceptions import DownloadUnreachableError
+
+    group = registry.GROUPS.get(name)
+    if group is None or not group.weights:
+        return None
+    try:
+        return registry.sample(name, download=download)
+    except DownloadUnreachableError:
+        if download is False:
+            return None
+        raise
 
 
 def crs_name(da) -> str:
@@ -108,7 +112,7 @@ def stacked(pooled, per_time):
 
 
 def embeddings(cube, name: str, *, pool_time: bool = True, patch_size: int = 4, cache=None):
-    """``eoembed.embed(cube, name)`` with the model's defaults, real weights from ``shared/weights``.
+    """``eoembed.embed(cube, name)`` with the model's defaults, real weights from the registry.
 
     Each model's default tiling and positions (Galileo: blended 12-patch windows on the
     CRS-anchored grid, neutral in-window positions). With ``cache`` (a folder), the cube
@@ -134,7 +138,7 @@ def embeddings(cube, name: str, *, pool_time: bool = True, patch_size: int = 4, 
             return eoembed.open_embeddings(path).load()
     kw = dict(patch_size=patch_size, progress=False, pool_time=pool_time)
     if name != "spectral":
-        kw["weights"] = str(shared("weights", name))
+        kw["weights"] = registered_weights(name)  # None: the model's own resolution (cache, Hugging Face)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # bands the model wants but the cube lacks: listed in attrs
@@ -167,14 +171,18 @@ def fewshot_features(cube, name: str, *, patch_size: int = 4, cache=None, pooled
 
 
 def available(name: str) -> str | None:
-    """None if ``name`` runs offline here (registered, and weights under shared/weights if it needs any)."""
+    """None if ``name`` runs here (registered, and its weights at hand if it needs any: registered weights
+    from ../shared, the cache or a download through :func:`eoembed.data.sample`), else why not."""
     import eoembed
 
     if name not in eoembed.list_models():
         return "not provided by this eoembed installation"
     if eoembed.get_model_spec(name).needs_weights:
+        from eoembed.exceptions import DownloadError
+
         try:
-            shared("weights", name)
-        except FileNotFoundError:
-            return "no local weights in shared/weights (download needs internet)"
+            if registered_weights(name) is None:  # registered weights: ../shared, the cache, or a download
+                return "no local weights in shared/weights (download needs internet)"
+        except DownloadError as err:
+            return f"its registered weights could not be fetched ({type(err).__name__})"
     return None

@@ -1,4 +1,5 @@
-"""Getting cubes: open local files (:func:`open_cube`) and search STAC catalogues."""
+"""Getting cubes: open local files (:func:`open_cube`), search STAC catalogues, and the registered sample
+files (:func:`sample`: the demo's cube, the labelled extraction, weights; from a mirror, the cache or upstream)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from eoembed.data._open import open_cube
 from eoembed.data._reader import AssetReadError
 from eoembed.data._retry import RetryPolicy
 from eoembed.data._sample import SampleUnavailableError, fetch_sample
+from eoembed.data.registry import SAMPLE_CUBE, fetch, sample
 from eoembed.data._training import (
     CROP_TYPES,
     align_to,
@@ -25,6 +27,9 @@ __all__ = [
     "landsat",
     "search_items",
     "fetch_sample",
+    "sample",
+    "fetch",
+    "SAMPLE_CUBE",
     "RetryPolicy",
     "AssetReadError",
     "SampleUnavailableError",

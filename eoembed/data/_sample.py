@@ -1,4 +1,7 @@
-"""Download-once cache for the demo: a composite cube written to a Zarr store."""
+"""Download-once cache of a STAC composite cube, written to a Zarr store.
+
+The files the demo, tutorials and tests use (sample cubes, weights) are in :mod:`eoembed.data.registry`.
+"""
 
 from __future__ import annotations
 
@@ -108,7 +111,7 @@ def fetch_sample(
     NoItemsFoundError, QueryError
         As for the loader.
     """
-    from eoembed.data import stac
+    from eoembed.data.stac import landsat, sentinel1, sentinel2  # the submodule, not the package: no import circle
 
     if source not in _SOURCES:
         raise ParameterError(f"source={source!r} is not one of {_SOURCES}.")
@@ -118,7 +121,7 @@ def fetch_sample(
     if store.exists() and not overwrite:
         return _open(store)
 
-    loader = getattr(stac, source)
+    loader = {"sentinel2": sentinel2, "sentinel1": sentinel1, "landsat": landsat}[source]
     try:
         cube = loader(bbox, start, end, composite=composite, **options)
         cache.mkdir(parents=True, exist_ok=True)

@@ -75,9 +75,8 @@ def test_demo_command_runs_offline_on_real_weights(tmp_path, sample_path):
         pytest.skip(f"real Galileo weights not found at {GALILEO}")
     out = tmp_path / "demo"
     root = Path(__file__).resolve().parents[2]
-    run = subprocess.run(  # no --model, no --weights: the README's command, on a machine without network
-        [sys.executable, "-m", "eoembed.cli", "demo", "--sample", str(sample_path), "--patch-size", "8",
-         "--out", str(out)],
+    run = subprocess.run(  # no --sample, --model, --weights: the README's command, on a machine without network
+        [sys.executable, "-m", "eoembed.cli", "demo", "--patch-size", "8", "--out", str(out)],
         capture_output=True, text=True, cwd=tmp_path,
         env={"HF_HUB_OFFLINE": "1", "EOEMBED_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
              "PYTHONPATH": str(root), "OMP_NUM_THREADS": "2"},
@@ -90,6 +89,8 @@ def test_demo_command_runs_offline_on_real_weights(tmp_path, sample_path):
     img = mpimg.imread(png)
     assert img.shape[0] > 300 and img[..., :3].std() > 0.05  # a real picture, not a blank canvas
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["input"].startswith("WorldCereal sample (WorldCereal/worldcereal-classification@477ceb7d")
+    assert summary["weights_path"] == str(GALILEO)  # the registry's mirror (../shared), used in place
     assert summary["model"] == "galileo-nano" and summary["embedding"]["embedding"] == 128
     assert summary["license"] == "MIT" and summary["seconds"] > 0
     assert summary["weights"]["weights_sha256"] == (
@@ -101,7 +102,10 @@ def test_demo_command_runs_offline_on_real_weights(tmp_path, sample_path):
 
 def test_demo_without_sample_or_network_names_the_options(tmp_path, monkeypatch):
     monkeypatch.setenv("EOEMBED_OFFLINE", "1")
+    monkeypatch.setenv("EOEMBED_DATA_MIRROR", "")  # as on a machine without ../shared
+    monkeypatch.setenv("EOEMBED_DATA_DIR", str(tmp_path / "empty-cache"))
     run = subprocess.run([sys.executable, "-m", "eoembed.cli", "demo", "--out", str(tmp_path / "d"), "--model",
                           "spectral"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 2, run.stderr
-    assert "--sample" in run.stderr
+    assert "DownloadUnreachableError" in run.stderr and "--sample" in run.stderr
+    assert "eoembed fetch worldcereal" in run.stderr and "raw.githubusercontent.com/WorldCereal" in run.stderr
