@@ -192,7 +192,7 @@ def data_cache_dir() -> Path:
 
 def _group_cache(group: Group) -> Path:
     if group.weights:
-        from eoembed.models.weights import weights_cache_dir  # one weights cache: resolve_weights reads it
+        from eoembed._files import weights_cache_dir  # one weights cache: resolve_weights reads it
 
         return weights_cache_dir() / group.name
     return data_cache_dir() / group.name
@@ -241,7 +241,7 @@ def files_of(name: str) -> list[RegistryFile]:
 def _verified_hash(path: Path) -> str:
     """SHA-256 of ``path``: the weights module's hash, remembered per (path, size, mtime) within the process,
     so the weights a sample() call verified are not hashed again when a model loads them."""
-    from eoembed.models.weights import sha256_file  # light: no torch
+    from eoembed._files import sha256_file
 
     return sha256_file(path)
 

@@ -34,6 +34,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from eoembed._files import sha256_file, weights_cache_dir  # noqa: F401  (re-exported)
 from eoembed.exceptions import (
     CorruptWeightsError,
     NetworkUnavailableError,
@@ -53,35 +54,11 @@ PROBE_TIMEOUT_S = 3.0
 DOWNLOAD_TIMEOUT_S = 30.0
 
 
-def weights_cache_dir() -> Path:
-    """``$EOEMBED_WEIGHTS_DIR`` or ``~/.cache/eoembed/weights``."""
-    env = os.environ.get("EOEMBED_WEIGHTS_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "eoembed" / "weights"
-
-
 def _offline() -> bool:
     return any(os.environ.get(k, "").lower() in ("1", "true", "yes", "on")
                for k in ("EOEMBED_OFFLINE", "HF_HUB_OFFLINE"))
 
 
-_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks.
-
-    Remembered per (path, size, mtime) within the process: every dask block resolves the
-    weights again, and hashing a 1 GB checkpoint each time would cost seconds per block.
-    """
-    st = os.stat(path)
-    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _HASHES:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _HASHES[key] = h.hexdigest()
-    return _HASHES[key]
 
 
 def _files(spec: ModelSpec) -> tuple[WeightFile, ...]:

@@ -214,27 +214,6 @@ def test_band_tables_come_from_sensors_only():
                     f"{f.relative_to(root)}:{node.lineno} holds a band table; import it from eoembed.sensors")
 
 
-def test_data_and_sensors_import_no_later_stage():
-    """Layering: sensors is the bottom; data reads only sensors and exceptions of the core."""
-    import ast
-    from pathlib import Path
-
-    root = Path(eoembed.__file__).parent
-    allowed = {"sensors": {"eoembed.exceptions"},
-               "data": {"eoembed.sensors", "eoembed.exceptions", "eoembed.data"}}
-    for f in [root / "sensors.py", *(root / "data").glob("*.py")]:
-        layer = "sensors" if f.name == "sensors.py" else "data"
-        for node in ast.walk(ast.parse(f.read_text())):
-            mods = []
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("eoembed"):
-                mods = [node.module] if node.module != "eoembed" else [f"eoembed.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
-                mods = [a.name for a in node.names if a.name.startswith("eoembed")]
-            for m in mods:
-                assert any(m == a or m.startswith(a + ".") for a in allowed[layer]), (
-                    f"{f.relative_to(root)} imports {m}, a later stage")
-
-
 # ---- one place for band decisions (issue 8, B5) -----------------------------------------
 def test_prepare_holds_every_band_decision():
     import dataclasses

@@ -18,7 +18,8 @@ LAYERS = {
 }
 OWNERS = {
     # ground: errors, sensor tables, the verdict rule
-    "eoembed.exceptions": "ground", "eoembed.sensors": "ground", "eoembed.stats": "ground", "eoembed._version": "ground",
+    "eoembed.exceptions": "ground", "eoembed.sensors": "ground", "eoembed.stats": "ground",
+    "eoembed._version": "ground", "eoembed._files": "ground",
     # geometry: the grid, the cube format and its one patch locator, bands, validation
     "eoembed.grid": "geometry", "eoembed.position": "geometry", "eoembed.cube": "geometry",
     "eoembed.bands": "geometry", "eoembed.validate": "geometry",
