@@ -69,7 +69,12 @@ def save_embeddings(emb: xr.DataArray, path, *, overwrite: bool = False) -> Path
     if path.suffix in (".nc", ".nc4"):
         emb.to_netcdf(tmp)
     else:
-        emb.to_dataset().to_zarr(tmp, mode="w", consolidated=False)
+        with warnings.catch_warnings():
+            # zarr 3 notes on every consolidated write that consolidated metadata is not (yet) in the v3 spec;
+            # the store keeps it on purpose (one read of the metadata for remote/cloud readers): not a problem
+            # of this store, so not the user's concern
+            warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+            emb.to_dataset().to_zarr(tmp, mode="w", consolidated=True)
     if path.exists():
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     tmp.rename(path)
