@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from eoembed.exceptions import ParameterError
+from eoembed.validate import check_class_map_values, check_scores
 
 __all__ = [
     "MIN_SAMPLES", "Comparison", "Interval", "compare", "interval", "block_bootstrap", "AreaReport",
@@ -155,8 +156,8 @@ def compare(scores_a: Sequence[float], scores_b: Sequence[float], *, names: tupl
     ParameterError
         The two score lists have different lengths (they are not paired).
     """
-    a = np.asarray(scores_a, np.float64).ravel()
-    b = np.asarray(scores_b, np.float64).ravel()
+    a = check_scores(scores_a, f"scores of {names[0]}")
+    b = check_scores(scores_b, f"scores of {names[1]}")
     if a.shape != b.shape:
         raise ParameterError(
             f"compare() needs paired scores (one per fold for both), got {a.size} and {b.size}. "
@@ -324,6 +325,7 @@ def _class_areas(class_map: Any, nodata: Any) -> tuple[np.ndarray, np.ndarray, f
         valid &= np.isfinite(v)
     if nodata is not None:
         valid &= v != nodata
+    check_class_map_values(v[valid])
     classes, counts = np.unique(v[valid], return_counts=True)
     unit, pix = "patches", 1.0
     crs = class_map.rio.crs

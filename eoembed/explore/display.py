@@ -60,9 +60,18 @@ class DisplayGrid:
 
         if isinstance(pyramid, (str, os.PathLike)) and "time" not in self.emb.dims:
             self.pca_cog = pyramid_pca_cog(pyramid)
-        levels = open_pyramid(pyramid) if isinstance(pyramid, (str, os.PathLike)) else [canonical(p) for p in pyramid]
+        from eoembed.io import read_pyramid_manifest
+        from eoembed.validate import check_pyramid_source
+
+        if isinstance(pyramid, (str, os.PathLike)):
+            levels = open_pyramid(pyramid)
+            check_pyramid_source(read_pyramid_manifest(pyramid).get("source"), self.emb, levels, pyramid)
+        else:
+            levels = [canonical(p) for p in pyramid]
         if not levels:
             raise ParameterError("pyramid= holds no level; write one with eoembed.explore.pyramid.write_pyramid.")
+        if not isinstance(pyramid, (str, os.PathLike)):
+            check_pyramid_source(None, self.emb, levels, "pyramid=")
         a = self.transform[0]
         for lvl in levels:
             f = lvl.rio.transform().a / a

@@ -69,6 +69,9 @@ def train_index(key: str, data: np.ndarray, *, seed: int = 0) -> Any:
     (nothing added); IVF indexes keep a direct map so vectors can be reconstructed."""
     faiss = faiss_module()
     n, d = data.shape
+    from eoembed.validate import check_faiss_key
+
+    check_faiss_key(key, d)
     index = faiss.index_factory(d, key, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
         rng = np.random.default_rng(seed)
