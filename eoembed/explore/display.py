@@ -60,12 +60,13 @@ class DisplayGrid:
 
         if isinstance(pyramid, (str, os.PathLike)) and "time" not in self.emb.dims:
             self.pca_cog = pyramid_pca_cog(pyramid)
-        from eoembed.io import read_pyramid_manifest
+        from eoembed.io import pyramid_source, read_pyramid_manifest
         from eoembed.validate import check_pyramid_source
 
         if isinstance(pyramid, (str, os.PathLike)):
             levels = open_pyramid(pyramid)
-            check_pyramid_source(read_pyramid_manifest(pyramid).get("source"), self.emb, levels, pyramid)
+            check_pyramid_source(read_pyramid_manifest(pyramid).get("source"), self.emb, levels, pyramid,
+                                 fingerprint_of=lambda e: pyramid_source(e)["fingerprint"])
         else:
             levels = [canonical(p) for p in pyramid]
         if not levels:
