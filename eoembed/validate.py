@@ -67,7 +67,7 @@ __all__ = [
     "check_some_vector", "check_spacing", "check_tessera_tile", "check_time", "check_transform", "check_writable",
     "ground_scale", "validate_cube", "check_session", "check_pyramid_manifest", "check_class_map_values",
     "check_query_vectors", "check_faiss_key", "check_top_k", "check_tessera_scales", "check_pyramid_source",
-    "check_has_crs", "check_scores",
+    "check_has_crs",
 ]  # fmt: skip
 
 #: Largest departure of one coordinate step from the mean step, as a fraction of the step.
@@ -867,12 +867,16 @@ def check_query_vectors(vectors, dim: int, what: str = "the index") -> np.ndarra
     return v
 
 
-def check_faiss_key(key: str, dim: int) -> None:
-    """A FAISS factory string that FAISS itself refuses is reported as a ParameterError, naming valid forms."""
+def check_faiss_key(key: str, dim: int):
+    """The FAISS index (inner product) for factory string ``key``; a key FAISS refuses is a ParameterError.
+
+    Returns the index FAISS built, so callers build it once (FAISS raises a bare ``RuntimeError``
+    with its C++ trace; this names valid forms instead).
+    """
     import faiss
 
     try:
-        faiss.index_factory(int(dim), str(key), faiss.METRIC_INNER_PRODUCT)
+        return faiss.index_factory(int(dim), str(key), faiss.METRIC_INNER_PRODUCT)
     except Exception as err:  # noqa: BLE001  (FAISS raises a bare RuntimeError with its C++ trace)
         first = str(err).strip().splitlines()[-1][:160] if str(err).strip() else type(err).__name__
         raise ParameterError(f"FAISS cannot build an index from key={key!r} for {dim}-d vectors ({first}). Use a "
@@ -940,14 +944,3 @@ def check_has_crs(obj, what: str = "The embedding cube") -> None:
                               "the input's CRS; for a hand-made cube call emb.rio.write_crs('EPSG:…') and "
                               "emb.rio.write_transform(...) first.")
 
-
-def check_scores(values, what: str = "scores") -> np.ndarray:
-    """Per-fold scores are numbers (NaN allowed: a fold without a score); text is refused, not cast."""
-    a = np.asarray(values)
-    if a.dtype.kind not in "biuf":
-        try:
-            a = np.asarray(values, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ParameterError(f"The {what} are not numeric ({a.dtype}: {list(a.ravel()[:3])!r}…); expected one "
-                                 "number per fold, e.g. a CVReport's fold scores or a list of floats.") from None
-    return a.astype(np.float64).ravel()

@@ -71,8 +71,7 @@ def train_index(key: str, data: np.ndarray, *, seed: int = 0) -> Any:
     n, d = data.shape
     from eoembed.validate import check_faiss_key
 
-    check_faiss_key(key, d)
-    index = faiss.index_factory(d, key, faiss.METRIC_INNER_PRODUCT)
+    index = check_faiss_key(key, d)  # builds it (once), or a ParameterError for a key FAISS refuses
     if not index.is_trained:
         rng = np.random.default_rng(seed)
         nlist = faiss.extract_index_ivf(index).nlist if "IVF" in key else 256

@@ -128,8 +128,7 @@ def build_index_ooc(
         budget = parse_memory(max_memory)
         codes = "Flat" if n_max * info.dim * 4 <= budget else "SQ8"
         key = f"IVF{nb_clusters(n_max)},{codes}"
-    check_faiss_key(key, info.dim)
-    nlist = faiss.extract_index_ivf(faiss.index_factory(info.dim, key, faiss.METRIC_INNER_PRODUCT)).nlist
+    nlist = faiss.extract_index_ivf(check_faiss_key(key, info.dim)).nlist
     want = int(train_size or max(64 * nlist, 10_000))
     frac = min(1.0, 1.3 * want / n_max)
 
