@@ -750,6 +750,9 @@ SESSION_SCHEMA = {
     "basemap": (str, type(None)), "split": (list, type(None)), "split_dates": (list, type(None)),
     "time": (str, type(None)),
 }
+#: Keys a version-1 session file may lack (the loader then uses its defaults).
+SESSION_OPTIONAL = ("mode", "query", "threshold", "trained", "layers", "basemap", "split", "split_dates", "time")
+SESSION_REQUIRED = tuple(k for k in SESSION_SCHEMA if k not in SESSION_OPTIONAL)
 _SESSION_MODES = ("search", "label")
 
 
@@ -768,11 +771,16 @@ def check_session(state, path: str, *, version: int) -> dict:
                              "with ex.save_session(path).")
     for key, types in SESSION_SCHEMA.items():
         if key not in state:
-            _fail(ParameterError, where, f"the key {key!r} is missing (expected {', '.join(SESSION_SCHEMA)}).", fix)
+            if key in SESSION_OPTIONAL:  # older version-1 files lack these; the loader uses defaults
+                continue
+            _fail(ParameterError, where, f"the key {key!r} is missing (expected {', '.join(SESSION_REQUIRED)}, and "
+                  f"optionally {', '.join(SESSION_OPTIONAL)}).", fix)
         v = state[key]
         if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
             want = " or ".join("null" if t is type(None) else t.__name__ for t in types)
             _fail(ParameterError, where, f"{key!r} is {type(v).__name__} {v!r:.60}, expected {want}.", fix)
+    state = {"mode": "search", "query": None, "threshold": None, "trained": False, "layers": {}, "basemap": None,
+             "split": None, "split_dates": None, "time": None, **state}
     sh = state["shape"]
     if len(sh) != 2 or not all(isinstance(n, int) and n > 0 for n in sh):
         _fail(ParameterError, where, f"'shape' is {sh!r}, expected [rows, cols] of positive integers.", fix)
@@ -794,8 +802,8 @@ def check_session(state, path: str, *, version: int) -> dict:
                     isinstance(p, list) and len(p) == 2 and all(isinstance(c, (int, float)) and
                                                                 not isinstance(c, bool) for c in p) for p in pts):
                 _fail(ParameterError, where, f"query {key!r} is {pts!r:.60}, expected a list of [x, y] numbers.", fix)
-        if "polygon" not in q or not isinstance(q["polygon"], (str, type(None))):
-            _fail(ParameterError, where, "query 'polygon' is missing or not WKT text (or null).", fix)
+        if not isinstance(q.get("polygon"), (str, type(None))):
+            _fail(ParameterError, where, "query 'polygon' is not WKT text (or null).", fix)
     t = state["threshold"]
     if t is not None and not (isinstance(t, (int, float)) and math.isfinite(t)):
         _fail(ParameterError, where, f"'threshold' is {t!r}, expected a finite number or null.", fix)

@@ -73,7 +73,7 @@ def read_session(s: "ExplorerState", path: str | os.PathLike) -> dict:
         raise ParameterError(f"No session file at {path!r}; write one with ex.save_session(path).") from None
     except json.JSONDecodeError as err:
         raise ParameterError(f"{path!r} is not a session file (invalid JSON: {err}).") from None
-    check_session(state, path, version=SESSION_VERSION)
+    state = check_session(state, path, version=SESSION_VERSION)
     if not CRS.from_wkt(state["crs"]).equals(s.grid.crs) or list(state["shape"]) != list(s.grid.shape):
         raise ParameterError(f"The session {path!r} was saved on another embedding grid "
                              f"({state['shape']} patches); open it on the cube it was saved from.")

@@ -309,3 +309,16 @@ def test_legitimate_inputs_still_work(tmp_path):
         s2.load_session(p)
     assert list(s2.labels_.gdf["class"]) == ["water"]
     assert isinstance(e, xr.DataArray)
+
+
+def test_an_older_session_file_without_the_optional_keys_still_loads(session_file):
+    """Version-1 files written before basemap/split/time/layers existed: the loader's defaults apply."""
+    e, p = session_file
+    d = json.loads(p.read_text())
+    for key in ("mode", "trained", "layers", "basemap", "split", "split_dates", "time", "threshold"):
+        d.pop(key)
+    d["query"].pop("polygon")
+    p.write_text(json.dumps(d))
+    s = _state(e)
+    s.load_session(p)
+    assert list(s.labels_.gdf["class"]) == ["water"] and len(s.search.positives) == 1
