@@ -935,7 +935,7 @@ def read_pyramid_manifest(path) -> dict:
 
 
 #: Patches sampled (a lattice) and dims kept per patch for a pyramid's run fingerprint.
-_FP_SIDE, _FP_DIMS = 4, 16
+_FP_SIDE, _FP_DIMS, _FP_WINDOW = 4, 16, 64
 
 
 def pyramid_source(emb: xr.DataArray) -> dict:
@@ -943,11 +943,17 @@ def pyramid_source(emb: xr.DataArray) -> dict:
 
     The fingerprint is the first ``_FP_DIMS`` values of the vectors at a ``_FP_SIDE``² lattice of patches
     (first timestep), rounded to 1e-3: another run on the same grid (another date, model or mask) differs
-    there, while a store round trip of the same cube does not. Reads ``_FP_SIDE``² vectors.
+    there, while a store round trip of the same cube does not. The lattice spans the central
+    ``_FP_WINDOW``² patches (less often masked than a corner), so a chunked store reads at most four
+    chunks, whatever its size.
     """
     ny, nx = emb.sizes["y"], emb.sizes["x"]
-    iy = np.unique(np.linspace(0, ny - 1, _FP_SIDE).round().astype(int))
-    ix = np.unique(np.linspace(0, nx - 1, _FP_SIDE).round().astype(int))
+
+    def lattice(n):
+        lo = max(0, n // 2 - _FP_WINDOW // 2)
+        return np.unique(np.linspace(lo, min(n, lo + _FP_WINDOW) - 1, _FP_SIDE).round().astype(int))
+
+    iy, ix = lattice(ny), lattice(nx)
     v = emb.isel(time=0) if "time" in emb.dims else emb
     v = v.isel(embedding=slice(0, _FP_DIMS), y=iy, x=ix).transpose("embedding", "y", "x")
     vals = np.asarray(v.values, np.float64).round(3)
