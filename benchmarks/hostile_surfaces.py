@@ -937,6 +937,22 @@ def session_from_shifted_cube_same_crs_and_shape():
 
 
 @case("explore")
+def session_query_from_shifted_cube_is_refused_before_any_change():
+    far = emb(x0=X0 + 30 * 80)
+    s0 = state(far)
+    s0.label(*point_at(far, 2, 2), "water")
+    s0.click(*point_at(far, 4, 4))
+    p = s0.save_session(fresh("shiftq.session.json"))
+    s = state(emb())
+    s.label(*point_at(emb(), 1, 1), "mine")
+    try:
+        s.load_session(p)
+    finally:
+        assert list(s.labels_.gdf["class"]) == ["mine"]  # nothing changed by a refused session
+    return False
+
+
+@case("explore")
 def session_missing_key():
     p = _labelled_state(emb()).save_session(fresh("nokey.session.json"))
     d = json.loads(p.read_text() if hasattr(p, "read_text") else Path(p).read_text())

@@ -84,6 +84,7 @@ def load_session(s: "ExplorerState", path: str | os.PathLike) -> None:
     import geopandas as gpd
 
     state = read_session(s, path)
+    _check_query_inside(s, state.get("query"), path)  # before anything in the explorer changes
     feats = state["labels"]["features"]
     if feats:
         gdf = _inside(s, gpd.GeoDataFrame.from_features(feats, crs="EPSG:4326"), path)
@@ -136,3 +137,17 @@ def _inside(s: "ExplorerState", gdf, path):
         warnings.warn(msg, UserWarning, stacklevel=user_stacklevel())
         s.notes.say(msg)
     return gdf[ok].reset_index(drop=True)
+
+
+def _check_query_inside(s: "ExplorerState", q: dict | None, path) -> None:
+    """A session whose query points lie outside this cube is refused whole (labels are dropped one by one)."""
+    if not q:
+        return
+    x0, y0, x1, y1 = s.grid.extent()
+    pts = list(q.get("positives") or []) + list(q.get("negatives") or [])
+    out = [p for p in pts if not (x0 <= p[0] < x1 and y0 < p[1] <= y1)]
+    if out:
+        raise ParameterError(
+            f"The session {os.fspath(path)!r} holds {len(out)} query point(s) outside this cube, e.g. "
+            f"({out[0][0]:.1f}, {out[0][1]:.1f}); the cube covers x {x0:.0f}…{x1:.0f}, y {y0:.0f}…{y1:.0f}. It was "
+            "saved on another cube of the same grid size: open it on that cube. Nothing was changed.")

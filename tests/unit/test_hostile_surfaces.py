@@ -322,3 +322,17 @@ def test_an_older_session_file_without_the_optional_keys_still_loads(session_fil
     s = _state(e)
     s.load_session(p)
     assert list(s.labels_.gdf["class"]) == ["water"] and len(s.search.positives) == 1
+
+
+def test_a_session_whose_query_lies_outside_is_refused_before_any_change(tmp_path):
+    far = _emb(x0=X0 + 30 * 80)
+    s = _state(far)
+    s.label(float(far.x[2]), float(far.y[2]), "water")
+    s.click(float(far.x[4]), float(far.y[4]))
+    p = s.save_session(tmp_path / "far.json")
+    e = _emb()
+    here = _state(e)
+    here.label(float(e.x[1]), float(e.y[1]), "mine")
+    with pytest.raises(ParameterError, match="query point.*outside this cube.*Nothing was changed"):
+        here.load_session(p)  # was: labels replaced, then a QueryError half-way through
+    assert list(here.labels_.gdf["class"]) == ["mine"]
