@@ -30,6 +30,7 @@ import xarray as xr
 from eoembed.codecs import ALPHAEARTH_NODATA, quantize_unit_int8
 from eoembed.exceptions import (
     DimensionError,
+    EmptyDataError,
     EOEmbedError,
     InputError,
     MissingCRSError,
@@ -37,7 +38,7 @@ from eoembed.exceptions import (
     require,
 )
 from eoembed.io import cf_coords  # noqa: F401  (re-exported: CF attributes on x/y live with the stores)
-from eoembed.validate import check_writable
+from eoembed.validate import check_class_map_values, check_writable
 
 __all__ = ["CLASS_NODATA", "PALETTE", "cf_coords", "embeddings_to_cog", "to_cog", "to_geojson", "to_geoparquet"]
 
@@ -164,6 +165,7 @@ def to_cog(
     if is_class:
         if extra:
             raise DimensionError(f"A class map has dims (y, x); got {da.dims}.")
+        check_class_map_values(da.values)
         _class_cog(da, path, colors=colors, compress=compress)
     else:
         _float_cog(da, path, band_dim=extra[0] if extra else None, compress=compress)
@@ -367,6 +369,11 @@ def embeddings_to_cog(
         raise ParameterError(f"quantize={quantize!r}: use 'int8' (AlphaEarth convention) or None (float32).")
     if emb.rio.crs is None:
         raise MissingCRSError("The cube has no CRS; write one with emb.rio.write_crs(...).")
+    if isinstance(emb.data, np.ndarray):  # a dask cube is not read twice just to check
+        v = emb.transpose("embedding", ...).values.reshape(emb.sizes["embedding"], -1)
+        if not (np.isfinite(v).all(axis=0) & (np.abs(np.nan_to_num(v)).sum(axis=0) > 0)).any():
+            raise EmptyDataError(f"The cube's {v.shape[1]} patches hold no valid vector (all NaN or all zeros), so "
+                                 "the file would be nodata only. Check the area and dates embedded, or the mask.")
     path = _prepare(path, overwrite)
     dim = emb.sizes["embedding"]
     attrs = {**emb.attrs, "eoembed:embedding_dim": int(dim)}

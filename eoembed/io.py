@@ -26,10 +26,11 @@ import numpy as np
 import rioxarray  # noqa: F401  (registers .rio)
 import xarray as xr
 
-from eoembed.exceptions import EOEmbedError, InputError, ParameterError, user_stacklevel
+from eoembed.exceptions import EOEmbedError, InputError, MissingCRSError, ParameterError, user_stacklevel
 
 __all__ = [
     "PCA_COG", "cf_coords", "coarsen_embeddings", "open_embeddings", "open_pyramid", "open_store", "pyramid_pca_cog",
+    "pyramid_source", "read_pyramid_manifest",
     "register_reader", "register_view", "save_embeddings", "to_zarr", "verify", "write_pyramid",
 ]  # fmt: skip
 
@@ -683,6 +684,11 @@ def verify(path) -> dict:
         raise StoreError(f"{path} is a file, not a Zarr store written by eoembed.io.to_zarr (e.g. eoembed embed "
                          "--lazy/--resume); only such stores record checksums to verify. Nothing was checked or "
                          "changed; open the file with eoembed.open_embeddings to use it.")
+    if (path / _META).is_file():
+        raise StoreError(f"{path} is a pyramid folder (written by write_pyramid), not a store written by "
+                         "eoembed.io.to_zarr; pyramids hold no checksums. Verify the store it was written from, and "
+                         "if in doubt write the pyramid again from it (write_pyramid(emb, path, overwrite=True)). "
+                         "Nothing was checked or changed.")
     try:
         group = zarr.open_group(str(path), mode="r")
         with warnings.catch_warnings():
@@ -863,6 +869,10 @@ def write_pyramid(emb: xr.DataArray, path, *, min_side: int = 256, overwrite: bo
     if max(cur.sizes["y"], cur.sizes["x"]) <= min_side:
         raise ParameterError(f"The cube ({cur.sizes['y']}×{cur.sizes['x']} patches) is already at most "
                              f"min_side={min_side}; the explorer reads it directly, no pyramid needed.")
+    if cur.rio.crs is None:
+        raise MissingCRSError("The cube has no CRS, so its pyramid could not be tied to its grid; write one with "
+                              "emb.rio.write_crs(...) (eoembed.embed keeps the input's CRS).")
+    source = pyramid_source(cur)
     levels, meta = [], []
     lvl = 0
     while max(cur.sizes["y"], cur.sizes["x"]) > min_side:
@@ -880,7 +890,7 @@ def write_pyramid(emb: xr.DataArray, path, *, min_side: int = 256, overwrite: bo
         cur = canonical(open_store(out, chunks={}))
         levels.append(out)
         meta.append({"level": lvl, "factor": 2 ** lvl, "path": out.name, "shape": [cur.sizes["y"], cur.sizes["x"]]})
-    doc = {"eoembed_pyramid": 1, "levels": meta}
+    doc = {"eoembed_pyramid": 1, "levels": meta, "source": source}
     if pca and "time" not in emb.dims:
         render = _VIEWS.get(PCA_COG)
         if render is None:
@@ -896,12 +906,54 @@ def open_pyramid(path) -> list[xr.DataArray]:
     """The levels written by :func:`write_pyramid`, finest first, lazily (dask)."""
     from eoembed.cube import canonical
 
+    meta = read_pyramid_manifest(path)
+    root = Path(path)
+    return [canonical(open_store(root / m["path"], chunks={})) for m in meta["levels"]]
+
+
+def read_pyramid_manifest(path) -> dict:
+    """``pyramid.json`` of the pyramid at ``path``, schema-checked (:func:`eoembed.validate.check_pyramid_manifest`)."""
+    from eoembed.exceptions import StoreIntegrityError
+    from eoembed.validate import check_pyramid_manifest
+
     root = Path(path)
     try:
-        meta = json.loads((root / _META).read_text())
-    except FileNotFoundError:
+        doc = json.loads((root / _META).read_text())
+    except (FileNotFoundError, NotADirectoryError):
         raise InputError(f"No pyramid at {root} ({_META} missing); write one with write_pyramid(emb, path).") from None
-    return [canonical(open_store(root / m["path"], chunks={})) for m in meta["levels"]]
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise StoreIntegrityError(f"The pyramid manifest {root / _META} is damaged (truncated or not JSON: {err}). "
+                                  f"Write the pyramid again with write_pyramid(emb, {str(root)!r}, overwrite=True)."
+                                  ) from None
+    return check_pyramid_manifest(doc, root)
+
+
+#: Patches sampled (a lattice) and dims kept per patch for a pyramid's run fingerprint.
+_FP_SIDE, _FP_DIMS, _FP_WINDOW = 4, 16, 64
+
+
+def pyramid_source(emb: xr.DataArray) -> dict:
+    """What ties a pyramid to the cube it was written from: CRS, transform, shape and a value fingerprint.
+
+    The fingerprint is the first ``_FP_DIMS`` values of the vectors at a ``_FP_SIDE``² lattice of patches
+    (first timestep), rounded to 1e-3: another run on the same grid (another date, model or mask) differs
+    there, while a store round trip of the same cube does not. The lattice spans the central
+    ``_FP_WINDOW``² patches (less often masked than a corner), so a chunked store reads at most four
+    chunks, whatever its size.
+    """
+    ny, nx = emb.sizes["y"], emb.sizes["x"]
+
+    def lattice(n):
+        lo = max(0, n // 2 - _FP_WINDOW // 2)
+        return np.unique(np.linspace(lo, min(n, lo + _FP_WINDOW) - 1, _FP_SIDE).round().astype(int))
+
+    iy, ix = lattice(ny), lattice(nx)
+    v = emb.isel(time=0) if "time" in emb.dims else emb
+    v = v.isel(embedding=slice(0, _FP_DIMS), y=iy, x=ix).transpose("embedding", "y", "x")
+    vals = np.asarray(v.values, np.float64).round(3)
+    return {"crs": emb.rio.crs.to_wkt(), "transform": [float(t) for t in tuple(emb.rio.transform())[:6]],
+            "shape": [int(ny), int(nx)], "fingerprint": [[None if not np.isfinite(a) else float(a) for a in row]
+                                                        for row in vals.reshape(vals.shape[0], -1).T]}
 
 
 def pyramid_pca_cog(path) -> Path | None:
@@ -909,6 +961,6 @@ def pyramid_pca_cog(path) -> Path | None:
     root = Path(path)
     try:
         name = json.loads((root / _META).read_text()).get("pca_cog")
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, AttributeError):
         return None
     return root / name if name and (root / name).exists() else None

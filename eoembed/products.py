@@ -93,6 +93,7 @@ from eoembed.validate import (
     check_row,
     check_rows,
     check_some_vector,
+    check_tessera_scales,
     check_tessera_tile,
     check_transform,
 )
@@ -333,6 +334,7 @@ def _open_tessera(src: str, *, chunks: Any, year: int | None, georef, crs, trans
     s = _read_scales(scales_path)
     if s.shape[-2:] != (h, w):
         raise InputError(f"{scales_path}: scales of shape {s.shape} do not match the {h}x{w} tile {src}.")
+    check_tessera_scales(src, (h, w, int(qc.shape[0])), s.shape if s.ndim == 2 else (h, w, s.shape[0]))
     v = dequantize_tessera(qc, s)
     attrs = _base_attrs(
         model="tessera", family="tessera", version="v1", dim=int(qc.shape[0]), res=abs(ref.rio.resolution()[0]),
@@ -559,6 +561,10 @@ def _embedding_matrix(table, column: str) -> np.ndarray:
     if isinstance(col, pa.ExtensionArray) and hasattr(col, "to_numpy_ndarray"):  # fixed_shape_tensor
         m = col.to_numpy_ndarray()
         return np.asarray(m, np.float32).reshape(len(col), -1)
+    if (pa.types.is_fixed_size_list(col.type) or pa.types.is_list(col.type) or pa.types.is_large_list(col.type)) \
+            and not (pa.types.is_integer(col.type.value_type) or pa.types.is_floating(col.type.value_type)):
+        raise InputError(f"The {column!r} column holds lists of {col.type.value_type}, which is not numeric: expected "
+                         "lists of numbers (one vector per row). Convert the values to floats first.")
     if pa.types.is_fixed_size_list(col.type):
         return col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(col), col.type.list_size)
     if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
@@ -570,7 +576,9 @@ def _embedding_matrix(table, column: str) -> np.ndarray:
     if pa.types.is_binary(col.type) or pa.types.is_fixed_size_binary(col.type):
         raise InputError(f"The {column!r} column holds raw bytes; decode it to a list of floats first "
                          "(np.frombuffer(..., dtype=...)).")
-    raise InputError(f"The {column!r} column has type {col.type}; expected a list or fixed-size list of numbers.")
+    raise InputError(f"The {column!r} column has type {col.type}, which is not numeric: expected a list or "
+                     "fixed-size list of numbers (one vector per row). Pass column= naming the vector column, or "
+                     "convert the text to float lists first.")
 
 
 #: Coordinates closer than this (relative to their magnitude, at least 1e-9 CRS units) are one lattice
@@ -755,7 +763,9 @@ class PointEmbeddings:
         GeoDataFrame of the hits with ``score`` and ``rank``, best first.
         """
         from eoembed.index.backend import numpy_topk
+        from eoembed.validate import check_query_vectors, check_top_k
 
+        k = check_top_k(k)
         if isinstance(query, (int, np.integer)) and not isinstance(query, bool):
             check_row(int(query), len(self), dim=self.vectors.shape[1], valid=np.isfinite(self._unit).all(axis=1))
             q = self._unit[int(query)]
@@ -763,10 +773,8 @@ class PointEmbeddings:
             rows = self.nearest(query)
             q = np.nanmean(self._unit[rows[rows >= 0]], axis=0)
         else:
-            q = np.asarray(query, np.float32).ravel()
-            if q.shape[0] != self.vectors.shape[1]:
-                raise InputError(f"The query has {q.shape[0]} dims; these points hold {self.vectors.shape[1]}-d "
-                                 "vectors.")
+            q = check_query_vectors(np.asarray(query).ravel(), self.vectors.shape[1], "these points")[0]
+            q = q.astype(np.float32)
         q = q / max(float(np.linalg.norm(q)), 1e-12)
         ok = np.isfinite(self._unit).all(axis=1)
         s, i = numpy_topk(self._unit[ok], q[None].astype(np.float32), int(k))

@@ -155,8 +155,8 @@ def compare(scores_a: Sequence[float], scores_b: Sequence[float], *, names: tupl
     ParameterError
         The two score lists have different lengths (they are not paired).
     """
-    a = np.asarray(scores_a, np.float64).ravel()
-    b = np.asarray(scores_b, np.float64).ravel()
+    a = _scores(scores_a, f"scores of {names[0]}")
+    b = _scores(scores_b, f"scores of {names[1]}")
     if a.shape != b.shape:
         raise ParameterError(
             f"compare() needs paired scores (one per fold for both), got {a.size} and {b.size}. "
@@ -307,6 +307,30 @@ def area_estimate(matrix: Any, map_areas: Sequence[float], *, classes: Sequence[
     return AreaReport(table, overall, z * np.sqrt(v_overall), lv, unit, n.astype(int))
 
 
+def _scores(values: Any, what: str) -> np.ndarray:
+    """Per-fold scores as float64 (NaN allowed: a fold without a score); text is refused, not cast.
+
+    (stats is the ground layer and cannot import :mod:`eoembed.validate`; this is its own argument check.)
+    """
+    a = np.asarray(values)
+    if a.dtype.kind not in "biuf":
+        try:
+            a = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ParameterError(f"The {what} are not numeric ({a.dtype}: {list(a.ravel()[:3])!r}…); expected one "
+                                 "number per fold, e.g. a CVReport's fold scores or a list of floats.") from None
+    return a.astype(np.float64).ravel()
+
+
+def _class_codes(v: np.ndarray) -> None:
+    """A class map holds whole class codes: a probability or similarity map (fractions) is refused."""
+    if v.dtype.kind == "f" and v.size and not np.allclose(v, np.round(v)):
+        raise ParameterError(
+            f"class_map needs whole class codes, but it holds fractions ({float(v.min()):.3g}…{float(v.max()):.3g}), "
+            "like a probability or similarity map: its 'classes' would be every distinct value. Pass the class map "
+            "(predict_map(...)['class']) or threshold it first, e.g. (prob > 0.5).astype('uint8').")
+
+
 def _class_areas(class_map: Any, nodata: Any) -> tuple[np.ndarray, np.ndarray, float, str]:
     """Classes present in a ``(y, x)`` class map, their patch counts, the patch area and its unit."""
     import xarray as xr
@@ -324,6 +348,7 @@ def _class_areas(class_map: Any, nodata: Any) -> tuple[np.ndarray, np.ndarray, f
         valid &= np.isfinite(v)
     if nodata is not None:
         valid &= v != nodata
+    _class_codes(v[valid])
     classes, counts = np.unique(v[valid], return_counts=True)
     unit, pix = "patches", 1.0
     crs = class_map.rio.crs

@@ -26,6 +26,12 @@ grid part for embedding cubes (few-shot, explorer). What is checked:
   channels-first TESSERA tile (:func:`check_tessera_tile`), tables with no row or no
   vector (:func:`check_rows`, :func:`check_some_vector`), a query row past the end
   (:func:`check_row`), an output folder that cannot be written (:func:`check_writable`).
+* **the newer surfaces** (issue 27) — hand-edited explorer session files
+  (:func:`check_session`), pyramid manifests (:func:`check_pyramid_manifest`), a
+  probability map written as a class map (:func:`check_class_map_values`), query vectors
+  of the wrong dimension or all NaN (:func:`check_query_vectors`), FAISS keys FAISS
+  refuses (:func:`check_faiss_key`), ``k`` (:func:`check_top_k`), TESSERA scales of the
+  wrong shape (:func:`check_tessera_scales`).
 
 Legitimate inputs keep working: south-up cubes, descending ``x``, float16, ±inf or NaN
 as missing values, dask arrays (values are only sampled).
@@ -59,7 +65,9 @@ __all__ = [
     "as_cube", "check_band_values", "check_crs", "check_dataset_bands", "check_dtype", "check_embedding_grid",
     "check_format_matches", "check_npy_array", "check_open_options", "check_options", "check_row", "check_rows",
     "check_some_vector", "check_spacing", "check_tessera_tile", "check_time", "check_transform", "check_writable",
-    "ground_scale", "validate_cube",
+    "ground_scale", "validate_cube", "check_session", "check_pyramid_manifest", "check_class_map_values",
+    "check_query_vectors", "check_faiss_key", "check_top_k", "check_tessera_scales", "check_pyramid_source",
+    "check_has_crs",
 ]  # fmt: skip
 
 #: Largest departure of one coordinate step from the mean step, as a fraction of the step.
@@ -671,6 +679,18 @@ def check_tessera_tile(src: str, shape: tuple, dtype, scales_shape: tuple | None
         )
 
 
+def check_tessera_scales(src: str, shape: tuple, scales_shape: tuple) -> None:
+    """TESSERA scales are ``(H, W)`` or ``(H, W, C)`` for an ``(H, W, C)`` tile."""
+    from eoembed.exceptions import ProductFormatError
+
+    h, w, c = shape
+    if tuple(scales_shape) not in ((h, w), (h, w, 1), (h, w, c)):
+        raise ProductFormatError(
+            f"{src}: its scales are {tuple(scales_shape)} but the tile is (H, W, C) = {tuple(shape)}; expected "
+            f"({h}, {w}) (one scale per pixel) or ({h}, {w}, {c}) (one per channel). The scales file belongs to "
+            "another tile or another channel count; pass the _scales.npy written with this tile (scales=...).")
+
+
 def check_rows(src: str, n_rows: int, columns: list) -> None:
     """A table of vectors with no row is refused (not reported as vectors of different lengths)."""
     if n_rows == 0:
@@ -715,3 +735,219 @@ def check_writable(path) -> None:
     if not os.access(path.parent, os.W_OK):
         raise StoreError(f"cannot write {path}: the folder {path.parent} is read-only (permission denied). Choose a "
                          "writable output path, or change the folder's permissions.")
+
+
+# --- the newer surfaces (issue 27): sessions, pyramids, maps out, queries -------------------------
+def _fail(err, where: str, what: str, fix: str):
+    raise err(f"{where}: {what} {fix}")
+
+
+#: Keys of an explorer session file and the JSON types each may hold (None allowed where listed).
+SESSION_SCHEMA = {
+    "eoembed_session": (int,), "crs": (str,), "shape": (list,), "mode": (str,), "labels": (dict,),
+    "query": (dict, type(None)), "threshold": (int, float, type(None)), "trained": (bool,), "layers": (dict,),
+    "basemap": (str, type(None)), "split": (list, type(None)), "split_dates": (list, type(None)),
+    "time": (str, type(None)),
+}
+#: Keys a version-1 session file may lack (the loader then uses its defaults).
+SESSION_OPTIONAL = ("mode", "query", "threshold", "trained", "layers", "basemap", "split", "split_dates", "time")
+SESSION_REQUIRED = tuple(k for k in SESSION_SCHEMA if k not in SESSION_OPTIONAL)
+_SESSION_MODES = ("search", "label")
+
+
+def check_session(state, path: str, *, version: int) -> dict:
+    """A session file's dict has every key of :data:`SESSION_SCHEMA` with the right JSON type.
+
+    A file edited by hand (a key deleted, ``"threshold": "high"``, labels that are not a
+    GeoJSON FeatureCollection, query points that are not ``[x, y]``) is refused with the key
+    at fault, before anything in the explorer is changed.
+    """
+    fix = "Save the session again with ex.save_session(path), or restore the file's original content."
+    where = f"session file {path!r}"
+    if not isinstance(state, dict) or state.get("eoembed_session") != version:
+        got = state.get("eoembed_session") if isinstance(state, dict) else type(state).__name__
+        raise ParameterError(f"{where} is not an eoembed session of version {version} (found {got!r}); write one "
+                             "with ex.save_session(path).")
+    for key, types in SESSION_SCHEMA.items():
+        if key not in state:
+            if key in SESSION_OPTIONAL:  # older version-1 files lack these; the loader uses defaults
+                continue
+            _fail(ParameterError, where, f"the key {key!r} is missing (expected {', '.join(SESSION_REQUIRED)}, and "
+                  f"optionally {', '.join(SESSION_OPTIONAL)}).", fix)
+        v = state[key]
+        if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
+            want = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            _fail(ParameterError, where, f"{key!r} is {type(v).__name__} {v!r:.60}, expected {want}.", fix)
+    state = {"mode": "search", "query": None, "threshold": None, "trained": False, "layers": {}, "basemap": None,
+             "split": None, "split_dates": None, "time": None, **state}
+    sh = state["shape"]
+    if len(sh) != 2 or not all(isinstance(n, int) and n > 0 for n in sh):
+        _fail(ParameterError, where, f"'shape' is {sh!r}, expected [rows, cols] of positive integers.", fix)
+    if state["mode"] not in _SESSION_MODES:
+        _fail(ParameterError, where, f"'mode' is {state['mode']!r}, expected one of {_SESSION_MODES}.", fix)
+    lab = state["labels"]
+    if lab.get("type") != "FeatureCollection" or not isinstance(lab.get("features"), list):
+        _fail(ParameterError, where, "'labels' is not a GeoJSON FeatureCollection with a 'features' list.", fix)
+    for f in lab["features"]:
+        if not isinstance(f, dict) or not isinstance(f.get("geometry"), dict) or \
+                "class" not in (f.get("properties") or {}):
+            _fail(ParameterError, where, "a label is not a GeoJSON Feature with a geometry and a 'class' property.",
+                  fix)
+    q = state["query"]
+    if q is not None:
+        for key in ("positives", "negatives"):
+            pts = q.get(key)
+            if not isinstance(pts, list) or not all(
+                    isinstance(p, list) and len(p) == 2 and all(isinstance(c, (int, float)) and
+                                                                not isinstance(c, bool) for c in p) for p in pts):
+                _fail(ParameterError, where, f"query {key!r} is {pts!r:.60}, expected a list of [x, y] numbers.", fix)
+        if not isinstance(q.get("polygon"), (str, type(None))):
+            _fail(ParameterError, where, "query 'polygon' is not WKT text (or null).", fix)
+    t = state["threshold"]
+    if t is not None and not (isinstance(t, (int, float)) and math.isfinite(t)):
+        _fail(ParameterError, where, f"'threshold' is {t!r}, expected a finite number or null.", fix)
+    for name, st in state["layers"].items():
+        if not isinstance(st, dict):
+            _fail(ParameterError, where, f"layer {name!r} style is {st!r:.60}, expected an object.", fix)
+    try:
+        from pyproj import CRS
+
+        CRS.from_wkt(state["crs"])
+    except Exception:  # noqa: BLE001  (pyproj raises its own CRSError)
+        _fail(ParameterError, where, f"'crs' is not a WKT CRS ({state['crs']!r:.60}).", fix)
+    return state
+
+
+def check_pyramid_manifest(doc, root) -> dict:
+    """A pyramid's ``pyramid.json`` lists levels ``{level, factor, path, shape}`` inside its folder."""
+    from pathlib import Path
+
+    from eoembed.exceptions import StoreIntegrityError
+
+    fix = f"Write the pyramid again with write_pyramid(emb, {str(root)!r}, overwrite=True)."
+    where = f"pyramid manifest {Path(root) / 'pyramid.json'}"
+    if not isinstance(doc, dict) or doc.get("eoembed_pyramid") != 1:
+        _fail(StoreIntegrityError, where, "is not an eoembed pyramid manifest (no 'eoembed_pyramid': 1).", fix)
+    levels = doc.get("levels")
+    if not isinstance(levels, list) or not levels:
+        _fail(StoreIntegrityError, where, "has no 'levels' list (expected one entry per written level).", fix)
+    for m in levels:
+        if not isinstance(m, dict) or not {"level", "factor", "path", "shape"} <= set(m):
+            _fail(StoreIntegrityError, where, f"level entry {m!r:.80} lacks level/factor/path/shape.", fix)
+        p = Path(str(m["path"]))
+        if p.is_absolute() or ".." in p.parts:
+            _fail(StoreIntegrityError, where, f"level path {m['path']!r} points outside the pyramid folder.", fix)
+        if not (Path(root) / p).is_dir():
+            _fail(StoreIntegrityError, where, f"level {m['level']} store {p} is missing.", fix)
+    return doc
+
+
+def check_class_map_values(arr: np.ndarray) -> None:
+    """A map written as ``kind="class"`` holds whole class codes, not probabilities or similarities."""
+    a = np.asarray(arr)
+    if not np.issubdtype(a.dtype, np.floating):
+        return
+    v = a[np.isfinite(a)]
+    if v.size and not np.allclose(v, np.round(v)):
+        raise ParameterError(
+            f"A class map needs whole class codes, but the map holds fractions ({float(v.min()):.3g}…"
+            f"{float(v.max()):.3g}), like a probability or similarity map; rounding them would write a false class "
+            "map (to_cog: write it with kind='continuous'). Threshold it first, e.g. (prob > 0.5).astype('uint8'), "
+            "or pass the class map (predict_map(...)['class']).")
+
+
+def check_query_vectors(vectors, dim: int, what: str = "the index") -> np.ndarray:
+    """Query vectors are ``(n, dim)`` (a single ``(dim,)`` vector is accepted) of finite numbers."""
+    from eoembed.exceptions import IndexMismatchError, QueryError
+
+    v = np.asarray(vectors)
+    if v.ndim == 1:
+        v = v[None]
+    if v.ndim != 2 or v.shape[1] != dim:
+        raise IndexMismatchError(f"query vectors of shape {np.shape(vectors)} do not match {what}, which holds "
+                                 f"{dim}-d vectors: pass an (n, {dim}) array from a cube embedded with the same "
+                                 "model and settings.")
+    if not np.issubdtype(v.dtype, np.number):
+        raise QueryError(f"query vectors are {v.dtype}, not numeric; pass float vectors of {dim} dims.")
+    if not np.isfinite(v).all(axis=1).any() or not (np.abs(np.nan_to_num(v)).sum(axis=1) > 0).any():
+        raise QueryError(f"every query vector is NaN or all zeros; query a patch or point with a valid vector.")
+    return v
+
+
+def check_faiss_key(key: str, dim: int):
+    """The FAISS index (inner product) for factory string ``key``; a key FAISS refuses is a ParameterError.
+
+    Returns the index FAISS built, so callers build it once (FAISS raises a bare ``RuntimeError``
+    with its C++ trace; this names valid forms instead).
+    """
+    import faiss
+
+    try:
+        return faiss.index_factory(int(dim), str(key), faiss.METRIC_INNER_PRODUCT)
+    except Exception as err:  # noqa: BLE001  (FAISS raises a bare RuntimeError with its C++ trace)
+        first = str(err).strip().splitlines()[-1][:160] if str(err).strip() else type(err).__name__
+        raise ParameterError(f"FAISS cannot build an index from key={key!r} for {dim}-d vectors ({first}). Use a "
+                             "FAISS factory string such as 'IVF256,Flat', 'IVF1024,SQ8' or 'IVF1024,PQ32' (PQ "
+                             f"sub-quantizers must divide {dim}), or key=None to choose one.") from None
+
+
+def check_top_k(k) -> int:
+    """``k`` (results wanted) is a positive integer."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ParameterError(f"k must be a positive integer (results wanted), got {k!r}.")
+    return int(k)
+
+
+def check_pyramid_source(source: dict | None, emb: xr.DataArray, levels: list, root, fingerprint_of=None) -> None:
+    """A pyramid belongs to ``emb``: same CRS **and** transform/extent, and the same run (value fingerprint).
+
+    Every level must also start at the cube's origin with ``ceil(shape / factor)`` patches.
+    ``source`` is the manifest's ``"source"`` entry (None for pyramids written before it was
+    recorded: then only the geometry is checked); ``fingerprint_of(emb)`` computes the cube's
+    fingerprint the way the pyramid writer did (:func:`eoembed.io.pyramid_source`).
+    """
+    from pyproj import CRS
+
+    from eoembed.exceptions import GridMismatchError, StoreMismatchError
+
+    fix = f"Write the pyramid from this cube: write_pyramid(emb, {str(root)!r}, overwrite=True)."
+    t = tuple(emb.rio.transform())[:6]
+    ny, nx = emb.sizes["y"], emb.sizes["x"]
+    for lvl in levels:
+        lt = tuple(lvl.rio.transform())[:6]
+        f = lt[0] / t[0]
+        shape = (lvl.sizes["y"], lvl.sizes["x"])
+        if lvl.rio.crs is None or not CRS.from_user_input(lvl.rio.crs).equals(CRS.from_user_input(emb.rio.crs)):
+            raise GridMismatchError(f"The pyramid at {root} is in {lvl.rio.crs}, this cube in {emb.rio.crs}. " + fix)
+        if round(f) != f or f < 2 or not (math.isclose(lt[2], t[2], abs_tol=abs(t[0]) * 1e-3)
+                                          and math.isclose(lt[5], t[5], abs_tol=abs(t[4]) * 1e-3)) \
+                or shape != (-(-ny // int(f)), -(-nx // int(f))):
+            raise GridMismatchError(
+                f"The pyramid at {root} covers another extent: its level of {shape[0]}×{shape[1]} patches starts at "
+                f"({lt[2]:.1f}, {lt[5]:.1f}) with pitch {lt[0]:g}, this cube ({ny}×{nx} patches) at ({t[2]:.1f}, "
+                f"{t[5]:.1f}) with pitch {t[0]:g}; expected a power-of-two coarsening of this very grid. " + fix)
+    if source is None:
+        return
+    st = source.get("transform")
+    if source.get("shape") != [ny, nx] or st is None or not np.allclose(st, t, rtol=0, atol=1e-6 * max(1, abs(t[0]))):
+        raise GridMismatchError(f"The pyramid at {root} was written from a cube of {source.get('shape')} patches with "
+                                f"transform {st}, not this one ({[ny, nx]}, {list(t)}). " + fix)
+    fp = source.get("fingerprint")
+    if fp is not None and fingerprint_of is not None:
+        mine = np.array(fingerprint_of(emb), dtype=float)
+        theirs = np.array(fp, dtype=float)
+        same = mine.shape == theirs.shape and np.allclose(mine, theirs, rtol=0, atol=2e-3, equal_nan=True)
+        if not same:
+            raise StoreMismatchError(
+                f"The pyramid at {root} was written from another run on this grid (another date, model or input: "
+                "its vectors differ from this cube's at the fingerprint patches), so its map would show other data. "
+                + fix)
+
+
+def check_has_crs(obj, what: str = "The embedding cube") -> None:
+    """``obj`` (a cube or map) carries a CRS; without one it cannot be put on a map or tied to a grid."""
+    if getattr(obj, "rio", None) is None or obj.rio.crs is None:
+        raise MissingCRSError(f"{what} has no CRS, so it cannot be placed on a map. Cubes from eoembed.embed keep "
+                              "the input's CRS; for a hand-made cube call emb.rio.write_crs('EPSG:…') and "
+                              "emb.rio.write_transform(...) first.")
+

@@ -69,8 +69,10 @@ def check_same_grid(a: xr.DataArray, b: xr.DataArray, *, names: tuple[str, str] 
     ia, ib = cube_info(a), cube_info(b)
     if ia.dim != ib.dim:
         raise IndexMismatchError(
-            f"{na} has {ia.dim}-d vectors but {nb} has {ib.dim}-d; they come from different models. "
-            "Embed both with the same model (and version)."
+            f"{na} has {ia.dim}-d vectors but {nb} has {ib.dim}-d: their embedding dimensions differ (another "
+            "model or model size, or one cube reduced, e.g. by PCA, or a subset of its dims), so their vectors "
+            "cannot be compared. Compare cubes of the same embedding dimension: embed both with the same model "
+            "and settings, and reduce both the same way or neither."
         )
     for key in IDENTITY_ATTRS[:2]:
         va, vb = ia.attrs.get(key), ib.attrs.get(key)

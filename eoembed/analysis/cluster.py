@@ -113,10 +113,16 @@ class ClusterModel:
         return out.rio.write_nodata(NODATA)
 
 
+#: k-means restarts per fit (the best objective is kept).
+KMEANS_RESTARTS = 4
+
+
 def _kmeans(x: np.ndarray, k: int, seed: int, niter: int) -> np.ndarray:
     import faiss
 
-    km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, spherical=True, verbose=False, min_points_per_centroid=1,
+    # nredo: single-start k-means merges two well-separated groups and splits a third on easy data (issue 27's
+    # battery, cluster_recovers_three_kinds_of_place); FAISS keeps the restart with the best objective.
+    km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, spherical=True, verbose=False, min_points_per_centroid=1, nredo=KMEANS_RESTARTS,
                       max_points_per_centroid=max(256, -(-len(x) // k)))
     km.train(x)
     return np.asarray(km.centroids, np.float32)

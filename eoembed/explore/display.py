@@ -60,7 +60,11 @@ class DisplayGrid:
 
         if isinstance(pyramid, (str, os.PathLike)) and "time" not in self.emb.dims:
             self.pca_cog = pyramid_pca_cog(pyramid)
-        levels = open_pyramid(pyramid) if isinstance(pyramid, (str, os.PathLike)) else [canonical(p) for p in pyramid]
+        from eoembed.io import pyramid_source, read_pyramid_manifest
+        from eoembed.validate import check_pyramid_source
+
+        from_path = isinstance(pyramid, (str, os.PathLike))
+        levels = open_pyramid(pyramid) if from_path else [canonical(p) for p in pyramid]
         if not levels:
             raise ParameterError("pyramid= holds no level; write one with eoembed.explore.pyramid.write_pyramid.")
         a = self.transform[0]
@@ -70,6 +74,12 @@ class DisplayGrid:
                 raise ParameterError(f"pyramid level of {lvl.sizes['y']}×{lvl.sizes['x']} patches is not a coarser "
                                      "level of this cube (same CRS, patch pitch a power-of-two multiple); write the "
                                      "pyramid from this cube with write_pyramid(emb, path).")
+        # same CRS and pitch is not enough: the same extent (origin, shape) and, from a path, the same run
+        if from_path:
+            check_pyramid_source(read_pyramid_manifest(pyramid).get("source"), self.emb, levels, pyramid,
+                                 fingerprint_of=lambda e: pyramid_source(e)["fingerprint"])
+        else:
+            check_pyramid_source(None, self.emb, levels, "pyramid=")
         self.levels += [(int(round(lvl.rio.transform().a / a)), lvl) for lvl in levels]
         fit = [lvl for lvl in levels if max(lvl.sizes["y"], lvl.sizes["x"]) <= self.side]
         lvl = fit[0] if fit else levels[-1]

@@ -363,6 +363,7 @@ def add_layers(m, emb: xr.DataArray, kind: str = "pca", *, query: Any = None, in
     import ipyleaflet
 
     from eoembed.cube import canonical
+    from eoembed.validate import check_embedding_grid, check_has_crs
     from eoembed.viz import categorical_indexed, class_color, colormap_indexed, rgb_to_rgba
 
     if not isinstance(m, ipyleaflet.Map):
@@ -371,6 +372,8 @@ def add_layers(m, emb: xr.DataArray, kind: str = "pca", *, query: Any = None, in
     if kind not in _KINDS:
         raise ParameterError(f"kind must be one of {_KINDS}, got {kind!r}.")
     emb = canonical(emb)
+    check_has_crs(emb)
+    check_embedding_grid(emb)
     ov, _ = overview(emb, max_pixels)
     warp = warp_for(ov, max_pixels)
     control = None

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from eoembed.exceptions import ParameterError
 from eoembed.explore.model import feature_collection
+from eoembed.validate import check_session
 
 if TYPE_CHECKING:  # pragma: no cover
     from eoembed.explore.state import ExplorerState
@@ -72,9 +73,7 @@ def read_session(s: "ExplorerState", path: str | os.PathLike) -> dict:
         raise ParameterError(f"No session file at {path!r}; write one with ex.save_session(path).") from None
     except json.JSONDecodeError as err:
         raise ParameterError(f"{path!r} is not a session file (invalid JSON: {err}).") from None
-    if not isinstance(state, dict) or state.get("eoembed_session") != SESSION_VERSION:
-        raise ParameterError(f"{path!r} is not an eoembed session (version {SESSION_VERSION}); "
-                             "write one with ex.save_session(path).")
+    state = check_session(state, path, version=SESSION_VERSION)
     if not CRS.from_wkt(state["crs"]).equals(s.grid.crs) or list(state["shape"]) != list(s.grid.shape):
         raise ParameterError(f"The session {path!r} was saved on another embedding grid "
                              f"({state['shape']} patches); open it on the cube it was saved from.")
@@ -85,9 +84,11 @@ def load_session(s: "ExplorerState", path: str | os.PathLike) -> None:
     import geopandas as gpd
 
     state = read_session(s, path)
+    _check_query_inside(s, state.get("query"), path)  # before anything in the explorer changes
     feats = state["labels"]["features"]
     if feats:
-        s.labels_.replace(gpd.GeoDataFrame.from_features(feats, crs="EPSG:4326"))
+        gdf = _inside(s, gpd.GeoDataFrame.from_features(feats, crs="EPSG:4326"), path)
+        s.labels_.replace(gdf) if len(gdf) else s.labels_.clear()
     else:
         s.labels_.clear()
     s.set_basemap(state.get("basemap") or None)
@@ -117,3 +118,36 @@ def load_session(s: "ExplorerState", path: str | os.PathLike) -> None:
         s.split_dates(*(s.time.from_text(t) for t in state["split_dates"]))
     s.set_mode(state.get("mode", "search"))
     s.notes.say(f"Session restored from {path}.")
+
+
+def _inside(s: "ExplorerState", gdf, path):
+    """The labels of ``gdf`` that lie on this cube; the others are dropped with a warning naming how many."""
+    import warnings
+
+    from eoembed.exceptions import user_stacklevel
+
+    g = gdf.to_crs(s.grid.crs)
+    x0, y0, x1, y1 = s.grid.extent()
+    pt = g.geometry.representative_point()
+    ok = ((pt.x >= x0) & (pt.x < x1) & (pt.y > y0) & (pt.y <= y1)).to_numpy()
+    if not ok.all():
+        msg = (f"{int((~ok).sum())} of the {len(ok)} labels in the session {os.fspath(path)!r} lie outside this "
+               f"cube (x {x0:.0f}…{x1:.0f}, y {y0:.0f}…{y1:.0f}) and were dropped: the session was saved on "
+               "another cube of the same grid size. Open it on the cube it was saved from to keep them.")
+        warnings.warn(msg, UserWarning, stacklevel=user_stacklevel())
+        s.notes.say(msg)
+    return gdf[ok].reset_index(drop=True)
+
+
+def _check_query_inside(s: "ExplorerState", q: dict | None, path) -> None:
+    """A session whose query points lie outside this cube is refused whole (labels are dropped one by one)."""
+    if not q:
+        return
+    x0, y0, x1, y1 = s.grid.extent()
+    pts = list(q.get("positives") or []) + list(q.get("negatives") or [])
+    out = [p for p in pts if not (x0 <= p[0] < x1 and y0 < p[1] <= y1)]
+    if out:
+        raise ParameterError(
+            f"The session {os.fspath(path)!r} holds {len(out)} query point(s) outside this cube, e.g. "
+            f"({out[0][0]:.1f}, {out[0][1]:.1f}); the cube covers x {x0:.0f}…{x1:.0f}, y {y0:.0f}…{y1:.0f}. It was "
+            "saved on another cube of the same grid size: open it on that cube. Nothing was changed.")

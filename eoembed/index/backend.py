@@ -69,7 +69,9 @@ def train_index(key: str, data: np.ndarray, *, seed: int = 0) -> Any:
     (nothing added); IVF indexes keep a direct map so vectors can be reconstructed."""
     faiss = faiss_module()
     n, d = data.shape
-    index = faiss.index_factory(d, key, faiss.METRIC_INNER_PRODUCT)
+    from eoembed.validate import check_faiss_key
+
+    index = check_faiss_key(key, d)  # builds it (once), or a ParameterError for a key FAISS refuses
     if not index.is_trained:
         rng = np.random.default_rng(seed)
         nlist = faiss.extract_index_ivf(index).nlist if "IVF" in key else 256

@@ -204,7 +204,10 @@ class EmbeddingIndex:
         ``vectors`` are used as given (normalise them yourself for ``metric="cosine"``).
         Ties come in the backend's order; :meth:`search` orders them deterministically.
         """
-        return self._store.search(vectors, int(k))
+        from eoembed.validate import check_query_vectors, check_top_k
+
+        vectors = check_query_vectors(vectors, self.dim)
+        return self._store.search(np.ascontiguousarray(vectors, np.float32), check_top_k(k))
 
     def _excluded(self, anchors: list[Any], radius: float) -> np.ndarray:
         import shapely

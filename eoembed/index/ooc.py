@@ -38,6 +38,7 @@ from eoembed.index.backend import VectorStore, faiss_module, numpy_topk, train_i
 from eoembed.index.choice import drop_self, nb_clusters, parse_memory, recall_at_k
 from eoembed.index.core import EmbeddingIndex
 from eoembed.index.entries import EntryTable, _iter_cube_vectors, prepare_source
+from eoembed.validate import check_faiss_key
 
 __all__ = ["build_index_ooc"]
 
@@ -127,7 +128,7 @@ def build_index_ooc(
         budget = parse_memory(max_memory)
         codes = "Flat" if n_max * info.dim * 4 <= budget else "SQ8"
         key = f"IVF{nb_clusters(n_max)},{codes}"
-    nlist = faiss.extract_index_ivf(faiss.index_factory(info.dim, key, faiss.METRIC_INNER_PRODUCT)).nlist
+    nlist = faiss.extract_index_ivf(check_faiss_key(key, info.dim)).nlist
     want = int(train_size or max(64 * nlist, 10_000))
     frac = min(1.0, 1.3 * want / n_max)
 
@@ -140,7 +141,8 @@ def build_index_ooc(
         sample_ids.append(pick + n_valid)
         n_valid += len(v)
     if n_valid == 0:
-        raise EmptyDataError("The embedding cube has no valid patch (all NaN); nothing to index.")
+        raise EmptyDataError("The embedding cube has no valid patch vector (every patch is NaN or all zeros); "
+                             "nothing to index. Check the area and dates embedded, or the mask that produced it.")
     sample, sample_ids = np.concatenate(samples), np.concatenate(sample_ids)
     del samples
     if len(sample) > want:
