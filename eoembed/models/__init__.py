@@ -40,17 +40,17 @@ def spec_token(spec: ModelSpec) -> str:
     cache is keyed on it, so ``dataclasses.replace(spec, ...)`` never reuses the encoder
     built for ``spec``.
     """
-    import dask
     from dask.base import tokenize
 
-    try:
-        with dask.config.set({"tokenize.ensure-deterministic": True}):
-            return tokenize(spec)
-    except RuntimeError as err:  # e.g. a loader dask cannot tokenize (an instance without __dask_tokenize__)
+    # Not dask.config.set({"tokenize.ensure-deterministic": True}): that config is process-global, and
+    # two dask worker threads loading at once could leave it switched on for everything after them.
+    # An object dask cannot tokenize deterministically gets a random token: two calls then differ.
+    token = tokenize(spec)
+    if tokenize(spec) != token:
         raise ParameterError(
-            f"the spec of {spec.name!r} cannot be tokenized deterministically ({err}), so its encoder could "
-            "not be cached. Use plain values and a module-level loader function in ModelSpec."
-        ) from err
+            f"the spec of {spec.name!r} cannot be tokenized deterministically, so its encoder could not be "
+            "cached. Use plain values and a module-level loader function in ModelSpec.")
+    return token
 
 
 def _weights_identity(weights) -> tuple:

@@ -138,3 +138,41 @@ def test_attrs_say_when_the_spec_is_not_the_registered_one(cube, presto_ckpt):
     assert custom["eoembed:model"] == "presto"
     assert custom["eoembed:model_spec"] == "modified: num_heads (not the registered presto)"
     assert attrs(UNREGISTERED)["eoembed:model_spec"] == "unregistered spec"
+
+
+def test_spec_token_leaves_dask_config_alone_under_threads():
+    """Concurrent model loads on dask worker threads must not leave tokenize.ensure-deterministic switched on."""
+    import threading
+
+    import dask
+
+    from eoembed.models import get_model_spec, spec_token
+
+    spec = get_model_spec("spectral")
+    before = dask.config.get("tokenize.ensure-deterministic", None)
+    threads = [threading.Thread(target=lambda: [spec_token(spec) for _ in range(50)]) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert dask.config.get("tokenize.ensure-deterministic", None) == before
+
+
+def test_spec_token_refuses_an_untokenizable_loader():
+    import dataclasses
+
+    from eoembed.exceptions import ParameterError
+    from eoembed.models import get_model_spec, spec_token
+
+    import threading
+
+    class Loader:  # holds a lock: unpicklable, so dask can only tokenize it by a random id
+        def __init__(self):
+            self.lock = threading.Lock()
+
+        def __call__(self, *a, **k):
+            raise AssertionError
+
+    spec = dataclasses.replace(get_model_spec("spectral"), loader=Loader())
+    with pytest.raises(ParameterError, match="tokenized deterministically"):
+        spec_token(spec)
