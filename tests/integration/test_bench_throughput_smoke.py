@@ -1,25 +1,25 @@
-"""The throughput benchmark runs and its units agree (timings are not asserted)."""
+"""The throughput benchmark runs end to end and writes a stamped result (timings are not asserted)."""
 
 import importlib.util
+import json
+import math
 from pathlib import Path
 
 import pytest
 
 
 @pytest.mark.slow
-def test_bench_throughput_quick():
+def test_bench_throughput_quick(tmp_path):
     pytest.importorskip("olmoearth_pretrain_minimal")
     path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_throughput.py"
     spec = importlib.util.spec_from_file_location("bench_throughput", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    res = mod.main(["--quick", "--device", "cpu"])
+    out = tmp_path / "throughput.json"
+    res = mod.main(["--quick", "--device", "cpu", "--json", str(out)])
     rows = {r["model"]: r for r in res["rows"]}
-    assert set(rows) == {"olmoearth-v1-nano", "olmoearth-v1.1-nano"}
-    for r in rows.values():
-        assert r["images"] == 4 and r["img_per_s"] > 0
-        # one image is 128 x 128 px at 10 m = 1.6384 km²; 16 x 16 patches at p=8
-        assert r["km2_per_s"] == pytest.approx(r["img_per_s"] * 1.6384)
-        assert r["patches_per_s"] == pytest.approx(r["img_per_s"] * 256)
-    assert rows["olmoearth-v1-nano"]["v1.1_speedup"] == pytest.approx(
-        rows["olmoearth-v1.1-nano"]["img_per_s"] / rows["olmoearth-v1-nano"]["img_per_s"])
+    assert set(rows) == {"olmoearth-v1-nano", "olmoearth-v1.1-nano"}  # both ran, none skipped
+    assert all(math.isfinite(r["img_per_s"]) and r["img_per_s"] > 0 and r["images"] >= 1 for r in rows.values())
+    saved = json.loads(out.read_text())
+    assert saved["rows"] == json.loads(json.dumps(res["rows"]))  # the file holds what was printed
+    assert "_meta" in saved  # machine, load and command: a number in docs can be traced to its run
