@@ -168,7 +168,7 @@ def real_part(quick: bool, models=("spectral", "galileo-nano", "presto")) -> dic
     labels = training_labels(DATA)
     target, tinfo = st_target(DATA)
     print(f"[real] cube {dict(cube.sizes)}; target {tinfo}", flush=True)
-    kw = dict(patch_size=PATCH, tile_size=WINDOW, halo=0, progress=False)
+    kw = dict(patch_size=PATCH, progress=False)   # each model's default tiling and positions, as in tutorials 7-9
     embs, skipped = {}, {}
     for name in models:
         why = available(name, WEIGHTS)
