@@ -86,9 +86,35 @@ def _verdict_ok(d: float, spread: float, verdict: str, better: str, worse: str, 
     return "no clear difference" in verdict
 
 
+def _ari_verdicts(stdout: str) -> dict:
+    """Each ARI comparison of notebook 7 (crop types, land cover): the paired-over-seeds interval, the block-bootstrap
+    interval and the verdict, checked against each other. Returns ``{what: (difference, verdict)}``."""
+    out = {}
+    for m in re.finditer(
+            rf"ARI with (?P<what>crop types|land cover) \(k = (?P<k>\d+)\), over (?P<n>\d+) k-means seeds: "
+            rf"(?P<head>[^—\n]+) — galileo-nano − spectral = (?P<d>{NUM}) \[(?P<lo>{NUM}), (?P<hi>{NUM})\] "
+            rf"\(paired differences over (?P=n) folds, 95% t-interval\)\n"
+            rf"patches \((?P<np>\d+) labelled, \d+ blocks of 160 m, \d+ block-bootstrap resamples\): galileo-nano − "
+            rf"spectral = (?P<bd>{NUM}) \[(?P<blo>{NUM}), (?P<bhi>{NUM})\] \(95% percentile interval\)\n"
+            rf"galileo-nano vs spectral baseline, ARI with (?P=what) at k = (?P=k): (?P<vd>{NUM}) -> (?P<verdict>.*)",
+            stdout):
+        d, lo, hi = float(m["d"]), float(m["lo"]), float(m["hi"])
+        bd, blo, bhi = float(m["bd"]), float(m["blo"]), float(m["bhi"])
+        assert int(m["n"]) >= 10 and lo <= d <= hi and blo <= bhi, m.group(0)
+        assert abs(d - bd) <= 0.0015 and abs(d - float(m["vd"])) <= 0.0015, m.group(0)
+        seed_head = ("galileo-nano better" if lo > 0 else "spectral better" if hi < 0 else "no difference detectable")
+        assert m["head"].startswith(seed_head), m.group(0)
+        want = ("galileo-nano agrees more" if lo > 0 and blo > 0 else
+                "the spectral baseline agrees more" if hi < 0 and bhi < 0 else "no difference detectable")
+        assert m["verdict"].startswith(want), m.group(0)
+        out[m["what"]] = (d, m["verdict"])
+    return out
+
+
 def check_clusters(stdout: str) -> None:
-    """What notebook 7's prose relies on: k chosen by the best silhouette for both feature sets, the ARI table and
-    the verdict of the ARI comparison consistent with its numbers (difference vs twice the seeds' spread)."""
+    """What notebook 7's prose relies on: k chosen by the best silhouette for both feature sets, the ARI table, and
+    the verdicts of the ARI comparisons (crop types, land cover) consistent with their intervals over seeds and over
+    resampled patches (eoembed.stats)."""
     ks = {m[0]: (int(m[1]), float(m[2]), float(m[4])) for m in re.findall(
         r"(\S+): k chosen by silhouette = (\d+) \(silhouette (-?[0-9.]+); next best k = (\d+) at (-?[0-9.]+)\)",
         stdout)}
@@ -96,21 +122,18 @@ def check_clusters(stdout: str) -> None:
     for k, best, nxt in ks.values():
         assert 2 <= k <= 12 and best >= nxt
     rows = {m[0]: (int(m[1]), *map(float, m[2:])) for m in re.findall(
-        rf"^(galileo-nano|spectral)\s+(\d+)\s+({NUM})\s+({NUM})\s+({NUM})\s*$", stdout, flags=re.M)}
+        rf"^(galileo-nano|spectral)\s+(\d+)\s+({NUM})\s+({NUM})\s+({NUM})\s+({NUM})\s*$", stdout, flags=re.M)}
     assert set(rows) == {"galileo-nano", "spectral"}, rows
     assert all(rows[n][0] == ks[n][0] for n in rows), (rows, ks)
-    m = re.search(rf"galileo-nano vs spectral baseline, ARI at k = \d+: ({NUM}) \(seed spread ({NUM})\) -> (.*)",
-                  stdout)
-    assert m, "the ARI comparison with the spectral baseline must be printed"
-    d, spread = float(m.group(1)), float(m.group(2))
-    assert abs(d - (rows["galileo-nano"][2] - rows["spectral"][2])) <= 0.0015, (d, rows)
-    assert abs(spread - max(rows["galileo-nano"][3], rows["spectral"][3])) <= 0.0006, (spread, rows)
-    assert _verdict_ok(d, 2 * spread, m.group(3), "galileo-nano agrees more", "spectral baseline agrees more",
-                       tol=0.003), m.group(0)
+    assert all(r[3] <= r[2] <= r[4] for r in rows.values()), rows      # mean of seeds inside its interval
+    verdicts = _ari_verdicts(stdout)
+    assert set(verdicts) == {"crop types", "land cover"}, verdicts
+    assert abs(verdicts["crop types"][0] - (rows["galileo-nano"][2] - rows["spectral"][2])) <= 0.0015, (verdicts, rows)
+    assert len(re.findall(r"^\S+: silhouette at k = \d+ \(seed 0\) [0-9.]+ -> \w+", stdout, flags=re.M)) == 4
     wide = dict(re.findall(r"(\S+): k chosen over 2\.\.20 = \d+ \(over 2\.\.12: (\d+)\)", stdout))
     assert {n: int(k) for n, k in wide.items()} == {n: v[0] for n, v in ks.items()}, wide
     assert len(re.findall(r"ARI between seed 0 and seed 1", stdout)) == 2
-    assert len(re.findall(r"ARI with land cover", stdout)) == 2
+    assert len(re.findall(r"ARI with land cover \(\d+ classes, \d+ patches\) at k = \d+: mean of", stdout)) == 2
 
 
 def check_change_and_time(stdout: str) -> None:
@@ -343,16 +366,25 @@ def test_paired_verdict_check_catches_a_wrong_verdict_and_nan():
 
 CLUSTERS_OUT = """galileo-nano: k chosen by silhouette = 3 (silhouette 0.349; next best k = 2 at 0.275)
 spectral: k chosen by silhouette = 5 (silhouette 0.448; next best k = 7 at 0.414)
-              k chosen  ARI (chosen k)  ARI (k = 7), mean of 5 seeds  ± std over seeds
-galileo-nano         3           0.277                         0.241             0.041
-spectral             5           0.505                         0.394             0.032
-galileo-nano vs spectral baseline, ARI at k = 7: -0.153 (seed spread 0.041) -> the spectral baseline agrees more with the crop types
+              k chosen  ARI (chosen k, seed 0)  ARI (k = 7), mean of 10 seeds  95% low  95% high
+galileo-nano         3                   0.277                           0.23    0.190     0.324
+spectral             5                   0.505                           0.40    0.305     0.547
+galileo-nano: silhouette at k = 7 (seed 0) 0.261 -> weak
+spectral: silhouette at k = 7 (seed 0) 0.414 -> weak
+ARI with crop types (k = 7), over 10 k-means seeds: spectral better than galileo-nano — galileo-nano − spectral = -0.170 [-0.197, -0.143] (paired differences over 10 folds, 95% t-interval)
+patches (234 labelled, 16 blocks of 160 m, 400 block-bootstrap resamples): galileo-nano − spectral = -0.170 [-0.241, -0.092] (95% percentile interval)
+galileo-nano vs spectral baseline, ARI with crop types at k = 7: -0.170 -> the spectral baseline agrees more
 galileo-nano: k chosen over 2..20 = 3 (over 2..12: 3)
 spectral: k chosen over 2..20 = 5 (over 2..12: 5)
 galileo-nano: ARI between seed 0 and seed 1 at k = 7: 0.592
 spectral: ARI between seed 0 and seed 1 at k = 7: 0.793
-galileo-nano: ARI with land cover (3 classes, 256 patches) at k = 3: 0.310
-spectral: ARI with land cover (3 classes, 256 patches) at k = 3: 0.124
+galileo-nano: ARI with land cover (3 classes, 256 patches) at k = 3: mean of 10 seeds 0.304 [0.235, 0.385]; seed 0 alone 0.310
+spectral: ARI with land cover (3 classes, 256 patches) at k = 3: mean of 10 seeds 0.237 [0.139, 0.363]; seed 0 alone 0.124
+galileo-nano: silhouette at k = 3 (seed 0) 0.349 -> weak
+spectral: silhouette at k = 3 (seed 0) 0.348 -> weak
+ARI with land cover (k = 3), over 10 k-means seeds: galileo-nano better than spectral — galileo-nano − spectral = +0.067 [+0.011, +0.124] (paired differences over 10 folds, 95% t-interval)
+patches (256 labelled, 16 blocks of 160 m, 400 block-bootstrap resamples): galileo-nano − spectral = +0.067 [-0.072, +0.166] (95% percentile interval)
+galileo-nano vs spectral baseline, ARI with land cover at k = 3: +0.067 -> no difference detectable over seeds and resampled patches
 """
 
 REGRESSION_OUT = "".join(
@@ -386,10 +418,13 @@ REGRESSION_OUT = "".join(
 def test_cluster_and_regression_checks_catch_untrue_sentences():
     """The notebook checks fail when a printed verdict or statement does not follow from the printed numbers."""
     check_clusters(CLUSTERS_OUT)
-    with pytest.raises(AssertionError):  # verdict contradicting a difference of -0.153 against a spread of 0.041
-        check_clusters(CLUSTERS_OUT.replace("the spectral baseline agrees more", "no clear difference"))
+    with pytest.raises(AssertionError):  # verdict contradicting two intervals below zero
+        check_clusters(CLUSTERS_OUT.replace("the spectral baseline agrees more", "no difference detectable"))
+    with pytest.raises(AssertionError):  # one seed's win called a win when the patches' interval straddles zero
+        check_clusters(CLUSTERS_OUT.replace("+0.067 -> no difference detectable over seeds and resampled patches",
+                                            "+0.067 -> galileo-nano agrees more"))
     with pytest.raises(AssertionError):  # difference not equal to the table's
-        check_clusters(CLUSTERS_OUT.replace("k = 7: -0.153", "k = 7: -0.100"))
+        check_clusters(CLUSTERS_OUT.replace("k = 7: -0.170", "k = 7: -0.100"))
     with pytest.raises(AssertionError):  # chosen k that is not the best silhouette
         check_clusters(CLUSTERS_OUT.replace("(silhouette 0.349;", "(silhouette 0.249;"))
     check_regression(REGRESSION_OUT)
