@@ -512,7 +512,8 @@ def test_no_xarray_plot_calls():
         src = "\n".join(c.source for c in nbformat.read(p, as_version=4).cells if c.cell_type == "code")
         for m in re.finditer(r"([\w\]\[\)]+)\.plot(\.\w+)?\(", src):
             owner = m.group(1)
-            assert re.fullmatch(r"ax|plt|axes\[\d\]", owner), f"{p.name}: {m.group(0)!r} (use ax.imshow + labels)"
+            # knn.plot(): RegressionResult.plot (tutorial 9), which titles and labels its axes with units itself
+            assert re.fullmatch(r"ax|plt|axes\[\d\]|knn", owner), f"{p.name}: {m.group(0)!r} (use ax.imshow + labels)"
 
 
 @pytest.mark.slow
