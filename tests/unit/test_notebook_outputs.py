@@ -353,7 +353,7 @@ import re  # noqa: E402
 
 #: a warning line attributed to one of eoembed's own modules, as a notebook shows it on stderr (checkout-relative,
 #: ``site-packages/eoembed/...`` or an absolute path): ``eoembed/analysis/cluster.py:194: UserWarning: ...``
-EOEMBED_WARNING = re.compile(r"(?<![\w.-])eoembed[/\\](?:[\w.-]+[/\\])*[\w.-]+\.py:\d+: \w*Warning\b[^\n]*")
+LIBRARY_WARNING = re.compile(r"(?<![\w.-])eoembed[/\\](?:[\w.-]+[/\\])*[\w.-]+\.py:\d+: \w*Warning\b[^\n]*")
 STORED = sorted((ROOT / "tutorials").glob("*.ipynb")) + sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
@@ -368,7 +368,7 @@ def eoembed_warnings(nb) -> list[str]:
             texts += [out.get("data", {}).get("text/plain", "")] + list(out.get("traceback", []))
             for t in texts:
                 t = "".join(t) if isinstance(t, list) else t
-                found += [f"cell {i}: {m.group(0)[:200]}" for m in EOEMBED_WARNING.finditer(t)]
+                found += [f"cell {i}: {m.group(0)[:200]}" for m in LIBRARY_WARNING.finditer(t)]
     return found
 
 
