@@ -14,8 +14,8 @@ follows the chunk size, not the cube.
 **Real** (``[real]``): the labelled WorldCereal extraction (``data/worldcereal-training``,
 640 m × 640 m, monthly composites built by :func:`eoembed.data.training_cube`) embedded
 by each model (``spectral``, ``galileo-nano``, ``presto``; real weights from
-``shared/weights``), 4-px (40 m) patches, one 64-px window (as in
-``bench_fewshot_worldcereal.py``), the time-pooled vector. Reported per model:
+``shared/weights``), 4-px (40 m) patches, each model's default tiling and positions (as
+tutorials 7-9 embed it, so the clustering numbers are theirs), the time-pooled vector. Reported per model:
 
 * clustering: ``k`` chosen by silhouette over 2..12 (every score), and the adjusted Rand
   index between clusters and the 2019 crop-type labels on labelled patches, both for the
@@ -46,7 +46,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "worldcereal-training"
 WEIGHTS = ROOT.parent / "shared" / "weights"
-PATCH, WINDOW, BLOCK_M = 4, 64, 160.0
+PATCH, BLOCK_M = 4, 160.0
 ST_SEASON = ("2019-04-01", "2019-09-30")
 sys.path.insert(0, str(ROOT))  # this checkout's eoembed, whatever is installed
 
@@ -168,7 +168,7 @@ def real_part(quick: bool, models=("spectral", "galileo-nano", "presto")) -> dic
     labels = training_labels(DATA)
     target, tinfo = st_target(DATA)
     print(f"[real] cube {dict(cube.sizes)}; target {tinfo}", flush=True)
-    kw = dict(patch_size=PATCH, tile_size=WINDOW, halo=0, progress=False)
+    kw = dict(patch_size=PATCH, progress=False)   # each model's default tiling and positions, as in tutorials 7-9
     embs, skipped = {}, {}
     for name in models:
         why = available(name, WEIGHTS)

@@ -344,3 +344,54 @@ def test_a_checkout_under_the_temp_folder_is_written_relative_not_as_a_temp_dir(
 def test_store_run_fingerprints_are_stable_but_content_hashes_are_kept():
     got = xn._stable_text("run 15083b0791ff7d71 vs d436579c4da1e8b0; weights SHA-256: eab6acacf527886a ...", {}, {})
     assert got == "run <fingerprint> vs <fingerprint>; weights SHA-256: eab6acacf527886a ..."
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# no warning that eoembed raises about itself in a stored output
+
+import re  # noqa: E402
+
+#: a warning line attributed to one of eoembed's own modules, as a notebook shows it on stderr (checkout-relative,
+#: ``site-packages/eoembed/...`` or an absolute path): ``eoembed/analysis/cluster.py:194: UserWarning: ...``
+LIBRARY_WARNING = re.compile(r"(?<![\w.-])eoembed[/\\](?:[\w.-]+[/\\])*[\w.-]+\.py:\d+: \w*Warning\b[^\n]*")
+STORED = sorted((ROOT / "tutorials").glob("*.ipynb")) + sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def eoembed_warnings(nb) -> list[str]:
+    """``"cell N: <warning line>"`` for every eoembed warning in the code cells' outputs (streams, rich text)."""
+    found = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        for out in cell.get("outputs", []):
+            texts = [out.get("text", "")] if out.get("output_type") == "stream" else []
+            texts += [out.get("data", {}).get("text/plain", "")] + list(out.get("traceback", []))
+            for t in texts:
+                t = "".join(t) if isinstance(t, list) else t
+                found += [f"cell {i}: {m.group(0)[:200]}" for m in LIBRARY_WARNING.finditer(t)]
+    return found
+
+
+def test_the_eoembed_warning_detector():
+    def nb_with(stderr: str):
+        nb = _executed()
+        nb.cells[1].outputs.append(new_output("stream", name="stderr", text=stderr))
+        return nb
+    for line in ("eoembed/analysis/cluster.py:194: UserWarning: k=7 clusters have a mean silhouette of 0.21\n",
+                 "site-packages/eoembed/analysis/regress.py:563: UserWarning: only 4 blocks\n",
+                 "/work/x/eoembed/data/training.py:12: RuntimeWarning: Mean of empty slice\n"):
+        assert eoembed_warnings(nb_with(line)) == [f"cell 1: {line[line.index('eoembed/'):].strip()}"], line
+    for line in ("site-packages/zarr/api/asynchronous.py:247: ZarrUserWarning: Consolidated metadata ...\n",
+                 "<cell>:3: UserWarning: a warning of the notebook's own code\n",
+                 "site-packages/not_eoembed/x.py:1: UserWarning: another package\n",
+                 "eoembed/analysis/cluster.py:194: the source line of a traceback, no warning\n"):
+        assert eoembed_warnings(nb_with(line)) == [], line
+
+
+@pytest.mark.parametrize("path", STORED, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_stored_outputs_hold_no_eoembed_warning(path):
+    """A reader must not see the library warn about itself in a committed notebook: handle the cause, or catch the
+    warning and print what it says as a sentence (e.g. a cluster map's ``eoembed:cluster_structure``)."""
+    found = eoembed_warnings(nbformat.read(path, as_version=4))
+    assert not found, (f"{path.relative_to(ROOT)} stores warnings raised by eoembed's own modules "
+                       f"(rerun: python scripts/execute_notebooks.py {path.relative_to(ROOT)}):\n" + "\n".join(found))

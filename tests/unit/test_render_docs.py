@@ -118,3 +118,42 @@ def test_results_are_stamped_with_date_machine_and_command(tmp_path):
     assert render_docs.run_line(back).startswith(f"Measured {out['run']['date']} on {started['cores']} CPU cores")
     with pytest.raises(render_docs.RenderError, match="no 'run' block"):
         render_docs.run_line({"rows": []})
+
+
+def test_docs_index_lists_every_page_and_the_readme_links_it():
+    index = (ROOT / "docs" / "README.md").read_text()
+    for p in sorted((ROOT / "docs").glob("*.md")):
+        if p.name != "README.md":
+            assert f"]({p.name})" in index, f"docs/README.md does not list {p.name}"
+    assert "](docs/README.md)" in (ROOT / "README.md").read_text()
+
+
+def test_no_page_promises_a_benchmark_result_that_is_not_committed():
+    """A page that names a benchmark script either has its committed result or says it has none."""
+    results = {p.stem for p in (ROOT / "benchmarks" / "results").glob("bench_*.json")}
+    import re
+
+    for doc in sorted((ROOT / "docs").glob("*.md")):
+        for para in doc.read_text().split("\n\n"):
+            for name in set(re.findall(r"benchmarks/(bench_\w+)\.py", para)):
+                if not any(r == name or r.startswith(name + "_") for r in results):
+                    assert "no committed result" in para, (f"{doc.name} names {name}.py, which has no committed "
+                                                           f"result in benchmarks/results/, without saying so:\n{para}")
+
+
+def test_analyses_doc_and_tutorial_7_agree_on_the_same_clustering():
+    """bench_analyses embeds with the defaults of tutorials 7-9, so the silhouette-chosen k and its ARI (seed 0) in
+    docs/analyses.md are the ones tutorial 7 prints."""
+    import re
+
+    nbformat = pytest.importorskip("nbformat")
+    nb = nbformat.read(ROOT / "tutorials" / "07_clusters.ipynb", as_version=4)
+    stdout = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                     if o.get("name") == "stdout")
+    tut = {m[0]: (int(m[1]), float(m[2])) for m in re.findall(
+        r"^(galileo-nano|spectral)\s+(\d+)\s+(\d\.\d+)\s+\d\.\d+\s+\d\.\d+\s+\d\.\d+\s*$", stdout, flags=re.M)}
+    rows = {r["model"]: r for r in json.loads((ROOT / "benchmarks" / "results" / "bench_analyses.json").read_text())
+            ["real"]["rows"]}
+    assert set(tut) == {"galileo-nano", "spectral"}, stdout[:500]
+    for name, (k, ari) in tut.items():
+        assert rows[name]["k_chosen"] == k and abs(rows[name]["ari_chosen_k"] - ari) <= 0.0015, (name, k, ari)
