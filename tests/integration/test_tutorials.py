@@ -406,6 +406,21 @@ def test_compare_verdict_check_catches_a_verdict_the_interval_does_not_support()
         check_compare_verdicts(ok.replace("-0.109 [", "-0.300 ["))
 
 
+def test_numbers_you_can_report_check_catches_untrue_sentences():
+    """Notebook 10's check passes on its stored outputs and fails when a sentence no longer follows from them."""
+    out = "".join(_outputs(nbformat.read(TUTORIALS / "10_numbers_you_can_report.ipynb", as_version=4), "stdout"))
+    check_numbers_you_can_report(out)
+    with pytest.raises(AssertionError):  # an interval that covers the register reported as missing it
+        check_numbers_you_can_report(out.replace("the 95 % CI covers the register", "the 95 % CI misses the register",
+                                                 1))
+    with pytest.raises(AssertionError):  # a verdict for a class sampled fewer than 10 times
+        check_numbers_you_can_report(out.replace("no verdict (fewer than 10 samples)", "the 95 % CI covers the register",
+                                                 1))
+    with pytest.raises(AssertionError):  # a count that is not the number of objects listed
+        check_numbers_you_can_report(re.sub(r"objects in the east: (\d+)", lambda m: f"objects in the east: "
+                                            f"{int(m.group(1)) + 1}", out))
+
+
 CLUSTERS_OUT = """galileo-nano: k chosen by silhouette = 3 (silhouette 0.349; next best k = 2 at 0.275)
 spectral: k chosen by silhouette = 5 (silhouette 0.448; next best k = 7 at 0.414)
               k chosen  ARI (chosen k)  ARI (k = 7), mean of 5 seeds  ± std over seeds
