@@ -31,7 +31,7 @@ NOTEBOOKS = xn.notebook_paths(ROOT)
 NEEDS = xn.required_inputs(ROOT.parent / "shared")
 EXPECTED = ["01_tokens_and_cost", "02_what_an_embedding_is", "03_similarity_search_map",
             "04_fewshot_crop_mapping", "05_models_compared", "06_scaling_out", "07_clusters",
-            "08_change_and_time", "09_regression"]
+            "08_change_and_time", "09_regression", "10_numbers_you_can_report"]
 NUM = r"[+-]?\d+\.\d+"
 
 
@@ -265,6 +265,62 @@ def check_paired_verdicts(stdout: str, pattern: str, words: dict) -> list:
     return found
 
 
+#: a verdict printed by ``eoembed.stats.compare`` / ``CVReport.compare`` (the one rule), e.g. "balanced accuracy: no
+#: difference detectable between galileo-nano and spectral — galileo-nano − spectral = +0.025 [-0.030, +0.080]
+#: (paired differences over 5 folds, 95% t-interval)"
+COMPARE = re.compile(r"(?P<head>[^:\n]+?) — (?P<a>[^\n]+?) − (?P<b>[^\n]+?) = (?P<est>[+-]\d+\.\d+) \[(?P<lo>[+-]\d+\.\d+), "
+                     r"(?P<hi>[+-]\d+\.\d+)\] \(paired differences over (?P<n>\d+) folds, 95% t-interval\)")
+
+
+def check_compare_verdicts(stdout: str) -> list:
+    """Every printed one-rule verdict names its interval and says what the interval says: "A better than B" only
+    when the whole 95 % interval of A − B is above zero, "B better than A" when below, else "no difference
+    detectable". Returns ``[(a, b, estimate, low, high, head)]``."""
+    found = []
+    for m in COMPARE.finditer(stdout):
+        a, b, head = m.group("a"), m.group("b"), m.group("head").strip()
+        est, lo, hi = float(m.group("est")), float(m.group("lo")), float(m.group("hi"))
+        assert lo <= est <= hi and int(m.group("n")) >= 2, m.group(0)
+        want = (f"{a} better than {b}" if lo > 0 else f"{b} better than {a}" if hi < 0
+                else f"no difference detectable between {a} and {b}")
+        assert head == want, (m.group(0), want)
+        found.append((a, b, est, lo, hi, head))
+    return found
+
+
+def check_numbers_you_can_report(stdout: str) -> None:
+    """Notebook 10: one-rule verdicts (CV and clustering); per-class area lines whose verdict follows from the
+    estimate, its CI, the register's area and the sample size (none below 10); an object count equal to the rows
+    printed and to the GeoParquet round trip; precision/recall arithmetic; silhouette readings as eoembed's cuts."""
+    verdicts = check_compare_verdicts(stdout)
+    assert {(v[0], v[1]) for v in verdicts} >= {("galileo-nano", "spectral"), ("cropland only", "whole footprint")}
+    areas = re.findall(r"register\s+([0-9.]+) ha \| estimate\s+([0-9.]+) ± ([0-9.]+) ha \(n=(\d+)\) \| mapped\s+[0-9.]+ ha "
+                       r"-> (.*)", stdout)
+    assert len(areas) >= 3, areas
+    for reg, est, ci, n, verdict in areas:
+        reg, est, ci, n = float(reg), float(est), float(ci), int(n)
+        if n < 10:
+            assert verdict.startswith("no verdict"), (reg, est, ci, n, verdict)
+        elif abs(abs(est - reg) - ci) > 0.01:  # not too close to the cut to tell from rounded numbers
+            assert verdict == ("the 95 % CI covers the register" if abs(est - reg) <= ci else
+                               "the 95 % CI misses the register"), (reg, est, ci, n, verdict)
+    assert re.search(r"overall accuracy [0-9.]+ ± [0-9.]+", stdout)
+    m = re.search(r"objects in the east: (\d+), rule 'score > [0-9.]+', 8-connected\n(.*?)\nregister:", stdout, re.S)
+    assert m and int(m.group(1)) == len(m.group(2).strip().splitlines()) - 1, "count = rows of the object table"
+    rt = re.search(r"GeoParquet round trip: (\d+) objects, CRS EPSG:32631", stdout)
+    assert rt and rt.group(1) == m.group(1)
+    p = re.search(r"above the threshold: (\d+), of which wheat in the register (\d+) \(precision ([0-9.]+)\); register "
+                  r"wheat patches found (\d+) of (\d+) \(recall ([0-9.]+)\)", stdout)
+    assert p and p.group(2) == p.group(4)
+    assert abs(int(p.group(2)) / int(p.group(1)) - float(p.group(3))) < 0.006
+    assert abs(int(p.group(4)) / int(p.group(5)) - float(p.group(6))) < 0.006
+    sil = re.findall(r"k = \d+ \(silhouette (-?[0-9.]+): (\w+) structure\)", stdout)
+    assert len(sil) == 2, sil
+    for value, reading in sil:
+        v = float(value)
+        assert reading == ("none" if v < 0.25 else "weak" if v < 0.5 else "reasonable" if v < 0.7 else "strong"), sil
+
+
 def check_tokens_and_cost(stdout: str) -> None:
     """Notebook 1: windows fixed in patches (same tokens per window at every patch size, tokens and GMACs in
     proportion to the windows, less than x4 on this small cube), blending costs what hard tiling with the same halo
@@ -300,12 +356,11 @@ def check_fewshot_details(stdout: str) -> None:
     m = re.search(r"(\d+) labelled patches in (\d+) blocks of 160 m, (\d+) spatial folds", stdout)
     assert m, "the sample size must be printed next to the uncertainty prose"
     n_samples, n_folds = int(m.group(1)), int(m.group(3))
-    verdicts = check_paired_verdicts(
-        stdout, r"\S+ vs spectral baseline: (?P<mean>[+-][0-9.]+) ± (?P<sd>[0-9.na]+) balanced accuracy \(paired over "
-        r"\d+ folds\) -> (?P<verdict>[^\n]+)", {"ahead": "beats", "behind": "is worse than", "tie": "is within"})
-    assert verdicts, "a paired verdict per learned model"
+    verdicts = check_compare_verdicts(stdout)  # the one rule: paired differences, 95 % t-interval
+    assert sum(v[1] == "spectral" for v in verdicts) >= 1 + 5, "a paired verdict per learned model and label count"
     spread = {name: (float(lo), float(hi)) for name, lo, hi in re.findall(
-        r"^(\S+)\s+per-fold balanced accuracy: [0-9., ]+\(range ([0-9.]+)–([0-9.]+)\)", stdout, flags=re.M)}
+        r"^(\S+)\s+per-fold balanced accuracy: [0-9., ]+\(range ([0-9.]+)–([0-9.]+)\); mean [0-9.]+, 95 % t-interval",
+        stdout, flags=re.M)}
     assert spread["spectral"][1] - spread["spectral"][0] > 0.1, spread  # "the folds disagree a lot"
     lines = stdout.splitlines()
     head = next(i for i, ln in enumerate(lines) if "balanced acc (spatial CV)" in ln and "accuracy (spatial CV)" in ln)
@@ -322,10 +377,9 @@ def check_fewshot_details(stdout: str) -> None:
     for name, total, diag, acc in cms:
         assert int(total) == n_samples and abs(int(diag) / int(total) - float(acc)) < 5e-4, (name, total, diag, acc)
         assert abs(table[name]["accuracy (spatial CV)"] - float(acc)) < 5e-4, (name, acc, table[name])
-    curve = check_paired_verdicts(
-        stdout, r"labels per class\s+\S+: galileo-nano [0-9.]+ ± [0-9.]+ \| spectral [0-9.]+ ± [0-9.]+ \| paired "
-        r"difference (?P<mean>[+-][0-9.]+) ± (?P<sd>[0-9.na]+) -> (?P<verdict>[^\n]+)",
-        {"ahead": "model ahead", "behind": "baseline ahead", "tie": "within the fold spread"})
+    curve = re.findall(r"^labels per class\s+\S+: galileo-nano [0-9.]+ \[[0-9.]+, [0-9.]+\] \| spectral [0-9.]+ "
+                       r"\[[0-9.]+, [0-9.]+\] \| balanced accuracy: (?:no difference detectable|\S+ better than)", stdout,
+                       flags=re.M)
     assert len(curve) == 5, curve
     assert len(re.findall(r"labels per class\s+(?:2|5|10|20|all):", stdout)) == 5
     assert n_folds >= 3
@@ -335,12 +389,9 @@ def check_models_compared(stdout: str) -> None:
     """Notebook 5: paired verdicts vs the spectral baseline, and the patch-size experiment (same classes at every
     size, fewer labelled patches and fewer tokens as patches grow, paired verdict per size)."""
     assert re.search(r"\d+ labelled patches in \d+ blocks of 160 m, \d+ spatial folds", stdout)
-    words = {"ahead": "better", "behind": "worse", "tie": "within the fold spread"}
-    assert check_paired_verdicts(stdout, r"\S+ vs spectral: (?P<mean>[+-][0-9.]+) ± (?P<sd>[0-9.na]+) balanced "
-                                 r"accuracy \(paired over \d+ folds\) -> (?P<verdict>[^,\n]+)", words)
-    sizes = check_paired_verdicts(stdout, r"patch \d px: galileo-nano vs spectral (?P<mean>[+-][0-9.]+) ± "
-                                  r"(?P<sd>[0-9.na]+) \(paired over \d+ folds\) -> (?P<verdict>[^\n]+)", words)
-    assert len(sizes) == 3, sizes
+    verdicts = check_compare_verdicts(stdout)
+    assert sum(v[1] == "spectral" for v in verdicts) >= 1 + 3, verdicts  # every model, and one per patch size
+    assert len(re.findall(r"^patch \d px: balanced accuracy: ", stdout, flags=re.M)) == 3
     m = re.search(r"classes kept at every patch size: \[(.*)\]", stdout)
     assert m and "'Winter wheat'" in m.group(1), "the patch-size experiment names its classes"
     lines = stdout.splitlines()
@@ -352,9 +403,10 @@ def check_models_compared(stdout: str) -> None:
     col = lambda name: [table[q][name] for q in (4, 6, 8)]  # noqa: E731
     n, tok = col("labelled patches"), col("galileo-nano tokens")
     assert n[0] > n[1] > n[2] and tok[0] > tok[1] > tok[2], (n, tok)  # fewer patches, fewer tokens
-    for m in ("galileo-nano", "spectral"):  # lower at 8 px than at 4 px by more than the 4-px spread; widest at 8 px
-        acc, sd = col(f"{m} bal. acc"), col(f"{m} fold SD")
-        assert acc[0] - acc[2] > sd[0] and sd[2] == max(sd), (m, acc, sd)
+    for m in ("galileo-nano", "spectral"):  # the 8-px mean below the whole 4-px interval; widest interval at 8 px
+        acc, ci = col(f"{m} bal. acc"), col(f"{m} ± 95% CI")
+        assert acc[0] - acc[2] > ci[0] and ci[2] == max(ci), (m, acc, ci)
+        assert acc[2] + ci[2] > acc[0] - ci[0], (m, acc, ci)  # "the intervals of 4 px and 8 px still overlap"
     m = re.search(r"patch 2 px would need (\d+) galileo-nano tokens .*\(x([0-9.]+) the tokens at 4 px\)", stdout)
     assert m and float(m.group(2)) > 1
 
@@ -401,6 +453,34 @@ def test_paired_verdict_check_catches_a_wrong_verdict_and_nan():
         check_paired_verdicts(ok.replace("-> is within the fold spread of", "-> beats"), pat, words)
     with pytest.raises(AssertionError):  # a spread that is NaN (one fold) is no spread
         check_paired_verdicts(ok.replace("± 0.044", "± nan"), pat, words)
+
+
+def test_compare_verdict_check_catches_a_verdict_the_interval_does_not_support():
+    ok = ("balanced accuracy: no difference detectable between galileo-nano and spectral — galileo-nano − spectral = "
+          "+0.025 [-0.030, +0.080] (paired differences over 5 folds, 95% t-interval)\n"
+          "patch 4 px: balanced accuracy: spectral better than presto — presto − spectral = -0.109 [-0.190, -0.028] "
+          "(paired differences over 5 folds, 95% t-interval)\n")
+    assert [v[:2] for v in check_compare_verdicts(ok)] == [("galileo-nano", "spectral"), ("presto", "spectral")]
+    with pytest.raises(AssertionError):  # a lead whose interval straddles zero called a win
+        check_compare_verdicts(ok.replace("no difference detectable between galileo-nano and spectral",
+                                          "galileo-nano better than spectral"))
+    with pytest.raises(AssertionError):  # an estimate outside its own interval
+        check_compare_verdicts(ok.replace("-0.109 [", "-0.300 ["))
+
+
+def test_numbers_you_can_report_check_catches_untrue_sentences():
+    """Notebook 10's check passes on its stored outputs and fails when a sentence no longer follows from them."""
+    out = "".join(_outputs(nbformat.read(TUTORIALS / "10_numbers_you_can_report.ipynb", as_version=4), "stdout"))
+    check_numbers_you_can_report(out)
+    with pytest.raises(AssertionError):  # an interval that covers the register reported as missing it
+        check_numbers_you_can_report(out.replace("the 95 % CI covers the register", "the 95 % CI misses the register",
+                                                 1))
+    with pytest.raises(AssertionError):  # a verdict for a class sampled fewer than 10 times
+        check_numbers_you_can_report(out.replace("no verdict (fewer than 10 samples)", "the 95 % CI covers the register",
+                                                 1))
+    with pytest.raises(AssertionError):  # a count that is not the number of objects listed
+        check_numbers_you_can_report(re.sub(r"objects in the east: (\d+)", lambda m: f"objects in the east: "
+                                            f"{int(m.group(1)) + 1}", out))
 
 
 CLUSTERS_OUT = """galileo-nano: k chosen by silhouette = 3 (silhouette 0.349; next best k = 2 at 0.275)
@@ -570,7 +650,7 @@ def test_tutorial_runs(path):
         assert "random minus spatial" in stdout and len(images) >= 6
         check_fewshot_details(stdout)
     if name.startswith("05_"):
-        assert len(images) >= 2 and "vs spectral" in stdout
+        assert len(images) >= 2
         check_models_compared(stdout)
     if name.startswith("06_"):
         assert "after resume: {'regions': 4, 'written': 2, 'skipped': 2, 'repaired': 0," in stdout
@@ -584,6 +664,9 @@ def test_tutorial_runs(path):
     if name.startswith("09_"):
         check_regression(stdout)
         assert len(images) >= 3
+    if name.startswith("10_"):
+        check_numbers_you_can_report(stdout)
+        assert len(images) >= 4
     if name == "quickstart":
         assert images and "EPSG:32631" in stdout and "rank" in stdout
     if name == "products":  # an AlphaEarth-layout COG and GeoParquet rows searched, classified, exported
