@@ -66,11 +66,17 @@ def signed(v: float, nd: int = 3) -> str:
     return ("+" if v >= 0 else "−") + f"{abs(v):.{nd}f}"
 
 
-def versus(mean: float, std: float) -> str:
-    """Verdict on a paired per-fold difference: a direction only when it exceeds the fold spread."""
-    if not math.isfinite(std) or abs(mean) <= std:
-        return "within the fold spread"
-    return "better beyond the fold spread" if mean > 0 else "worse beyond the fold spread"
+def versus(mean: float, std: float, n: int) -> str:
+    """The one verdict rule (eoembed.stats.compare) from a paired difference's mean, SD (ddof=1) and fold count:
+    its 95 % t-interval and, only when the interval excludes 0, a direction."""
+    if n < 2 or not (math.isfinite(mean) and math.isfinite(std)):
+        return "not estimable"
+    from scipy import stats as sst
+
+    half = float(sst.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
+    lo, hi = mean - half, mean + half
+    what = "better" if lo > 0 else "worse" if hi < 0 else "no difference detectable"
+    return f"95 % t-interval [{signed(lo)}, {signed(hi)}] over {n} paired folds: {what}"
 
 
 def run_line(res: dict) -> str:
@@ -150,19 +156,20 @@ def fewshot_summary(res: dict) -> str:
     rows = {r["model"]: r for r in res["rows"]}
     spec = rows.get("spectral")
     parts = []
+    n = int(res["n_splits"])
+    verdicts = {}
     for name, r in rows.items():
         if name in ("spectral", "majority") or "vs_spectral_diff_mean" not in r:
             continue
-        parts.append(f"`{name}` {signed(r['vs_spectral_diff_mean'])} ± {r['vs_spectral_diff_std']:.3f} "
-                     f"({versus(r['vs_spectral_diff_mean'], r['vs_spectral_diff_std'])})")
-    beats = [n for n, r in rows.items() if n not in ("spectral", "majority")
-             and "vs_spectral_diff_mean" in r and versus(r["vs_spectral_diff_mean"], r["vs_spectral_diff_std"])
-             .startswith("better")]
-    head = ("**No pretrained model beats the spectral baseline beyond the fold spread here.** "
-            if not beats else f"**{', '.join(f'`{b}`' for b in beats)} beat the spectral baseline beyond the fold "
-                              f"spread.** ")
-    text = head + ("Paired per-fold differences in balanced accuracy against `spectral` (mean ± standard "
-                   "deviation of the per-fold differences, same folds): " + "; ".join(parts) + ".")
+        k = len(r.get("vs_spectral_fold_diff") or []) or n
+        verdicts[name] = versus(r["vs_spectral_diff_mean"], r["vs_spectral_diff_std"], k)
+        parts.append(f"`{name}` {signed(r['vs_spectral_diff_mean'])} ({verdicts[name]})")
+    beats = [name for name, v in verdicts.items() if v.endswith(": better")]
+    head = ("**No pretrained model beats the spectral baseline here** (the one verdict rule, `eoembed.stats.compare`). "
+            if not beats else f"**{', '.join(f'`{b}`' for b in beats)} beat the spectral baseline** (the one "
+                              f"verdict rule, `eoembed.stats.compare`). ")
+    text = head + ("Paired per-fold differences in balanced accuracy against `spectral` (mean of the per-fold "
+                   "differences, same folds, with its 95 % t-interval): " + "; ".join(parts) + ".")
     if spec and spec.get("fold_balanced_accuracy"):
         fb = spec["fold_balanced_accuracy"]
         text += (f" The folds disagree a lot (`spectral` per fold {f3(min(fb))}–{f3(max(fb))}), so one split's "
@@ -212,6 +219,7 @@ def position_summary(res: dict) -> str:
     nr_m, nr_s = neu["fewshot_neutral_minus_raw_mean"], neu["fewshot_neutral_minus_raw_std"]
     ns_m, ns_s = neu["fewshot_minus_spectral_mean"], neu["fewshot_minus_spectral_std"]
     c = neu["cost"]
+    k = len(neu["fewshot_balanced_accuracy_folds"])
     return (
         f"With neutral positions Galileo-Nano's top-10 neighbours sit at the query's in-window position "
         f"{neu['same_position_over_chance']:.2f}× as often as chance (raw: {raw['same_position_over_chance']:.2f}×), "
@@ -220,9 +228,8 @@ def position_summary(res: dict) -> str:
         f"{int(math.isqrt(neu['patches']))} × {int(math.isqrt(neu['patches']))}-patch grid, and the default "
         f"tiling's seam ratio is {neu['seam_ratio']:.2f} (raw: {raw['seam_ratio']:.2f}). "
         f"Neutral positions change Galileo-Nano's few-shot balanced accuracy over raw positions by "
-        f"{signed(nr_m)} ± {nr_s:.3f} (mean ± standard deviation of the {len(neu['fewshot_balanced_accuracy_folds'])} "
-        f"paired per-fold differences; {versus(nr_m, nr_s)}); against the spectral baseline the difference is "
-        f"{signed(ns_m)} ± {ns_s:.3f} ({versus(ns_m, ns_s)}). "
+        f"{signed(nr_m)} (mean of the {k} paired per-fold differences; {versus(nr_m, nr_s, k)}); against the "
+        f"spectral baseline the difference is {signed(ns_m)} ({versus(ns_m, ns_s, k)}). "
         f"The default blended tiling runs {c['tokens_ratio']:.2f}× the encoder tokens of the halo-0 run of the "
         f"same stride; its measured time was {c['time_ratio']:.2f}× (best of the runs on a loaded machine; "
         f"Galileo's attention is quadratic in a window's tokens, so for attention-bound windows "

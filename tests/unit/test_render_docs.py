@@ -93,11 +93,21 @@ def test_run_line_and_malformed_input_are_reported(tmp_path, capsys):
     assert "is not valid JSON" in capsys.readouterr().err
 
 
-def test_verdict_wording_follows_the_fold_spread():
-    assert render_docs.versus(0.025, 0.044) == "within the fold spread"
-    assert render_docs.versus(-0.109, 0.093) == "worse beyond the fold spread"
-    assert render_docs.versus(0.182, 0.134) == "better beyond the fold spread"
-    assert render_docs.versus(0.1, float("nan")) == "within the fold spread"
+def test_verdict_wording_is_the_one_rule():
+    """render_docs' verdicts equal eoembed.stats.compare on the same per-fold differences."""
+    import numpy as np
+
+    from eoembed.stats import compare
+
+    for diffs in ([0.05, -0.02, 0.08, 0.01, 0.03], [-0.2, -0.15, -0.05, -0.12, -0.09], [0.3, 0.25, 0.1, 0.2, 0.22]):
+        d = np.array(diffs)
+        text = render_docs.versus(float(d.mean()), float(d.std(ddof=1)), len(d))
+        c = compare(d, np.zeros(len(d)))
+        assert f"[{render_docs.signed(c.difference.low)}, {render_docs.signed(c.difference.high)}]" in text
+        want = {"A better": "better", "B better": "worse", "no difference detectable": "no difference detectable"}
+        assert text.endswith(": " + want[c.verdict])
+    assert render_docs.versus(0.1, float("nan"), 5) == "not estimable"
+    assert render_docs.versus(0.1, 0.05, 1) == "not estimable"
 
 
 def test_results_are_stamped_with_date_machine_and_command(tmp_path):
