@@ -420,7 +420,9 @@ def seam_stats(values, core_patches: int, spread: int = 0, offset: tuple[int, in
     along the window period (``core_patches``); phase 0 is a pair that straddles a core
     border. ``ratio`` is the mean distance of the pairs within ``spread`` phases of a
     border (where a blend spreads the change: ``halo / patch_size``; 0 for hard tiling)
-    over the mean of all other pairs: ≈1 means borders are invisible.
+    over the mean of all other pairs: ≈1 means borders are invisible. ``ratio_null`` is the
+    same ratio on the lattice shifted half a window (no borders there): read ``ratio``
+    against it, not against 1 (neighbour distances vary with the land itself).
     ``cross_over_in`` is phase 0 over the rest. None when the array is too small to hold
     both kinds of pairs. ``offset`` is the window phase in patches (rows, cols): the first
     core starts that many patches before the array. One pass over the data.
@@ -453,8 +455,13 @@ def seam_stats(values, core_patches: int, spread: int = 0, offset: tuple[int, in
         return None
     rest = sums[~zone].sum() / counts[~zone].sum()
     in_tile = sums[1:].sum() / counts[1:].sum()
+    # the null: the same statistic on a lattice of the same period shifted half a window, where there is
+    # no border; a model without windows (or with invisible borders) scores the same on both
+    nzone = np.roll(zone, core_patches // 2)
+    null = (sums[nzone].sum() / counts[nzone].sum()) / (sums[~nzone].sum() / counts[~nzone].sum())
     return {
         "ratio": float(sums[zone].sum() / counts[zone].sum() / rest),
+        "ratio_null": float(null),
         "cross_tile": float(sums[0] / max(counts[0], 1)),
         "in_tile": float(in_tile),
         "cross_over_in": float(sums[0] / max(counts[0], 1) / in_tile),
@@ -508,6 +515,7 @@ def diagnostics(values, grid: GridSpec) -> dict:
         stats = seam_stats(values, ph["period"], grid.seam_spread, ph["offset"])
         if stats is not None:
             out["eoembed:seam_ratio"] = round(stats["ratio"], 4)
+            out["eoembed:seam_ratio_null"] = round(stats["ratio_null"], 4)
             out["eoembed:seam_cross_over_in"] = round(stats["cross_over_in"], 4)
         out.update(position_attrs(values, ph["period"], ph["offset"]))
     return out

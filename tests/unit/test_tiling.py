@@ -318,3 +318,19 @@ def test_grid_of_a_crop_is_placed_on_the_crop():
     assert (gc.patches_y, gc.patches_x) == (12, 11) and gc.out_transform == crop.rio.transform(recalc=True)
     ph, phc = g.patch_period(), gc.patch_period()
     assert phc["offset"] == ((ph["offset"][0] + 2) % ph["period"], (ph["offset"][1] + 5) % ph["period"])
+
+
+def test_seam_ratio_comes_with_its_null():
+    """A field with structure at every scale (no windows) scores the same on the border lattice and on the
+    lattice shifted half a window; a planted border only on the real one."""
+    rng = np.random.default_rng(1)
+    from scipy.ndimage import uniform_filter
+
+    field = uniform_filter(rng.normal(size=(8, 120, 120)), size=(1, 3, 3)) + 0.3  # smooth land, no windows
+    base = seam_stats(field, 6)
+    assert abs(base["ratio"] - base["ratio_null"]) < 0.1 * base["ratio_null"]
+    seamy = field.copy()
+    for k in range(0, 120, 6):
+        seamy[:, k : k + 6] += rng.normal(size=(8, 1, 1)) * 20
+    s = seam_stats(seamy, 6)
+    assert s["ratio"] > 2 * s["ratio_null"]
