@@ -141,8 +141,10 @@ def store_fingerprint(path) -> dict:
         try:
             import zarr
 
-            group = zarr.open_group(str(path), mode="r")
-            arrays = [n for n, a in group.arrays() if a.ndim >= 3]
+            with warnings.catch_warnings():  # our done-markers folder is not a Zarr node; zarr says so
+                warnings.simplefilter("ignore")
+                group = zarr.open_group(str(path), mode="r")
+                arrays = [n for n, a in group.arrays() if a.ndim >= 3]
             attrs = dict(group[arrays[0]].attrs) if len(arrays) == 1 else {}
         except Exception:  # noqa: BLE001  (unreadable layout: fall back to the files)
             attrs = {}
