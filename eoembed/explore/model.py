@@ -97,6 +97,10 @@ class Notes:
         if self.listener is not None:
             self.listener(text, error)
 
+    def listen(self, listener) -> None:
+        """Call ``listener(status, error)`` on every :meth:`say` from now on (None: stop)."""
+        self.listener = listener
+
     def set_report(self, html: str) -> None:
         self.report = html
 

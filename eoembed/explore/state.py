@@ -28,7 +28,7 @@ import xarray as xr
 
 from eoembed.exceptions import ParameterError, QueryError
 from eoembed.explore.analyses import Analyses
-from eoembed.explore.display import DisplayGrid
+from eoembed.explore.display import DisplayGrid, pyramid_beside_or_warn
 from eoembed.explore.gallery import Gallery
 from eoembed.explore.labelling import Labels
 from eoembed.explore.model import Notes, Raster, Scene, Tiles
@@ -59,11 +59,9 @@ class ExplorerState:
     #: Dask cubes with more patches than this get an out-of-core index
     #: (:func:`eoembed.index.ooc.build_index_ooc`) instead of one built in memory.
     OOC_PATCHES = 2_000_000
-    #: Reading a dask cube for a direct (strided) overview reads every chunk; above this many
-    #: seconds (estimated from :attr:`READ_BYTES_PER_S`) the explorer says so and points at the pyramid.
-    DIRECT_OVERVIEW_SECONDS = 10.0
-    #: Bytes per second a strided overview reads from a Zarr store (2 cores, local disk; a rough figure).
-    READ_BYTES_PER_S = 150e6
+    #: A direct overview of a dask cube reads every chunk: above this many seconds at READ_BYTES_PER_S
+    #: (2 cores, local disk; rough) the explorer says so and points at the pyramid.
+    DIRECT_OVERVIEW_SECONDS, READ_BYTES_PER_S = 10.0, 150e6
 
     def __init__(self, emb: xr.DataArray, cube: xr.DataArray | None = None, *, k: int = 20, labels: Any = None,
                  index: Any = None, index_kwargs: dict | None = None, fewshot_kwargs: dict | None = None,
@@ -86,7 +84,8 @@ class ExplorerState:
         from eoembed.io import store_of
 
         self.store = store_of(emb)  # the store it was opened from: the index is saved beside it
-        pyramid, big_note = self._pyramid_or_warn(emb, pyramid)
+        pyramid, big_note = pyramid_beside_or_warn(emb, self.store, pyramid, read_bytes_per_s=self.READ_BYTES_PER_S,
+                                                   max_seconds=self.DIRECT_OVERVIEW_SECONDS)
         self.grid = DisplayGrid(emb, max_pixels=max_pixels, max_bytes=self.OVERVIEW_BYTES, pyramid=pyramid)
         self.timings["overview"] = _time.perf_counter() - t0
         self.time = TimeAxis(self.grid.emb, time)
@@ -111,60 +110,27 @@ class ExplorerState:
         self.timings["scatter"] = _time.perf_counter() - t0
         ny, nx = self.grid.shape
         self.notes.say(f"{ny}×{nx} patches ({self.grid.crs.to_string()}); overview 1/{self.grid.stride}. "
-                       "Click the map to search, or draw a polygon." + big_note + self._open_saved_index())
-        self.timings["index_open"] = _time.perf_counter() - t0
+                       "Click the map to search, or draw a polygon." + big_note + self._reopen_index())
 
-    def _pyramid_or_warn(self, emb: xr.DataArray, pyramid: Any) -> tuple[Any, str]:
-        """The pyramid beside the store when none is given; a warning (and note) when a direct overview is slow."""
-        import warnings
-
-        from eoembed.exceptions import user_stacklevel
-
-        if pyramid is not None or emb.chunks is None:
-            return pyramid, ""
-        if self.store is not None and (self.store.parent / (self.store.name + ".pyramid")).is_dir():
-            return self.store.parent / (self.store.name + ".pyramid"), ""  # written by to_zarr(pyramid=True)
-        sec = emb.size * emb.dtype.itemsize / self.READ_BYTES_PER_S
-        if sec <= self.DIRECT_OVERVIEW_SECONDS:
-            return None, ""
-        where = f"'{self.store}'" if self.store is not None else "STORE.zarr"
-        msg = (f"This cube ({emb.size * emb.dtype.itemsize / 1e9:.1f} GB) is too large for a direct overview: "
-               f"drawing it reads every chunk, about {sec:.0f} s (more on a network file system). Write its "
-               f"pyramid once — eoembed.io.write_pyramid(emb, {where[:-1]}.pyramid') (or to_zarr(..., "
-               "pyramid=True)); explore() then finds it beside the store (or pass pyramid=) and opens in seconds.")
-        warnings.warn(msg, UserWarning, stacklevel=user_stacklevel())
-        return None, " " + msg.split(":")[0] + f" (read {sec:.0f} s); write its pyramid to open in seconds."
-
-    def _open_saved_index(self) -> str:
-        """Load the index saved beside the store now (seconds) if it is valid; else say what the first click costs."""
-        from eoembed.index.saved import _fmt, build_seconds, index_path, saved_index
+    def _reopen_index(self) -> str:
+        """Load the index saved beside the store now (seconds) when valid; else what the first click costs."""
+        from eoembed.index.saved import reopen
 
         if self._index is not None:
             return ""
-        if self.store is not None:
-            t = _time.perf_counter()
-            idx, why = saved_index(self.store, **self._index_kwargs)
-            if idx is not None:
-                self._index = idx
-                if len(idx.sources) == 1:
-                    idx._cubes[idx.sources[0].id] = self.grid.emb
-                self.timings["index_load"] = _time.perf_counter() - t
-                return f" Search index loaded from {index_path(self.store).name}."
-        est = build_seconds(self.grid.emb, ooc_patches=self.OOC_PATCHES, **self._index_kwargs)
-        if est < 2:
-            return ""
-        ahead = f" (`eoembed index {self.store}` builds it ahead)" if self.store is not None else ""
-        return f" The first click builds the search index (about {_fmt(est)}, once){ahead}."
+        t = _time.perf_counter()
+        self._index, note = reopen(self.grid.emb, self.store, ooc_patches=self.OOC_PATCHES, **self._index_kwargs)
+        if self._index is not None:
+            self.timings["index_load"] = _time.perf_counter() - t
+        return note
 
     # ---- the index and the layers ------------------------------------------------------------
     @property
     def index(self):
         """The :class:`~eoembed.index.EmbeddingIndex` (built on first use, then reused; it holds the vectors).
 
-        Dask cubes of more than :attr:`OOC_PATCHES` patches are indexed out of core. A cube
-        opened from a store uses the index saved beside it (``<store>.index``, loaded on
-        open when valid) or builds and saves it (:func:`eoembed.index.saved.store_index`):
-        a note says what is built and about how long before the build, and how long it took.
+        Dask cubes of more than :attr:`OOC_PATCHES` patches out of core; a store's is saved beside it and
+        reloaded (:func:`eoembed.index.saved.store_index`); a note says what a build costs before it runs.
         """
         if self._index is None:
             from eoembed.index.saved import store_index

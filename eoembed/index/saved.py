@@ -31,7 +31,7 @@ import xarray as xr
 
 from eoembed.exceptions import InputError, user_stacklevel
 
-__all__ = ["OOC_PATCHES", "build_seconds", "index_path", "saved_index", "store_index"]
+__all__ = ["OOC_PATCHES", "build_seconds", "index_path", "reopen", "saved_index", "store_index"]
 
 _LOG = logging.getLogger("eoembed.index")
 _RECORD = "store.json"
@@ -100,6 +100,22 @@ def saved_index(store, *, device: str = "auto", **kwargs: Any):
         return EmbeddingIndex.load(folder, device=device), "saved"
     except (EOEmbedError, OSError) as err:
         return None, f"the saved index cannot be read ({str(err).splitlines()[0][:160]})"
+
+
+def reopen(emb: xr.DataArray, store, *, ooc_patches: int = OOC_PATCHES, **kwargs: Any):
+    """``(index or None, note)``: the valid saved index of ``store`` (bound to ``emb``), else None and a
+    note on what building it will cost (empty when it is quick) — what the explorer says on opening."""
+    if store is not None:
+        idx, _ = saved_index(store, **kwargs)
+        if idx is not None:
+            if len(idx.sources) == 1:
+                idx._cubes[idx.sources[0].id] = emb
+            return idx, f" Search index loaded from {index_path(store).name}."
+    est = build_seconds(emb, ooc_patches=ooc_patches, **kwargs)
+    if est < 2:
+        return None, ""
+    ahead = f" (`eoembed index {store}` builds it ahead)" if store is not None else ""
+    return None, f" The first click builds the search index (about {_fmt(est)}, once){ahead}."
 
 
 def store_index(emb: xr.DataArray, *, store: str | os.PathLike | None = None, rebuild: bool = False,

@@ -94,7 +94,7 @@ def test_cli_index_builds_ahead_and_explore_reuses_it(tmp_path, builds, capsys):
     assert "loaded" in capsys.readouterr().out and builds == [1]
     emb = open_embeddings(path)
     s = ExplorerState(emb, scatter=None)
-    assert "index loaded" in s.notes.status and "index_load" in s.timings
+    assert "Search index loaded" in s.notes.status and "index_load" in s.timings
     s.click(*_centre(emb, 3, 4))
     assert builds == [1]
 
@@ -106,7 +106,7 @@ def test_first_click_says_what_it_builds_before_building(tmp_path, builds):
     emb = open_embeddings(path)
     s = ExplorerState(emb, scatter=None)
     said = []
-    s.notes.listener = lambda text, error: said.append(text)
+    s.notes.listen(lambda text, error: said.append(text))
     calls_when_said = []
     real = index_mod.build_index
     index_mod.build_index = lambda *a, **k: calls_when_said.append(list(said)) or real(*a, **k)
