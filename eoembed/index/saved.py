@@ -37,10 +37,11 @@ _LOG = logging.getLogger("eoembed.index")
 _RECORD = "store.json"
 #: Dask cubes with more patches than this are indexed out of core (:func:`~eoembed.index.ooc.build_index_ooc`).
 OOC_PATCHES = 2_000_000
-#: Seconds per patch of a build on 2 CPU cores (measured; see docs/performance.md): an exact (Flat)
-#: index of an in-memory cube, an auto-chosen one with recall tuning, and the out-of-core IVF build
-#: (10⁷ 16-d patches in 723 s, both passes and the exact ground truth included).
-_SECONDS_PER_PATCH = {"flat": 2e-6, "auto": 2e-5, "ooc": 7.2e-5}
+#: Seconds per 16-d patch of a build on 2 CPU cores, measured (benchmarks/bench_explore.py): an exact
+#: (Flat) index; the auto-chosen one with recall tuning (10⁶ patches → IVF2048,Flat in 105 s, machine
+#: loaded at ~8 on 2 cores: an estimate that errs long); out of core (10⁷ patches, IVF8192,Flat, both
+#: passes and the exact ground truth, 723 s). Scaled linearly with the embedding dimension.
+_SECONDS_PER_PATCH = {"flat": 1e-6, "auto": 1e-4, "ooc": 7.2e-5}
 
 
 def index_path(store) -> Path:
@@ -59,11 +60,10 @@ def _ooc(emb: xr.DataArray, kwargs: dict, ooc_patches: int) -> bool:
 
 def build_seconds(emb: xr.DataArray, *, ooc_patches: int = OOC_PATCHES, **kwargs: Any) -> float:
     """A rough estimate of the build time of ``emb``'s index (2-core figures; a GPU or more cores is faster)."""
-    n = _patches(emb) * emb.sizes["embedding"] / 32
-    if _ooc(emb, kwargs, ooc_patches):
-        return n * 32 / 16 * _SECONDS_PER_PATCH["ooc"] / 2  # measured at 16-d
     kind = str(kwargs.get("kind", "auto")).lower()
-    return n * _SECONDS_PER_PATCH["flat" if kind in ("flat", "exact") else "auto"]
+    exact = kind in ("flat", "exact") or (kind == "auto" and _patches(emb) < 100_000)  # choose_index_key's Flat
+    rate = "ooc" if _ooc(emb, kwargs, ooc_patches) else "flat" if exact else "auto"
+    return _patches(emb) * max(1.0, emb.sizes["embedding"] / 16) * _SECONDS_PER_PATCH[rate]
 
 
 def _fmt(sec: float) -> str:
