@@ -133,6 +133,7 @@ def run_one(name: str, w, *, device: str, windows: int, window: int, times: int,
            "timesteps": times, "patch_size": patch, "batch_size": bs,
            "autocast": autocast_dtype(device, spec.family), "embed_s": min(t_embed),
            "images_per_s": n_img / min(t_embed), "km2_per_s": km2 / min(t_embed),
+           "patches_per_s": n_img * (window // patch) ** 2 / min(t_embed),
            "peak_gpu_mib": None if peak is None else round(peak, 1)}
     if bare:
         try:

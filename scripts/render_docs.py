@@ -446,6 +446,27 @@ def explore_summary(res: dict) -> str:
     return "\n".join(lines)
 
 
+@renderer("family_cpu", "table")
+def family_cpu_table(res: dict) -> str:
+    st = res["settings"]
+    rows = []
+    for r in res["rows"]:
+        if "images_per_s" not in r:
+            rows.append([r["model"], "–", "–", "–", "–", "–", r.get("skipped") or r.get("error", "")])
+            continue
+        bare = "–" if r.get("ratio") is None else f"{r['bare_s']:.2f} s"
+        ratio = "–" if r.get("ratio") is None else f"{r['ratio']:.2f}"
+        rows.append([r["model"], f"p = {r['patch_size']}", f"{r['patches_per_s']:,.0f}", f"{r['km2_per_s']:.2f}",
+                     f"{r['embed_s']:.2f} s", f"{bare} → {ratio}", r["weights"]])
+    load = res["run"]["machine"]["load_avg_1_5_15"]
+    return (table(["model", "patch (default)", "patches/s", "km²/s", "embed()", "bare loop → ratio", "weights"], rows)
+            + f"\n\n{st['windows']} windows of {st['window_px']} px (halo 0, no blending), T={st['timesteps']}, "
+            f"best of {st['repeat']} after a warm-up, on {st['device']} (2 shared cores, load "
+            f"{load[0] if load else '?'} at the start, {res['run']['load_avg_at_end'][0]} at the end). Ratio = bare "
+            "encoder loop seconds / `embed()` seconds on the same windows and batches (1.0 = no overhead; "
+            "`benchmarks/bench_overhead.py`'s loop, which covers Sentinel-2-only input).")
+
+
 @renderer("explore_reopen", "table")
 def explore_reopen_table(res: dict) -> str:
     rows = []
