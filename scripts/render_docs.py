@@ -483,7 +483,8 @@ def explore_reopen_table(res: dict) -> str:
             "`ExplorerState.click` (what `Explorer.click` and a map click call): the first session builds the index "
             "on its first click and saves it beside the store; the second reopens it on opening (fingerprint check "
             "+ load) and its first click is an ordinary click. Files in the page cache (a cold disk adds the read "
-            "of the saved index). 2 shared cores; the load column is the 1-minute load average at the start.")
+            "of the saved index). 2 shared cores; the load column is the 1-minute load average at the start."
+            + "".join(f" Row {i}: {r['run']['note']}." for i, r in enumerate(res["runs"], 1) if r["run"].get("note")))
 
 
 def render_text(text: str, results: dict[str, dict], where: str, pending: list[str]) -> str:
