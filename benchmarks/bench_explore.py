@@ -7,6 +7,7 @@ Run::
     python benchmarks/bench_explore.py --quick        # CI smoke sizes (about 20 s)
     python benchmarks/bench_explore.py --only-large --large 2000 --json out.json
     python benchmarks/bench_explore.py --reopen 1000  # a stored cube explored twice: saved index reopened
+                                                      # (runs gathered in results/bench_explore_reopen.json)
 
 Results: ``benchmarks/results/bench_explore.json``, rendered in docs/performance.md (run
 ``python scripts/render_docs.py`` after re-measuring). From an earlier run not in that file
