@@ -464,7 +464,11 @@ def family_cpu_table(res: dict) -> str:
             f"best of {st['repeat']} after a warm-up, on {st['device']} (2 shared cores, load "
             f"{load[0] if load else '?'} at the start, {res['run']['load_avg_at_end'][0]} at the end). Ratio = bare "
             "encoder loop seconds / `embed()` seconds on the same windows and batches (1.0 = no overhead; "
-            "`benchmarks/bench_overhead.py`'s loop, which covers Sentinel-2-only input).")
+            "`benchmarks/bench_overhead.py`'s loop, which covers Sentinel-2-only input; the vectors of both agree "
+            f"to {max(r.get('max_abs_diff') or 0 for r in res['rows']):.1e}). Wall-clock ratios on this shared "
+            "machine move by tens of per cent between runs (one repeat can fall in a load spike: a ratio above 1 "
+            "means the bare loop was slowed, not that `embed()` beats it); `bench_overhead.py` with more repeats "
+            "and CPU-time ratios is the overhead measurement.")
 
 
 @renderer("explore_reopen", "table")
