@@ -303,12 +303,14 @@ def bench_reopen(n: int, workdir: str | None, *, dim: int = 16, clicks: int = 10
             row["click_max_ms"] = round(1000 * max(lat), 1)
             row["index"] = st.index.key
             res[session] = row
-        res["index_mb"] = round(sum(f.stat().st_size for f in Path(f"{store}.index").rglob("*") if f.is_file()) / 2**20, 1)
+        files = [f for f in Path(f"{store}.index").rglob("*") if f.is_file()]
+        res["index_mb"] = round(sum(f.stat().st_size for f in files) / 2**20, 1)
     r = res["reopen"]
     print(f"[reopen] {n}×{n} patches ({n * n / 1e6:.2f} M, {dim}-d, {r['index']}): first session open "
           f"{res['first']['open_s']} s, first click (builds + saves the index) {res['first']['first_click_s']} s; "
           f"reopened: open {r['open_s']} s (index load {r.get('index_load_s')} s), first click "
-          f"{r['first_click_s'] * 1000:.0f} ms, later clicks median {r['click_median_ms']} ms (max {r['click_max_ms']})")
+          f"{r['first_click_s'] * 1000:.0f} ms, later clicks median {r['click_median_ms']} ms "
+          f"(max {r['click_max_ms']})")
     return res
 
 

@@ -63,7 +63,8 @@ def weights_for(name: str, root: Path, extra: dict, *, download: bool, make: boo
             return root / name, "make_checkpoint (random weights, published layout)"
         from eoembed.testing import make_checkpoint
 
-        return make_checkpoint(root / name, spec.version, spec.size), "make_checkpoint (random weights, published layout)"
+        how = "make_checkpoint (random weights, published layout)"
+        return make_checkpoint(root / name, spec.version, spec.size), how
     if name in SAMPLES:
         from eoembed.data import sample
 

@@ -459,7 +459,8 @@ def family_cpu_table(res: dict) -> str:
         rows.append([r["model"], f"p = {r['patch_size']}", f"{r['patches_per_s']:,.0f}", f"{r['km2_per_s']:.2f}",
                      f"{r['embed_s']:.2f} s", f"{bare} → {ratio}", r["weights"]])
     load = res["run"]["machine"]["load_avg_1_5_15"]
-    return (table(["model", "patch (default)", "patches/s", "km²/s", "embed()", "bare loop → ratio", "weights"], rows)
+    head = ["model", "patch (default)", "patches/s", "km²/s", "embed()", "bare loop → ratio", "weights"]
+    return (table(head, rows)
             + f"\n\n{st['windows']} windows of {st['window_px']} px (halo 0, no blending), T={st['timesteps']}, "
             f"best of {st['repeat']} after a warm-up, on {st['device']} (2 shared cores, load "
             f"{load[0] if load else '?'} at the start, {res['run']['load_avg_at_end'][0]} at the end). Ratio = bare "
@@ -479,7 +480,8 @@ def explore_reopen_table(res: dict) -> str:
         load = r["run"]["machine"]["load_avg_1_5_15"]
         rows.append([f"{x['shape'][0]:,}² ({x['patches'] / 1e6:.2f} M)", str(x["dim"]), b["index"],
                      f"{a['index_build_s']:.1f} s", f"{x['index_mb']:,.0f} MB", f"{b['open_s']:.2f} s",
-                     f"{b['index_load_s']:.2f} s", f"{1000 * b['first_click_s']:.0f} ms", f"{b['click_median_ms']:.0f} ms",
+                     f"{b['index_load_s']:.2f} s", f"{1000 * b['first_click_s']:.0f} ms",
+                     f"{b['click_median_ms']:.0f} ms",
                      f"{b['click_max_ms']:.0f} ms", f"{load[0]:.1f}" if load else "?", r["run"]["date"]])
     return (table(["patches", "dim", "index", "first session: build on 1st click", "saved index", "reopen: open",
                    "of which index load", "first click", "later clicks (median)", "max", "load (1 min)", "run"], rows)
