@@ -6,6 +6,8 @@ Run::
     python benchmarks/bench_explore.py                # the same with the issue's 10⁸-patch cube (hours on 2 cores)
     python benchmarks/bench_explore.py --quick        # CI smoke sizes (about 20 s)
     python benchmarks/bench_explore.py --only-large --large 2000 --json out.json
+    python benchmarks/bench_explore.py --reopen 1000  # a stored cube explored twice: saved index reopened
+                                                      # (runs gathered in results/bench_explore_reopen.json)
 
 Results: ``benchmarks/results/bench_explore.json``, rendered in docs/performance.md (run
 ``python scripts/render_docs.py`` after re-measuring). From an earlier run not in that file
@@ -43,6 +45,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -253,6 +256,64 @@ def bench_large(n: int, workdir: str, chunk: int = 1000, clicks: int = 5, index:
     return res
 
 
+def bench_reopen(n: int, workdir: str | None, *, dim: int = 16, clicks: int = 10, chunk: int = 500,
+                 kind: str = "auto") -> dict:
+    """A stored cube's explorer, opened twice: the first session builds and saves the index, the second reopens it.
+
+    An S × S-patch lazy cube is written with ``to_zarr(..., pyramid=True)`` (untimed). Session 1:
+    ``ExplorerState(open_embeddings(store))`` (open), its first click (builds the index with progress
+    and saves it as ``<store>.index``). Session 2 (new state, same process: the files are in the page
+    cache, as on a machine that just wrote them): open (the saved index is fingerprint-checked and
+    loaded on open), the first click, and the median of ``clicks`` later clicks — all through
+    ``ExplorerState.click`` (what ``Explorer.click`` and a map click call), each a full click: search,
+    similarity layer, markers.
+    """
+    import tempfile
+
+    from eoembed.explore.state import ExplorerState
+    from eoembed.io import open_embeddings, to_zarr
+
+    res: dict = {"patches": n * n, "shape": [n, n], "dim": dim, "index_kind": kind}
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        store = os.path.join(tmp, "cube.zarr")
+        t = time.perf_counter()
+        to_zarr(lazy_synthetic(n, d=dim, chunk=min(chunk, n)), store, progress=False, pyramid=n > 256)
+        res["write_s"] = round(time.perf_counter() - t, 2)
+        kw = {} if kind == "auto" else {"index_kwargs": {"kind": kind}}
+        rng = np.random.default_rng(5)
+        emb0 = open_embeddings(store)
+        pts = [(float(emb0.x[c]), float(emb0.y[r])) for r, c in rng.integers(0, n, (clicks + 2, 2))]
+        for session in ("first", "reopen"):
+            t = time.perf_counter()
+            st = ExplorerState(open_embeddings(store), scatter=None, **kw)
+            row = {"open_s": round(time.perf_counter() - t, 3), "note": st.notes.status}
+            if "index_load" in st.timings:
+                row["index_load_s"] = round(st.timings["index_load"], 3)
+            t = time.perf_counter()
+            st.click(*pts[0])
+            row["first_click_s"] = round(time.perf_counter() - t, 3)
+            if "index_build" in st.timings:
+                row["index_build_s"] = round(st.timings["index_build"], 2)
+            lat = []
+            for p in pts[1:]:
+                t = time.perf_counter()
+                st.click(*p)
+                lat.append(time.perf_counter() - t)
+            row["click_median_ms"] = round(1000 * float(np.median(lat)), 1)
+            row["click_max_ms"] = round(1000 * max(lat), 1)
+            row["index"] = st.index.key
+            res[session] = row
+        files = [f for f in Path(f"{store}.index").rglob("*") if f.is_file()]
+        res["index_mb"] = round(sum(f.stat().st_size for f in files) / 2**20, 1)
+    r = res["reopen"]
+    print(f"[reopen] {n}×{n} patches ({n * n / 1e6:.2f} M, {dim}-d, {r['index']}): first session open "
+          f"{res['first']['open_s']} s, first click (builds + saves the index) {res['first']['first_click_s']} s; "
+          f"reopened: open {r['open_s']} s (index load {r.get('index_load_s')} s), first click "
+          f"{r['first_click_s'] * 1000:.0f} ms, later clicks median {r['click_median_ms']} ms "
+          f"(max {r['click_max_ms']})")
+    return res
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes for a CI smoke run")
@@ -265,11 +326,20 @@ def main(argv=None) -> int:
     ap.add_argument("--no-index", action="store_true",
                     help="large section without the out-of-core index and clicks (pyramid, COG, open, tiles only)")
     ap.add_argument("--no-large", action="store_true", help="run only the open and click sections")
+    ap.add_argument("--reopen", type=int, default=None, metavar="S",
+                    help="only the stored-cube section: an S×S-patch store explored twice (index built and saved, "
+                         "then reopened): open, first click, later clicks")
+    ap.add_argument("--index-kind", default="auto", help="--reopen: the explorer's index kind (default auto)")
     a = ap.parse_args(argv)
     import _meta
 
     started = _meta.machine()
     res: dict = {"quick": a.quick}
+    if a.reopen:
+        res["reopen"] = bench_reopen(a.reopen, a.workdir, dim=a.dim, clicks=3 if a.quick else 10, kind=a.index_kind)
+        if a.json:
+            _meta.write(a.json, _meta.stamp(res, started=started))
+        return 0
     if not a.only_large:
         res["open"] = bench_open(200 if a.quick else 1000)
         res["click"] = bench_click(150 if a.quick else 500, repeat=3 if a.quick else 10)

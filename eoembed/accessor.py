@@ -25,7 +25,7 @@ __all__ = ["EOAccessor", "EODatasetAccessor", "DELEGATES"]
 DELEGATES: dict[str, tuple[str, str]] = {
     "embed": ("eoembed.embed", "embed"),
     "embed_cost": ("eoembed.embed", "embed_cost"),
-    "index": ("eoembed.index", "build_index"),
+    "index": ("eoembed.index.saved", "store_index"),
     "similarity": ("eoembed.index", "similarity_map"),
     "fewshot": ("eoembed.classify", "fewshot"),
     "pca": ("eoembed.reduce", "pca"),

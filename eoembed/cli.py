@@ -1,4 +1,4 @@
-"""Command line: ``eoembed models | cost | embed | verify | demo | fetch``.
+"""Command line: ``eoembed models | cost | embed | verify | index | demo | fetch``.
 
 Errors eoembed raises on purpose are printed as one actionable line (exit code 2);
 anything else is a bug and shows its traceback.
@@ -97,6 +97,24 @@ def _cmd_verify(args) -> int:
     return 0
 
 
+def _cmd_index(args) -> int:
+    import logging
+    import time
+
+    from eoembed.index.saved import index_path, store_index
+    from eoembed.io import open_embeddings
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    kwargs = {"kind": args.kind} if args.kind != "auto" else {}
+    t0 = time.perf_counter()
+    idx = store_index(open_embeddings(args.store), rebuild=args.rebuild, **kwargs)
+    how = (f"loaded (still valid) in {idx.tuning['load_seconds']:.2f} s" if idx.tuning.get("build") == "loaded"
+           else f"built in {idx.tuning['build_seconds']:.1f} s")
+    print(f"{index_path(args.store)}: {idx.ntotal} patches, {idx.key}, {how} "
+          f"({time.perf_counter() - t0:.1f} s in all)")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from eoembed.demo import run_demo
 
@@ -171,6 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="check a store written by embed --lazy/--resume against its checksums")
     p.add_argument("path", help="the OUTPUT.zarr store")
     p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("index", help="build a store's search index ahead of time and save it beside the store "
+                                     "(STORE.index; explore(STORE) and emb.eo.index() reopen it)")
+    p.add_argument("store", help="the STORE.zarr (or .nc)")
+    p.add_argument("--kind", default="auto", help="auto | flat | hnsw | ivf | a FAISS factory string")
+    p.add_argument("--rebuild", action="store_true", help="build even when the saved index is still valid")
+    p.set_defaults(func=_cmd_index)
 
     p = sub.add_parser("demo", help="embed a small real cube and save a PCA-RGB picture")
     p.add_argument("--sample", default=None,

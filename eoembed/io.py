@@ -31,7 +31,8 @@ from eoembed.exceptions import EOEmbedError, InputError, MissingCRSError, Parame
 __all__ = [
     "PCA_COG", "cf_coords", "coarsen_embeddings", "open_embeddings", "open_pyramid", "open_store", "pyramid_pca_cog",
     "pyramid_source", "read_pyramid_manifest",
-    "register_reader", "register_view", "save_embeddings", "to_zarr", "verify", "write_pyramid",
+    "register_reader", "register_view", "save_embeddings", "store_fingerprint", "store_of", "to_zarr", "verify",
+    "write_pyramid",
 ]  # fmt: skip
 
 
@@ -104,7 +105,66 @@ def open_store(path, *, chunks="auto") -> xr.DataArray:
         raise InputError(f"{path} holds no single embedding cube (variables: {list(ds.data_vars)}); eoembed stores "
                          "hold one variable with an 'embedding' dim. For another product pass format= to "
                          "eoembed.open_embeddings.")
-    return ds[names[0]]
+    out = ds[names[0]]
+    out.encoding[STORE_ENCODING] = str(path.resolve())  # where it came from: the saved index sits beside it
+    return out
+
+
+#: ``emb.encoding`` key holding the store an opened cube was read from (set by :func:`open_store`).
+STORE_ENCODING = "eoembed:store"
+
+
+def store_of(emb: xr.DataArray) -> Path | None:
+    """The store ``emb`` was opened from by :func:`open_store` / :func:`open_embeddings` (None otherwise).
+
+    Read from ``emb.encoding``, which xarray keeps through transposes and renames but not
+    through computations: a sliced or computed cube is no longer "the store".
+    """
+    src = getattr(emb, "encoding", {}).get(STORE_ENCODING)
+    return Path(src) if src else None
+
+
+def store_fingerprint(path) -> dict:
+    """What identifies the vectors of a store, cheaply (no data read): ``{"kind", "sha256", "run"}``.
+
+    * A complete store written by :func:`to_zarr` (``kind="checksums"``): SHA-256 over its
+      run fingerprint (``eoembed:run``), coordinate and metadata checksums and every
+      region's recorded data checksum. Content-based: a copied store keeps it, a
+      re-written one (other data, grid or model) changes it. (Data changed behind the
+      markers' back is what :func:`verify` finds.)
+    * Any other store (:func:`save_embeddings`, NetCDF, an interrupted write)
+      (``kind="files"``): SHA-256 over every file's relative path, size and modification
+      time, so any write changes it (a copy without preserved times does too).
+    """
+    import hashlib
+
+    path = Path(path)
+    h = hashlib.sha256()
+    run = None
+    done = path / _DONE_DIR
+    attrs = {}
+    if path.is_dir() and done.is_dir():
+        try:
+            import zarr
+
+            with warnings.catch_warnings():  # our done-markers folder is not a Zarr node; zarr says so
+                warnings.simplefilter("ignore")
+                group = zarr.open_group(str(path), mode="r")
+                arrays = [n for n, a in group.arrays() if a.ndim >= 3]
+            attrs = dict(group[arrays[0]].attrs) if len(arrays) == 1 else {}
+        except Exception:  # noqa: BLE001  (unreadable layout: fall back to the files)
+            attrs = {}
+    if attrs.get(_COMPLETE_ATTR) and attrs.get(_RUN_ATTR):
+        run = attrs[_RUN_ATTR]
+        h.update(json.dumps([run, attrs.get(_COORDS_ATTR), attrs.get(_META_ATTR)], default=str).encode())
+        for marker in sorted(done.iterdir()):
+            h.update(marker.name.encode() + b"=" + marker.read_bytes())
+        return {"kind": "checksums", "sha256": h.hexdigest(), "run": run}
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.relative_to(path) if f != path else f.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return {"kind": "files", "sha256": h.hexdigest(), "run": attrs.get(_RUN_ATTR)}
 
 
 def is_store(src: str) -> bool:

@@ -471,6 +471,53 @@ def explore_summary(res: dict) -> str:
     return "\n".join(lines)
 
 
+@renderer("family_cpu", "table")
+def family_cpu_table(res: dict) -> str:
+    st = res["settings"]
+    rows = []
+    for r in res["rows"]:
+        if "images_per_s" not in r:
+            rows.append([r["model"], "–", "–", "–", "–", "–", r.get("skipped") or r.get("error", "")])
+            continue
+        bare = "–" if r.get("ratio") is None else f"{r['bare_s']:.2f} s"
+        ratio = "–" if r.get("ratio") is None else f"{r['ratio']:.2f}"
+        rows.append([r["model"], f"p = {r['patch_size']}", f"{r['patches_per_s']:,.0f}", f"{r['km2_per_s']:.2f}",
+                     f"{r['embed_s']:.2f} s", f"{bare} → {ratio}", r["weights"]])
+    load = res["run"]["machine"]["load_avg_1_5_15"]
+    head = ["model", "patch (default)", "patches/s", "km²/s", "embed()", "bare loop → ratio", "weights"]
+    return (table(head, rows)
+            + f"\n\n{st['windows']} windows of {st['window_px']} px (halo 0, no blending), T={st['timesteps']}, "
+            f"best of {st['repeat']} after a warm-up, on {st['device']} (2 shared cores, load "
+            f"{load[0] if load else '?'} at the start, {res['run']['load_avg_at_end'][0]} at the end). Ratio = bare "
+            "encoder loop seconds / `embed()` seconds on the same windows and batches (1.0 = no overhead; "
+            "`benchmarks/bench_overhead.py`'s loop, which covers Sentinel-2-only input; the vectors of both agree "
+            f"to {max(r.get('max_abs_diff') or 0 for r in res['rows']):.1e}). Wall-clock ratios on this shared "
+            "machine move by tens of per cent between runs (one repeat can fall in a load spike: a ratio above 1 "
+            "means the bare loop was slowed, not that `embed()` beats it); `bench_overhead.py` with more repeats "
+            "and CPU-time ratios is the overhead measurement.")
+
+
+@renderer("explore_reopen", "table")
+def explore_reopen_table(res: dict) -> str:
+    rows = []
+    for r in res["runs"]:
+        x, a, b = r["reopen"], r["reopen"]["first"], r["reopen"]["reopen"]
+        load = r["run"]["machine"]["load_avg_1_5_15"]
+        rows.append([f"{x['shape'][0]:,}² ({x['patches'] / 1e6:.2f} M)", str(x["dim"]), b["index"],
+                     f"{a['index_build_s']:.1f} s", f"{x['index_mb']:,.0f} MB", f"{b['open_s']:.2f} s",
+                     f"{b['index_load_s']:.2f} s", f"{1000 * b['first_click_s']:.0f} ms",
+                     f"{b['click_median_ms']:.0f} ms",
+                     f"{b['click_max_ms']:.0f} ms", f"{load[0]:.1f}" if load else "?", r["run"]["date"]])
+    return (table(["patches", "dim", "index", "first session: build on 1st click", "saved index", "reopen: open",
+                   "of which index load", "first click", "later clicks (median)", "max", "load (1 min)", "run"], rows)
+            + "\n\nA stored cube (`to_zarr(..., pyramid=True)`) explored twice in one process through "
+            "`ExplorerState.click` (what `Explorer.click` and a map click call): the first session builds the index "
+            "on its first click and saves it beside the store; the second reopens it on opening (fingerprint check "
+            "+ load) and its first click is an ordinary click. Files in the page cache (a cold disk adds the read "
+            "of the saved index). 2 shared cores; the load column is the 1-minute load average at the start."
+            + "".join(f" Row {i}: {r['run']['note']}." for i, r in enumerate(res["runs"], 1) if r["run"].get("note")))
+
+
 def render_text(text: str, results: dict[str, dict], where: str, pending: list[str]) -> str:
     """``text`` with every block whose result exists re-rendered; blocks without one appended to ``pending``."""
     out, pos = [], 0

@@ -55,6 +55,7 @@ Design notes
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 import xarray as xr
@@ -91,7 +92,12 @@ def explore(emb: xr.DataArray, cube: xr.DataArray | None = None, *, basemap: Any
     ----------
     emb:
         Embedding cube ``(time?, embedding, y, x)`` (numpy or dask; only an overview of
-        at most ``max_pixels`` per side is read for display).
+        at most ``max_pixels`` per side is read for display), or a store's path. A cube
+        opened from a store (:func:`eoembed.io.open_embeddings`) reuses the search index
+        saved beside it (``<store>.index``, see :mod:`eoembed.index.saved`; built and saved
+        by the first click otherwise, or ahead by ``eoembed index STORE``) and its pyramid
+        ``<store>.pyramid`` when there is one. A dask cube too large for a direct overview
+        without a pyramid gets a warning with the read time and the fix.
     cube:
         The input cube (``band`` dim with B04/B03/B02 or red/green/blue); adds a
         true-colour layer (2–98 % per-band stretch; median over time) and enables the
@@ -143,6 +149,11 @@ def explore(emb: xr.DataArray, cube: xr.DataArray | None = None, *, basemap: Any
     """
     _require_viz()
     from eoembed.explore.explorer import Explorer
+
+    if isinstance(emb, (str, os.PathLike)):  # a store: opened lazily; its saved index and pyramid are found
+        from eoembed.io import open_embeddings
+
+        emb = open_embeddings(emb)
 
     return Explorer(emb, cube, basemap=basemap, k=k, labels=labels, m=m, session=session, pyramid=pyramid,
                     **kwargs)

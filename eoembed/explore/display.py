@@ -20,7 +20,33 @@ from eoembed.cube import canonical, cube_info, to_crs_xy
 from eoembed.exceptions import ParameterError, user_stacklevel
 from eoembed.explore.layers import overview, vector_side, warp_for
 
-__all__ = ["DisplayGrid"]
+__all__ = ["DisplayGrid", "pyramid_beside_or_warn"]
+
+
+def pyramid_beside_or_warn(emb: xr.DataArray, store, pyramid: Any, *, read_bytes_per_s: float,
+                           max_seconds: float) -> tuple[Any, str]:
+    """``(pyramid, note)``: ``pyramid``, else the one beside ``store`` (``<store>.pyramid``, as
+    ``to_zarr(..., pyramid=True)`` writes it); a warning (and a note for the panel) when a dask cube
+    without one would take more than ``max_seconds`` to read for a direct overview."""
+    if pyramid is not None or emb.chunks is None:
+        return pyramid, ""
+    if store is not None and (store.parent / (store.name + ".pyramid")).is_dir():
+        return store.parent / (store.name + ".pyramid"), ""
+    gb = emb.size * emb.dtype.itemsize / 1e9
+    sec = gb * 1e9 / read_bytes_per_s
+    if sec <= max_seconds:
+        return None, ""
+    where = f"{store}" if store is not None else "STORE.zarr"
+    warnings.warn(
+        f"This cube ({gb:.1f} GB) is too large for a direct overview: drawing it reads every chunk, about "
+        f"{sec:.0f} s (more on a network file system). Write its pyramid once — "
+        f"eoembed.io.write_pyramid(emb, '{where}.pyramid') (or to_zarr(..., pyramid=True)); explore() then finds "
+        "it beside the store (or pass pyramid=) and opens in seconds.",
+        UserWarning,
+        stacklevel=user_stacklevel(),
+    )
+    return None, (f" This cube is too large for a direct overview (read about {sec:.0f} s): write its pyramid "
+                  "(eoembed.io.write_pyramid) to open in seconds.")
 
 
 class DisplayGrid:

@@ -88,9 +88,18 @@ class Notes:
     error: bool = False
     report: str = ""
     matches: str = ""
+    #: Called with ``(status, error)`` on every :meth:`say` (the view shows it at once, even in the
+    #: middle of a long action such as the first click's index build).
+    listener: Any = field(default=None, repr=False, compare=False)
 
     def say(self, text: str, *, error: bool = False) -> None:
         self.status, self.error = text, error
+        if self.listener is not None:
+            self.listener(text, error)
+
+    def listen(self, listener) -> None:
+        """Call ``listener(status, error)`` on every :meth:`say` from now on (None: stop)."""
+        self.listener = listener
 
     def set_report(self, html: str) -> None:
         self.report = html

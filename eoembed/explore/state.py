@@ -28,7 +28,7 @@ import xarray as xr
 
 from eoembed.exceptions import ParameterError, QueryError
 from eoembed.explore.analyses import Analyses
-from eoembed.explore.display import DisplayGrid
+from eoembed.explore.display import DisplayGrid, pyramid_beside_or_warn
 from eoembed.explore.gallery import Gallery
 from eoembed.explore.labelling import Labels
 from eoembed.explore.model import Notes, Raster, Scene, Tiles
@@ -59,6 +59,9 @@ class ExplorerState:
     #: Dask cubes with more patches than this get an out-of-core index
     #: (:func:`eoembed.index.ooc.build_index_ooc`) instead of one built in memory.
     OOC_PATCHES = 2_000_000
+    #: A direct overview of a dask cube reads every chunk: above this many seconds at READ_BYTES_PER_S
+    #: (2 cores, local disk; rough) the explorer says so and points at the pyramid.
+    DIRECT_OVERVIEW_SECONDS, READ_BYTES_PER_S = 10.0, 150e6
 
     def __init__(self, emb: xr.DataArray, cube: xr.DataArray | None = None, *, k: int = 20, labels: Any = None,
                  index: Any = None, index_kwargs: dict | None = None, fewshot_kwargs: dict | None = None,
@@ -78,6 +81,11 @@ class ExplorerState:
         self._index = index
         self._index_kwargs = dict(index_kwargs or {})
         self.scene, self.notes = Scene(), Notes()
+        from eoembed.io import store_of
+
+        self.store = store_of(emb)  # the store it was opened from: the index is saved beside it
+        pyramid, big_note = pyramid_beside_or_warn(emb, self.store, pyramid, read_bytes_per_s=self.READ_BYTES_PER_S,
+                                                   max_seconds=self.DIRECT_OVERVIEW_SECONDS)
         self.grid = DisplayGrid(emb, max_pixels=max_pixels, max_bytes=self.OVERVIEW_BYTES, pyramid=pyramid)
         self.timings["overview"] = _time.perf_counter() - t0
         self.time = TimeAxis(self.grid.emb, time)
@@ -102,24 +110,34 @@ class ExplorerState:
         self.timings["scatter"] = _time.perf_counter() - t0
         ny, nx = self.grid.shape
         self.notes.say(f"{ny}×{nx} patches ({self.grid.crs.to_string()}); overview 1/{self.grid.stride}. "
-                       "Click the map to search, or draw a polygon.")
+                       "Click the map to search, or draw a polygon." + big_note + self._reopen_index())
+
+    def _reopen_index(self) -> str:
+        """Load the index saved beside the store now (seconds) when valid; else what the first click costs."""
+        from eoembed.index.saved import reopen
+
+        if self._index is not None:
+            return ""
+        t = _time.perf_counter()
+        self._index, note = reopen(self.grid.emb, self.store, ooc_patches=self.OOC_PATCHES, **self._index_kwargs)
+        if self._index is not None:
+            self.timings["index_load"] = _time.perf_counter() - t
+        return note
 
     # ---- the index and the layers ------------------------------------------------------------
     @property
     def index(self):
         """The :class:`~eoembed.index.EmbeddingIndex` (built on first use, then reused; it holds the vectors).
 
-        Dask cubes of more than :attr:`OOC_PATCHES` patches are indexed out of core.
+        Dask cubes of more than :attr:`OOC_PATCHES` patches out of core; a store's is saved beside it and
+        reloaded (:func:`eoembed.index.saved.store_index`); a note says what a build costs before it runs.
         """
         if self._index is None:
-            from eoembed.index import build_index
-            from eoembed.index.ooc import build_index_ooc
+            from eoembed.index.saved import store_index
 
             t0 = _time.perf_counter()
-            emb = self.grid.emb
-            n = int(np.prod([emb.sizes[d] for d in emb.dims if d != "embedding"]))
-            big = emb.chunks is not None and n > self.OOC_PATCHES
-            self._index = (build_index_ooc if big else build_index)(emb, **self._index_kwargs)
+            self._index = store_index(self.grid.emb, store=self.store, ooc_patches=self.OOC_PATCHES,
+                                      say=self.notes.say, **self._index_kwargs)
             self.timings["index_build"] = _time.perf_counter() - t0
         return self._index
 

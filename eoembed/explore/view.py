@@ -82,6 +82,7 @@ class ExplorerView:
         self._basemap_src, self._basemap = None, None
         self.split, self.split_labels, self._split_drawn = None, [], None
         self.widgets = Panel(host, state, self.guard)
+        state.notes.listen(self.widgets.status)  # a long action's note shows before it runs
         self.map.on_interaction(self.guard(self._on_map_interaction))
         self.draw_control = ipyleaflet.DrawControl(
             polygon={"shapeOptions": {"color": "#ff00ff", "fillOpacity": 0.1}},

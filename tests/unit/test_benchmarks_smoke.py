@@ -42,3 +42,24 @@ def test_bench_overhead_bare_loop_equals_embed_and_reports_a_ratio():
     (row,) = bench.run(["olmoearth-v1.1-nano"], windows=4, window=32, patch_size=8, times=1, repeat=1, profile=True)
     assert row["max_abs_diff"] == 0.0 and row["windows"] == 4
     assert row["ratio"] > 0 and 0 <= row["diagnostics_share"] < 1 and 0 <= row["outside_encoder_share"] < 1
+
+
+def test_bench_gpu_dry_run_and_cpu_quick(tmp_path):
+    """benchmarks/bench_gpu.py keeps working without a GPU: the plan in a dry run, one small model end to end on
+    the CPU (same windows as the bare loop: equal vectors, a ratio), GPU-only figures None."""
+    import importlib.util
+
+    pytest.importorskip("torch")
+    spec = importlib.util.spec_from_file_location("bench_gpu", ROOT / "benchmarks" / "bench_gpu.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    plan = bench.main(["--dry-run", "--device", "cpu"])
+    assert plan["dry_run"] and {r["model"] for r in plan["rows"]} == set(bench.MODELS)
+    assert all("planned" in r or "skipped" in r for r in plan["rows"])
+    out = tmp_path / "gpu.json"
+    res = bench.main(["--device", "cpu", "--quick", "--json", str(out)])
+    (row,) = res["rows"]
+    assert row["images_per_s"] > 0 and row["km2_per_s"] > 0 and row["peak_gpu_mib"] is None
+    assert row["autocast"] is None and row["max_abs_diff"] == 0.0 and row["ratio"] > 0
+    saved = json.loads(out.read_text())
+    assert saved["run"]["machine"]["cores"] and saved["rows"][0]["model"] == "olmoearth-v1.1-nano"
