@@ -458,7 +458,8 @@ def seam_stats(values, core_patches: int, spread: int = 0, offset: tuple[int, in
     # the null: the same statistic on a lattice of the same period shifted half a window, where there is
     # no border; a model without windows (or with invisible borders) scores the same on both
     nzone = np.roll(zone, core_patches // 2)
-    null = (sums[nzone].sum() / counts[nzone].sum()) / (sums[~nzone].sum() / counts[~nzone].sum())
+    with np.errstate(invalid="ignore", divide="ignore"):  # an array too small for the shifted lattice: NaN
+        null = (sums[nzone].sum() / counts[nzone].sum()) / (sums[~nzone].sum() / counts[~nzone].sum())
     return {
         "ratio": float(sums[zone].sum() / counts[zone].sum() / rest),
         "ratio_null": float(null),
@@ -515,7 +516,8 @@ def diagnostics(values, grid: GridSpec) -> dict:
         stats = seam_stats(values, ph["period"], grid.seam_spread, ph["offset"])
         if stats is not None:
             out["eoembed:seam_ratio"] = round(stats["ratio"], 4)
-            out["eoembed:seam_ratio_null"] = round(stats["ratio_null"], 4)
+            if np.isfinite(stats["ratio_null"]):
+                out["eoembed:seam_ratio_null"] = round(stats["ratio_null"], 4)
             out["eoembed:seam_cross_over_in"] = round(stats["cross_over_in"], 4)
         out.update(position_attrs(values, ph["period"], ph["offset"]))
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -179,7 +180,10 @@ def open_cube(path, *, nodata="auto", keep_extra: bool = False, chunks=None, tim
         raise InputError("several files are only supported for GeoTIFF stacks")
     if suffix == ".zarr" or os.path.isdir(first):
         try:
-            ds = xr.open_zarr(first, chunks=chunks, decode_coords="all")
+            with warnings.catch_warnings():  # a store without consolidated metadata (eoembed's own streamed
+                # stores, many others) is read fine without it; xarray's note says only that it looked first
+                warnings.filterwarnings("ignore", message="Failed to open Zarr store with consolidated metadata")
+                ds = xr.open_zarr(first, chunks=chunks, decode_coords="all")
         except Exception as err:  # noqa: BLE001  (zarr raises many types for a folder that is no store)
             raise InputError(
                 f"{first} is not a readable Zarr store ({type(err).__name__}: {err}); an empty folder, or a "
