@@ -20,6 +20,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import functools
+import threading
+
 import numpy as np
 import xarray as xr
 
@@ -224,28 +227,49 @@ def xy_to_rowcol(
     return row, col
 
 
+def transformer(src_crs, dst_crs):
+    """A pyproj ``Transformer`` (x/y order) from ``src_crs`` to ``dst_crs``, made once per thread.
+
+    Building one costs milliseconds (a PROJ database lookup) and ``embed()`` needs a few per
+    call; pyproj transformers must not be shared between threads, so the cache is per thread.
+    """
+    from pyproj import CRS
+
+    def key(c):
+        return c if isinstance(c, (str, int)) else CRS.from_user_input(c).to_wkt()
+
+    return _transformer(key(src_crs), key(dst_crs), threading.get_ident())
+
+
+@functools.lru_cache(maxsize=64)
+def _transformer(src, dst, _thread: int):
+    from pyproj import Transformer
+
+    return Transformer.from_crs(src, dst, always_xy=True)
+
+
 def to_crs_xy(x, y, src_crs, dst_crs) -> tuple[np.ndarray, np.ndarray]:
     """Reproject coordinate arrays with pyproj (always x/y order)."""
-    from pyproj import CRS, Transformer
+    from pyproj import CRS
 
     src, dst = CRS.from_user_input(src_crs), CRS.from_user_input(dst_crs)
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
     if src == dst:
         return x, y
-    tr = Transformer.from_crs(src, dst, always_xy=True)
+    tr = transformer(src, dst)
     return tuple(np.asarray(v, dtype=float) for v in tr.transform(x, y))  # type: ignore[return-value]
 
 
 def to_crs_geom(geom, src_crs, dst_crs):
     """Reproject a shapely geometry with pyproj."""
     import shapely
-    from pyproj import CRS, Transformer
+    from pyproj import CRS
 
     src, dst = CRS.from_user_input(src_crs), CRS.from_user_input(dst_crs)
     if src == dst:
         return geom
-    tr = Transformer.from_crs(src, dst, always_xy=True)
+    tr = transformer(src, dst)
     return shapely.transform(geom, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
 
 

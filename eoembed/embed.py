@@ -293,10 +293,10 @@ def embed(
 
 def _center_lonlat(cube: xr.DataArray) -> tuple[float, float]:
     """``(lon, lat)`` of the cube's centre in degrees (for models with location encodings)."""
-    from pyproj import Transformer
+    from eoembed.cube import transformer
 
     left, bottom, right, top = cube.rio.bounds(recalc=True)
-    tr = Transformer.from_crs(cube.rio.crs, "EPSG:4326", always_xy=True)
+    tr = transformer(cube.rio.crs, "EPSG:4326")
     lon, lat = tr.transform((left + right) / 2, (bottom + top) / 2)
     return float(lon), float(lat)
 

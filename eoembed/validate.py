@@ -39,7 +39,9 @@ as missing values, dask arrays (values are only sampled).
 
 from __future__ import annotations
 
+import functools
 import math
+import threading
 import warnings
 
 import numpy as np
@@ -434,18 +436,28 @@ def as_cube(obj, *, values: bool | str = "eager", unsorted_time: str = "sort") -
     return obj
 
 
+@functools.lru_cache(maxsize=32)
+def _proj(wkt: str, _thread: int):
+    """A pyproj ``Proj`` of ``wkt`` (per thread: pyproj objects are not shared between threads)."""
+    from pyproj import Proj
+
+    return Proj(wkt)
+
+
 def ground_scale(crs, x: float, y: float) -> tuple[float, float]:
     """The CRS's scale factors ``(along meridians, along parallels)`` at ``(x, y)``.
 
     1.0 means one CRS unit is one metre on the ground (≈ UTM); Web Mercator at 50°N
     gives ≈1.56 both ways (conformal); equal-area projections differ between the two.
     """
-    from pyproj import CRS, Proj, Transformer
+    from pyproj import CRS
 
-    crs = CRS.from_user_input(crs)
-    lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(x, y)
+    from eoembed.cube import transformer
+
+    wkt = crs if isinstance(crs, str) else CRS.from_user_input(crs).to_wkt()
+    lon, lat = transformer(wkt, "EPSG:4326").transform(x, y)
     try:
-        f = Proj(crs).get_factors(lon, lat)
+        f = _proj(wkt, threading.get_ident()).get_factors(lon, lat)
         k_m, k_p = float(f.meridional_scale), float(f.parallel_scale)
     except Exception:  # noqa: BLE001  (a CRS pyproj cannot differentiate: assume true scale)
         return 1.0, 1.0

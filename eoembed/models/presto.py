@@ -74,19 +74,14 @@ def load_presto(spec: ModelSpec, weights=None, device: str | None = None) -> "Pr
     return PrestoEncoderAdapter.load(spec, weights, device)
 
 
-_TRANSFORMERS: dict[str, object] = {}
-
-
 def pixel_lonlat(transform, crs_wkt: str, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Lon/lat (degrees) of pixel centres ``(rows, cols)`` of a grid with ``transform`` in ``crs``."""
-    from pyproj import Transformer
+    from eoembed.cube import transformer
 
     a, b, c, d, e, f = transform
     x = a * (cols + 0.5) + b * (rows + 0.5) + c
     y = d * (cols + 0.5) + e * (rows + 0.5) + f
-    if crs_wkt not in _TRANSFORMERS:
-        _TRANSFORMERS[crs_wkt] = Transformer.from_crs(crs_wkt, "EPSG:4326", always_xy=True)
-    return _TRANSFORMERS[crs_wkt].transform(x, y)
+    return transformer(crs_wkt, "EPSG:4326").transform(x, y)  # per thread: dask workers run blocks in threads
 
 
 class PrestoEncoderAdapter(ChannelGroupEncoder):

@@ -337,3 +337,23 @@ def test_value_checks_on_many_dask_blocks_read_a_few_and_fall_back_to_exact():
     mixed.loc[{"band": "B03"}] = mixed.sel(band="B03") / 10000
     with pytest.raises(E.ScaleError, match="B03"):
         check_band_values(mixed.chunk({"y": 8, "x": 8}))
+
+
+def test_crs_transformers_are_made_once_per_thread_and_never_shared_between_threads():
+    """embed() needs lon/lat and ground scale on every call: the pyproj objects are cached, per thread
+    (pyproj transformers must not be used from two threads at once; dask runs blocks in threads)."""
+    import threading
+
+    from eoembed.cube import to_crs_xy, transformer
+
+    a = transformer("EPSG:32631", "EPSG:4326")
+    assert transformer("EPSG:32631", "EPSG:4326") is a  # cached in this thread
+    other = []
+    th = threading.Thread(target=lambda: other.append(transformer("EPSG:32631", "EPSG:4326")))
+    th.start()
+    th.join()
+    assert other[0] is not a  # another thread gets its own
+    lon, lat = a.transform(500_000.0, 5_500_000.0)
+    assert abs(lon - 3.0) < 1e-9 and 49 < lat < 50  # the central meridian of zone 31
+    x, y = to_crs_xy([500_000.0], [5_500_000.0], "EPSG:32631", "EPSG:4326")
+    assert x[0] == lon and y[0] == lat
