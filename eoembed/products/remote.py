@@ -248,6 +248,9 @@ def fetch_index(url: str, *, refresh: bool = False) -> Path:
     if refresh and (folder / fname).exists():
         (folder / fname).unlink()
     downloader = pooch.HTTPDownloader(timeout=(CONNECT_TIMEOUT_S, TIMEOUT_S))
+    plog = pooch.get_logger()
+    level = plog.level
+    plog.setLevel(logging.WARNING)  # pooch's "use this value as known_hash" advice is not for eoembed's users
     try:
         path = Path(pooch.retrieve(url, known_hash=None, fname=fname, path=folder, downloader=downloader,
                                    progressbar=False))
@@ -259,8 +262,16 @@ def fetch_index(url: str, *, refresh: bool = False) -> Path:
         ) from err
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as err:
         raise _unreachable(url, err) from err
-    log.info("tile index %s: %s (%d bytes)", url, path, path.stat().st_size)
+    finally:
+        plog.setLevel(level)
+    log.info("tile index %s: %s (%d bytes, SHA-256 %s)", url, path, path.stat().st_size, _sha256(path))
     return path
+
+
+def _sha256(path: Path) -> str:
+    from eoembed._files import sha256_file
+
+    return sha256_file(path)
 
 
 def _read_index(path: Path, url: str, columns: Sequence[str]):
@@ -350,7 +361,7 @@ def _npy_header(url: str) -> tuple[tuple[int, ...], np.dtype, int, int | None]:
 # the mosaic
 # --------------------------------------------------------------------------------------
 def _north_up(data: np.ndarray, t):
-    from affine import Affine
+    from rasterio import Affine
 
     if t.e > 0:  # bottom-up (Source Cooperative AlphaEarth copies): flip rows
         return data[:, ::-1], Affine(t.a, 0, t.c, 0, -t.e, t.f + t.e * data.shape[1])
@@ -383,7 +394,7 @@ def _fill_block(tiles: Sequence[_Tile], dst_crs, dst_t, h: int, w: int, dim: int
         if r0 >= r1 or c0 >= c1:
             continue
         data = tile.read(r0, r1, c0, c1)
-        from affine import Affine
+        from rasterio import Affine
 
         data, src_t = _north_up(data, tile.transform @ Affine.translation(c0, r0))
         if _aligned(tile, src_t, dst_crs, dst_t):
@@ -406,7 +417,7 @@ def _fill_block(tiles: Sequence[_Tile], dst_crs, dst_t, h: int, w: int, dim: int
 def _mosaic(tiles: Sequence[_Tile], bbox, *, crs, res: float, dim: int, chunks: int | None, attrs: dict):
     import dask
     import dask.array as dsa
-    from affine import Affine
+    from rasterio import Affine
     from rasterio.crs import CRS
     from rasterio.warp import transform_bounds
 

@@ -19,6 +19,7 @@ out (not imported from eoembed), so a wrong rule, a shifted window or a flipped 
 from __future__ import annotations
 
 import http.server
+import math
 import re
 import threading
 import warnings
@@ -46,6 +47,7 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
 UTM31 = "EPSG:32631"
+UTM32 = "EPSG:32632"
 X0, Y0 = 500_000.0, 5_700_000.0  # top-left of tile A (UTM 31N, ~lon 3.0, lat 51.45)
 BIG_X0 = 520_000.0  # the big COG (for the bytes-read check)
 BIG = 768  # its side: 768 x 768 x 64 int8 = 36 MiB in 128-px blocks of 1 MiB
@@ -229,10 +231,20 @@ def aef(tmp_path_factory):
         _aef_row(f"{YEAR}/31N/xd.tiff", YEAR, UTM31, "31N", (X0, Y0 - 1280, X0 + 640, Y0 - 640)),  # not served
         _aef_row("2023/31N/x23.tiff", 2023, UTM31, "31N", (X0 + 40_000, Y0 - 320, X0 + 40_320, Y0)),
     ]
+    # either side of the 6°E boundary of UTM zones 31 and 32 (lat ~51.45): W in 31N, E in 32N, 64 x 64 each
+    xw = math.floor(min(warp_transform("EPSG:4326", UTM31, [5.999, 5.999], [51.44, 51.46])[0]) / 10) * 10
+    xe = math.ceil(max(warp_transform("EPSG:4326", UTM32, [6.001, 6.001], [51.44, 51.46])[0]) / 10) * 10
+    yw = round(warp_transform("EPSG:4326", UTM31, [5.99], [51.455])[1][0] / 10) * 10
+    ye = round(warp_transform("EPSG:4326", UTM32, [6.01], [51.455])[1][0] / 10) * 10
+    zones = {"w": (_aef_ints(rng, 64, 64), from_origin(xw - 640, yw, 10, 10), UTM31, "31N"),
+             "e": (_aef_ints(rng, 64, 64), from_origin(xe, ye, 10, 10), UTM32, "32N")}
+    for key, (q, t, crs, zone) in zones.items():
+        _write_aef_tile(root / f"{YEAR}/{zone}/z{key}.tiff", q, t, crs=crs)
+        rows.append(_aef_row(f"{YEAR}/{zone}/z{key}.tiff", YEAR, crs, zone, (t.c, t.f - 640, t.c + 640, t.f)))
     _write_parquet(rows, root / "aef_index.parquet", geo=True)
     server = _Server(root.parents[3])
     yield dict(server=server, source=f"{server.url}/tge-labs/aef/v1/annual", qa=qa, qb=qb, big=big, ta=ta, tb=tb,
-               tbig=tbig, rel="tge-labs/aef/v1/annual")
+               tbig=tbig, rel="tge-labs/aef/v1/annual", zones=zones)
     server.close()
 
 
@@ -306,7 +318,7 @@ def test_aef_reads_only_the_needed_bytes_of_a_big_cog(aef):
     read = srv.bytes_of(rel) - before
     assert size > 32 * 2**20
     assert 0 < read < size / 10, f"read {read} of {size} bytes for a 9x9-pixel window"
-    np.testing.assert_allclose(got[:, 0, 0], _deq_aef(aef["big"])[:, 200, 200], atol=1e-6)
+    np.testing.assert_allclose(got[:, 0, 0], _deq_aef(aef["big"][:, 200:201, 200:201])[:, 0, 0], atol=1e-6)
 
 
 def test_aef_index_is_fetched_once_and_cached(aef):
@@ -335,6 +347,36 @@ def test_aef_other_crs_reprojects_to_source_pixels(aef):
     got = v.reshape(64, -1)[:, inside]
     want = da[:, row[inside], col[inside]]
     np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_aef_tiles_in_two_utm_zones_mosaic_onto_the_centre_zone(aef):
+    (qw, tw, _, _), (qe, te, _, _) = aef["zones"]["w"], aef["zones"]["e"]
+    w = warp_transform(UTM31, "EPSG:4326", [tw.c + 200], [tw.f - 200])[0][0]
+    e = warp_transform(UTM32, "EPSG:4326", [te.c + 200], [te.f - 200])[0][0]
+    bbox = (w, 51.4505, e, 51.4535)  # across 6°E, the boundary of zones 31 and 32
+    emb = eoembed.products.alphaearth(bbox, YEAR, source=aef["source"], chunks=None)
+    assert emb.rio.crs.to_epsg() == (32631 if (w + e) / 2 < 6 else 32632)  # the zone of the bbox centre
+    assert sorted(Path(u).name for u in emb.attrs["eoembed:tiles"]) == ["ze.tiff", "zw.tiff"]
+    assert "reprojected, nearest" in emb.attrs["eoembed:mosaic"] and "UTM zone of the bbox centre" in \
+        emb.attrs["eoembed:mosaic"]
+    v = emb.values.reshape(64, -1)
+    jj, ii = np.meshgrid(np.arange(emb.sizes["y"]), np.arange(emb.sizes["x"]), indexing="ij")
+    xd, yd = emb.x.values[ii].ravel(), emb.y.values[jj].ravel()
+    x31, y31 = (np.asarray(a) for a in warp_transform(emb.rio.crs, UTM31, xd, yd))
+    x32, y32 = (np.asarray(a) for a in warp_transform(emb.rio.crs, UTM32, xd, yd))
+    counted = 0
+    for q, t, xs, ys in ((qw, tw, x31, y31), (qe, te, x32, y32)):
+        col, row = (xs - t.c) / 10, (t.f - ys) / 10
+        deep = (col > 1) & (col < 63) & (row > 1) & (row < 63)  # a pixel from the tile's edge: no rounding doubt
+        want = _deq_aef(q)[:, row[deep].astype(int), col[deep].astype(int)]
+        np.testing.assert_allclose(v[:, deep], want, atol=1e-6)  # the source vector under each centre
+        counted += int(deep.sum())
+    assert counted > 0.5 * v.shape[1]
+    # between the tiles (neither covers it) the mosaic is NaN, not a neighbour's value
+    cw = (x31 - tw.c) / 10
+    ce = (x32 - te.c) / 10
+    gap = (cw > 64.5) & (ce < -0.5)
+    assert gap.any() and np.isnan(v[:, gap]).all()
 
 
 def test_aef_missing_tile_on_the_server(aef):
