@@ -103,6 +103,7 @@ REMOTE_CHUNK = 512
 
 _AEF_COLUMNS = ("path", "year", "crs", "wgs84_west", "wgs84_south", "wgs84_east", "wgs84_north")
 _TESSERA_COLUMNS = ("year", "lon", "lat")
+_OPTIONAL_COLUMNS = ("grid_size", "scales_size", "utm_zone", "version", "variant")
 #: GDAL settings for the COG range reads (applied per read with ``rasterio.Env``).
 GDAL_ENV = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no directory listing per file
@@ -277,17 +278,19 @@ def _sha256(path: Path) -> str:
 def _read_index(path: Path, url: str, columns: Sequence[str]):
     pq = require("pyarrow.parquet", "search", "Reading a producer's tile index")
     try:
-        table = pq.read_table(path)
+        names = pq.read_schema(path).names
+        # only the columns used (the AlphaEarth index has a geometry column and one row per COG worldwide)
+        table = pq.read_table(path, columns=[c for c in names if c in (*columns, *_OPTIONAL_COLUMNS)])
     except Exception as err:  # noqa: BLE001  (ArrowInvalid, OSError…: not a Parquet file)
         raise ProductIndexError(
             f"The tile index {url} (cached at {path}) is not a readable Parquet file ({type(err).__name__}: "
             f"{str(err)[:200]}). Check source=, or delete the cached copy (refresh_index=True) if it was cut off."
         ) from err
-    missing = [c for c in columns if c not in table.column_names]
+    missing = [c for c in columns if c not in names]
     if missing:
         raise ProductIndexError(
             f"The tile index {url} lacks the column(s) {missing} of the published layout (it has "
-            f"{table.column_names[:20]}). Check that source= points at the producer's root folder."
+            f"{names[:20]}). Check that source= points at the producer's root folder."
         )
     return table.to_pandas()
 
