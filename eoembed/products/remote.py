@@ -234,37 +234,21 @@ def get_range(url: str, start: int, stop: int) -> tuple[bytes, int | None]:
 
 
 def fetch_index(url: str, *, refresh: bool = False) -> Path:
-    """The producer's index file, downloaded once into ``<data cache>/products/<url hash>/`` (pooch).
+    """The producer's index file, downloaded once into ``<data cache>/products/<url hash>/``.
 
-    The producers publish no hash for their index, so the copy is kept as downloaded (its SHA-256 is logged);
-    ``refresh=True`` downloads it again (the index grows as the producer adds tiles).
+    Through eoembed's one downloader (:func:`eoembed.data.registry.download`, pooch). The producers publish no
+    hash for their index, so the copy is kept as downloaded (its SHA-256 is logged); ``refresh=True``
+    downloads it again (the index grows as the producer adds tiles).
     """
-    import pooch
-    import requests
-
-    from eoembed.data.registry import CONNECT_TIMEOUT_S, TIMEOUT_S, data_cache_dir
+    from eoembed.data.registry import data_cache_dir, download
 
     folder = data_cache_dir() / "products" / hashlib.sha256(url.encode()).hexdigest()[:16]
     fname = url.rstrip("/").rpartition("/")[2] or "index.parquet"
     if refresh and (folder / fname).exists():
         (folder / fname).unlink()
-    downloader = pooch.HTTPDownloader(timeout=(CONNECT_TIMEOUT_S, TIMEOUT_S))
-    plog = pooch.get_logger()
-    level = plog.level
-    plog.setLevel(logging.WARNING)  # pooch's "use this value as known_hash" advice is not for eoembed's users
-    try:
-        path = Path(pooch.retrieve(url, known_hash=None, fname=fname, path=folder, downloader=downloader,
-                                   progressbar=False))
-    except requests.exceptions.HTTPError as err:
-        status = getattr(err.response, "status_code", "?")
-        raise DownloadNotFoundError(
-            f"The tile index {url} answered HTTP {status}. Check source= (the folder holding {fname}); the "
-            f"published roots are {AEF_SOURCE} (AlphaEarth) and {TESSERA_SOURCE} (TESSERA)."
-        ) from err
-    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as err:
-        raise _unreachable(url, err) from err
-    finally:
-        plog.setLevel(level)
+    path = download(url, folder / fname, what="the tile index",
+                    fix=f"Check source= (the folder holding {fname}); the published roots are {AEF_SOURCE} "
+                        f"(AlphaEarth) and {TESSERA_SOURCE} (TESSERA).")
     log.info("tile index %s: %s (%d bytes, SHA-256 %s)", url, path, path.stat().st_size, _sha256(path))
     return path
 

@@ -436,7 +436,7 @@ def test_unreachable_host_and_bad_index(aef, tmp_path):
     pq.write_table(pa.table({"path": ["x.tiff"], "year": [2024]}), root / "cols" / "aef_index.parquet")
     with pytest.raises(ProductIndexError, match=r"lacks the column\(s\) \['crs', 'wgs84_west'"):
         eoembed.products.alphaearth((3.0, 51.4, 3.01, 51.41), YEAR, source=f"{aef['server'].url}/cols")
-    with pytest.raises(DownloadNotFoundError, match=r"tile index .* answered HTTP 404"):
+    with pytest.raises(DownloadNotFoundError, match=r"the tile index from .*/nothing/aef_index.parquet failed: HTTP 404"):
         eoembed.products.alphaearth((3.0, 51.4, 3.01, 51.41), YEAR, source=f"{aef['server'].url}/nothing")
 
 
