@@ -297,6 +297,24 @@ def test_aef_bbox_spanning_two_tiles_equals_the_source_pixels(aef):
             np.testing.assert_allclose(v[:, j, i], want, atol=1e-6)
 
 
+def test_aef_streamed_cube_is_the_local_files_cube(aef):
+    """The same tile, opened from its local file and streamed from the server for a bbox inside it: the
+    same dims, dtype, CRS, attrs (plus the remote ones) and values; and search works on it."""
+    root = aef["server"].httpd.RequestHandlerClass.root
+    local = eoembed.open_embeddings(str(root / aef["rel"] / f"{YEAR}/31N/xa.tiff"), format="alphaearth")
+    emb = eoembed.products.alphaearth(_utm_bbox(X0 + 105, Y0 - 395, X0 + 395, Y0 - 105), YEAR,
+                                      source=aef["source"])
+    assert emb.dims == local.dims and emb.dtype == local.dtype and emb.name == local.name
+    assert emb.rio.crs == local.rio.crs and emb.rio.resolution() == local.rio.resolution()
+    same = {k for k in local.attrs if k not in ("eoembed:source",)}
+    assert same <= set(emb.attrs) and all(emb.attrs[k] == local.attrs[k] for k in same)
+    part = local.sel(x=emb.x, y=emb.y)
+    np.testing.assert_array_equal(emb.values, part.values)
+    index = eoembed.build_index(emb)
+    hits = index.search(point=(float(emb.x[5]), float(emb.y[5])), k=1)
+    assert float(hits["x"].iloc[0]) == float(emb.x[5]) and float(hits["y"].iloc[0]) == float(emb.y[5])
+
+
 def test_aef_nodata_becomes_nan_in_every_band(aef):
     bbox = _utm_bbox(X0 + 105, Y0 - 195, X0 + 295, Y0 - 5)
     emb = eoembed.products.alphaearth(bbox, YEAR, source=aef["source"], chunks=None)
