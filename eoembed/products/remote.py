@@ -129,10 +129,8 @@ def check_bbox(bbox: Sequence[float], bbox_crs: Any = "EPSG:4326") -> tuple[floa
         raise BBoxError(f"bbox={bbox!r} is not four numbers; pass (west, south, east, north).") from err
     if len(vals) != 4 or not all(math.isfinite(v) for v in vals):
         raise BBoxError(f"bbox={bbox!r} must be four finite numbers (west, south, east, north).")
-    from rasterio.crs import CRS
-
-    crs = CRS.from_user_input(bbox_crs)
-    if crs != CRS.from_epsg(4326):
+    crs = _crs(bbox_crs, "bbox_crs")
+    if crs != _crs("EPSG:4326", "bbox_crs"):
         w, s, e, n = vals
         if w >= e or s >= n:
             raise BBoxError(f"bbox={bbox!r} in {bbox_crs}: west must be < east and south < north.")
@@ -155,6 +153,17 @@ def check_bbox(bbox: Sequence[float], bbox_crs: Any = "EPSG:4326") -> tuple[floa
     if s >= n:
         raise BBoxError(f"bbox={bbox!r}: south ({s}) is not < north ({n}). Pass (west, south, east, north).")
     return vals
+
+
+def _crs(value: Any, name: str):
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+
+    try:
+        return CRS.from_user_input(value)
+    except (CRSError, ValueError, TypeError) as err:
+        raise ParameterError(f"{name}={value!r} is not a CRS ({err}); pass e.g. 'EPSG:32631' or a pyproj/rasterio "
+                             "CRS.") from err
 
 
 def utm_crs(lon: float, lat: float):
@@ -405,12 +414,11 @@ def _mosaic(tiles: Sequence[_Tile], bbox, *, crs, res: float, dim: int, chunks: 
     import dask
     import dask.array as dsa
     from rasterio import Affine
-    from rasterio.crs import CRS
     from rasterio.warp import transform_bounds
 
     w, s, e, n = bbox
     chosen = crs is None
-    dst_crs = utm_crs((w + e) / 2, (s + n) / 2) if chosen else CRS.from_user_input(crs)
+    dst_crs = utm_crs((w + e) / 2, (s + n) / 2) if chosen else _crs(crs, "crs")
     if not dst_crs.is_projected:
         raise ParameterError(f"crs={crs!r} is geographic; the mosaic needs a projected CRS in metres "
                              "(leave crs=None for the UTM zone of the bbox centre).")

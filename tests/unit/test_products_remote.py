@@ -430,6 +430,14 @@ def test_invalid_bbox_is_refused(aef, bbox, match):
     assert isinstance(info.value, QueryError)
 
 
+def test_bad_crs_arguments_are_parameter_errors(aef):
+    with pytest.raises(eoembed.exceptions.ParameterError, match="bbox_crs='EPSG:nope' is not a CRS"):
+        eoembed.products.alphaearth((3.0, 51.4, 3.01, 51.41), YEAR, source=aef["source"], bbox_crs="EPSG:nope")
+    with pytest.raises(eoembed.exceptions.ParameterError, match="crs='EPSG:4326' is geographic"):
+        eoembed.products.alphaearth(_utm_bbox(X0 + 105, Y0 - 195, X0 + 295, Y0 - 5), YEAR, source=aef["source"],
+                                    crs="EPSG:4326")
+
+
 def test_bbox_in_another_crs(aef):
     emb = eoembed.products.alphaearth((X0 + 100, Y0 - 200, X0 + 300, Y0), YEAR, source=aef["source"],
                                       bbox_crs=UTM31, chunks=None)
