@@ -227,3 +227,17 @@ class DownloadIncompleteError(DownloadError, ValueError):
 
 class DownloadHashMismatchError(DownloadIncompleteError):
     """A downloaded or mirrored file's SHA-256 differs from the published one; nothing was kept."""
+
+
+# --- appended (issue 29 item 4: published products read from where they live) --------
+class BBoxError(QueryError):
+    """A bounding box is malformed: not four finite numbers, west > east, south > north, or outside lon/lat range."""
+
+
+class ProductIndexError(DataSourceError, ValueError):
+    """A producer's tile index (AlphaEarth ``aef_index.parquet``, geotessera ``manifest.parquet``) cannot be read
+    or does not have the published columns, or disagrees with the files it lists."""
+
+
+class MissingTileError(DataSourceError, LookupError):
+    """No published tile covers the bounding box for that year, or a tile the index lists is not on the server."""

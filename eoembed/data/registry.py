@@ -42,7 +42,7 @@ from eoembed.exceptions import (
 )
 
 __all__ = ["RegistryFile", "Group", "REGISTRY", "GROUPS", "SAMPLE_CUBE", "sample", "fetch", "names", "mirrors",
-           "data_cache_dir", "files_of"]
+           "data_cache_dir", "files_of", "download"]
 
 log = logging.getLogger("eoembed.data.registry")
 
@@ -284,52 +284,110 @@ def _how_to_get(entry: RegistryFile) -> str:
 
 
 def _download(entry: RegistryFile, *, progressbar: bool = False) -> Path:
-    """Fetch one file with pooch into its cache folder; typed errors, nothing half-written kept."""
+    """Fetch one registered file into its cache folder (:func:`download`)."""
+    folder = _group_cache(GROUPS[entry.group])
+    log.info("downloading %s from %s into %s", entry.name, entry.url, folder)
+    path = download(entry.url, folder / entry.filename, sha256=entry.sha256, what=entry.name,
+                    fix=_how_to_get(entry), size=entry.size, progressbar=progressbar)
+    log.info("downloaded %s: %d bytes, SHA-256 %s", entry.name, path.stat().st_size, entry.sha256)
+    return path
+
+
+def _copy_file_url(url: str, output_file, pooch_obj=None) -> None:
+    """A pooch downloader for ``file://`` URLs (local mirrors, tests): copies the file to pooch's temporary
+    (a path, or an open binary file)."""
+    from urllib.parse import unquote, urlsplit
+    from urllib.request import url2pathname
+
+    src = Path(url2pathname(unquote(urlsplit(url).path)))
+    if not src.is_file():
+        raise FileNotFoundError(f"{src} does not exist")
+    out = open(output_file, "wb") if isinstance(output_file, (str, os.PathLike)) else output_file  # noqa: SIM115
+    try:
+        with open(src, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                out.write(block)
+    finally:
+        if out is not output_file:
+            out.close()
+
+
+def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, what: str = "file", fix: str = "",
+             size: int | None = None, progressbar: bool = False,
+             timeout: tuple[float, float] | float | None = None) -> Path:
+    """The one downloader of eoembed: ``url`` to ``dest`` with :mod:`pooch`, SHA-256-checked before it is kept.
+
+    Sample data, model weights (:func:`eoembed.models.weights.download_pinned`) and the producers' tile
+    indexes (:mod:`eoembed.products.remote`) all come through here. pooch writes beside ``dest`` under a
+    temporary name and moves the file in place only when complete and (with ``sha256``) verified, so a
+    broken or wrong download never becomes a cache hit. ``http(s)://`` and ``ftp://`` as pooch fetches them;
+    ``file://`` is copied the same way (local mirrors, tests). An existing ``dest`` with the right hash
+    (or any existing ``dest`` when ``sha256`` is None) is returned as is.
+
+    Raises
+    ------
+    DownloadNotFoundError
+        The server answered with an error (HTTP 404…), or the ``file://`` path does not exist.
+    DownloadUnreachableError
+        The server cannot be reached (no network, firewall, wrong host).
+    DownloadIncompleteError
+        The transfer broke off (fewer bytes than announced).
+    DownloadHashMismatchError
+        The bytes are not the published file.
+    """
     import pooch
     import requests
 
-    group = GROUPS[entry.group]
-    folder = _group_cache(group)
-    folder.mkdir(parents=True, exist_ok=True)
-    url = entry.url
-    fetcher = pooch.create(path=folder, base_url="", registry={entry.filename: f"sha256:{entry.sha256}"},
-                           urls={entry.filename: url}, retry_if_failed=0)
-    downloader = pooch.HTTPDownloader(progressbar=progressbar, timeout=(CONNECT_TIMEOUT_S, TIMEOUT_S))
-    log.info("downloading %s from %s into %s", entry.name, url, folder)
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    how = f" {fix}" if fix else ""
+    if url.startswith("file://"):
+        downloader = _copy_file_url
+    else:
+        t = timeout if timeout is not None else (CONNECT_TIMEOUT_S, TIMEOUT_S)
+        if isinstance(t, (int, float)):
+            t = (min(CONNECT_TIMEOUT_S, float(t)), float(t))
+        downloader = pooch.HTTPDownloader(progressbar=progressbar, timeout=t)
+    plog = pooch.get_logger()
+    level = plog.level
+    plog.setLevel(logging.WARNING)  # eoembed logs downloads itself; pooch's known_hash advice is not for users
     try:
-        path = Path(fetcher.fetch(entry.filename, downloader=downloader))
+        return Path(pooch.retrieve(url, known_hash=f"sha256:{sha256}" if sha256 else None, fname=dest.name,
+                                   path=dest.parent, downloader=downloader, progressbar=False))
+    except FileNotFoundError as err:  # a file:// URL whose file is not there
+        raise DownloadNotFoundError(f"{what}: {url} does not exist; nothing was kept.{how}") from err
     except requests.exceptions.HTTPError as err:
         status = getattr(err.response, "status_code", "?")
         raise DownloadNotFoundError(
-            f"Downloading {entry.name} from {url} failed: HTTP {status}. The pinned file is not (or no longer) "
-            f"served there; nothing was kept. {_how_to_get(entry)}"
+            f"Downloading {what} from {url} failed: HTTP {status}. The pinned file is not (or no longer) "
+            f"served there; nothing was kept.{how}"
         ) from err
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as err:
         text = str(err)
         if isinstance(err, requests.exceptions.ConnectionError) and _broke_off(err):
             raise DownloadIncompleteError(
-                f"Downloading {entry.name} from {url} broke off before the end ({_first_line(text)}); "
-                f"nothing was kept. Run again. {_how_to_get(entry)}"
+                f"Downloading {what} from {url} broke off before the end ({_first_line(text)}); "
+                f"nothing was kept. Run again.{how}"
             ) from err
         raise DownloadUnreachableError(
-            f"Cannot reach {url} ({type(err).__name__}: {_first_line(text)}), so {entry.name} cannot be "
-            f"downloaded. Connect to the internet (or a proxy), or: {_how_to_get(entry)}"
+            f"Cannot reach {url} ({type(err).__name__}: {_first_line(text)}), so {what} cannot be "
+            f"downloaded. Connect to the internet (or a proxy), or:{how or ' download it by hand.'}"
         ) from err
     except requests.exceptions.RequestException as err:  # ChunkedEncodingError, ContentDecodingError…
         raise DownloadIncompleteError(
-            f"Downloading {entry.name} from {url} broke off ({type(err).__name__}: {_first_line(str(err))}); "
-            f"nothing was kept. Run again. {_how_to_get(entry)}"
+            f"Downloading {what} from {url} broke off ({type(err).__name__}: {_first_line(str(err))}); "
+            f"nothing was kept. Run again.{how}"
         ) from err
     except ValueError as err:  # pooch: the hash does not match
         if "hash" not in str(err).lower():
             raise
         raise DownloadHashMismatchError(
-            f"{url} did not give the published {entry.name}: {_first_line(str(err))} (expected SHA-256 "
-            f"{entry.sha256}, {entry.size} bytes). The download is corrupt or truncated, or the file changed "
-            f"upstream; nothing was kept. Run again, or: {_how_to_get(entry)}"
+            f"{url} did not give the published {what}: {_first_line(str(err))} (expected SHA-256 "
+            f"{sha256}{f', {size} bytes' if size else ''}). The download is corrupt or truncated, or the file "
+            f"changed upstream; nothing was kept. Run again, or:{how or ' download it by hand.'}"
         ) from err
-    log.info("downloaded %s: %d bytes, SHA-256 %s", entry.name, path.stat().st_size, entry.sha256)
-    return path
+    finally:
+        plog.setLevel(level)
 
 
 def _broke_off(err: BaseException) -> bool:

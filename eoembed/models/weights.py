@@ -25,10 +25,8 @@ holds pickled Python objects is refused.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -312,9 +310,11 @@ def download_pinned(url: str, dest: str | os.PathLike, *, sha256: str | None = N
                     timeout: float = DOWNLOAD_TIMEOUT_S, what: str = "file") -> Path:
     """Download ``url`` to ``dest``, checking its length and SHA-256 before keeping it.
 
-    The file is written beside ``dest`` under a temporary name and renamed only when
-    complete and verified, so an interrupted or wrong download never becomes a cache
-    hit. ``file://`` URLs work too (tests, mirrors).
+    Goes through eoembed's one downloader (:func:`eoembed.data.registry.download`, pooch): the file is
+    written beside ``dest`` under a temporary name and moved in place only when complete and verified,
+    so an interrupted or wrong download never becomes a cache hit. ``file://`` URLs work too (tests,
+    mirrors). The download errors are raised as the weights errors below (each is also the matching
+    builtin, as before).
 
     Raises
     ------
@@ -327,52 +327,29 @@ def download_pinned(url: str, dest: str | os.PathLike, *, sha256: str | None = N
     WeightsHashMismatchError
         The bytes are not the published file (names both hashes).
     """
+    from eoembed.data.registry import download
+    from eoembed.exceptions import (
+        DownloadHashMismatchError,
+        DownloadIncompleteError,
+        DownloadNotFoundError,
+        DownloadUnreachableError,
+    )
+
     dest = Path(dest)
     log.info("downloading %s from %s to %s", what, url, dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    h, n = hashlib.sha256(), 0
+    fix = "Download the file by hand and pass weights=PATH."
     try:
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp, os.fdopen(fd, "wb") as out:
-                expected = resp.headers.get("Content-Length")
-                for block in iter(lambda: resp.read(1 << 20), b""):
-                    out.write(block)
-                    h.update(block)
-                    n += len(block)
-        except urllib.error.HTTPError as err:
-            raise WeightsNotFoundError(
-                f"Downloading {what} from {url} failed: HTTP {err.code} {err.reason}. Check the URL, or "
-                "download the file by hand and pass weights=PATH."
-            ) from err
-        except urllib.error.URLError as err:
-            raise NetworkUnavailableError(
-                f"Cannot reach {url} ({_first_line(str(err.reason))}), so {what} cannot be downloaded. "
-                "Connect to the internet, or download the file elsewhere and pass weights=PATH."
-            ) from err
-        except (OSError, ValueError) as err:  # timeouts, resets, IncompleteRead
-            raise CorruptWeightsError(
-                f"Downloading {what} from {url} broke off after {n} bytes ({type(err).__name__}: "
-                f"{_first_line(str(err))}). Nothing was kept; run again."
-            ) from err
-        if expected is not None and expected.isdigit() and n != int(expected):
-            raise CorruptWeightsError(
-                f"Downloading {what} from {url} gave {n} bytes, but the server announced {expected}. "
-                "Nothing was kept; run again."
-            )
-        got = h.hexdigest()
-        if sha256 is not None and got != sha256:
-            raise WeightsHashMismatchError(
-                f"{url} gave {n} bytes with SHA-256 {got}, but the published {what} has SHA-256 "
-                f"{sha256}. The download is corrupt, truncated or the file changed upstream; nothing "
-                "was kept."
-            )
-        os.replace(tmp, dest)
-        log.info("downloaded %s: %d bytes, SHA-256 %s", what, n, got)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return dest
+        path = download(url, dest, sha256=sha256, what=what, fix=fix, timeout=timeout)
+    except DownloadHashMismatchError as err:
+        raise WeightsHashMismatchError(str(err)) from err
+    except DownloadIncompleteError as err:
+        raise CorruptWeightsError(str(err)) from err
+    except DownloadNotFoundError as err:
+        raise WeightsNotFoundError(str(err)) from err
+    except DownloadUnreachableError as err:
+        raise NetworkUnavailableError(str(err)) from err
+    log.info("downloaded %s: %d bytes, SHA-256 %s", what, path.stat().st_size, sha256_file(path))
+    return path
 
 
 def provenance_attrs(spec: ModelSpec, source: WeightsSource | None, device: str) -> dict:

@@ -1,4 +1,4 @@
-"""Published embedding products in: AlphaEarth, TESSERA, GeoParquet rows, any raster of vectors.
+"""The product formats :func:`open_embeddings` reads: AlphaEarth, TESSERA, GeoParquet rows, any raster of vectors.
 
 :func:`open_embeddings` (the one reader, defined in :mod:`eoembed.io` and re-exported here;
 it hands every format but eoembed's own stores to the reader this module registers) returns
