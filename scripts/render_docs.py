@@ -518,6 +518,61 @@ def explore_reopen_table(res: dict) -> str:
             + "".join(f" Row {i}: {r['run']['note']}." for i, r in enumerate(res["runs"], 1) if r["run"].get("note")))
 
 
+@renderer("tiling_sweep", "table")
+def tiling_sweep_table(res: dict) -> str:
+    """One table per model: every tiling's cost and quality, the chosen row in bold."""
+    parts = []
+    for m in res["models"]:
+        chosen = (m.get("choice") or {}).get("label")
+        rows = []
+        for r in m["rows"]:
+            v = r["vs_best"]
+            name = f"**{r['label']}** (chosen)" if r["label"] == chosen else r["label"]
+            diff = "best" if r["label"] == v["best"] else f"{signed(v['mean'])} [{signed(v['low'])}, {signed(v['high'])}]"
+            seam = f"{r['seam_ratio']:.2f} / {r['seam_null_max']:.2f}" if math.isfinite(r["seam_ratio"]) else "–"
+            rows.append([name, f"{r['tokens_per_patch_rel']:.2f}", f"{r['gmacs_per_km2']:,.0f}",
+                         f"{r['over_hard_gmacs']:.2f}", f"{r['s_per_km2']:.2f}", seam + (" visible" if r["seams_visible"] else ""),
+                         f"{r.get('same_position_over_chance', float('nan')):.2f}",
+                         f"{r.get('pc1_position_share', float('nan')):.2f} / "
+                         f"{r.get('pc1_position_share_null', float('nan')):.2f}",
+                         f"{r['balanced_accuracy']:.3f}", diff])
+        used = "" if m["quality_used_in_choice"] else (" Random weights: balanced accuracy is printed, not used "
+                                                       "in the choice.")
+        parts.append(f"**{m['model']}** ({m['weights']} weights; chosen: {chosen or 'none passes'}).{used}\n\n"
+                     + table(["tiling", "tokens / patch", "GMAC / km²", "GMAC × hard windows of its stride",
+                              "s / km² (one run)",
+                              "seam ratio / null max", "hits / chance", "PC1 position share / noise",
+                              "balanced acc.", "vs best: paired diff. [95 % t-interval, 5 folds]"], rows))
+    return "\n\n".join(parts)
+
+
+@renderer("tiling_sweep", "summary")
+def tiling_sweep_summary(res: dict) -> str:
+    lines = []
+    for m in res["models"]:
+        rows = {r["label"]: r for r in m["rows"]}
+        c = rows.get((m.get("choice") or {}).get("label"))
+        best = rows[m["best_balanced_accuracy"]]
+        if c is None:
+            lines.append(f"* {m['model']}: no tiling passed every check.")
+            continue
+        hard = min((r for r in m["rows"] if r["halo"] == 0 and r["position"] == "neutral"),
+                   key=lambda r: r["gmacs_per_km2"])
+        acc = ("the best" if c is best else f"best {best['label']} {best['balanced_accuracy']:.3f}: "
+               f"{c['vs_best']['verdict']}")
+        if not m["quality_used_in_choice"]:
+            acc += "; random weights, not used"
+        lines.append(
+            f"* {m['model']}: **{c['label']}** — {c['gmacs_per_km2']:,.1f} GMAC/km² "
+            f"({c['tokens_per_patch_rel']:.2f}× the tokens and {c['over_hard_gmacs']:.2f}× the GMACs of hard windows "
+            f"of its stride), {c['s_per_km2']:.2f} s/km² in one run; seams {c['seam_ratio']:.2f} against a null up "
+            f"to {c['seam_null_max']:.2f}; same-position hits {c['same_position_over_chance']:.2f}× chance; "
+            f"balanced accuracy {c['balanced_accuracy']:.3f} ({acc}). The cheapest hard tiling, {hard['label']} "
+            f"({hard['gmacs_per_km2']:,.1f} GMAC/km²), " + ("shows its window borders." if hard["seams_visible"]
+                                                          else "hides its borders."))
+    return "\n".join(lines)
+
+
 def render_text(text: str, results: dict[str, dict], where: str, pending: list[str]) -> str:
     """``text`` with every block whose result exists re-rendered; blocks without one appended to ``pending``."""
     out, pos = [], 0
