@@ -72,6 +72,23 @@ def test_interval_is_the_t_interval():
     half = sst.t.ppf(0.975, 3) * v.std(ddof=1) / 2
     assert (iv.low, iv.high) == pytest.approx((v.mean() - half, v.mean() + half))
     assert np.isnan(interval([0.5]).low)  # one value: no interval, never zero width
+    assert "t-interval over folds" in str(iv)
+    assert "t-interval over seeds" in str(interval(v, over="seeds"))
+
+
+def test_compare_names_its_pairs():
+    """Pairs are folds by default; k-means seeds (tutorials 07, 10) say "seeds", never "folds"."""
+    a, b = [0.30, 0.31, 0.29, 0.32], [0.20, 0.22, 0.19, 0.21]
+    assert "paired differences over 4 folds" in str(compare(a, b))
+    seeds = compare(a, b, names=("galileo", "spectral"), over="seeds")
+    assert "paired differences over 4 seeds" in str(seeds) and "folds" not in str(seeds)
+    assert seeds.to_dict()["over"] == "seeds" and "over 4 seeds" in seeds.to_dict()["text"]
+    assert seeds.verdict == compare(a, b).verdict and seeds.difference == compare(a, b).difference
+    for bad in ("", "  ", None, 3):
+        with pytest.raises(ParameterError, match="over="):
+            compare(a, b, over=bad)
+    with pytest.raises(ParameterError, match="same seeds"):
+        compare(a, b[:3], over="seeds")
 
 
 def test_block_bootstrap_keeps_blocks_together():
