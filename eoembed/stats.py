@@ -8,7 +8,8 @@ N ± M ha") goes through this module, so a verdict always names its rule and int
   ``k - 1`` degrees of freedom). The verdict says "A better than B" only when the whole
   interval lies on one side of zero; otherwise "no difference detectable", and "not
   estimable" when fewer than two finite pairs exist.
-* :func:`interval` — the same t-interval for one series (e.g. per-fold scores).
+* :func:`interval` — the same t-interval for one series (e.g. per-fold scores);
+  :func:`interval_from_summary` gives it from a stored mean, SD and count.
 
 What the pairs (or values) are — folds by default, k-means seeds, bootstrap resamples — is
 named by ``over=``, so the printed rule says "over 10 seeds" when the pairs are seeds.
@@ -33,7 +34,8 @@ import numpy as np
 from eoembed.exceptions import ParameterError
 
 __all__ = [
-    "MIN_SAMPLES", "Comparison", "Interval", "compare", "interval", "block_bootstrap", "AreaReport",
+    "MIN_SAMPLES", "Comparison", "Interval", "compare", "interval", "interval_from_summary", "block_bootstrap",
+    "AreaReport",
     "area_estimate", "area_report", "stratified_sample",
 ]
 
@@ -106,11 +108,33 @@ def interval(values: Sequence[float], *, level: float = 0.95, over: str = "folds
     rule = f"t-interval over {_check_over(over)}"
     if n == 0:
         return Interval(float("nan"), float("nan"), float("nan"), lv, 0, rule)
-    m = float(v.mean())
-    if n < 2:
-        return Interval(m, float("nan"), float("nan"), lv, n, rule)
-    half = _t_quantile(lv, n - 1) * float(v.std(ddof=1)) / np.sqrt(n)
-    return Interval(m, m - half, m + half, lv, n, rule)
+    return _t_interval(float(v.mean()), float(v.std(ddof=1)) if n > 1 else float("nan"), n, lv, rule)
+
+
+def _t_interval(mean: float, sd: float, n: int, level: float, rule: str) -> Interval:
+    """The one t-interval: ``mean ± t(level, n-1) · sd / √n``; not estimable (NaN bounds) below 2 values."""
+    if n < 2 or not (np.isfinite(mean) and np.isfinite(sd)):
+        return Interval(mean, float("nan"), float("nan"), level, n, rule)
+    half = _t_quantile(level, n - 1) * sd / np.sqrt(n)
+    return Interval(mean, mean - half, mean + half, level, n, rule)
+
+
+def interval_from_summary(mean: float, sd: float, n: int, *, level: float = 0.95, over: str = "folds") -> Interval:
+    """:func:`interval` from a series' summary instead of its values: its ``mean``, standard deviation ``sd``
+    (ddof=1) and count ``n`` — for numbers stored as a summary (a benchmark result's per-fold mean and SD).
+
+    The same Student-t interval as ``interval(values)`` of any ``n`` values with that mean and SD; fewer than two
+    values or a non-finite mean/SD give a "not estimable" interval (NaN bounds).
+    """
+    lv = _check_level(level)
+    try:
+        n = int(n)
+        mean, sd = float(mean), float(sd)
+    except (TypeError, ValueError):
+        raise ParameterError(f"interval_from_summary needs numbers: mean={mean!r}, sd={sd!r}, n={n!r}.") from None
+    if n < 0 or sd < 0:
+        raise ParameterError(f"n={n} and sd={sd} must not be negative.")
+    return _t_interval(mean, sd, n, lv, f"t-interval over {_check_over(over)}")
 
 
 @dataclass(frozen=True)

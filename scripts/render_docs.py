@@ -19,7 +19,8 @@ Strict where a result exists: an unknown part, an unclosed block or a block that
 (``--check``) is an error. A block whose JSON is not committed yet is left as it is and listed
 as *pending* (it becomes strict the moment its JSON lands).
 
-Standard library only, so the unit test that runs ``--check`` stays fast.
+Standard library only, but for the verdicts' t-interval, which comes from :mod:`eoembed.stats` (the one
+implementation), so the unit test that runs ``--check`` stays fast.
 """
 
 from __future__ import annotations
@@ -69,12 +70,14 @@ def signed(v: float, nd: int = 3) -> str:
 def versus(mean: float, std: float, n: int) -> str:
     """The one verdict rule (eoembed.stats.compare) from a paired difference's mean, SD (ddof=1) and fold count:
     its 95 % t-interval and, only when the interval excludes 0, a direction."""
-    if n < 2 or not (math.isfinite(mean) and math.isfinite(std)):
-        return "not estimable"
-    from scipy import stats as sst
+    if str(ROOT) not in sys.path:  # this checkout's eoembed: the docs it renders are this checkout's
+        sys.path.insert(0, str(ROOT))
+    from eoembed.stats import interval_from_summary  # the one t-interval (eoembed.stats.interval's)
 
-    half = float(sst.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
-    lo, hi = mean - half, mean + half
+    iv = interval_from_summary(mean, std, n, level=0.95)
+    if not (math.isfinite(iv.low) and math.isfinite(iv.high)):
+        return "not estimable"
+    lo, hi = iv.low, iv.high
     what = "better" if lo > 0 else "worse" if hi < 0 else "no difference detectable"
     return f"95 % t-interval [{signed(lo)}, {signed(hi)}] over {n} paired folds: {what}"
 

@@ -76,6 +76,23 @@ def test_interval_is_the_t_interval():
     assert "t-interval over seeds" in str(interval(v, over="seeds"))
 
 
+def test_interval_from_summary_is_interval_of_the_values():
+    from eoembed.stats import interval_from_summary
+
+    for v in ([0.1, 0.3, 0.2, 0.4], [0.05, -0.02, 0.08, 0.01, 0.03], [1.0, 1.0, 1.2]):
+        v = np.asarray(v)
+        a, b = interval(v, level=0.9, over="seeds"), interval_from_summary(v.mean(), v.std(ddof=1), len(v), level=0.9,
+                                                                            over="seeds")
+        assert (b.estimate, b.low, b.high) == pytest.approx((a.estimate, a.low, a.high), rel=1e-12)
+        assert (b.level, b.n, b.rule) == (a.level, a.n, a.rule) == (0.9, len(v), "t-interval over seeds")
+    assert np.isnan(interval_from_summary(0.1, 0.05, 1).low) and np.isnan(interval_from_summary(0.1, np.nan, 5).high)
+    for bad in (dict(mean="x", sd=0.1, n=3), dict(mean=0.1, sd=-1.0, n=3), dict(mean=0.1, sd=0.1, n=-2)):
+        with pytest.raises(ParameterError):
+            interval_from_summary(**bad)
+    with pytest.raises(ParameterError, match="level"):
+        interval_from_summary(0.1, 0.1, 3, level=1.5)
+
+
 def test_compare_names_its_pairs():
     """Pairs are folds by default; k-means seeds (tutorials 07, 10) say "seeds", never "folds"."""
     a, b = [0.30, 0.31, 0.29, 0.32], [0.20, 0.22, 0.19, 0.21]
