@@ -19,7 +19,8 @@ import numpy as np
 import xarray as xr
 
 from eoembed.analysis._common import as_cube, check_int, provenance
-from eoembed.cube import apply_embedding, cube_info, locate_patches, patch_pitch, spatial_coords, write_georef
+from eoembed.cube import (apply_embedding, cube_info, locate_patches, patch_pitch, raster_on_patches, spatial_coords,
+                          write_georef)
 from eoembed.exceptions import LabelError, ParameterError, TooFewLabelsError
 
 
@@ -40,31 +41,7 @@ _CV = ("spatial", "random")
 # targets → patches
 # ---------------------------------------------------------------------------------
 def _raster_targets(emb: xr.DataArray, raster: xr.DataArray, nodata: Any):
-    from rasterio.enums import Resampling
-
-    if "band" in raster.dims:
-        if raster.sizes["band"] != 1:
-            raise LabelError(f"The target raster has {raster.sizes['band']} bands; pass one (raster.isel(band=0)).")
-        raster = raster.isel(band=0)
-    if set(raster.dims) != {"y", "x"}:
-        raise LabelError(f"The target raster must have dims ('y', 'x'), got {raster.dims}; select or reduce "
-                         "the others (e.g. raster.mean('time')).")
-    if raster.rio.crs is None:
-        raise LabelError("The target raster has no CRS; write one with raster.rio.write_crs(...).")
-    nd = nodata if nodata is not None else raster.rio.nodata
-    if nd is None:
-        nd = raster.rio.encoded_nodata
-    r = raster.transpose("y", "x").astype(np.float64)
-    if nd is not None and not (isinstance(nd, float) and np.isnan(nd)):
-        r = r.where(raster.transpose("y", "x") != nd)
-    r = r.rio.write_nodata(np.nan, encoded=False)
-    ny, nx = emb.sizes["y"], emb.sizes["x"]
-    tmpl = xr.DataArray(np.zeros((ny, nx), np.float32), dims=("y", "x"),
-                        coords={"y": emb["y"].values, "x": emb["x"].values})
-    tmpl = tmpl.rio.write_crs(emb.rio.crs).rio.write_transform(emb.rio.transform())
-    onto = r.rio.reproject_match(tmpl, resampling=Resampling.average).values
-    rr, cc = np.nonzero(np.isfinite(onto))
-    return rr, cc, onto[rr, cc]
+    return raster_on_patches(emb, raster, resampling="average", nodata=nodata, what="target")
 
 
 def _numeric_target(col, value: str) -> np.ndarray:
