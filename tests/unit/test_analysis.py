@@ -254,7 +254,7 @@ def test_change_refuses_different_grids_models_and_patch_sizes(pair):
     a, b, _ = pair
     with pytest.raises(GridMismatchError, match="Re-embed"):
         change(a, b.rio.write_crs("EPSG:32632"))
-    shifted = b.assign_coords(x=b.x + 40).rio.write_transform(b.rio.transform() * b.rio.transform().translation(0.5, 0))
+    shifted = b.assign_coords(x=b.x + 40).rio.write_transform(b.rio.transform() @ b.rio.transform().translation(0.5, 0))
     with pytest.raises(GridMismatchError, match="do not coincide"):
         change(a, shifted)
     with pytest.raises(GridMismatchError, match="do not coincide"):
