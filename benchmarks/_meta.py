@@ -82,3 +82,27 @@ def _default(o):
     except ImportError:
         pass
     return str(o)
+
+
+def weights_for(name: str, root: Path) -> Path | None:
+    """The weights a benchmark times ``name`` with, from the one source of weights: the data registry
+    (:func:`eoembed.data.sample`, never downloading: a mirror such as ``../shared`` or the cache) for models
+    whose weights it lists (Galileo-Nano, Presto), a checkpoint in the published layout with random values
+    (:func:`eoembed.testing.make_checkpoint`, written under ``root``; same cost as the real weights) for
+    OlmoEarth, and ``None`` (the benchmark skips the model) otherwise or when the registry's files are not here.
+    """
+    import eoembed
+    from eoembed.data import registry
+    from eoembed.exceptions import DownloadError
+    from eoembed.testing import make_checkpoint
+
+    spec = eoembed.get_model_spec(name)
+    if spec.family == "olmoearth":
+        return make_checkpoint(root / name, spec.version, spec.size)
+    group = registry.GROUPS.get(name)
+    if group is None or not group.weights:
+        return None
+    try:
+        return registry.sample(name, download=False)
+    except DownloadError:  # not in a mirror nor the cache: this machine cannot time it
+        return None

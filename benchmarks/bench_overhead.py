@@ -37,19 +37,12 @@ import numpy as np
 
 import eoembed
 from eoembed.encode import CPU_BATCH_SIZE, TileBatch
-from eoembed.testing import make_checkpoint, synthetic_cube, window_aligned_origin
+from eoembed.testing import synthetic_cube, window_aligned_origin
 
-GALILEO = Path(__file__).resolve().parents[2] / "shared" / "weights" / "galileo-nano"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _meta  # noqa: E402  (run stamps; the weights of each model: _meta.weights_for)
+
 MODELS = ("galileo-nano", "olmoearth-v1.1-nano")
-
-
-def _weights(name: str, root: Path):
-    spec = eoembed.get_model_spec(name)
-    if spec.family == "olmoearth":
-        return make_checkpoint(root / name, spec.version, spec.size)
-    if name == "galileo-nano" and (GALILEO / "encoder.pt").is_file():
-        return GALILEO
-    return None
 
 
 def bare_input(enc, cube) -> dict:
@@ -97,7 +90,7 @@ def run(models, *, windows: int, window: int, patch_size: int, times: int, repea
     root = Path(tempfile.mkdtemp())
     rows = []
     for name in models:
-        w = _weights(name, root)
+        w = _meta.weights_for(name, root)
         if w is None:
             rows.append({"model": name, "skipped": "no weights here"})
             continue

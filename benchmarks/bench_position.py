@@ -8,7 +8,9 @@ with absolute in-window positions), at the family's default tiling, p = 4:
    :func:`eoembed.position.position_stats` — the share of the top-10 cosine neighbours at the
    query's in-window position against chance, and the share of PC1's (and of all) variance
    explained by the in-window position, with its noise-only expectation (G−1)/(N−1).
-   Targets: hits ≤ 2× chance; PC1 share ≤ 0.10 above its noise level.
+   Targets: hits ≤ 2× chance; PC1 share ≤ 0.10 above its noise level. The default tiling's
+   seam ratio (``eoembed:seam_ratio``) is recorded beside its null (``eoembed:seam_ratio_null``:
+   the same ratio on the lattice shifted half a window, where there are no seams).
 2. **Extent independence**: the sample cropped by every multiple of the patch size up to one
    window (``--quick``: three crops); mean cosine of the same places' vectors on interior
    patches (all windows inside both cubes; target ≥ 0.99, identical by construction) and on
@@ -151,6 +153,8 @@ def run(quick: bool = False, repeat: int = 2, models=MODELS) -> dict:
                                    float("nan"))
             crops = [1, 3, window - 1] if quick else list(range(1, window + 1))
             row = {"model": name, "position": position, "seam_ratio": emb.attrs.get("eoembed:seam_ratio"),
+                   # the same ratio on the lattice shifted half a window (no seams there): what 'no seam' reads
+                   "seam_ratio_null": emb.attrs.get("eoembed:seam_ratio_null"),
                    **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in st.items()},
                    "crop": crop_agreement(sample, name, position, crops, window),
                    "cost": cost(sample, name, position, repeat)}
@@ -179,7 +183,7 @@ def run(quick: bool = False, repeat: int = 2, models=MODELS) -> dict:
 
 def table(res: dict) -> str:
     lines = [f"{'model':14} {'position':8} {'hits/chance':>11} {'PC1 pos':>8} {'(noise)':>8} {'seam':>6} "
-             f"{'crop cos int.':>13} {'crop cos all':>12} {'tokens/h0':>9} {'time/h0':>8} {'few-shot bacc':>16}"]
+             f"{'(null)':>6} {'crop cos int.':>13} {'crop cos all':>12} {'tokens/h0':>9} {'time/h0':>8} {'few-shot bacc':>16}"]
     for r in res["rows"]:
         if "skipped" in r:
             lines.append(f"{r['model']:14} skipped: {r['skipped']}")
@@ -189,6 +193,7 @@ def table(res: dict) -> str:
         lines.append(
             f"{r['model']:14} {r['position']:8} {r['same_position_over_chance']:11.2f} {r['pc1_position_share']:8.3f} "
             f"{r['pc1_position_share_null']:8.3f} {r['seam_ratio'] or float('nan'):6.2f} "
+            f"{r.get('seam_ratio_null') or float('nan'):6.2f} "
             f"{(ic if ic is not None else float('nan')):13.5f} {c['all_overlap_mean_cosine']:12.4f} "
             f"{r['cost']['tokens_ratio']:9.2f} {r['cost']['time_ratio']:8.2f} "
             f"{r['fewshot_balanced_accuracy']:7.3f} ± {r['fewshot_fold_std']:.3f}")

@@ -25,19 +25,12 @@ import warnings
 from pathlib import Path
 
 import eoembed
-from eoembed.testing import make_checkpoint, synthetic_cube, window_aligned_origin
+from eoembed.testing import synthetic_cube, window_aligned_origin
 
-GALILEO = Path(__file__).resolve().parents[2] / "shared" / "weights" / "galileo-nano"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _meta  # noqa: E402  (run stamps; the weights of each model: _meta.weights_for)
+
 WINDOW = 128
-
-
-def _weights(name: str, root: Path):
-    spec = eoembed.get_model_spec(name)
-    if spec.family == "olmoearth":
-        return make_checkpoint(root / name, spec.version, spec.size)
-    if name == "galileo-nano" and (GALILEO / "encoder.pt").is_file():
-        return GALILEO
-    return None  # not available here
 
 
 def run(models, patch_sizes, images: int, repeat: int, device: str, compile: bool) -> list[dict]:
@@ -50,7 +43,7 @@ def run(models, patch_sizes, images: int, repeat: int, device: str, compile: boo
     root = Path(tempfile.mkdtemp())
     rows = []
     for name in models:
-        w = _weights(name, root)
+        w = _meta.weights_for(name, root)
         if w is None:
             rows.append({"model": name, "skipped": "no weights here"})
             continue

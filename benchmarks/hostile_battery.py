@@ -48,28 +48,86 @@ from eoembed import exceptions as E  # noqa: E402
 from eoembed import io  # noqa: E402
 from eoembed.testing import synthetic_cube  # noqa: E402
 
-TMP = Path(tempfile.mkdtemp(prefix="eoembed-hostile-"))
+#: this process's scratch folder, made on first use (so importing the harness from another battery leaves none)
+TMP = Path(tempfile.gettempdir()) / f"eoembed-hostile-{os.getpid()}"
 OUTCOMES = ("typed error", "correct", "wrong-silent", "untyped crash")
 
 
+# --- the harness (benchmarks/hostile_surfaces.py imports it) -----------------------------------------
 @dataclass
 class Case:
     name: str
     area: str
     fn: Callable[[], bool]
-    expect: str = "error"  # "error": refusal expected; "ok": must be correct
+    expect: str = "error"  # "error": refusal expected; "ok" (or "warn", checked inside the case): must be correct
 
 
-CASES: list[Case] = []
+def registry() -> tuple[list[Case], Callable]:
+    """A new list of cases and the ``@case(area, expect)`` decorator that fills it (one pair per battery)."""
+    cases: list[Case] = []
+
+    def case(area: str, expect: str = "error"):
+        def deco(fn):
+            cases.append(Case(fn.__name__, area, fn, expect))
+            return fn
+        return deco
+
+    return cases, case
 
 
-def case(area: str, expect: str = "error"):
-    def deco(fn):
-        CASES.append(Case(fn.__name__, area, fn, expect))
-        return fn
-    return deco
+CASES, case = registry()
 
 
+def run(verbose: bool = False, cases: list[Case] | None = None, tmp: Path | None = None) -> dict:
+    """Run every case, each scored by outcome (see the module docstring); removes ``tmp`` at the end."""
+    import dask
+
+    dask.config.set(scheduler="synchronous")
+    rows = []
+    t0 = time.perf_counter()
+    for c in (CASES if cases is None else cases):
+        t = time.perf_counter()
+        detail = ""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                ok = c.fn()
+                outcome = "correct" if ok else "wrong-silent"
+            except E.EOEmbedError as err:
+                outcome, detail = "typed error", f"{type(err).__name__}: {' '.join(str(err).split())[:160]}"
+            except (Exception, SystemExit) as err:  # noqa: BLE001  (argparse exits are crashes here too)
+                outcome = "untyped crash"
+                detail = f"{type(err).__name__}: {err}\n{traceback.format_exc()[-1500:]}" if verbose else \
+                    f"{type(err).__name__}: {str(err)[:160]}"
+        as_expected = outcome in (("typed error",) if c.expect == "error" else ("correct",))
+        rows.append({"case": c.name, "area": c.area, "expect": c.expect, "outcome": outcome,
+                     "as_expected": as_expected, "seconds": round(time.perf_counter() - t, 2), "detail": detail})
+        if verbose or not as_expected:
+            print(f"{'  ' if as_expected else '!!'} {c.area:8} {c.name:52} {outcome:14} {detail[:150]}")
+    counts = collections.Counter(r["outcome"] for r in rows)
+    shutil.rmtree(TMP if tmp is None else tmp, ignore_errors=True)
+    return {"cases": len(rows), "counts": {k: counts.get(k, 0) for k in OUTCOMES},
+            "not_as_expected": [r["case"] for r in rows if not r["as_expected"]],
+            "seconds": round(time.perf_counter() - t0, 1), "rows": rows}
+
+
+def main(argv=None, *, cases: list[Case] | None = None, tmp: Path | None = None, doc: str | None = None) -> int:
+    """The command line of a battery: ``[--json OUT.json] [-v]``; exit 1 on any case not as expected."""
+    ap = argparse.ArgumentParser(description=(doc or __doc__).splitlines()[0])
+    ap.add_argument("--json", default=None)
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args(argv)
+    res = run(args.verbose, cases, tmp)
+    print(f"{res['cases']} cases in {res['seconds']} s: " + ", ".join(f"{k} {v}" for k, v in res["counts"].items()))
+    if res["not_as_expected"]:
+        print("not as expected:", ", ".join(res["not_as_expected"]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
+    bad = res["counts"]["wrong-silent"] + res["counts"]["untyped crash"]
+    return 1 if bad or res["not_as_expected"] else 0
+
+
+# --- helpers of this battery's cases -----------------------------------------------------------------
 def cube(**kw) -> xr.DataArray:
     return synthetic_cube(**{"height": 32, "width": 32, "times": 2, "seed": 3, **kw})
 
@@ -83,6 +141,7 @@ def ref_emb():
 
 
 def fresh(name: str) -> Path:
+    TMP.mkdir(parents=True, exist_ok=True)
     p = TMP / name
     if p.exists():
         shutil.rmtree(p) if p.is_dir() else p.unlink()
@@ -638,54 +697,6 @@ def labels_in_nullable_int_column_with_na():
     gdf = gpd.GeoDataFrame({"class": cls}, geometry=pts, crs=emb.rio.crs)
     clf = eoembed.fewshot(emb, gdf, n_splits=2)
     return sorted(int(c) for c in clf.classes_) == [1, 2]
-
-
-# --- running ------------------------------------------------------------------------------------
-def run(verbose: bool = False) -> dict:
-    import dask
-
-    dask.config.set(scheduler="synchronous")
-    rows = []
-    t0 = time.perf_counter()
-    for c in CASES:
-        t = time.perf_counter()
-        detail = ""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                ok = c.fn()
-                outcome = "correct" if ok else "wrong-silent"
-            except E.EOEmbedError as err:
-                outcome, detail = "typed error", f"{type(err).__name__}: {' '.join(str(err).split())[:160]}"
-            except (Exception, SystemExit) as err:  # noqa: BLE001  (argparse exits are crashes here too)
-                outcome = "untyped crash"
-                detail = f"{type(err).__name__}: {err}\n{traceback.format_exc()[-1500:]}" if verbose else \
-                    f"{type(err).__name__}: {str(err)[:160]}"
-        as_expected = outcome in (("typed error",) if c.expect == "error" else ("correct",))
-        rows.append({"case": c.name, "area": c.area, "expect": c.expect, "outcome": outcome,
-                     "as_expected": as_expected, "seconds": round(time.perf_counter() - t, 2), "detail": detail})
-        if verbose or not as_expected:
-            print(f"{'  ' if as_expected else '!!'} {c.area:8} {c.name:52} {outcome:14} {detail[:150]}")
-    counts = collections.Counter(r["outcome"] for r in rows)
-    shutil.rmtree(TMP, ignore_errors=True)
-    return {"cases": len(rows), "counts": {k: counts.get(k, 0) for k in OUTCOMES},
-            "not_as_expected": [r["case"] for r in rows if not r["as_expected"]],
-            "seconds": round(time.perf_counter() - t0, 1), "rows": rows}
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--json", default=None)
-    ap.add_argument("-v", "--verbose", action="store_true")
-    args = ap.parse_args(argv)
-    res = run(args.verbose)
-    print(f"{res['cases']} cases in {res['seconds']} s: " + ", ".join(f"{k} {v}" for k, v in res["counts"].items()))
-    if res["not_as_expected"]:
-        print("not as expected:", ", ".join(res["not_as_expected"]))
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1))
-    bad = res["counts"]["wrong-silent"] + res["counts"]["untyped crash"]
-    return 1 if bad or res["not_as_expected"] else 0
 
 
 if __name__ == "__main__":

@@ -20,18 +20,12 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import collections
 import json
 import shutil
 import sys
 import tempfile
-import time
-import traceback
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -39,33 +33,17 @@ import xarray as xr
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import eoembed  # noqa: E402
 import eoembed.export  # noqa: E402,F401
 from eoembed import exceptions as E  # noqa: E402
 from eoembed import io  # noqa: E402
+from hostile_battery import main as _battery_main, registry  # noqa: E402  (the one harness)
 
 TMP = Path(tempfile.mkdtemp(prefix="eoembed-surfaces-"))
-OUTCOMES = ("typed error", "correct", "wrong-silent", "untyped crash")
 X0, Y0 = 500_000.0, 5_700_000.0
-
-
-@dataclass
-class Case:
-    name: str
-    area: str
-    fn: Callable[[], bool]
-    expect: str = "error"  # "error": refusal expected; "ok"/"warn": must be correct
-
-
-CASES: list[Case] = []
-
-
-def case(area: str, expect: str = "error"):
-    def deco(fn):
-        CASES.append(Case(fn.__name__, area, fn, expect))
-        return fn
-    return deco
+CASES, case = registry()
 
 
 def emb(ny=24, nx=24, d=16, *, seed=0, times=None, crs="EPSG:32631", pitch=80.0, x0=X0, y0=Y0, k=3,
@@ -1336,52 +1314,9 @@ def cli_verify_of_netcdf_input_says_no_removal():
         raise E.StoreError(out.strip().splitlines()[-1] if out.strip() else "refused")
     return False
 
-# --- running ------------------------------------------------------------------------------------
-def run(verbose: bool = False) -> dict:
-    import dask
-
-    dask.config.set(scheduler="synchronous")
-    rows = []
-    t0 = time.perf_counter()
-    for c in CASES:
-        t = time.perf_counter()
-        detail = ""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                ok = c.fn()
-                outcome = "correct" if ok else "wrong-silent"
-            except E.EOEmbedError as err:
-                outcome, detail = "typed error", f"{type(err).__name__}: {' '.join(str(err).split())[:160]}"
-            except (Exception, SystemExit) as err:  # noqa: BLE001  (argparse exits are crashes here too)
-                outcome = "untyped crash"
-                detail = f"{type(err).__name__}: {err}\n{traceback.format_exc()[-1500:]}" if verbose else \
-                    f"{type(err).__name__}: {str(err)[:160]}"
-        as_expected = outcome in (("typed error",) if c.expect == "error" else ("correct",))
-        rows.append({"case": c.name, "area": c.area, "expect": c.expect, "outcome": outcome,
-                     "as_expected": as_expected, "seconds": round(time.perf_counter() - t, 2), "detail": detail})
-        if verbose or not as_expected:
-            print(f"{'  ' if as_expected else '!!'} {c.area:8} {c.name:52} {outcome:14} {detail[:150]}")
-    counts = collections.Counter(r["outcome"] for r in rows)
-    shutil.rmtree(TMP, ignore_errors=True)
-    return {"cases": len(rows), "counts": {k: counts.get(k, 0) for k in OUTCOMES},
-            "not_as_expected": [r["case"] for r in rows if not r["as_expected"]],
-            "seconds": round(time.perf_counter() - t0, 1), "rows": rows}
-
-
+# --- running: benchmarks/hostile_battery.py's harness ------------------------------------------------------
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--json", default=None)
-    ap.add_argument("-v", "--verbose", action="store_true")
-    args = ap.parse_args(argv)
-    res = run(args.verbose)
-    print(f"{res['cases']} cases in {res['seconds']} s: " + ", ".join(f"{k} {v}" for k, v in res["counts"].items()))
-    if res["not_as_expected"]:
-        print("not as expected:", ", ".join(res["not_as_expected"]))
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1))
-    bad = res["counts"]["wrong-silent"] + res["counts"]["untyped crash"]
-    return 1 if bad or res["not_as_expected"] else 0
+    return _battery_main(argv, cases=CASES, tmp=TMP, doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from eoembed.exceptions import (
     DimensionError,
     IndexMismatchError,
     InputError,
+    LabelError,
     MissingCRSError,
     OutsideCubeError,
     QueryError,
@@ -37,8 +38,8 @@ from eoembed.exceptions import (
 
 __all__ = [
     "CubeInfo", "IDENTITY_ATTRS", "Located", "PatchGrid", "apply_embedding", "canonical", "check_same_space",
-    "cube_info", "locate_patches", "normalize", "patch_pitch", "spatial_coords", "to_crs_geom", "to_crs_xy",
-    "valid_mask", "write_georef", "xy_to_rowcol",
+    "cube_info", "locate_patches", "normalize", "patch_pitch", "raster_on_patches", "spatial_coords",
+    "to_crs_geom", "to_crs_xy", "valid_mask", "write_georef", "xy_to_rowcol",
 ]  # fmt: skip
 
 #: Attributes that identify the embedding space; two cubes are comparable only if
@@ -519,6 +520,69 @@ def locate_patches(grid: "PatchGrid | xr.DataArray", where: Any, *, crs: Any = N
                 f"a geometry with bounds {tuple(round(b, 1) for b in gm.bounds)}")
             _raise_outside(g, len(missing), len(geoms), where_s, src_crs)
     return out.kept() if outside == "drop" else out
+
+
+def raster_on_patches(emb: xr.DataArray, raster: xr.DataArray, *, resampling: str = "nearest", nodata: Any = None,
+                      what: str = "label") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A one-band raster on any grid/CRS sampled onto ``emb``'s patch grid: ``(rows, cols, values)`` of the
+    patches that get a value (the one raster-to-patches scaffold of labels and regression targets).
+
+    ``resampling="nearest"``: the raster pixel under each patch centre (values keep their dtype: class codes stay
+    codes). ``"average"``: the area mean of the pixels each patch covers (float64; rasterio's ``average``
+    reprojection onto the patch grid). Pixels equal to ``nodata`` (default: the raster's ``rio.nodata``, else its
+    encoded nodata) and NaN give no value; patches off the raster are left out. ``what`` names the raster in
+    errors (``"label"``, ``"target"``).
+
+    Raises
+    ------
+    LabelError
+        More than one band, other dims than ``(y, x)``, no CRS, or an unknown ``resampling``.
+    """
+    if resampling not in ("nearest", "average"):
+        raise LabelError(f"resampling must be 'nearest' or 'average', got {resampling!r}.")
+    if "band" in raster.dims:
+        if raster.sizes["band"] != 1:
+            raise LabelError(f"The {what} raster has {raster.sizes['band']} bands; pass one band "
+                             "(raster.isel(band=0)).")
+        raster = raster.isel(band=0)
+    if set(raster.dims) != {"y", "x"}:
+        raise LabelError(f"The {what} raster must have dims ('y', 'x'), got {raster.dims}; select or reduce the "
+                         "others (e.g. raster.mean('time')).")
+    raster = raster.transpose("y", "x")
+    rcrs = raster.rio.crs
+    if rcrs is None:
+        raise LabelError(f"The {what} raster has no CRS; write one with raster.rio.write_crs(...) so it can be "
+                         "matched to the embedding grid.")
+    nd = nodata if nodata is not None else raster.rio.nodata
+    if nd is None:
+        nd = raster.rio.encoded_nodata
+    has_nd = nd is not None and not (isinstance(nd, float) and np.isnan(nd))
+    ny, nx = emb.sizes["y"], emb.sizes["x"]
+    if resampling == "nearest":
+        rr, cc = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
+        rr, cc = rr.ravel(), cc.ravel()
+        centres = np.column_stack([emb["x"].values[cc], emb["y"].values[rr]])
+        pixels = PatchGrid(tuple(raster.rio.transform())[:6], (raster.sizes["y"], raster.sizes["x"]), rcrs.to_wkt())
+        loc = locate_patches(pixels, centres, crs=emb.rio.crs)  # the raster pixel under each patch centre
+        vals = np.asarray(raster.values)[loc.row[loc.inside], loc.col[loc.inside]]
+        ok = np.ones(len(vals), bool)
+        if np.issubdtype(vals.dtype, np.floating):
+            ok &= np.isfinite(vals)
+        if has_nd:
+            ok &= vals != nd
+        return rr[loc.inside][ok], cc[loc.inside][ok], vals[ok]
+    from rasterio.enums import Resampling
+
+    r = raster.astype(np.float64)
+    if has_nd:
+        r = r.where(raster != nd)
+    r = r.rio.write_nodata(np.nan, encoded=False)
+    tmpl = xr.DataArray(np.zeros((ny, nx), np.float32), dims=("y", "x"),
+                        coords={"y": emb["y"].values, "x": emb["x"].values})
+    tmpl = tmpl.rio.write_crs(emb.rio.crs).rio.write_transform(emb.rio.transform())
+    onto = r.rio.reproject_match(tmpl, resampling=Resampling.average).values
+    rr, cc = np.nonzero(np.isfinite(onto))
+    return rr, cc, onto[rr, cc]
 
 
 def apply_embedding(

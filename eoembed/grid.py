@@ -435,7 +435,7 @@ def seam_stats(values, core_patches: int, spread: int = 0, offset: tuple[int, in
     else:
         xp = np
     v = values.reshape((-1, *values.shape[-2:])).astype("float32")
-    v = v / xp.sqrt((v * v).sum(axis=0, keepdims=True))
+    v = v / xp.where((n := xp.sqrt((v * v).sum(axis=0, keepdims=True))) > 0, n, np.nan)  # zero vector: NaN, no 0/0
     d_y = 1.0 - (v[:, :-1, :] * v[:, 1:, :]).sum(axis=0)  # pairs (i, i+1) along y
     d_x = 1.0 - (v[:, :, :-1] * v[:, :, 1:]).sum(axis=0)
     parts = [xp.nansum(d_y, axis=1), xp.isfinite(d_y).sum(axis=1), xp.nansum(d_x, axis=0), xp.isfinite(d_x).sum(axis=0)]

@@ -253,6 +253,8 @@ def fit_umap(
             f"UMAP with n_neighbors={n_neighbors} needs more than {n_neighbors} valid patches; "
             f"the sample has {len(v)}."
         )
+    if random_state is not None:  # a seeded UMAP runs on one thread anyway; say so instead of letting umap warn
+        kwargs.setdefault("n_jobs", 1)
     reducer = umap_mod.UMAP(n_components=n_components, n_neighbors=n_neighbors, min_dist=min_dist,
                             metric=metric, random_state=random_state, **kwargs)
     proj = reducer.fit_transform(v).astype(np.float32)

@@ -8,7 +8,11 @@ N ± M ha") goes through this module, so a verdict always names its rule and int
   ``k - 1`` degrees of freedom). The verdict says "A better than B" only when the whole
   interval lies on one side of zero; otherwise "no difference detectable", and "not
   estimable" when fewer than two finite pairs exist.
-* :func:`interval` — the same t-interval for one series (e.g. per-fold scores).
+* :func:`interval` — the same t-interval for one series (e.g. per-fold scores);
+  :func:`interval_from_summary` gives it from a stored mean, SD and count.
+
+What the pairs (or values) are — folds by default, k-means seeds, bootstrap resamples — is
+named by ``over=``, so the printed rule says "over 10 seeds" when the pairs are seeds.
 * :func:`block_bootstrap` — a statistic with a percentile interval from resampling
   *spatial blocks* (whole blocks, with replacement), for pooled statistics such as the
   out-of-fold R² that have no per-fold pairs.
@@ -30,7 +34,8 @@ import numpy as np
 from eoembed.exceptions import ParameterError
 
 __all__ = [
-    "MIN_SAMPLES", "Comparison", "Interval", "compare", "interval", "block_bootstrap", "AreaReport",
+    "MIN_SAMPLES", "Comparison", "Interval", "compare", "interval", "interval_from_summary", "block_bootstrap",
+    "AreaReport",
     "area_estimate", "area_report", "stratified_sample",
 ]
 
@@ -82,33 +87,64 @@ class Interval:
                 "rule": self.rule}
 
 
-def interval(values: Sequence[float], *, level: float = 0.95) -> Interval:
+def _check_over(over: Any) -> str:
+    if not isinstance(over, str) or not over.strip():
+        raise ParameterError(f"over={over!r} must name what the values are, as a plural noun: e.g. over='folds' "
+                             "or over='seeds'.")
+    return over.strip()
+
+
+def interval(values: Sequence[float], *, level: float = 0.95, over: str = "folds") -> Interval:
     """Mean of the finite ``values`` with a Student-t interval (ddof=1, ``n - 1`` df).
 
     Fewer than two finite values give a "not estimable" interval (NaN bounds), never a
-    zero-width one.
+    zero-width one. ``over`` names what the values are (``"folds"``, ``"seeds"``, ...) for the
+    interval's rule text ("t-interval over seeds").
     """
     lv = _check_level(level)
     v = np.asarray(values, np.float64).ravel()
     v = v[np.isfinite(v)]
     n = int(v.size)
-    rule = "t-interval over folds"
+    rule = f"t-interval over {_check_over(over)}"
     if n == 0:
         return Interval(float("nan"), float("nan"), float("nan"), lv, 0, rule)
-    m = float(v.mean())
-    if n < 2:
-        return Interval(m, float("nan"), float("nan"), lv, n, rule)
-    half = _t_quantile(lv, n - 1) * float(v.std(ddof=1)) / np.sqrt(n)
-    return Interval(m, m - half, m + half, lv, n, rule)
+    return _t_interval(float(v.mean()), float(v.std(ddof=1)) if n > 1 else float("nan"), n, lv, rule)
+
+
+def _t_interval(mean: float, sd: float, n: int, level: float, rule: str) -> Interval:
+    """The one t-interval: ``mean ± t(level, n-1) · sd / √n``; not estimable (NaN bounds) below 2 values."""
+    if n < 2 or not (np.isfinite(mean) and np.isfinite(sd)):
+        return Interval(mean, float("nan"), float("nan"), level, n, rule)
+    half = _t_quantile(level, n - 1) * sd / np.sqrt(n)
+    return Interval(mean, mean - half, mean + half, level, n, rule)
+
+
+def interval_from_summary(mean: float, sd: float, n: int, *, level: float = 0.95, over: str = "folds") -> Interval:
+    """:func:`interval` from a series' summary instead of its values: its ``mean``, standard deviation ``sd``
+    (ddof=1) and count ``n`` — for numbers stored as a summary (a benchmark result's per-fold mean and SD).
+
+    The same Student-t interval as ``interval(values)`` of any ``n`` values with that mean and SD; fewer than two
+    values or a non-finite mean/SD give a "not estimable" interval (NaN bounds).
+    """
+    lv = _check_level(level)
+    try:
+        n = int(n)
+        mean, sd = float(mean), float(sd)
+    except (TypeError, ValueError):
+        raise ParameterError(f"interval_from_summary needs numbers: mean={mean!r}, sd={sd!r}, n={n!r}.") from None
+    if n < 0 or sd < 0:
+        raise ParameterError(f"n={n} and sd={sd} must not be negative.")
+    return _t_interval(mean, sd, n, lv, f"t-interval over {_check_over(over)}")
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """A paired comparison of two scorers on the same folds, with its verdict.
+    """A paired comparison of two scorers on the same folds (or seeds...), with its verdict.
 
     ``difference`` is ``a - b`` (so positive means A scored higher); ``verdict`` is one of
     ``"A better"``, ``"B better"``, ``"no difference detectable"``, ``"not estimable"``
-    where ``higher_is_better``; for errors (RMSE) "better" means lower.
+    where ``higher_is_better``; for errors (RMSE) "better" means lower. ``over`` names the
+    pairs ("folds", "seeds") in the text.
     """
 
     a: str
@@ -118,10 +154,11 @@ class Comparison:
     diffs: tuple[float, ...]
     higher_is_better: bool = True
     verdict: str = field(default="")
+    over: str = "folds"
 
     def __str__(self) -> str:
         d = self.difference
-        rule = f"paired differences over {d.n} folds, {d.level:.0%} t-interval"
+        rule = f"paired differences over {d.n} {self.over}, {d.level:.0%} t-interval"
         if self.verdict == "not estimable":
             return f"{self.metric}: {self.a} vs {self.b}: not estimable ({d.n} finite pair(s); {rule})"
         head = {"A better": f"{self.a} better than {self.b}", "B better": f"{self.b} better than {self.a}",
@@ -130,13 +167,14 @@ class Comparison:
                 f"[{d.low:+.3f}, {d.high:+.3f}] ({rule})")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"a": self.a, "b": self.b, "metric": self.metric, "verdict": self.verdict,
+        return {"a": self.a, "b": self.b, "metric": self.metric, "verdict": self.verdict, "over": self.over,
                 "difference": self.difference.to_dict(), "diffs": list(self.diffs), "text": str(self)}
 
 
 def compare(scores_a: Sequence[float], scores_b: Sequence[float], *, names: tuple[str, str] = ("A", "B"),
-            metric: str = "score", higher_is_better: bool = True, level: float = 0.95) -> Comparison:
-    """The one verdict rule: paired differences ``a - b`` over the same folds.
+            metric: str = "score", higher_is_better: bool = True, level: float = 0.95,
+            over: str = "folds") -> Comparison:
+    """The one verdict rule: paired differences ``a - b`` over the same folds (or seeds...).
 
     Parameters
     ----------
@@ -149,18 +187,23 @@ def compare(scores_a: Sequence[float], scores_b: Sequence[float], *, names: tupl
         False for errors (RMSE): then a negative difference means A is better.
     level:
         Confidence level of the t-interval (default 0.95).
+    over:
+        What the pairs are, as a plural noun for the text: ``"folds"`` (default), ``"seeds"``
+        when each pair is one k-means seed, ``"resamples"`` for bootstrap resamples.
 
     Raises
     ------
     ParameterError
-        The two score lists have different lengths (they are not paired).
+        The two score lists have different lengths (they are not paired), or ``over`` is not
+        a non-empty string.
     """
+    over = _check_over(over)
     a = _scores(scores_a, f"scores of {names[0]}")
     b = _scores(scores_b, f"scores of {names[1]}")
     if a.shape != b.shape:
         raise ParameterError(
-            f"compare() needs paired scores (one per fold for both), got {a.size} and {b.size}. "
-            "Score both on the same folds (e.g. the folds of one SpatialBlockKFold).")
+            f"compare() needs paired scores (one per item of the same {over} for both), got {a.size} and {b.size}. "
+            f"Score both on the same {over} (e.g. the folds of one SpatialBlockKFold).")
     d = a - b
     iv = interval(d[np.isfinite(d)], level=level)
     if iv.n < 2 or not np.isfinite(iv.low):
@@ -173,7 +216,7 @@ def compare(scores_a: Sequence[float], scores_b: Sequence[float], *, names: tupl
         verdict = "no difference detectable"
     iv = Interval(iv.estimate, iv.low, iv.high, iv.level, iv.n, "paired t-interval")
     return Comparison(str(names[0]), str(names[1]), metric, iv, tuple(float(v) for v in d), bool(higher_is_better),
-                      verdict)
+                      verdict, over)
 
 
 def block_bootstrap(statistic: Callable[..., float], blocks: np.ndarray, *arrays: np.ndarray, n_boot: int = 1000,

@@ -19,7 +19,8 @@ Strict where a result exists: an unknown part, an unclosed block or a block that
 (``--check``) is an error. A block whose JSON is not committed yet is left as it is and listed
 as *pending* (it becomes strict the moment its JSON lands).
 
-Standard library only, so the unit test that runs ``--check`` stays fast.
+Standard library only, but for the verdicts' t-interval, which comes from :mod:`eoembed.stats` (the one
+implementation), so the unit test that runs ``--check`` stays fast.
 """
 
 from __future__ import annotations
@@ -69,12 +70,14 @@ def signed(v: float, nd: int = 3) -> str:
 def versus(mean: float, std: float, n: int) -> str:
     """The one verdict rule (eoembed.stats.compare) from a paired difference's mean, SD (ddof=1) and fold count:
     its 95 % t-interval and, only when the interval excludes 0, a direction."""
-    if n < 2 or not (math.isfinite(mean) and math.isfinite(std)):
-        return "not estimable"
-    from scipy import stats as sst
+    if str(ROOT) not in sys.path:  # this checkout's eoembed: the docs it renders are this checkout's
+        sys.path.insert(0, str(ROOT))
+    from eoembed.stats import interval_from_summary  # the one t-interval (eoembed.stats.interval's)
 
-    half = float(sst.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
-    lo, hi = mean - half, mean + half
+    iv = interval_from_summary(mean, std, n, level=0.95)
+    if not (math.isfinite(iv.low) and math.isfinite(iv.high)):
+        return "not estimable"
+    lo, hi = iv.low, iv.high
     what = "better" if lo > 0 else "worse" if hi < 0 else "no difference detectable"
     return f"95 % t-interval [{signed(lo)}, {signed(hi)}] over {n} paired folds: {what}"
 
@@ -189,6 +192,20 @@ def _pos_rows(res: dict) -> list[dict]:
     return [r for r in res["rows"] if "skipped" not in r]
 
 
+def _seam(r: dict) -> str:
+    """The seam ratio beside its null (the same ratio on the lattice shifted half a window)."""
+    if r.get("seam_ratio_null") is None:
+        raise RenderError(f"bench_position result lacks seam_ratio_null for {r['model']} {r['position']} (recorded "
+                          "since the null existed): rerun benchmarks/bench_position.py")
+    return f"{r['seam_ratio']:.2f} ({r['seam_ratio_null']:.2f})"
+
+
+def _vs_null(r: dict) -> str:
+    """How a seam ratio reads against its null: the same ratio on the lattice shifted half a window (no seams)."""
+    what = "above" if r["seam_ratio"] > r["seam_ratio_null"] else "not above"
+    return f"{what} its null of {r['seam_ratio_null']:.2f} (the same ratio on the lattice shifted half a window)"
+
+
 @renderer("position", "table")
 def position_table(res: dict) -> str:
     label = {("galileo-nano", "raw"): "raw", ("galileo-nano", "neutral"): "neutral (default)",
@@ -201,11 +218,11 @@ def position_table(res: dict) -> str:
         rows.append([f"`{r['model']}`", label.get((r["model"], r["position"]), r["position"]),
                      f"{r['same_position_over_chance']:.2f}×",
                      f"{r['pc1_position_share']:.3f} ({r['pc1_position_share_null']:.3f})",
-                     f"{r['seam_ratio']:.2f}", interior, f"{c['all_overlap_mean_cosine']:.4f}",
+                     _seam(r), interior, f"{c['all_overlap_mean_cosine']:.4f}",
                      f"{r['cost']['tokens_ratio']:.2f}",
                      f"{r['fewshot_balanced_accuracy']:.3f} ± {r['fewshot_fold_std']:.3f}"])
     return table(["model", "positions", "top-10 hits at own position / chance",
-                  "PC1 share explained by position (noise level)", "seam ratio",
+                  "PC1 share explained by position (noise level)", "seam ratio (null: lattice shifted half a window)",
                   "crop: interior cosine (max abs diff)", "crop: all overlapping patches", "tokens / halo-0",
                   "few-shot balanced accuracy (mean ± fold std)"], rows)
 
@@ -226,7 +243,8 @@ def position_summary(res: dict) -> str:
         f"position explains {neu['pc1_position_share']:.3f} of PC1 against a noise level of "
         f"{neu['pc1_position_share_null']:.3f} (raw: {raw['pc1_position_share']:.3f}) on this "
         f"{int(math.isqrt(neu['patches']))} × {int(math.isqrt(neu['patches']))}-patch grid, and the default "
-        f"tiling's seam ratio is {neu['seam_ratio']:.2f} (raw: {raw['seam_ratio']:.2f}). "
+        f"tiling's seam ratio is {neu['seam_ratio']:.2f}, {_vs_null(neu)} (raw positions: {raw['seam_ratio']:.2f}, "
+        f"{_vs_null(raw)}). "
         f"Neutral positions change Galileo-Nano's few-shot balanced accuracy over raw positions by "
         f"{signed(nr_m)} (mean of the {k} paired per-fold differences; {versus(nr_m, nr_s, k)}); against the "
         f"spectral baseline the difference is {signed(ns_m)} ({versus(ns_m, ns_s, k)}). "

@@ -1,6 +1,12 @@
 """Take the explorer screenshot of the docs (docs/explorer.png) and write its caption from the same run.
 
     python scripts/screenshot_explorer.py            # writes docs/explorer.png and the caption in docs/explorer.md
+    python scripts/screenshot_explorer.py --notebook notebooks/explore.ipynb   # the stored notebook's map picture
+
+With ``--notebook``, the notebook itself is run in JupyterLab (Run All), the output that holds its first map
+(``--map``: which one) is saved as a PNG, and a markdown cell with that PNG (a cell attachment, so the stored
+notebook shows a map wherever it is read: its widgets only draw in a live kernel) and its caption
+(:data:`NOTEBOOK_CAPTIONS`) is put right after the map's cell, replacing the one of an earlier run.
 
 What it shows is real and reproducible: the WorldCereal training sample of ``../shared`` (640 m × 640 m in
 Flanders, monthly composites built by :func:`eoembed.data.training_cube`), embedded with the real Galileo-Nano
@@ -139,6 +145,124 @@ def _shoot(url: str, out_png: Path, width: int, timeout_s: float) -> dict:
     return state
 
 
+#: What each notebook's map shows when all its cells have run (``--notebook``): the caption under the picture.
+NOTEBOOK_CAPTIONS = {
+    "explore.ipynb": (
+        "The explorer above as it looks once every cell of this notebook has run (its widget only draws in a "
+        "live kernel, so this stored notebook carries a screenshot): `spectral` embeddings of the shared "
+        "WorldCereal sample (25 × 25 patches of 40 m), no basemap. On the map: the class map that **Train** drew "
+        "from the 8 labelled patches (white rings; classes *similar* and *different* in the legend) over the "
+        "similarity layer of the last search, whose colour bar is shown; magenta circles mark that search's hits. "
+        "Beside it: the modes and layer controls, the embedding view (PCA of the 625 patches, the query as a "
+        "diamond), the spatial-CV report of the training and the table of hits."),
+    "leafmap_layers.ipynb": (
+        "The leafmap map `m` above as it looks once its cells have run (widgets only draw in a live kernel, so "
+        "this stored notebook carries a screenshot; offline, no basemap tiles load). Layers stack in the order "
+        "they were added: on top is the few-shot classifier's probability layer (each patch's highest class "
+        "probability in magma: pale yellow near 1, red and purple lower), over the class, similarity and PCA-RGB "
+        "layers of the `spectral` embeddings of the shared WorldCereal sample; the two parcels are outlined, "
+        "with the similarity colour bar and the class legend. The class map's COG tile layer (localtileserver, "
+        "named in the attribution) drew no tiles in this headless capture."),
+}
+#: Marks the markdown cell this script writes (replaced, never duplicated, by the next run).
+SHOT_TAG = "map-screenshot"
+
+
+def _shoot_notebook(url: str, name: str, out_png: Path, which: int, width: int, timeout_s: float) -> None:
+    """Open ``name``, run all, wait for the last code cell's output, save the ``which``-th map's output area."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-dev-shm-usage"])
+        page = browser.new_page(viewport={"width": width, "height": 1400})
+        try:
+            page.goto(f"{url}/lab/tree/{name}", wait_until="domcontentloaded")
+            page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
+            dismiss_popups(page)
+            try:
+                page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").first.click(timeout=5000)
+            except Exception:  # no open left sidebar
+                pass
+            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=120_000)
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.get_by_text("Run All Cells", exact=True).click()
+            last = page.locator(".jp-Notebook .jp-CodeCell").last
+            last.locator(".jp-OutputArea-output").first.wait_for(timeout=timeout_s * 1000)
+            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(
+                timeout=timeout_s * 1000)
+            widget = page.locator(".jp-OutputArea-output", has=page.locator(".leaflet-container")).nth(which)
+            widget.locator(".leaflet-container img.leaflet-image-layer, .leaflet-container img.leaflet-tile-loaded"
+                           ).first.wait_for(state="attached", timeout=60_000)
+            widget.scroll_into_view_if_needed()
+            time.sleep(8.0)  # let leaflet fade the overlays in and the tiles arrive
+            widget.screenshot(path=str(out_png))
+        except Exception:
+            failure = Path(tempfile.gettempdir()) / "notebook-screenshot-failure.png"
+            page.screenshot(path=str(failure))
+            print(f"failed; the page as it was: {failure}", file=sys.stderr)
+            raise
+        finally:
+            browser.close()
+
+
+def _is_map(output: dict) -> bool:
+    """A stored output of a map widget: its widget view, or (widget state not stored) its ``Map(``/``Explorer(`` repr."""
+    data = output.get("data", {})
+    text = "".join(data.get("text/plain", ""))
+    return "application/vnd.jupyter.widget-view+json" in data or bool(re.match(r"\W*(Explorer|Map)\(", text))
+
+
+def put_picture(nb_path: Path, png: bytes, caption_text: str, which: int = 0) -> None:
+    """Put a markdown cell with ``png`` (as a cell attachment) and its caption after the cell of map ``which``.
+
+    The map cells are the code cells whose stored output is a widget (the explorer or a leafmap map); an
+    earlier picture cell (tagged :data:`SHOT_TAG`) is removed first. Code cells are untouched, so the
+    notebook's stored outputs stay current (the staleness check hashes code cells only).
+    """
+    import base64
+
+    nb = json.loads(nb_path.read_text())
+    cells = [c for c in nb["cells"] if SHOT_TAG not in c.get("metadata", {}).get("tags", [])]
+    maps = [i for i, c in enumerate(cells) if c["cell_type"] == "code" and any(_is_map(o) for o in c.get("outputs", []))]
+    if len(maps) <= which:
+        raise SystemExit(f"{nb_path}: {len(maps)} cell(s) with a widget output; no map number {which}")
+    name = nb_path.stem.replace("_", "-") + "-map.png"
+    text = f"![Screenshot of the map of {nb_path.name} after all its cells ran](attachment:{name})\n\n*{caption_text}*"
+    cell = {"cell_type": "markdown", "id": f"shot{which}", "metadata": {"tags": [SHOT_TAG]},
+            "attachments": {name: {"image/png": base64.b64encode(png).decode()}},
+            "source": text.splitlines(keepends=True)}
+    cells.insert(maps[which] + 1, cell)
+    nb["cells"] = cells
+    nb_path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
+def notebook_picture(nb_path: Path, which: int, width: int, timeout_s: float, out: Path | None = None,
+                     view: int | None = None) -> int:
+    """``--notebook``: run ``nb_path`` in JupyterLab, screenshot map view ``view`` (default ``which``), put it
+    in the notebook after the cell of map ``which``."""
+    caption_text = NOTEBOOK_CAPTIONS.get(nb_path.name)
+    if caption_text is None:
+        raise SystemExit(f"no caption for {nb_path.name}: add what its map shows to NOTEBOOK_CAPTIONS")
+    shared = xn.shared_dir()
+    with tempfile.TemporaryDirectory(prefix="eoembed-shot-") as tmp, xn.notebook_kernel(shared):
+        work = Path(tmp) / "work"
+        work.mkdir()
+        (work / nb_path.name).write_text(nb_path.read_text())
+        png = out or Path(tmp) / "map.png"
+        with jupyterlab(tmp, kernel="python3") as url:
+            _shoot_notebook(url, nb_path.name, png, which if view is None else view, width, timeout_s)
+        size = _small(png)
+        data = png.read_bytes()
+    day = date.today().isoformat()
+    rel = nb_path.relative_to(ROOT) if nb_path.is_relative_to(ROOT) else nb_path
+    opts = (f" --map {which}" if which else "") + (f" --view {view}" if view is not None and view != which else "")
+    put_picture(nb_path, data, f"{caption_text} Screenshot of {day}: `python scripts/screenshot_explorer.py "
+                               f"--notebook {rel}{opts}`.", which)
+    print(f"put a {size / 1e3:.0f} kB map picture in {nb_path}")
+    return 0
+
+
 def _small(png: Path) -> int:
     """256-colour palette PNG (the widget has a few hundred colours; true colour is dithered)."""
     from PIL import Image
@@ -203,7 +327,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--width", type=int, default=1400, help="browser viewport width in px (default 1400)")
     p.add_argument("--timeout", type=float, default=900, help="seconds to wait for the notebook (default 900)")
+    p.add_argument("--notebook", type=Path, default=None,
+                   help="instead: run this notebook and put a picture of its map in it (after the map's cell)")
+    p.add_argument("--map", type=int, default=0, help="with --notebook: after which of its map outputs the picture "
+                   "goes (default 0, the first)")
+    p.add_argument("--view", type=int, default=None, help="with --notebook: which map output on the page to "
+                   "photograph (default: --map; an earlier view of the same map widget draws the same layers)")
     args = p.parse_args(argv)
+    if args.notebook is not None:
+        if not CHROMIUM.exists():
+            print(f"cannot take the screenshot, not found: {CHROMIUM}", file=sys.stderr)
+            return 2
+        out = None if args.out == ROOT / "docs" / "explorer.png" else args.out
+        return notebook_picture(args.notebook.resolve(), args.map, args.width, args.timeout, out, args.view)
     shared = xn.shared_dir()
     folder, weights = shared / "data" / "worldcereal-training", shared / "weights" / "galileo-nano"
     missing = [str(x) for x in (folder, weights, CHROMIUM) if not x.exists()]

@@ -12,14 +12,15 @@ statistics, no weights) when ``baseline_cube=`` is given.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from eoembed.analysis._common import as_cube, check_int, provenance
-from eoembed.cube import apply_embedding, cube_info, locate_patches, patch_pitch, spatial_coords, write_georef
+from eoembed.cube import (apply_embedding, cube_info, locate_patches, patch_pitch, raster_on_patches, spatial_coords,
+                          write_georef)
 from eoembed.exceptions import LabelError, ParameterError, TooFewLabelsError
 
 
@@ -40,31 +41,7 @@ _CV = ("spatial", "random")
 # targets → patches
 # ---------------------------------------------------------------------------------
 def _raster_targets(emb: xr.DataArray, raster: xr.DataArray, nodata: Any):
-    from rasterio.enums import Resampling
-
-    if "band" in raster.dims:
-        if raster.sizes["band"] != 1:
-            raise LabelError(f"The target raster has {raster.sizes['band']} bands; pass one (raster.isel(band=0)).")
-        raster = raster.isel(band=0)
-    if set(raster.dims) != {"y", "x"}:
-        raise LabelError(f"The target raster must have dims ('y', 'x'), got {raster.dims}; select or reduce "
-                         "the others (e.g. raster.mean('time')).")
-    if raster.rio.crs is None:
-        raise LabelError("The target raster has no CRS; write one with raster.rio.write_crs(...).")
-    nd = nodata if nodata is not None else raster.rio.nodata
-    if nd is None:
-        nd = raster.rio.encoded_nodata
-    r = raster.transpose("y", "x").astype(np.float64)
-    if nd is not None and not (isinstance(nd, float) and np.isnan(nd)):
-        r = r.where(raster.transpose("y", "x") != nd)
-    r = r.rio.write_nodata(np.nan, encoded=False)
-    ny, nx = emb.sizes["y"], emb.sizes["x"]
-    tmpl = xr.DataArray(np.zeros((ny, nx), np.float32), dims=("y", "x"),
-                        coords={"y": emb["y"].values, "x": emb["x"].values})
-    tmpl = tmpl.rio.write_crs(emb.rio.crs).rio.write_transform(emb.rio.transform())
-    onto = r.rio.reproject_match(tmpl, resampling=Resampling.average).values
-    rr, cc = np.nonzero(np.isfinite(onto))
-    return rr, cc, onto[rr, cc]
+    return raster_on_patches(emb, raster, resampling="average", nodata=nodata, what="target")
 
 
 def _numeric_target(col, value: str) -> np.ndarray:
@@ -243,6 +220,7 @@ class RegressionResult:
     units: str
     baseline_model: str | None
     notes: list[str]
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     _SUFFIX = {"model": ("", "pred"), "mean baseline": ("_mean", "pred_mean"),
                "spectral baseline": ("_spectral", "pred_spectral")}
@@ -257,7 +235,16 @@ class RegressionResult:
         resampling whole spatial blocks (:func:`eoembed.stats.block_bootstrap`).
         ``skill``: ``1 - RMSE / RMSE of predict-the-mean``. ``r2_fold_mean``: the old
         per-fold mean, for reference.
+
+        Computed once per ``(level, n_boot)`` and kept (printing the result, ``plot()`` and
+        ``compare()`` reuse it); a copy is returned, so editing it changes nothing here.
         """
+        key = ("summary", float(level), int(n_boot))
+        if key not in self._cache:
+            self._cache[key] = self._summary(level, n_boot)
+        return self._cache[key].copy()
+
+    def _summary(self, level: float, n_boot: int):
         import pandas as pd
 
         from eoembed.stats import block_bootstrap
@@ -290,8 +277,12 @@ class RegressionResult:
         other = self.folds[f"rmse_{baseline}"].to_numpy()
         if not np.isfinite(other).any():
             raise ParameterError("No spectral baseline was scored; pass baseline_cube= to regress().")
-        return compare(self.folds["rmse"].to_numpy(), other, names=("model", f"{baseline} baseline"),
-                       metric=f"RMSE ({self.units or 'target units'})", higher_is_better=False, level=level)
+        key = ("compare", baseline, float(level))
+        if key not in self._cache:  # a frozen Comparison: shared safely
+            self._cache[key] = compare(self.folds["rmse"].to_numpy(), other, names=("model", f"{baseline} baseline"),
+                                       metric=f"RMSE ({self.units or 'target units'})", higher_is_better=False,
+                                       level=level)
+        return self._cache[key]
 
     def __str__(self) -> str:
         how = (f"spatial-block CV: {len(self.folds)} folds, {self.block_size:g} m blocks, buffer {self.buffer:g} m"
@@ -350,18 +341,9 @@ class RegressionResult:
         return axes if two else axes[0]
 
     def oof_uncertainty(self) -> np.ndarray:
-        """Out-of-fold predicted uncertainty per target patch (NaN when the estimator gives none)."""
-        out = np.full(len(self.y), np.nan)
-        if _uncertainty_kind(self.template) is None:
-            return out
-        for i in np.unique(self.samples["fold"].to_numpy()):
-            if i < 0:
-                continue
-            te = np.flatnonzero(self.samples["fold"].to_numpy() == i)
-            tr = np.flatnonzero((self.samples["fold"].to_numpy() != i))
-            est = _fit(self.template, self.X[tr], self.y[tr])
-            out[te] = _predict(est, self.X[te], self.y[tr])[1]
-        return out
+        """Out-of-fold predicted uncertainty per target patch (NaN when the estimator gives none, and for
+        patches no fold tested): from the same fold model whose prediction is scored, kept when it was fitted."""
+        return self.samples["pred_uncertainty"].to_numpy(np.float64, copy=True)
 
     def uncertainty_check(self) -> float:
         """Spearman rank correlation of out-of-fold uncertainty with |error| (NaN without uncertainty)."""
@@ -588,6 +570,7 @@ def regress(
 
     samples["fold"] = fold_of
     samples["pred"], samples["pred_mean"], samples["pred_spectral"] = oof[:, 0], oof[:, 1], oof[:, 2]
+    samples["pred_uncertainty"] = oof[:, 3]
     folds = pd.DataFrame(rows)
     folds.index.name = "fold"
     unit = units if units is not None else (str(targets.attrs.get("units", "")) if isinstance(targets, xr.DataArray)
@@ -614,7 +597,9 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a[ok], b[ok]).statistic) if ok.sum() > 2 else float("nan")
 
 
-def _score_folds(template, X, Xb, y, splits) -> list[dict[str, Any]]:
+def _score_folds(template, X, Xb, y, splits) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
+    """Per-fold scores, the out-of-fold predictions (model, mean baseline, spectral baseline, and the model's
+    uncertainty where the estimator gives one: column 3) and each patch's fold (-1: never tested)."""
     from sklearn.metrics import mean_squared_error, r2_score
 
     def r2(t, p):
@@ -624,14 +609,16 @@ def _score_folds(template, X, Xb, y, splits) -> list[dict[str, Any]]:
         return float(np.sqrt(mean_squared_error(t, p)))
 
     rows = []
-    oof = np.full((len(y), 3), np.nan)  # model, mean baseline, spectral baseline: out-of-fold predictions
+    oof = np.full((len(y), 4), np.nan)  # model, mean baseline, spectral baseline, model's uncertainty
     fold_of = np.full(len(y), -1)
     for i, (tr, te) in enumerate(splits):
         if len(tr) < 2 or len(te) == 0:
             continue
-        p = _fit(template, X[tr], y[tr]).predict(X[te])
+        p, unc = _predict(_fit(template, X[tr], y[tr]), X[te], y[tr])
         m = np.full(len(te), y[tr].mean())
         oof[te, 0], oof[te, 1], fold_of[te] = p, m, i
+        if unc is not None:  # the same fold model's uncertainty: kept, so nothing is refitted for it later
+            oof[te, 3] = unc
         row = {"n_train": int(len(tr)), "n_test": int(len(te)), "r2": r2(y[te], p), "rmse": rmse(y[te], p),
                "r2_mean": r2(y[te], m), "rmse_mean": rmse(y[te], m), "r2_spectral": np.nan,
                "rmse_spectral": np.nan}

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from eoembed.cube import PatchGrid, canonical, cube_info, locate_patches
+from eoembed.cube import canonical, cube_info, locate_patches, raster_on_patches
 from eoembed.exceptions import LabelError
 
 __all__ = ["sample_labels"]
@@ -46,37 +46,7 @@ def _geo_labels(emb: xr.DataArray, gdf, class_column: str):
 
 
 def _raster_labels(emb: xr.DataArray, raster: xr.DataArray, nodata: Any):
-    if "band" in raster.dims:
-        if raster.sizes["band"] != 1:
-            raise LabelError(f"The label raster has {raster.sizes['band']} bands; pass one band (raster.isel(band=0)).")
-        raster = raster.isel(band=0)
-    if set(raster.dims) != {"y", "x"}:
-        raise LabelError(f"The label raster must have dims ('y', 'x'), got {raster.dims}.")
-    raster = raster.transpose("y", "x")
-    rcrs = raster.rio.crs
-    if rcrs is None:
-        raise LabelError(
-            "The label raster has no CRS; write one with raster.rio.write_crs(...) so it can be "
-            "matched to the embedding grid."
-        )
-    ny, nx = emb.sizes["y"], emb.sizes["x"]
-    rr, cc = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
-    rr, cc = rr.ravel(), cc.ravel()
-    centres = np.column_stack([emb["x"].values[cc], emb["y"].values[rr]])
-    pixels = PatchGrid(tuple(raster.rio.transform())[:6], (raster.sizes["y"], raster.sizes["x"]), rcrs.to_wkt())
-    loc = locate_patches(pixels, centres, crs=emb.rio.crs)  # the raster pixel under each patch centre
-    inside = loc.inside
-    lr, lc = loc.row, loc.col
-    vals = np.asarray(raster.values)[lr[inside], lc[inside]]
-    nd = nodata if nodata is not None else raster.rio.nodata
-    if nd is None:
-        nd = raster.rio.encoded_nodata
-    ok = np.ones(len(vals), bool)
-    if np.issubdtype(vals.dtype, np.floating):
-        ok &= np.isfinite(vals)
-    if nd is not None and not (isinstance(nd, float) and np.isnan(nd)):
-        ok &= vals != nd
-    r, c, v = rr[inside][ok], cc[inside][ok], vals[ok]
+    r, c, v = raster_on_patches(emb, raster, resampling="nearest", nodata=nodata, what="label")
     if np.issubdtype(v.dtype, np.floating) and len(v) and np.all(v == np.round(v)):
         v = v.astype(np.int64)
     return r, c, v.astype(object), np.arange(len(r))

@@ -9,6 +9,7 @@ import hashlib
 import json
 import shutil
 import uuid
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,15 @@ def fetch_sample(
         cache.mkdir(parents=True, exist_ok=True)
         tmp = cache / f".{store.name}.{uuid.uuid4().hex[:8]}.partial"
         ds = _to_dataset(cube)
-        ds.to_zarr(tmp, mode="w", consolidated=False, compute=True)
+        with warnings.catch_warnings():  # zarr notes that fixed-width strings (band names) have no Zarr v3 spec
+            # yet; this cache is read back only by eoembed through the same zarr, so the note is not the user's
+            try:
+                from zarr.errors import UnstableSpecificationWarning
+            except ImportError:  # a zarr without it does not warn
+                pass
+            else:
+                warnings.filterwarnings("ignore", category=UnstableSpecificationWarning)
+            ds.to_zarr(tmp, mode="w", consolidated=False, compute=True)
     except NoItemsFoundError:
         raise
     except DataSourceError as err:

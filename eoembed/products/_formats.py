@@ -524,7 +524,10 @@ def _open_zarr(src: str, *, chunks: Any, model: str | None) -> xr.DataArray:
 
         return _own(src, chunks=chunks if chunks is not None else "auto")
     three = [n for n, v in ds.data_vars.items() if v.ndim == 3 and {"y", "x"} <= set(v.dims)]
-    flat = [n for n, v in ds.data_vars.items() if set(v.dims) == {"y", "x"}]
+    # one variable per dim: in the order of their names (A00, A01, ... or A1, A2, ..., A10), never the store's
+    # listing order, which a store without consolidated metadata does not keep
+    flat = sorted((n for n, v in ds.data_vars.items() if set(v.dims) == {"y", "x"}),
+                  key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(n))])
     if len(three) == 1:
         da = ds[three[0]]
         other = [d for d in da.dims if d not in ("y", "x")][0]

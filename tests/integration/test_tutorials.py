@@ -93,7 +93,7 @@ def _ari_verdicts(stdout: str) -> dict:
     for m in re.finditer(
             rf"ARI with (?P<what>crop types|land cover) \(k = (?P<k>\d+)\), over (?P<n>\d+) k-means seeds: "
             rf"(?P<head>[^—\n]+) — galileo-nano − spectral = (?P<d>{NUM}) \[(?P<lo>{NUM}), (?P<hi>{NUM})\] "
-            rf"\(paired differences over (?P=n) folds, 95% t-interval\)\n"
+            rf"\(paired differences over (?P=n) seeds, 95% t-interval\)\n"
             rf"patches \((?P<np>\d+) labelled, \d+ blocks of 160 m, \d+ block-bootstrap resamples\): galileo-nano − "
             rf"spectral = (?P<bd>{NUM}) \[(?P<blo>{NUM}), (?P<bhi>{NUM})\] \(95% percentile interval\)\n"
             rf"galileo-nano vs spectral baseline, ARI with (?P=what) at k = (?P=k): (?P<vd>{NUM}) -> (?P<verdict>.*)",
@@ -267,9 +267,10 @@ def check_paired_verdicts(stdout: str, pattern: str, words: dict) -> list:
 
 #: a verdict printed by ``eoembed.stats.compare`` / ``CVReport.compare`` (the one rule), e.g. "balanced accuracy: no
 #: difference detectable between galileo-nano and spectral — galileo-nano − spectral = +0.025 [-0.030, +0.080]
-#: (paired differences over 5 folds, 95% t-interval)"
+#: (paired differences over 5 folds, 95% t-interval)"; pairs are folds, or seeds where k-means seeds are paired
 COMPARE = re.compile(r"(?P<head>[^:\n]+?) — (?P<a>[^\n]+?) − (?P<b>[^\n]+?) = (?P<est>[+-]\d+\.\d+) \[(?P<lo>[+-]\d+\.\d+), "
-                     r"(?P<hi>[+-]\d+\.\d+)\] \(paired differences over (?P<n>\d+) folds, 95% t-interval\)")
+                     r"(?P<hi>[+-]\d+\.\d+)\] \(paired differences over (?P<n>\d+) (?P<over>folds|seeds), "
+                     r"95% t-interval\)")
 
 
 def check_compare_verdicts(stdout: str) -> list:
@@ -490,7 +491,7 @@ galileo-nano         3                   0.277                           0.23   
 spectral             5                   0.505                           0.40    0.305     0.547
 galileo-nano: silhouette at k = 7 (seed 0) 0.261 -> weak
 spectral: silhouette at k = 7 (seed 0) 0.414 -> weak
-ARI with crop types (k = 7), over 10 k-means seeds: spectral better than galileo-nano — galileo-nano − spectral = -0.170 [-0.197, -0.143] (paired differences over 10 folds, 95% t-interval)
+ARI with crop types (k = 7), over 10 k-means seeds: spectral better than galileo-nano — galileo-nano − spectral = -0.170 [-0.197, -0.143] (paired differences over 10 seeds, 95% t-interval)
 patches (234 labelled, 16 blocks of 160 m, 400 block-bootstrap resamples): galileo-nano − spectral = -0.170 [-0.241, -0.092] (95% percentile interval)
 galileo-nano vs spectral baseline, ARI with crop types at k = 7: -0.170 -> the spectral baseline agrees more
 galileo-nano: k chosen over 2..20 = 3 (over 2..12: 3)
@@ -501,7 +502,7 @@ galileo-nano: ARI with land cover (3 classes, 256 patches) at k = 3: mean of 10 
 spectral: ARI with land cover (3 classes, 256 patches) at k = 3: mean of 10 seeds 0.237 [0.139, 0.363]; seed 0 alone 0.124
 galileo-nano: silhouette at k = 3 (seed 0) 0.349 -> weak
 spectral: silhouette at k = 3 (seed 0) 0.348 -> weak
-ARI with land cover (k = 3), over 10 k-means seeds: galileo-nano better than spectral — galileo-nano − spectral = +0.067 [+0.011, +0.124] (paired differences over 10 folds, 95% t-interval)
+ARI with land cover (k = 3), over 10 k-means seeds: galileo-nano better than spectral — galileo-nano − spectral = +0.067 [+0.011, +0.124] (paired differences over 10 seeds, 95% t-interval)
 patches (256 labelled, 16 blocks of 160 m, 400 block-bootstrap resamples): galileo-nano − spectral = +0.067 [-0.072, +0.166] (95% percentile interval)
 galileo-nano vs spectral baseline, ARI with land cover at k = 3: +0.067 -> no difference detectable over seeds and resampled patches
 """

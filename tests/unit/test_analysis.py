@@ -254,7 +254,7 @@ def test_change_refuses_different_grids_models_and_patch_sizes(pair):
     a, b, _ = pair
     with pytest.raises(GridMismatchError, match="Re-embed"):
         change(a, b.rio.write_crs("EPSG:32632"))
-    shifted = b.assign_coords(x=b.x + 40).rio.write_transform(b.rio.transform() * b.rio.transform().translation(0.5, 0))
+    shifted = b.assign_coords(x=b.x + 40).rio.write_transform(b.rio.transform() @ b.rio.transform().translation(0.5, 0))
     with pytest.raises(GridMismatchError, match="do not coincide"):
         change(a, shifted)
     with pytest.raises(GridMismatchError, match="do not coincide"):
@@ -594,6 +594,48 @@ def test_regress_plot_and_uncertainty_check(linear):
     rho = res.uncertainty_check()
     assert np.isfinite(rho) and -1 <= rho <= 1
     assert np.isnan(regress(emb, ras, estimator="ridge", n_splits=3).uncertainty_check())
+
+
+def test_regression_result_keeps_its_work(linear, monkeypatch):
+    """Printing, plot() and uncertainty_check() refit nothing and bootstrap the summary once; the out-of-fold
+    uncertainty is the one of the fold model whose prediction is scored (same training rows)."""
+    import sys
+
+    import matplotlib
+
+    import eoembed.stats as st
+
+    rg = sys.modules["eoembed.analysis.regress"]  # the module (eoembed.analysis.regress is also the function)
+
+    matplotlib.use("Agg")
+    emb, ras = linear
+    res = regress(emb, ras, estimator="knn", n_splits=3)
+    fits, boots = [0], [0]
+    real_fit, real_boot = rg._fit, st.block_bootstrap
+    monkeypatch.setattr(rg, "_fit", lambda *a: (fits.__setitem__(0, fits[0] + 1), real_fit(*a))[1])
+    monkeypatch.setattr(st, "block_bootstrap", lambda *a, **k: (boots.__setitem__(0, boots[0] + 1),
+                                                                 real_boot(*a, **k))[1])
+    first = str(res)
+    assert boots[0] == 2  # model and mean baseline (no spectral baseline here), once
+    assert str(res) == first and repr(res.summary()) == repr(res.summary())
+    res.plot()
+    rho = res.uncertainty_check()
+    assert fits[0] == 0 and boots[0] == 2, (fits, boots)
+    edited = res.summary()
+    edited.loc["model", "r2"] = 99.0  # a copy: the kept summary is untouched
+    assert str(res) == first
+    assert res.summary(n_boot=50).shape == res.summary().shape and boots[0] == 4  # another setting: computed
+    # the kept uncertainty is the fold model's: refit each fold on its training rows and compare
+    folds = res.samples["fold"].to_numpy()
+    splits = rg._classify().plan_folds(len(res.y), xy=res.samples[["x", "y"]].to_numpy(), spatial=True,
+                                       block_size=res.block_size, buffer=res.buffer, n_splits=3, random_state=0,
+                                       what="t").splits
+    want = np.full(len(res.y), np.nan)
+    for i, (tr, te) in enumerate(splits):
+        want[te] = rg._predict(real_fit(res.template, res.X[tr], res.y[tr]), res.X[te], res.y[tr])[1]
+    np.testing.assert_allclose(res.oof_uncertainty(), want)
+    assert np.isfinite(res.oof_uncertainty()[folds >= 0]).all() and np.isfinite(rho)
+    assert np.isnan(regress(emb, ras, estimator="ridge", n_splits=3).oof_uncertainty()).all()
 
 
 def test_cluster_says_when_the_data_do_not_support_k():

@@ -161,12 +161,13 @@ def test_missing_band_warning_points_at_the_caller_also_through_the_accessor(che
 def test_cube_without_time_is_refused_for_olmoearth_and_says_how(checkpoints):
     cube = synthetic_cube(height=16, width=16, times=1, seed=2).isel(time=0, drop=True)
     with pytest.raises(eoembed.exceptions.MissingTimeError, match=r"expand_dims\(time=\[np.datetime64") as e:
-        eoembed.embed(cube, "nano", weights=checkpoints["v1.1"], progress=False)
+        eoembed.embed(cube, "nano", weights=checkpoints["v1.1"], harmonize=False, progress=False)
     assert "month" in str(e.value)
     assert eoembed.get_model_spec("nano").needs_dates and not eoembed.get_model_spec("spectral").needs_dates
     # with a date it runs
     dated = cube.expand_dims(time=[np.datetime64("2024-06-15")])
-    assert np.isfinite(eoembed.embed(dated, "nano", weights=checkpoints["v1.1"], progress=False)).any()
+    assert np.isfinite(eoembed.embed(dated, "nano", weights=checkpoints["v1.1"], harmonize=False,
+                                     progress=False)).any()
 
 
 def test_cube_without_time_warns_for_date_free_learned_models():

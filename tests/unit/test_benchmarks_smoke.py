@@ -63,3 +63,29 @@ def test_bench_gpu_dry_run_and_cpu_quick(tmp_path):
     assert row["autocast"] is None and row["max_abs_diff"] == 0.0 and row["ratio"] > 0
     saved = json.loads(out.read_text())
     assert saved["run"]["machine"]["cores"] and saved["rows"][0]["model"] == "olmoearth-v1.1-nano"
+
+
+def test_benchmark_weights_come_from_the_registry(tmp_path, monkeypatch):
+    """bench_overhead and bench_throughput take each model's weights from one helper: the data registry
+    (never downloading), a random checkpoint in the published layout for OlmoEarth, None otherwise."""
+    import importlib.util
+
+    from eoembed.data import registry
+
+    spec = importlib.util.spec_from_file_location("_meta", ROOT / "benchmarks" / "_meta.py")
+    meta = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(meta)
+    ck = meta.weights_for("olmoearth-v1.1-nano", tmp_path)
+    assert ck is not None and ck.exists() and ck.is_relative_to(tmp_path)
+    assert meta.weights_for("spectral", tmp_path) is None  # no weights in the registry
+    shared = ROOT.parent / "shared" / "weights" / "galileo-nano"
+    if shared.is_dir():
+        assert meta.weights_for("galileo-nano", tmp_path) == registry.sample("galileo-nano", download=False)
+    # neither a mirror nor the cache holds them: skipped (None), nothing downloaded
+    monkeypatch.setenv("EOEMBED_DATA_MIRROR", "")
+    monkeypatch.setenv("EOEMBED_WEIGHTS_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(registry, "_download", lambda *a, **k: pytest.fail("weights_for must not download"))
+    assert meta.weights_for("galileo-nano", tmp_path) is None
+    for bench in ("bench_overhead.py", "bench_throughput.py"):
+        src = (ROOT / "benchmarks" / bench).read_text()
+        assert "_meta.weights_for(name, root)" in src and "def _weights" not in src and "make_checkpoint(" not in src

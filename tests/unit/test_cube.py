@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +29,13 @@ def test_apply_embedding_same_numbers_numpy_and_dask_lazy():
     assert b.chunks[1] == (5, 5, 2)  # spatial chunks kept: one task per chunk
     np.testing.assert_allclose(b.values, a.values, equal_nan=True)
     # several core dims, no output dim
-    c = apply_embedding(lambda v: np.nanmean(v, axis=(-2, -1)), lazy, core_dims=("time", "embedding"))
-    assert c.dims == ("y", "x")
-    np.testing.assert_allclose(c.values, np.nanmean(emb.values, axis=(0, 1)), rtol=1e-5, equal_nan=True)
+    with warnings.catch_warnings():  # numpy's note on the masked (all-NaN) patches, whose mean is NaN: checked below
+        warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
+        c = apply_embedding(lambda v: np.nanmean(v, axis=(-2, -1)), lazy, core_dims=("time", "embedding"))
+        assert c.dims == ("y", "x")
+        want = np.nanmean(emb.values, axis=(0, 1))
+        np.testing.assert_allclose(c.values, want, rtol=1e-5, equal_nan=True)
+    assert np.isnan(want).any() and np.isfinite(want).any()
 
 
 class _TaskCounter:
@@ -164,3 +169,40 @@ def test_cube_info_reads_grid_and_identity():
     assert info.shape == (6, 7) and info.dim == 4 and info.model == "synthetic" and not info.has_time
     with pytest.raises(eoembed.exceptions.DimensionError):
         canonical(emb.rename(embedding="band"))
+
+
+def test_raster_on_patches_nearest_and_area_mean():
+    """The one raster-to-patch-grid sampler of labels (nearest pixel at each patch centre) and regression targets
+    (area mean of the pixels a patch covers), nodata and off-raster patches left out."""
+    import xarray as xr
+
+    from eoembed.cube import raster_on_patches
+    from eoembed.exceptions import LabelError
+
+    emb, _ = make_emb(4, 5, 3, seed=1)
+    t = emb.rio.transform()
+    pitch = t.a
+    # a raster 4x finer, on the same origin: each patch covers a 4x4 block of pixels
+    fine = np.arange(16 * 20, dtype=np.float64).reshape(16, 20)
+    fine[0:4, 0:4] = -9  # patch (0, 0) is all nodata
+    ys = t.f + (np.arange(16) + 0.5) * t.e / 4
+    xs = t.c + (np.arange(20) + 0.5) * pitch / 4
+    ras = xr.DataArray(fine, dims=("y", "x"), coords={"y": ys, "x": xs}).rio.write_crs(emb.rio.crs)
+    ras = ras.rio.write_transform(type(t)(pitch / 4, 0, t.c, 0, t.e / 4, t.f)).rio.write_nodata(-9)
+    r, c, v = raster_on_patches(emb, ras, resampling="average")
+    assert (0, 0) not in set(zip(r.tolist(), c.tolist())) and len(v) == 4 * 5 - 1
+    for i, j, val in zip(r, c, v):
+        assert val == pytest.approx(fine[4 * i:4 * i + 4, 4 * j:4 * j + 4].mean())
+    r, c, v = raster_on_patches(emb, ras.astype(np.int64).rio.write_nodata(-9), resampling="nearest")
+    assert len(v) == 4 * 5 - 1 and v.dtype.kind == "i"  # codes keep their dtype
+    for i, j, val in zip(r, c, v):
+        assert val == fine[4 * i + 2, 4 * j + 2]  # the pixel under the patch centre
+    # a raster covering only the left half: the right patches get nothing
+    r, c, _ = raster_on_patches(emb, ras.isel(x=slice(0, 8)), resampling="nearest")
+    assert set(c.tolist()) == {0, 1}
+    for bad, match in ((ras.expand_dims(band=[1, 2]), "2 bands"), (ras.expand_dims(time=[0]), "dims"),
+                       (ras.drop_vars("spatial_ref"), "no CRS")):
+        with pytest.raises(LabelError, match=match):
+            raster_on_patches(emb, bad)
+    with pytest.raises(LabelError, match="resampling"):
+        raster_on_patches(emb, ras, resampling="bilinear")

@@ -45,7 +45,7 @@ def test_patch_coordinates_map_back_to_pixels(cube):
     inv = ~t
     for i, j in [(0, 0), (2, 5), (4, 6)]:
         x, y = float(emb.x[j]), float(emb.y[i])
-        col, row = inv * (x, y)
+        col, row = inv @ (x, y)
         assert (col, row) == pytest.approx((4 * j + 2, 4 * i + 2))
         # first feature block = per-band means of t=0, in the model band order, reflectance
         window = clean.isel(time=0, y=slice(4 * i, 4 * i + 4), x=slice(4 * j, 4 * j + 4)).sel(band="B02")

@@ -122,7 +122,7 @@ def test_pickled_objects_are_refused(cube, tmp_path):
         _embed(cube, "nano", weights=evil)
     plain = tmp_path / "plain.pth"
     with open(plain, "wb") as f:
-        pickle.dump({"a": 1}, f)
+        pickle.dump({"a": 1}, f, protocol=2)  # torch.load's own protocol: the refusal, not a protocol note
     with pytest.raises((E.UnsafeWeightsError, E.CorruptWeightsError)):
         _embed(cube, "nano", weights=plain)
 

@@ -566,14 +566,14 @@ def _square(emb, r0, c0, n):
 
 def test_drawn_polygon_is_the_polygon_mean_query(ex, emb_truth):
     from shapely.geometry import Polygon, mapping
-    from shapely.ops import transform as shp_transform
+    import shapely
     from pyproj import Transformer
 
     emb = emb_truth[0]
     poly = _square(emb, 2, 2, 3)  # 3×3 patches inside one class block
     ref = ex.index.search(polygon=poly, k=7)
     to_ll = Transformer.from_crs("EPSG:32631", "EPSG:4326", always_xy=True).transform
-    gj = {"type": "Feature", "properties": {}, "geometry": mapping(shp_transform(to_ll, poly))}
+    gj = {"type": "Feature", "properties": {}, "geometry": mapping(shapely.transform(poly, lambda xy: np.column_stack(to_ll(xy[:, 0], xy[:, 1]))))}
     # exactly the message the browser's draw control sends
     ex.draw_control._handle_leaflet_event(None, {"event": "draw:created", "geo_json": gj}, None)
     assert ex.last_error is None

@@ -121,7 +121,8 @@ def test_tile_layer_refuses_what_it_cannot_place(tmp_path):
     with pytest.raises(InputError, match="not a raster"):
         tile_layer(bad, name="x")
     nocrs = tmp_path / "nocrs.tif"
-    with rasterio.open(nocrs, "w", driver="GTiff", width=4, height=4, count=1, dtype="uint8") as ds:
+    with rasterio.open(nocrs, "w", driver="GTiff", width=4, height=4, count=1, dtype="uint8",
+                       transform=rasterio.transform.from_origin(0, 40, 10, 10)) as ds:  # placed, but in no CRS
         ds.write(np.zeros((1, 4, 4), np.uint8))
     with pytest.raises(InputError, match="no CRS"):
         tile_layer(nocrs, name="x")

@@ -358,3 +358,31 @@ def test_wheel_installs_and_runs_without_the_checkout(tmp_path):
     about_eoembed = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.lower().startswith("eoembed ")]
     assert not about_eoembed, about_eoembed
     assert r.returncode == 0 or "terratorch" in r.stdout or "timm" in r.stdout, r.stdout + r.stderr
+
+
+def test_pytest_warning_filters_are_narrow_and_never_hide_eoembed():
+    """Each ignored warning names its category, a message and the third-party module it arises in, with a comment
+    giving the reason; none ignores eoembed's own warnings (tests assert those with pytest.warns)."""
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "pyproject.toml").read_text()
+    filters = tomllib.loads(text)["tool"]["pytest"]["ini_options"]["filterwarnings"]
+    assert filters
+    lines = text.splitlines()
+    for f in filters:
+        action, message, category, module = (f.split(":") + ["", "", "", ""])[:4]
+        assert action in ("ignore", "default", "error", "always", "once", "module"), f
+        if action != "ignore":
+            continue
+        assert category and module, f"{f}: name the category and the module it arises in"
+        assert not re.match(module, "eoembed") and not re.match(module, "eoembed.grid"), f"{f} would hide eoembed's"
+        assert message or module == "pkg_resources", f"{f}: give the message, not a whole category"
+        if message:
+            re.compile(message)
+        import builtins
+
+        cls = getattr(builtins, category, None)
+        assert "." in category or (cls is not None and issubclass(cls, Warning)), f
+        i = next(n for n, line in enumerate(lines) if f in line.replace('\\\\', '\\'))
+        while lines[i - 1].strip().startswith('"'):  # entries sharing one reason sit under one comment
+            i -= 1
+        assert lines[i - 1].strip().startswith("#"), f"{f}: say why it is harmless in a comment above it"

@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 
 import eoembed  # noqa: E402
 from eoembed.exceptions import CorruptWeightsError, WeightsNotFoundError  # noqa: E402
+from eoembed.grid import GridAlignmentWarning  # noqa: E402
 from eoembed.models import get_model_spec, load_model  # noqa: E402
 from eoembed.models.prithvi import V2_MEAN, V2_STD, day_of_year  # noqa: E402
 from eoembed.testing import constant_scene, synthetic_cube, window_aligned_origin  # noqa: E402
@@ -166,13 +167,14 @@ def test_embed_shared_sample(sample_cube, tl_ckpt):
     """The sample has no B8A: map B08 (842 nm) to the HLS narrow NIR explicitly."""
     _, path = tl_ckpt
     cube = sample_cube.isel(time=slice(0, 4))
-    with pytest.warns(UserWarning, match="trained at 30 m"):
+    # the shared sample's origin is 4 px off the 16-px global grid: embed() says so, and snaps to the cube
+    with pytest.warns(UserWarning, match="trained at 30 m"), pytest.warns(GridAlignmentWarning, match="off the global"):
         emb = cube.eo.embed(model=TL, weights=path, device="cpu", bands={"B08": "B8A"}, progress=False)
     assert emb.shape == (128, 7, 7) and np.isfinite(emb.values).all()
     assert emb.attrs["eoembed:weights_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert emb.attrs["eoembed:license"] == "Apache-2.0"
     assert emb.attrs["eoembed:bands"] == S2
-    with pytest.warns(UserWarning, match="trained at 30 m"):
+    with pytest.warns(UserWarning, match="trained at 30 m"), pytest.warns(GridAlignmentWarning, match="off the global"):
         per_t = cube.eo.embed(model=TL, weights=path, device="cpu", bands={"B08": "B8A"}, pool_time=False,
                               progress=False)
     assert per_t.dims == ("time", "embedding", "y", "x") and per_t.shape[0] == 4

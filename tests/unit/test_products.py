@@ -459,17 +459,17 @@ def test_float_geotiff_and_zarr_of_vectors(tmp_path):
     assert g.attrs["eoembed:model"] == "mine" and tuple(g.rio.transform()) == tuple(emb.rio.transform())
     # a generic Zarr: (band, y, x) variable with a grid mapping
     z = tmp_path / "v.zarr"
-    emb.rename(embedding="channel").to_dataset(name="features").to_zarr(z)
+    emb.rename(embedding="channel").to_dataset(name="features").to_zarr(z, consolidated=False)
     zc = open_embeddings(z)
     assert zc.dims == ("embedding", "y", "x") and zc.rio.crs == emb.rio.crs
     np.testing.assert_allclose(zc.values, emb.values, rtol=1e-6)
     # one 2-D variable per dim (A00.. as separate variables)
     z2 = tmp_path / "split.zarr"
-    ds = xr.Dataset({f"A{i:02d}": emb.isel(embedding=i, drop=True) for i in range(4)})
-    ds.to_zarr(z2)
+    ds = xr.Dataset({f"A{i}": emb.isel(embedding=i, drop=True) for i in (2, 0, 3, 1)})  # any order: names rule
+    ds.to_zarr(z2, consolidated=False)  # no consolidated metadata: variables come back in listing order
     np.testing.assert_allclose(open_embeddings(z2, format="zarr").values, emb.values, rtol=1e-6)
     bad = tmp_path / "bad.zarr"
-    xr.Dataset({"v": (("a", "b"), np.zeros((2, 2)))}).to_zarr(bad)
+    xr.Dataset({"v": (("a", "b"), np.zeros((2, 2)))}).to_zarr(bad, consolidated=False)
     with pytest.raises(DimensionError, match="no single vector variable"):
         open_embeddings(bad)
 

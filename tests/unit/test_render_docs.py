@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import json
+import math
+import re
 import shutil
 from pathlib import Path
 
@@ -167,3 +170,63 @@ def test_analyses_doc_and_tutorial_7_agree_on_the_same_clustering():
     assert set(tut) == {"galileo-nano", "spectral"}, stdout[:500]
     for name, (k, ari) in tut.items():
         assert rows[name]["k_chosen"] == k and abs(rows[name]["ari_chosen_k"] - ari) <= 0.0015, (name, k, ari)
+
+
+def test_rendering_into_a_copy_reproduces_every_committed_page(tmp_path):
+    """Every page render_docs produces, rendered afresh in a copy of the tree, equals the committed page."""
+    shutil.copytree(ROOT / "docs", tmp_path / "docs", ignore=shutil.ignore_patterns("*.png", "*.gif", "*.jpg"))
+    shutil.copytree(ROOT / "benchmarks" / "results", tmp_path / "benchmarks" / "results")
+    results = {p.stem.removeprefix("bench_") for p in (ROOT / "benchmarks" / "results").glob("bench_*.json")}
+
+    def blank(m):  # a block with a result: all its text must come back from the result
+        return m.group(0) if m.group(2) not in results else f"{m.group(1)}\n{m.group(3)}"
+
+    for p in (tmp_path / "docs").glob("*.md"):
+        text = p.read_text()
+        p.write_text(re.sub(r"(<!-- bench:([A-Za-z0-9_.-]+)(?::[A-Za-z0-9_-]+)? -->).*?(<!-- /bench -->)", blank,
+                            text, flags=re.S))
+    assert render_docs.main(["--root", str(tmp_path)]) == 0
+    docs, pending = render_docs.render_all(ROOT)
+    assert docs, "no docs/*.md has a bench block"
+    for page in docs:
+        fresh = (tmp_path / "docs" / page.name).read_text()
+        committed = page.read_text()
+        if fresh != committed:
+            diff = "".join(difflib.unified_diff(committed.splitlines(True), fresh.splitlines(True), "committed",
+                                                "rendered", n=0))
+            pytest.fail(f"docs/{page.name} differs from its results rendered afresh:\n{diff[:3000]}")
+    for line in pending:  # a block left as typed is one whose result file does not exist yet, nothing else
+        name = re.search(r"<!-- bench:([A-Za-z0-9_.-]+)", line).group(1)
+        assert name not in results, line
+
+
+def _perturbed(obj, k=[0]):
+    """Every float leaf moved (ints, bools and strings kept, so the structure still renders)."""
+    if isinstance(obj, dict):
+        return {key: (val if key in ("run",) else _perturbed(val)) for key, val in obj.items()}
+    if isinstance(obj, list):
+        return [_perturbed(v) for v in obj]
+    if isinstance(obj, float) and math.isfinite(obj):
+        k[0] += 1
+        return obj * 1.37 + 0.0113 * (1 + k[0] % 3)
+    return obj
+
+
+def test_every_rendered_block_follows_its_result():
+    """A block whose numbers did not move when its result's numbers move would be typed, not rendered."""
+    results = render_docs.load_results(ROOT)
+    docs, _ = render_docs.render_all(ROOT)
+    checked = 0
+    for page, (text, _) in docs.items():
+        for m in render_docs.OPEN.finditer(text):
+            name, part = m.group("name"), m.group("part") or "summary"
+            if name not in results or part == "run":
+                continue
+            fn = render_docs.RENDERERS[(name, part)]
+            before = fn(results[name])
+            if not re.search(r"(?<![A-Za-z.\d])\d+\.\d", before):  # no decimals (a "v1.1" is a name): nothing measured
+                continue
+            after = fn(_perturbed(results[name]))
+            assert after != before, f"docs/{page.name} {m.group(0)} does not change when {name}'s numbers change"
+            checked += 1
+    assert checked >= 10, checked

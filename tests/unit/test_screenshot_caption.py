@@ -54,3 +54,53 @@ def test_missing_inputs_fail_clearly(tmp_path, monkeypatch, capsys):
     out = tmp_path / "shot.png"
     assert se.main(["--out", str(out), "--doc", str(tmp_path / "doc.md")]) == 2
     assert "worldcereal-training" in capsys.readouterr().err and not out.exists()
+
+
+MAP_NOTEBOOKS = ("notebooks/explore.ipynb", "notebooks/leafmap_layers.ipynb")
+
+
+@pytest.mark.parametrize("rel", MAP_NOTEBOOKS)
+def test_stored_map_notebooks_show_a_map_picture(rel):
+    """Widgets only draw in a live kernel: each map notebook stores a PNG of its map, after a map cell, captioned."""
+    import base64
+    import io
+    import json
+
+    from PIL import Image
+
+    nb = json.loads((ROOT / rel).read_text())
+    shots = [i for i, c in enumerate(nb["cells"]) if se.SHOT_TAG in c.get("metadata", {}).get("tags", [])]
+    assert len(shots) == 1, f"{rel}: {len(shots)} map pictures (run scripts/screenshot_explorer.py --notebook {rel})"
+    cell = nb["cells"][shots[0]]
+    prev = nb["cells"][shots[0] - 1]
+    assert prev["cell_type"] == "code" and any(se._is_map(o) for o in prev["outputs"]), "not right after a map"
+    (name, att), = cell["attachments"].items()
+    src = "".join(cell["source"])
+    assert f"(attachment:{name})" in src and src.count("*") >= 2 and "screenshot_explorer.py --notebook" in src
+    assert se.NOTEBOOK_CAPTIONS[Path(rel).name] in src
+    png = base64.b64decode(att["image/png"])
+    with Image.open(io.BytesIO(png)) as im:
+        assert im.format == "PNG" and im.width >= 600 and im.height >= 400
+        colours = im.convert("RGB").getcolors(100_000)
+        assert colours is not None and len(colours) > 20  # a drawn map, not a blank output area
+
+
+def test_put_picture_replaces_the_earlier_one(tmp_path):
+    import json
+
+    nb = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": ["# t"]},
+                    {"cell_type": "code", "metadata": {}, "source": ["m"], "execution_count": 1,
+                     "outputs": [{"output_type": "execute_result", "metadata": {}, "execution_count": 1,
+                                  "data": {"text/plain": ["Map(center=[0, 0])"]}}]},
+                    {"cell_type": "code", "metadata": {}, "source": ["print(1)"], "execution_count": 2,
+                     "outputs": [{"output_type": "stream", "name": "stdout", "text": ["1\n"]}]}],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    p = tmp_path / "explore.ipynb"
+    p.write_text(json.dumps(nb))
+    se.put_picture(p, b"\x89PNG first", "first caption")
+    se.put_picture(p, b"\x89PNG second", "second caption")
+    cells = json.loads(p.read_text())["cells"]
+    assert [c["cell_type"] for c in cells] == ["markdown", "code", "markdown", "code"]
+    assert "second caption" in "".join(cells[2]["source"]) and "first" not in "".join(cells[2]["source"])
+    with pytest.raises(SystemExit, match="no map number 1"):
+        se.put_picture(p, b"x", "c", which=1)

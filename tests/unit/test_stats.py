@@ -72,6 +72,40 @@ def test_interval_is_the_t_interval():
     half = sst.t.ppf(0.975, 3) * v.std(ddof=1) / 2
     assert (iv.low, iv.high) == pytest.approx((v.mean() - half, v.mean() + half))
     assert np.isnan(interval([0.5]).low)  # one value: no interval, never zero width
+    assert "t-interval over folds" in str(iv)
+    assert "t-interval over seeds" in str(interval(v, over="seeds"))
+
+
+def test_interval_from_summary_is_interval_of_the_values():
+    from eoembed.stats import interval_from_summary
+
+    for v in ([0.1, 0.3, 0.2, 0.4], [0.05, -0.02, 0.08, 0.01, 0.03], [1.0, 1.0, 1.2]):
+        v = np.asarray(v)
+        a, b = interval(v, level=0.9, over="seeds"), interval_from_summary(v.mean(), v.std(ddof=1), len(v), level=0.9,
+                                                                            over="seeds")
+        assert (b.estimate, b.low, b.high) == pytest.approx((a.estimate, a.low, a.high), rel=1e-12)
+        assert (b.level, b.n, b.rule) == (a.level, a.n, a.rule) == (0.9, len(v), "t-interval over seeds")
+    assert np.isnan(interval_from_summary(0.1, 0.05, 1).low) and np.isnan(interval_from_summary(0.1, np.nan, 5).high)
+    for bad in (dict(mean="x", sd=0.1, n=3), dict(mean=0.1, sd=-1.0, n=3), dict(mean=0.1, sd=0.1, n=-2)):
+        with pytest.raises(ParameterError):
+            interval_from_summary(**bad)
+    with pytest.raises(ParameterError, match="level"):
+        interval_from_summary(0.1, 0.1, 3, level=1.5)
+
+
+def test_compare_names_its_pairs():
+    """Pairs are folds by default; k-means seeds (tutorials 07, 10) say "seeds", never "folds"."""
+    a, b = [0.30, 0.31, 0.29, 0.32], [0.20, 0.22, 0.19, 0.21]
+    assert "paired differences over 4 folds" in str(compare(a, b))
+    seeds = compare(a, b, names=("galileo", "spectral"), over="seeds")
+    assert "paired differences over 4 seeds" in str(seeds) and "folds" not in str(seeds)
+    assert seeds.to_dict()["over"] == "seeds" and "over 4 seeds" in seeds.to_dict()["text"]
+    assert seeds.verdict == compare(a, b).verdict and seeds.difference == compare(a, b).difference
+    for bad in ("", "  ", None, 3):
+        with pytest.raises(ParameterError, match="over="):
+            compare(a, b, over=bad)
+    with pytest.raises(ParameterError, match="same seeds"):
+        compare(a, b[:3], over="seeds")
 
 
 def test_block_bootstrap_keeps_blocks_together():
