@@ -171,14 +171,15 @@ _REF_GRID: dict = {}
 
 
 def weights_for(name: str, root: Path):
-    import eoembed
-    from eoembed.data import sample
-    from eoembed.testing import make_checkpoint
+    """The model's weights from the benchmarks' one source (``_meta.weights_for``) and what kind they are."""
+    import _meta
 
-    spec = eoembed.get_model_spec(name)
-    if spec.family == "olmoearth":
-        return make_checkpoint(root / name, spec.version, spec.size), "random (published layout)"
-    return sample(name), "real"
+    import eoembed
+
+    w = _meta.weights_for(name, root)
+    if w is None:
+        raise SystemExit(f"no weights for {name} here (see benchmarks/_meta.py weights_for)")
+    return w, "random (published layout)" if eoembed.get_model_spec(name).family == "olmoearth" else "real"
 
 
 def sweep_model(name: str, cube, tcube, labels, tilings, repeat: int, root: Path) -> dict:
