@@ -8,6 +8,7 @@ loader's output the same canonical form (float32, band coords, CRS, attrs).
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -82,10 +83,26 @@ def _out_bounds(bbox, epsg: int, resolution: float) -> tuple[float, float, float
     )
 
 
+def gdal_proxy() -> str:
+    """The HTTP proxy GDAL should use, stated explicitly on every read: ``GDAL_HTTP_PROXY`` or the usual
+    ``https_proxy``/``http_proxy`` variables, else ``""`` (none).
+
+    GDAL reuses its curl handles and sets a proxy only when one is configured, so a read with
+    ``GDAL_HTTP_PROXY`` (a signed STAC load through a proxy) left that proxy on the handle for every later
+    read in the process — which then went to the old proxy and came back short. Setting it every time
+    (empty: no proxy) keeps reads independent.
+    """
+    for k in ("GDAL_HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        if os.environ.get(k):
+            return os.environ[k]
+    return ""
+
+
 def _gdal_env(policy: RetryPolicy, extra: Mapping[str, Any] | None):
     import stackstac
 
     opts: dict[str, Any] = dict(policy.gdal_options())
+    opts["GDAL_HTTP_PROXY"] = gdal_proxy()
     opts.update({k: v for k, v in (extra or {}).items()})
     return stackstac.DEFAULT_GDAL_ENV.updated(always=opts)
 

@@ -118,6 +118,13 @@ GDAL_ENV = {
 }
 
 
+def _gdal_env() -> dict:
+    """:data:`GDAL_ENV` with the proxy stated explicitly (see :func:`eoembed.data._stack.gdal_proxy`)."""
+    from eoembed.data._stack import gdal_proxy
+
+    return {**GDAL_ENV, "GDAL_HTTP_PROXY": gdal_proxy()}
+
+
 # --------------------------------------------------------------------------------------
 # the bbox
 # --------------------------------------------------------------------------------------
@@ -311,7 +318,7 @@ class _AefTile(_Tile):
         import rasterio
         from rasterio.windows import Window
 
-        with rasterio.Env(**GDAL_ENV), rasterio.open("/vsicurl/" + self.url) as ds:
+        with rasterio.Env(**_gdal_env()), rasterio.open("/vsicurl/" + self.url) as ds:
             q = ds.read(window=Window(c0, r0, c1 - c0, r1 - r0))
         return dequantize_alphaearth(q, renormalize=True, axis=0, nodata=self.nodata)
 
@@ -593,7 +600,7 @@ def _open_aef(tile: _Tile) -> _AefTile:
 
     get_range(tile.url, 0, 1)  # 404 → _NotThere, no host → DownloadUnreachableError (typed, before GDAL)
     try:
-        with rasterio.Env(**GDAL_ENV), rasterio.open("/vsicurl/" + tile.url) as ds:
+        with rasterio.Env(**_gdal_env()), rasterio.open("/vsicurl/" + tile.url) as ds:
             crs, t, h, w, count, dtype, nodata = ds.crs, ds.transform, ds.height, ds.width, ds.count, ds.dtypes[0], \
                 ds.nodata
     except rasterio.errors.RasterioIOError as err:
@@ -677,7 +684,7 @@ def _open_tessera_tile(spec: dict) -> _NpyTile:
     shape, dtype, offset, total = _npy_header(spec["url"])
     sshape, sdtype, soffset, stotal = _npy_header(spec["scales_url"])
     get_range(spec["landmask"], 0, 1)
-    with rasterio.Env(**GDAL_ENV), rasterio.open("/vsicurl/" + spec["landmask"]) as ds:
+    with rasterio.Env(**_gdal_env()), rasterio.open("/vsicurl/" + spec["landmask"]) as ds:
         crs, t, h, w = ds.crs, ds.transform, ds.height, ds.width
     if len(shape) != 3 or dtype != np.int8:
         raise ProductFormatError(f"{spec['url']}: a TESSERA tile is int8 (H, W, C); got {dtype} {shape}.")

@@ -27,6 +27,7 @@ from eoembed.exceptions import (
     QueryError,
     TooManyTimestepsError,
 )
+from unit.test_products_remote import aef  # noqa: F401  (the AlphaEarth layout served over HTTP, a fixture)
 
 FAST = RetryPolicy(max_attempts=3, backoff=0.01, max_backoff=0.05, timeout=10)
 MASK = _composite.DEFAULT_SCL_MASK
@@ -560,3 +561,17 @@ def test_harmonization_reads_each_providers_item_metadata(stac_server, s2_scenes
         assert said in line and f"{sc.id}: {ss.scene_offset(sc, flavour):g} DN removed" in line
     if flavour == "cdse":
         assert cube.rio.crs.to_epsg() == 32632 and not np.isnan(cube.values[2]).all()  # zone-33 scene kept
+
+
+def test_a_signed_load_leaves_no_proxy_for_later_streams(s2, aef):
+    """Found in CI: after a signed load (GDAL_HTTP_PROXY pointed at the fake blob store), GDAL's reused curl
+    handles kept that proxy, and a later AlphaEarth stream read its tiles through it and came back short.
+    eoembed now states the proxy (or none) on every read."""
+    import eoembed
+    from unit.test_products_remote import X0, Y0, YEAR, _deq_aef, _utm_bbox, _value_at
+
+    cube = s2.load(composite=None, bands=["B04"])
+    np.testing.assert_allclose(cube.values, expected_scenes(s2.scenes, cube), atol=0.01)  # through the proxy
+    emb = eoembed.products.alphaearth(_utm_bbox(X0 + 405, Y0 - 395, X0 + 905, Y0 - 55), YEAR, source=aef["source"])
+    np.testing.assert_allclose(_value_at(emb, X0 + 635, Y0 - 105), _deq_aef(aef["qa"])[:, 10, 63], atol=1e-6)
+    assert not np.isnan(emb.values).any()
