@@ -9,7 +9,6 @@ a timestep without data takes the patch's mean over its valid timesteps.
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 
@@ -58,18 +57,22 @@ class SpectralEncoder:
             x = x[..., batch.present[m]]  # bands the cube has (absent ones carry no information)
             b, hh, ww, t, c = x.shape
             v = x.reshape(b, hh // p, p, ww // p, p, t, c)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN (invisible) patches
-                f = np.concatenate([np.nanmean(v, axis=(2, 4)), np.nanstd(v, axis=(2, 4))], axis=-1)
+            # patches without a valid pixel get NaN by hand: numpy would warn ("Degrees of freedom <= 0"), and
+            # silencing that with catch_warnings is not thread-safe (dask runs blocks in threads); the other
+            # patches go through the same nanmean/nanstd as before, so their values are unchanged
+            empty = np.isnan(v).all(axis=(2, 4))
+            if empty.any():
+                v = np.where(np.expand_dims(empty, (2, 4)), np.float32(0), v)
+            f = np.concatenate([np.nanmean(v, axis=(2, 4)), np.nanstd(v, axis=(2, 4))], axis=-1)
+            f[np.concatenate([empty, empty], axis=-1)] = np.nan
             f[~batch.visible[m]] = np.nan  # (B, h, w, T, 2C)
             feats.append(f)
         f = np.concatenate(feats, axis=-1)
         if not pool_time:
             return f.astype("float32")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            fill = np.nanmean(f, axis=3, keepdims=True)  # patch mean over its valid timesteps
-        f = np.where(np.isnan(f), fill, f)
+        never = np.isnan(f).all(axis=3, keepdims=True)  # no valid timestep: stays NaN (no empty-slice warning)
+        fill = np.nanmean(np.where(never, np.float32(0), f), axis=3, keepdims=True)  # mean over valid timesteps
+        f = np.where(np.isnan(f), np.where(never, np.nan, fill), f)
         bsz, h, w, t, d = f.shape
         return f.reshape(bsz, h, w, t * d).astype("float32")
 

@@ -316,3 +316,25 @@ def test_registry_entry_pins_and_licence(name):
     else:
         assert "not pinned" in w.notes
     assert w.page and (w.repo.split(":")[-1] in w.page)
+
+
+def test_spectral_gives_nan_for_empty_patches_without_numpy_warnings():
+    """An all-NaN patch (or a patch with no valid timestep) is NaN, computed without numpy's empty-slice
+    warnings: silencing those with catch_warnings is not thread-safe, and one escaped into CI's run."""
+    import warnings
+
+    import eoembed
+    from eoembed.testing import synthetic_cube
+
+    cube = synthetic_cube(height=64, width=64, times=4, seed=5)
+    v = cube.values.copy()
+    v[:, :, :8, :8] = np.nan  # two patches with no pixel at any time
+    v[1, :, 16:24, 16:32] = np.nan  # gaps at one timestep only
+    cube = cube.copy(data=v)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        pooled = eoembed.embed(cube, "spectral", progress=False, min_valid=0.01).values
+        per_t = eoembed.embed(cube, "spectral", progress=False, pool_time=False, min_valid=0.01).values
+    assert np.isnan(pooled[:, :2, :2]).all() and np.isnan(per_t[:, :, :2, :2]).all()
+    assert np.isfinite(pooled[:, 4:, 4:]).all()  # the one-timestep gaps are filled from the other dates
+    assert np.isnan(per_t[1, :, 4:6, 4:8]).all() and np.isfinite(per_t[0, :, 4:6, 4:8]).all()
