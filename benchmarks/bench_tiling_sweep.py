@@ -151,23 +151,20 @@ def position_quality(values, t: dict, attrs: dict) -> dict:
                                                   "pc1_position_share_null")}
 
 
-def fewshot_scores(tcube, labels, name, t, weights) -> list[float]:
-    """Per-fold balanced accuracy (5 spatial-block folds, fixed by the labels and the patch grid)."""
+def fewshot_scores(tcube, ref, labels, name, t, weights) -> list[float]:
+    """Per-fold balanced accuracy (5 spatial-block folds, fixed by the labels and the patch grid); ``ref`` is the
+    default embedding of ``tcube``, whose grid and georeferencing every tiling's vectors share."""
     import xarray as xr
 
     from eoembed.classify import fewshot
 
     values, attrs = run_tiling(tcube, name, t, weights)
-    ref = _REF_GRID[id(tcube)]
     emb = xr.DataArray(values, dims=ref.dims, coords=ref.coords, attrs=ref.attrs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         clf = fewshot(emb, labels, block_size=160.0, n_splits=5)
         rep = clf.cv_report(spatial=True)
     return [float(v) for v in rep.fold_balanced_accuracy]
-
-
-_REF_GRID: dict = {}
 
 
 def weights_for(name: str, root: Path):
@@ -192,7 +189,6 @@ def sweep_model(name: str, cube, tcube, labels, tilings, repeat: int, root: Path
         tcube = tcube.isel(time=slice(0, spec.max_timesteps))
     eoembed.embed(cube, name, weights=weights, patch_size=P, progress=False, device="cpu")  # warm
     ref = eoembed.embed(tcube, name, weights=weights, patch_size=P, progress=False, device="cpu")
-    _REF_GRID[id(tcube)] = ref
     from bench_fewshot_worldcereal import drop_rare
 
     labels, _, _ = drop_rare(labels, ref, 5)  # classes with fewer labelled patches than folds cannot be scored
@@ -227,7 +223,7 @@ def sweep_model(name: str, cube, tcube, labels, tilings, repeat: int, root: Path
             if t["position"] != "raw" else float("nan")
         row.update(seam_quality(values, t, attrs))
         row.update(position_quality(values, t, attrs))
-        row["fold_balanced_accuracy"] = fewshot_scores(tcube, labels, name, t, weights)
+        row["fold_balanced_accuracy"] = fewshot_scores(tcube, ref, labels, name, t, weights)
         row["balanced_accuracy"] = round(float(np.mean(row["fold_balanced_accuracy"])), 4)
         rows.append(row)
         print(f"  {name:20s} {row['label']:24s} {row['gmacs_per_km2']:7.1f} GMAC/km² ×{row['over_hard_gmacs']:.2f} hard "
