@@ -64,17 +64,20 @@ class Tiling:
     blend: bool = False
 
 
-#: Default tiling per model family, chosen with ``benchmarks/bench_tiling.py`` (docs/tiling-and-position.md).
-#: Galileo-Nano, real weights, shared sample, p=4: 12-patch windows with a 1-patch halo,
-#: blended, give a seam ratio of 1.07 at 1.44x the tokens of non-overlapping windows
-#: (no halo: 6.3 at 16 patches, 3.1 at 8; the old 16-px halo: 4.6 at 4x). OlmoEarth v1/v1.1
-#: use the same absolute in-window positions and train on up to 12-patch crops, so they get
-#: the same layout (no real OlmoEarth weights were at hand to measure seams). Presto is per
-#: pixel (no spatial context); unlisted families get non-overlapping 16-patch windows.
+#: Default tiling per model family, chosen by ``benchmarks/bench_tiling_sweep.py``
+#: (docs/tiling-and-position.md, "Choosing the default"): window in {4, 6, 8, 12, 16} patches x
+#: halo in {0, 1, 2} x blend at p = 4, ranked by encoder GMACs per km^2; the default is the
+#: cheapest neutral-position tiling whose seams are not visible against a null lattice, whose
+#: same-position hits stay <= 2x chance and (real weights) whose few-shot balanced accuracy is
+#: not worse than the best by ``eoembed.stats.compare``. Galileo-Nano (real weights): 6-patch
+#: windows, 1-patch blended halo (108 GMAC/km^2; the former 12-patch default 202). OlmoEarth
+#: v1.1 Nano (published layout): 8-patch windows, 1-patch blended halo (8.1 vs 9.2). Hard
+#: windows show their borders in both. Presto is per pixel (no spatial context); unlisted
+#: families get non-overlapping 16-patch windows.
 DEFAULT_TILING: dict[str, Tiling] = {
     "default": Tiling(window=16, halo=0, blend=False),
-    "galileo": Tiling(window=12, halo=1, blend=True),
-    "olmoearth": Tiling(window=12, halo=1, blend=True),
+    "galileo": Tiling(window=6, halo=1, blend=True),
+    "olmoearth": Tiling(window=8, halo=1, blend=True),
     "presto": Tiling(window=16, halo=0, blend=False),
     "spectral": Tiling(window=16, halo=0, blend=False),
 }

@@ -114,10 +114,10 @@ def stacked(pooled, per_time):
 def embeddings(cube, name: str, *, pool_time: bool = True, patch_size: int = 4, cache=None):
     """``eoembed.embed(cube, name)`` with the model's defaults, real weights from the registry.
 
-    Each model's default tiling and positions (Galileo: blended 12-patch windows on the
+    Each model's default tiling and positions (Galileo: blended 6-patch windows on the
     CRS-anchored grid, neutral in-window positions). With ``cache`` (a folder), the cube
     is saved there with ``eoembed.save_embeddings`` under a name made of the model, patch
-    size, pooling, time range and bands, and reopened next time (notebooks 4, 5 and 7–9
+    size, default tiling (px), pooling, time range and bands, and reopened next time (notebooks 4, 5 and 7–9
     share them); the seconds the embedding took are in ``attrs["tutorial:embed_seconds"]``.
     """
     import time
@@ -131,9 +131,14 @@ def embeddings(cube, name: str, *, pool_time: bool = True, patch_size: int = 4, 
     if cache is not None:
         from pathlib import Path
 
+        from eoembed.grid import default_tiling
+        from eoembed.models.registry import get_model_spec
+
         t = pd.to_datetime(cube["time"].values)
         tag = f"{t.min():%Y%m}-{t.max():%Y%m}_T{len(t)}_{'-'.join(map(str, cube['band'].values))}"
-        path = Path(cache) / f"{name}_p{patch_size}_{'pooled' if pool_time else 'per-time'}_{tag}.zarr"
+        tile, halo, blend = default_tiling(get_model_spec(name).family, patch_size)  # a new default: a new file
+        tiling = f"w{tile}-h{halo}{'-blend' if blend else ''}"
+        path = Path(cache) / f"{name}_p{patch_size}_{tiling}_{'pooled' if pool_time else 'per-time'}_{tag}.zarr"
         if path.exists():
             return eoembed.open_embeddings(path).load()
     kw = dict(patch_size=patch_size, progress=False, pool_time=pool_time)

@@ -186,9 +186,9 @@ def test_embed_cost_reports_tokens_gmacs_and_area():
     assert 80 < v11["gmacs"] < 120  # measured for this setting: ~102 GMACs
     assert v1["gmacs"] > 5 * v11["gmacs"]
     assert v11["area_km2"] == pytest.approx(1.28 * 1.28)
-    default = eoembed.embed_cost(cube, "tiny")  # OlmoEarth: 12-patch windows, 1-patch blended halo
-    assert default["halo_overhead"] == pytest.approx(1.44) and default["blend"] is True
-    assert (default["tile_size"], default["halo"]) == (48, 4)
+    default = eoembed.embed_cost(cube, "tiny")  # OlmoEarth: 8-patch windows, 1-patch blended halo
+    assert default["halo_overhead"] == pytest.approx((8 / 6) ** 2) and default["blend"] is True
+    assert (default["tile_size"], default["halo"]) == (32, 4)
     hard = eoembed.embed_cost(cube, "tiny", tile_size=64, halo=16, blend=False)
     assert hard["halo_overhead"] == pytest.approx(4.0) and hard["blend"] is False
     # the same cube 64 px further east straddles two windows along x: the cost says so

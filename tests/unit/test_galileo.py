@@ -171,8 +171,8 @@ def test_specs_and_cost():
     cube = make_cube(32, 3)
     cost = eoembed.embed_cost(cube, "galileo-nano", patch_size=4)
     assert cost["tokens_per_patch_timestep"] == 7  # 5 S2 groups + NDVI + S1
-    assert cost["tile_size"] == 12 * 4  # the family default: 12-patch windows (benchmarks/bench_tiling.py)
-    assert cost["tokens_per_tile"] == 12 ** 2 * 3 * 7
+    assert cost["tile_size"] == 6 * 4  # the family default: 6-patch windows (benchmarks/bench_tiling_sweep.py)
+    assert cost["tokens_per_tile"] == 6 ** 2 * 3 * 7
     # the oracle: multiply-accumulates of the real Nano forward pass on one 4×4-patch, 2-timestep tile,
     # counted by torch (2 flops per MAC; attention on the math backend, whose matmuls it sees)
     import torch

@@ -137,16 +137,18 @@ def test_real_galileo_default_is_position_neutral_and_raw_is_not(sample_cube):
     assert phase["period"] == (neutral.attrs["eoembed:tile_size"] - 2 * neutral.attrs["eoembed:halo"]) // 4
     sn = position_stats(neutral.values, **phase)
     sr = position_stats(raw.values, **phase)
-    # raw: the window position dominates; neutral: hits at or below chance, PC1 position share at its noise level
-    assert sr["same_position_over_chance"] > 10 and sr["pc1_position_share"] > 0.8
+    # raw: the window position is a large part of the vectors (6-patch default windows: hits ~10x chance, PC1
+    # ~47 % position, its noise level ~2 %; 12-patch windows: ~99 %); neutral: hits at or below chance, PC1
+    # position share at its noise level
+    assert sr["same_position_over_chance"] > 5 and sr["pc1_position_share"] > 10 * sr["pc1_position_share_null"]
     assert sn["same_position_over_chance"] <= 2.0
     assert sn["pc1_position_share"] <= sn["pc1_position_share_null"] + 0.05
     # the attrs carry the same diagnostic, estimated on a bounded sample (a centre crop, fewer queries)
     a, r = neutral.attrs, raw.attrs
     assert a["eoembed:position_hit_rate"] <= 2.0 * a["eoembed:position_hit_chance"]
-    assert r["eoembed:position_hit_rate"] > 10 * r["eoembed:position_hit_chance"]
+    assert r["eoembed:position_hit_rate"] > 5 * r["eoembed:position_hit_chance"]
     assert a["eoembed:position_pc1_share"] == pytest.approx(sn["pc1_position_share"], abs=0.05)
-    assert r["eoembed:position_pc1_share"] > 0.8
+    assert r["eoembed:position_pc1_share"] > 10 * r["eoembed:position_pc1_share_null"]
     # a constant scene: neutral positions give one vector wherever the windows are whole; raw do not
     flat = constant_scene(cube)
     fn = _embed_sample(flat, "galileo-nano", weights=GALILEO, progress=False).values
