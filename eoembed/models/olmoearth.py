@@ -225,6 +225,10 @@ def _install_neutral_positions() -> None:
     flexi_vit.get_2d_sincos_pos_encoding_with_resolution = positions
 
 
+def _no_zero_fill_note(*args, **kwargs) -> None:
+    """Stands in for the package normalizer's zero-fill warning (see :class:`OlmoEarthEncoder`)."""
+
+
 class OlmoEarthEncoder(TorchEncoder):
     """:class:`eoembed.encode.Encoder` around an OlmoEarth encoder module."""
 
@@ -236,6 +240,11 @@ class OlmoEarthEncoder(TorchEncoder):
         if spec.window_positions:
             _install_neutral_positions()  # once per process; raw calls see the package's own encoder
         self._normalizer = norm_cls()
+        # The package warns (UserWarning) whenever a band it zero-fills was missing at some pixel. eoembed
+        # masks those tokens itself and reports missing bands once per call, so this instance's note is
+        # switched off where it is made: thread-safe, unlike a catch_warnings around each call, which let
+        # one escape from a threaded dask run (CI, 2026-12-07).
+        self._normalizer._warn_zeroed = _no_zero_fill_note
 
     @classmethod
     def build_module(cls, spec: ModelSpec, source: WeightsSource):
@@ -245,10 +254,7 @@ class OlmoEarthEncoder(TorchEncoder):
         """The package's own per-version normalizer and missing-band fill."""
         from olmoearth_pretrain_minimal.olmoearth_pretrain_v1.utils.constants import Modality
 
-        with warnings.catch_warnings():
-            # eoembed reports missing bands once per call, not once per block
-            warnings.simplefilter("ignore", UserWarning)
-            out = self._normalizer.normalize(Modality.get(modality), data)
+        out = self._normalizer.normalize(Modality.get(modality), data)
         return np.asarray(out, dtype="float32")
 
     def tokens(self, batch):

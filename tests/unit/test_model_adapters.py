@@ -108,3 +108,29 @@ def test_one_wavelength_table():
                 numeric = all(isinstance(v, ast.Constant) and isinstance(v.value, (int, float)) for v in node.values)
                 assert not (len(keys & set(sensors.S2_ALL_BANDS)) >= 6 and numeric), (
                     f"{f.relative_to(root)}:{node.lineno} holds an S2 number table; use eoembed.sensors")
+
+
+@pytest.mark.parametrize("version", ["v1.1", "v1.2"])
+def test_olmoearth_zero_fill_is_silent_without_touching_warning_filters(checkpoints, version, monkeypatch):
+    """The package normalizer warns when it zero-fills a missing band; eoembed masks those tokens and says so
+    once per call, so the encoder's normalizer stays silent. Done on the instance, not with catch_warnings
+    (process-global: it let the note escape from a threaded dask run), so normalize never touches the filters."""
+    import warnings
+
+    enc = eoembed.load_model(f"olmoearth-{version}-nano", weights=checkpoints[version], device="cpu")
+    order = enc.spec.modalities["sentinel2_l2a"]
+    data = np.full((2, 4, 4, 1, len(order)), 1500.0, dtype="float32")
+    data[0, 1, 1, 0, :4] = np.nan  # four bands missing at one pixel: past the package's warning threshold
+
+    def touched(*args, **kwargs):
+        raise AssertionError("normalize changed the process-wide warning filters")
+
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        monkeypatch.setattr(warnings, "catch_warnings", touched)
+        monkeypatch.setattr(warnings, "simplefilter", touched)
+        out = enc.normalize("sentinel2_l2a", data)
+        monkeypatch.undo()
+    assert not [w for w in rec if "set to 0" in str(w.message)]
+    assert (out[0, 1, 1, 0, :4] == 0).all() and np.isfinite(out).all()  # the fill itself is the package's
+    assert not (out[1] == 0).any()
