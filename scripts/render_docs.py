@@ -495,24 +495,29 @@ def family_cpu_table(res: dict) -> str:
     rows = []
     for r in res["rows"]:
         if "images_per_s" not in r:
-            rows.append([r["model"], "–", "–", "–", "–", "–", r.get("skipped") or r.get("error", "")])
+            rows.append([r["model"], "–", "–", "–", "–", "–", "–", r.get("skipped") or r.get("error", "")])
             continue
         bare = "–" if r.get("ratio") is None else f"{r['bare_s']:.2f} s"
         ratio = "–" if r.get("ratio") is None else f"{r['ratio']:.2f}"
+        default = (f"{r['default_tiling']}: {r['default_km2_per_s']:.2f}" if "default_tiling" in r
+                   else "– (not measured in this run)")
         rows.append([r["model"], f"p = {r['patch_size']}", f"{r['patches_per_s']:,.0f}", f"{r['km2_per_s']:.2f}",
-                     f"{r['embed_s']:.2f} s", f"{bare} → {ratio}", r["weights"]])
+                     f"{r['embed_s']:.2f} s", f"{bare} → {ratio}", default, r["weights"]])
     load = res["run"]["machine"]["load_avg_1_5_15"]
-    head = ["model", "patch (default)", "patches/s", "km²/s", "embed()", "bare loop → ratio", "weights"]
+    head = ["model", "patch (default)", "patches/s", "km²/s", "embed()", "bare loop → ratio",
+            "default tiling: km²/s", "weights"]
     return (table(head, rows)
             + f"\n\n{st['windows']} windows of {st['window_px']} px (halo 0, no blending), T={st['timesteps']}, "
-            f"best of {st['repeat']} after a warm-up, on {st['device']} (2 shared cores, load "
+            f"best of {st['repeat']} interleaved runs after a warm-up, on {st['device']} (2 shared cores, load "
             f"{load[0] if load else '?'} at the start, {res['run']['load_avg_at_end'][0]} at the end). Ratio = bare "
             "encoder loop seconds / `embed()` seconds on the same windows and batches (1.0 = no overhead; "
             "`benchmarks/bench_overhead.py`'s loop, which covers Sentinel-2-only input; the vectors of both agree "
             f"to {max(r.get('max_abs_diff') or 0 for r in res['rows']):.1e}). Wall-clock ratios on this shared "
             "machine move by tens of per cent between runs (one repeat can fall in a load spike: a ratio above 1 "
             "means the bare loop was slowed, not that `embed()` beats it); `bench_overhead.py` with more repeats "
-            "and CPU-time ratios is the overhead measurement.")
+            "and CPU-time ratios is the overhead measurement. The default-tiling column is `embed()` with the "
+            "family's own window, halo and blending (`eoembed.grid.DEFAULT_TILING`) on the same cube: what a "
+            "user's call costs.")
 
 
 @renderer("explore_reopen", "table")

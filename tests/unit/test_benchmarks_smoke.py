@@ -61,6 +61,7 @@ def test_bench_gpu_dry_run_and_cpu_quick(tmp_path):
     (row,) = res["rows"]
     assert row["images_per_s"] > 0 and row["km2_per_s"] > 0 and row["peak_gpu_mib"] is None
     assert row["autocast"] is None and row["max_abs_diff"] == 0.0 and row["ratio"] > 0
+    assert row["default_tiling"] == "w8-h1-blend" and row["default_km2_per_s"] > 0  # OlmoEarth's own default
     saved = json.loads(out.read_text())
     assert saved["run"]["machine"]["cores"] and saved["rows"][0]["model"] == "olmoearth-v1.1-nano"
 
