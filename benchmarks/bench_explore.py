@@ -257,7 +257,7 @@ def bench_large(n: int, workdir: str, chunk: int = 1000, clicks: int = 5, index:
 
 
 def bench_reopen(n: int, workdir: str | None, *, dim: int = 16, clicks: int = 10, chunk: int = 500,
-                 kind: str = "auto") -> dict:
+                 kind: str = "auto", via: str = "explorer") -> dict:
     """A stored cube's explorer, opened twice: the first session builds and saves the index, the second reopens it.
 
     An S × S-patch lazy cube is written with ``to_zarr(..., pyramid=True)`` (untimed). Session 1:
@@ -266,14 +266,26 @@ def bench_reopen(n: int, workdir: str | None, *, dim: int = 16, clicks: int = 10
     cache, as on a machine that just wrote them): open (the saved index is fingerprint-checked and
     loaded on open), the first click, and the median of ``clicks`` later clicks — all through
     ``ExplorerState.click`` (what ``Explorer.click`` and a map click call), each a full click: search,
-    similarity layer, markers.
+    similarity layer, markers. ``via="explorer"`` (default): the widget, :class:`eoembed.explore.Explorer`,
+    whose ``click`` also redraws the map's layers (the similarity PNG overlay, markers, panel); ``"state"``: the
+    widget-free :class:`~eoembed.explore.state.ExplorerState` alone.
     """
     import tempfile
 
     from eoembed.explore.state import ExplorerState
     from eoembed.io import open_embeddings, to_zarr
 
-    res: dict = {"patches": n * n, "shape": [n, n], "dim": dim, "index_kind": kind}
+    if via == "explorer":
+        from eoembed.explore.explorer import Explorer
+
+        def make(emb, **kw):
+            ex = Explorer(emb, scatter=None, **kw)
+            return ex, ex.state
+    else:
+        def make(emb, **kw):
+            st = ExplorerState(emb, scatter=None, **kw)
+            return st, st
+    res: dict = {"patches": n * n, "shape": [n, n], "dim": dim, "index_kind": kind, "via": via}
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         store = os.path.join(tmp, "cube.zarr")
         t = time.perf_counter()
@@ -285,19 +297,19 @@ def bench_reopen(n: int, workdir: str | None, *, dim: int = 16, clicks: int = 10
         pts = [(float(emb0.x[c]), float(emb0.y[r])) for r, c in rng.integers(0, n, (clicks + 2, 2))]
         for session in ("first", "reopen"):
             t = time.perf_counter()
-            st = ExplorerState(open_embeddings(store), scatter=None, **kw)
+            ui, st = make(open_embeddings(store), **kw)
             row = {"open_s": round(time.perf_counter() - t, 3), "note": st.notes.status}
             if "index_load" in st.timings:
                 row["index_load_s"] = round(st.timings["index_load"], 3)
             t = time.perf_counter()
-            st.click(*pts[0])
+            ui.click(*pts[0])
             row["first_click_s"] = round(time.perf_counter() - t, 3)
             if "index_build" in st.timings:
                 row["index_build_s"] = round(st.timings["index_build"], 2)
             lat = []
             for p in pts[1:]:
                 t = time.perf_counter()
-                st.click(*p)
+                ui.click(*p)
                 lat.append(time.perf_counter() - t)
             row["click_median_ms"] = round(1000 * float(np.median(lat)), 1)
             row["click_max_ms"] = round(1000 * max(lat), 1)
@@ -330,13 +342,16 @@ def main(argv=None) -> int:
                     help="only the stored-cube section: an S×S-patch store explored twice (index built and saved, "
                          "then reopened): open, first click, later clicks")
     ap.add_argument("--index-kind", default="auto", help="--reopen: the explorer's index kind (default auto)")
+    ap.add_argument("--via", choices=["explorer", "state"], default="explorer",
+                    help="--reopen: click through the Explorer widget (layers redrawn; default) or ExplorerState")
     a = ap.parse_args(argv)
     import _meta
 
     started = _meta.machine()
     res: dict = {"quick": a.quick}
     if a.reopen:
-        res["reopen"] = bench_reopen(a.reopen, a.workdir, dim=a.dim, clicks=3 if a.quick else 10, kind=a.index_kind)
+        res["reopen"] = bench_reopen(a.reopen, a.workdir, dim=a.dim, clicks=3 if a.quick else 10, kind=a.index_kind,
+                                     via=a.via)
         if a.json:
             _meta.write(a.json, _meta.stamp(res, started=started))
         return 0

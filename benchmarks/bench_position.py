@@ -15,8 +15,9 @@ with absolute in-window positions), at the family's default tiling, p = 4:
    window (``--quick``: three crops); mean cosine of the same places' vectors on interior
    patches (all windows inside both cubes; target ≥ 0.99, identical by construction) and on
    every overlapping patch (edge windows see fewer pixels: the honest whole-cube figure). At
-   p = 4 the 25 × 25-patch sample has no interior for 12-patch windows, so this runs at p = 2
-   (50 × 50 patches) on four months (``CROP_TIMES``) to keep the cost of 2 × 13 runs bounded.
+   p = 4 the 25 × 25-patch sample has little or no interior for windows of 12 patches or more, so
+   this runs at p = 2 (50 × 50 patches) on four months (``CROP_TIMES``) to keep the cost of the
+   crop runs (one per patch of a window, twice per model) bounded.
 3. **Cost**: encoder tokens of the default tiling over the halo-0 tiling of the same stride
    (target ≤ 1.5), and measured embed() seconds of both (best of ``--repeat``).
 4. **Few-shot** on the real labelled WorldCereal sample: balanced accuracy per spatial-block

@@ -185,6 +185,9 @@ def sweep_model(name: str, cube, tcube, labels, tilings, repeat: int, root: Path
 
     weights, kind = weights_for(name, root)
     spec = eoembed.get_model_spec(name)
+    if not spec.window_positions:  # relative (RoPE) positions, e.g. OlmoEarth v1.2: "raw" is its only mode and
+        # already position-free; every tiling runs raw and the published-position rows would repeat w12-h0
+        tilings = [{**t, "position": "raw"} for t in tilings if not t["label"].startswith("raw ")]
     if tcube.sizes["time"] > spec.max_timesteps:  # OlmoEarth reads at most 12: the first 12 monthly composites
         tcube = tcube.isel(time=slice(0, spec.max_timesteps))
     eoembed.embed(cube, name, weights=weights, patch_size=P, progress=False, device="cpu")  # warm
@@ -197,9 +200,9 @@ def sweep_model(name: str, cube, tcube, labels, tilings, repeat: int, root: Path
     rows = []
     for t in tilings:
         core = t["window"] - 2 * t["halo"]
-        hard = {"window": core, "halo": 0, "blend": False, "position": "neutral", "phases": 1}
+        hard = {"window": core, "halo": 0, "blend": False, "position": t["position"], "phases": 1}
         values, attrs = run_tiling(cube, name, t, weights)  # warm-up (new window shapes) and the quality run
-        raw = t["position"] == "raw"
+        raw = t["label"].startswith("raw ")  # the published-position candidates: no hard reference of their own
         if not raw:
             run_tiling(cube, name, hard, weights)
         times, times_hard = [], []
@@ -220,7 +223,7 @@ def sweep_model(name: str, cube, tcube, labels, tilings, repeat: int, root: Path
                "s_per_km2": round(min(times) / km2, 3), "s_all": [round(x, 3) for x in times],
                "hard_same_stride_s_per_km2": round(min(times_hard) / km2, 3) if times_hard else float("nan")}
         row["over_hard"] = round(row["s_per_km2"] / row["hard_same_stride_s_per_km2"], 3) \
-            if t["position"] != "raw" else float("nan")
+            if not raw else float("nan")
         row.update(seam_quality(values, t, attrs))
         row.update(position_quality(values, t, attrs))
         row["fold_balanced_accuracy"] = fewshot_scores(tcube, ref, labels, name, t, weights)
@@ -240,16 +243,18 @@ def sweep_model(name: str, cube, tcube, labels, tilings, repeat: int, root: Path
                         "verdict": c.verdict}
         r["worse_than_best"] = c.verdict == f"{best['label']} better" if r is not best else False
     learned = kind == "real"
-    choice = choose(rows, learned)
+    choice = choose(rows, learned, position_free="raw" if not spec.window_positions else "neutral")
     return {"model": name, "weights": kind, "rows": rows, "best_balanced_accuracy": best["label"],
             "quality_used_in_choice": learned,
             "choice": None if choice is None else {k: choice[k] for k in ("label", "window", "halo", "blend")}}
 
 
-def choose(rows: list[dict], learned: bool) -> dict | None:
-    """The cheapest (encoder GMACs per km² of a large area; seconds on ties) neutral tiling whose seams were measured and are not visible, whose
+def choose(rows: list[dict], learned: bool, position_free: str = "neutral") -> dict | None:
+    """The cheapest (encoder GMACs per km² of a large area; seconds on ties) position-free tiling (``neutral``;
+    ``raw`` for models whose positions are relative) whose seams were measured and are not visible, whose
     same-position hits stay ≤ 2× chance and (learned weights only) that is not worse than the best by the rule."""
-    ok = [r for r in rows if r["position"] == "neutral" and np.isfinite(r["seam_ratio"]) and not r["seams_visible"]
+    ok = [r for r in rows if r["position"] == position_free and not r["label"].startswith("raw ")
+          and np.isfinite(r["seam_ratio"]) and not r["seams_visible"]
           and r.get("same_position_over_chance", 99) <= 2.0 and (not learned or not r["worse_than_best"])]
     return min(ok, key=lambda r: (r["gmacs_per_km2"], r["s_per_km2"])) if ok else None
 
@@ -298,7 +303,10 @@ def main(argv=None) -> dict:
     if args.rechoose:
         res = json.loads(Path(args.rechoose).read_text())
         for m in res["models"]:
-            c = choose(m["rows"], m["quality_used_in_choice"])
+            import eoembed
+
+            free = "neutral" if eoembed.get_model_spec(m["model"]).window_positions else "raw"
+            c = choose(m["rows"], m["quality_used_in_choice"], position_free=free)
             m["choice"] = None if c is None else {k: c[k] for k in ("label", "window", "halo", "blend")}
         Path(args.rechoose).write_text(json.dumps(res, indent=1) + "\n")
         print(table(res))

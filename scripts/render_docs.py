@@ -237,6 +237,8 @@ def position_summary(res: dict) -> str:
     ns_m, ns_s = neu["fewshot_minus_spectral_mean"], neu["fewshot_minus_spectral_std"]
     c = neu["cost"]
     k = len(neu["fewshot_balanced_accuracy_folds"])
+    win, halo = c["default_tiling"][0], c["default_tiling"][1]
+    core, p = win - 2 * halo, res.get("patch_size", 4)
     return (
         f"With neutral positions Galileo-Nano's top-10 neighbours sit at the query's in-window position "
         f"{neu['same_position_over_chance']:.2f}× as often as chance (raw: {raw['same_position_over_chance']:.2f}×), "
@@ -250,32 +252,12 @@ def position_summary(res: dict) -> str:
         f"spectral baseline the difference is {signed(ns_m)} ({versus(ns_m, ns_s, k)}). "
         f"The default blended tiling runs {c['tokens_ratio']:.2f}× the encoder tokens of the halo-0 run of the "
         f"same stride; its measured time was {c['time_ratio']:.2f}× (best of the runs on a loaded machine; "
-        f"Galileo's attention is quadratic in a window's tokens, so for attention-bound windows "
-        f"(12/10)⁴ ≈ 2.1 is expected)."
+        f"Galileo's attention is quadratic in a window's tokens, so the time lies between the token ratio for "
+        f"linear layers and ({win // p}/{core // p})⁴ ≈ {(win / core) ** 4:.1f} for attention-bound windows)."
     )
 
 
 # ---------------------------------------------------------------- tiling, memory, throughput (performance.md)
-
-@renderer("tiling", "overhead")
-def tiling_overhead(res: dict) -> str:
-    rows = {r["tiling"]: r for r in res["tilings"]}
-    base = rows.get("w64-h0")
-    deflt = next((r for r in res["tilings"] if [r["tile_size"], r["halo"], r["blend"]] == res["default_tiling"]),
-                 None)
-    if base is None or "embed_over_bare" not in base:
-        raise RenderError("bench_tiling result lacks a timed w64-h0 row; rerun with --tilings w64-h0,... "
-                          "and without --no-timing")
-    t = res["timing_cube"]
-    text = (f"`{res['model']}`, {res['weights']} weights, a synthetic {t['y']} × {t['x']}-px cube, T={t['time']}, "
-            f"p = {res['patch_size']}, batch {res['batch_size']}: `embed(tile_size=64, halo=0)` takes "
-            f"**{base['embed_over_bare']:.2f}×** the time of the bare encoder loop on the same windows")
-    if deflt is not None and "time_per_patch_rel" in deflt:
-        text += (f"; the default tiling ({deflt['tile_size']}-px windows, {deflt['halo']}-px blended halo, "
-                 f"{deflt['tokens_per_patch_rel']:.2f}× the tokens per output patch) takes "
-                 f"**{deflt['time_per_patch_rel']:.2f}×** the bare halo-0 loop's time")
-    return text + ". Best of the repeats, interleaved, so load from other jobs hits both sides alike."
-
 
 @renderer("overhead", "table")
 def overhead_table(res: dict) -> str:
@@ -526,15 +508,19 @@ def explore_reopen_table(res: dict) -> str:
     for r in res["runs"]:
         x, a, b = r["reopen"], r["reopen"]["first"], r["reopen"]["reopen"]
         load = r["run"]["machine"]["load_avg_1_5_15"]
-        rows.append([f"{x['shape'][0]:,}² ({x['patches'] / 1e6:.2f} M)", str(x["dim"]), b["index"],
+        via = "`Explorer.click`" if x.get("via") == "explorer" else "`ExplorerState.click`"
+        rows.append([f"{x['shape'][0]:,}² ({x['patches'] / 1e6:.2f} M)", str(x["dim"]), b["index"], via,
                      f"{a['index_build_s']:.1f} s", f"{x['index_mb']:,.0f} MB", f"{b['open_s']:.2f} s",
                      f"{b['index_load_s']:.2f} s", f"{1000 * b['first_click_s']:.0f} ms",
                      f"{b['click_median_ms']:.0f} ms",
                      f"{b['click_max_ms']:.0f} ms", f"{load[0]:.1f}" if load else "?", r["run"]["date"]])
-    return (table(["patches", "dim", "index", "first session: build on 1st click", "saved index", "reopen: open",
+    return (table(["patches", "dim", "index", "clicked through", "first session: build on 1st click", "saved index",
+                   "reopen: open",
                    "of which index load", "first click", "later clicks (median)", "max", "load (1 min)", "run"], rows)
-            + "\n\nA stored cube (`to_zarr(..., pyramid=True)`) explored twice in one process through "
-            "`ExplorerState.click` (what `Explorer.click` and a map click call): the first session builds the index "
+            + "\n\nA stored cube (`to_zarr(..., pyramid=True)`) explored twice in one process, clicked through "
+            "the `Explorer` widget (its `click` is what a map click calls: search, then the similarity layer's PNG, "
+            "markers and panel redrawn) or its widget-free `ExplorerState` (search and layer data, no drawing): "
+            "the first session builds the index "
             "on its first click and saves it beside the store; the second reopens it on opening (fingerprint check "
             "+ load) and its first click is an ordinary click. Files in the page cache (a cold disk adds the read "
             "of the saved index). 2 shared cores; the load column is the 1-minute load average at the start."
@@ -542,6 +528,7 @@ def explore_reopen_table(res: dict) -> str:
 
 
 @renderer("tiling_sweep", "table")
+@renderer("tiling_sweep_v12", "table")  # the same sweep for OlmoEarth v1.2 (relative positions), its own run
 def tiling_sweep_table(res: dict) -> str:
     """One table per model: every tiling's cost and quality, the chosen row in bold."""
     parts = []
@@ -570,6 +557,7 @@ def tiling_sweep_table(res: dict) -> str:
 
 
 @renderer("tiling_sweep", "summary")
+@renderer("tiling_sweep_v12", "summary")
 def tiling_sweep_summary(res: dict) -> str:
     lines = []
     for m in res["models"]:
@@ -579,7 +567,7 @@ def tiling_sweep_summary(res: dict) -> str:
         if c is None:
             lines.append(f"* {m['model']}: no tiling passed every check.")
             continue
-        hard = min((r for r in m["rows"] if r["halo"] == 0 and r["position"] == "neutral"),
+        hard = min((r for r in m["rows"] if r["halo"] == 0 and not r["label"].startswith("raw ")),
                    key=lambda r: r["gmacs_per_km2"])
         acc = ("the best" if c is best else f"best {best['label']} {best['balanced_accuracy']:.3f}: "
                f"{c['vs_best']['verdict']}")
