@@ -225,6 +225,10 @@ def _install_neutral_positions() -> None:
     flexi_vit.get_2d_sincos_pos_encoding_with_resolution = positions
 
 
+#: Serialises the warning filter around OlmoEarth v1's band-copy note (see :meth:`OlmoEarthEncoder.normalize`).
+_QUIET_FILL = threading.Lock()
+
+
 def _no_zero_fill_note(*args, **kwargs) -> None:
     """Stands in for the package normalizer's zero-fill warning (see :class:`OlmoEarthEncoder`)."""
 
@@ -254,7 +258,16 @@ class OlmoEarthEncoder(TorchEncoder):
         """The package's own per-version normalizer and missing-band fill."""
         from olmoearth_pretrain_minimal.olmoearth_pretrain_v1.utils.constants import Modality
 
-        out = self._normalizer.normalize(Modality.get(modality), data)
+        if self.spec.version != "v1":
+            out = self._normalizer.normalize(Modality.get(modality), data)
+        else:  # v1 fills a missing band from its nearest neighbour in wavelength, and a module function of the
+            # package says so on each call; eoembed lists filled bands once per run (attrs and its own warning).
+            # catch_warnings is process-wide, so eoembed's calls take turns (the lock): two of them interleaving
+            # would leave a filter in place or let the note escape.
+            with _QUIET_FILL, warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r"Up to \d+ of the \d+ \S+ bands were copied",
+                                        category=UserWarning)
+                out = self._normalizer.normalize(Modality.get(modality), data)
         return np.asarray(out, dtype="float32")
 
     def tokens(self, batch):
