@@ -61,7 +61,7 @@ def _grid(cube: xr.DataArray, spec: ModelSpec, patch_size, tile_size, halo, blen
             f"patch_size={patch_size} is not supported by {spec.name}; choose one of "
             f"{list(spec.patch_sizes)} (default {spec.default_patch_size})."
         )
-    tile_size, halo, blend = default_tiling(spec.family, p, tile_size=tile_size, halo=halo, blend=blend)
+    tile_size, halo, blend = default_tiling(spec, p, tile_size=tile_size, halo=halo, blend=blend)
     return grid_from_cube(cube, patch_size=p, tile_size=tile_size, halo=halo, blend=blend)
 
 

@@ -71,26 +71,38 @@ class Tiling:
 #: same-position hits stay <= 2x chance and (real weights) whose few-shot balanced accuracy is
 #: not worse than the best by ``eoembed.stats.compare``. Galileo-Nano (real weights): 6-patch
 #: windows, 1-patch blended halo (108 GMAC/km^2; the former 12-patch default 202). OlmoEarth
-#: v1.1 Nano (published layout): 8-patch windows, 1-patch blended halo (8.1 vs 9.2). Hard
-#: windows show their borders in both. Presto is per pixel (no spatial context); unlisted
-#: families get non-overlapping 16-patch windows.
+#: v1.1 Nano (published layout): 8-patch windows, 1-patch blended halo (8.1 vs 9.2). OlmoEarth
+#: v1.2 (relative positions, its own run): 6-patch windows, 1-patch blended halo (8.6; its 8-patch
+#: blend put same-position hits at 2.2x chance). Hard windows show their borders in all three.
+#: Keys are a family, or ``family-version`` where a version differs (:func:`tiling_key`). Presto
+#: is per pixel (no spatial context); unlisted families get non-overlapping 16-patch windows.
 DEFAULT_TILING: dict[str, Tiling] = {
     "default": Tiling(window=16, halo=0, blend=False),
     "galileo": Tiling(window=6, halo=1, blend=True),
     "olmoearth": Tiling(window=8, halo=1, blend=True),
+    "olmoearth-v1.2": Tiling(window=6, halo=1, blend=True),
     "presto": Tiling(window=16, halo=0, blend=False),
     "spectral": Tiling(window=16, halo=0, blend=False),
 }
 
 
-def default_tiling(family: str, patch_size: int, *, tile_size: int | None = None, halo: int | None = None,
+def tiling_key(spec) -> str:
+    """The :data:`DEFAULT_TILING` key of a model spec: ``family-version`` when the table has one, else the family."""
+    versioned = f"{spec.family}-{getattr(spec, 'version', '')}"
+    return versioned if versioned in DEFAULT_TILING else spec.family
+
+
+def default_tiling(family, patch_size: int, *, tile_size: int | None = None, halo: int | None = None,
                    blend: bool | None = None) -> tuple[int, int, bool]:
-    """``(tile_size, halo, blend)`` in pixels for ``family`` at ``patch_size``.
+    """``(tile_size, halo, blend)`` in pixels for ``family`` (a :data:`DEFAULT_TILING` key, or a model spec)
+    at ``patch_size``.
 
     Values the caller gave win; the family default fills the rest. When only ``halo`` is
     given, the default stride (core) is kept and the window grows by the halo; when only
     ``tile_size`` is given, the default halo is kept.
     """
+    if not isinstance(family, str):
+        family = tiling_key(family)
     d = DEFAULT_TILING.get(family, DEFAULT_TILING["default"])
     p = int(patch_size)
     h = d.halo * p if halo is None else int(halo)

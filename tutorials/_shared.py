@@ -136,7 +136,7 @@ def embeddings(cube, name: str, *, pool_time: bool = True, patch_size: int = 4, 
 
         t = pd.to_datetime(cube["time"].values)
         tag = f"{t.min():%Y%m}-{t.max():%Y%m}_T{len(t)}_{'-'.join(map(str, cube['band'].values))}"
-        tile, halo, blend = default_tiling(get_model_spec(name).family, patch_size)  # a new default: a new file
+        tile, halo, blend = default_tiling(get_model_spec(name), patch_size)  # a new default: a new file
         tiling = f"w{tile}-h{halo}{'-blend' if blend else ''}"
         path = Path(cache) / f"{name}_p{patch_size}_{tiling}_{'pooled' if pool_time else 'per-time'}_{tag}.zarr"
         if path.exists():

@@ -189,6 +189,9 @@ def test_embed_cost_reports_tokens_gmacs_and_area():
     default = eoembed.embed_cost(cube, "tiny")  # OlmoEarth: 8-patch windows, 1-patch blended halo
     assert default["halo_overhead"] == pytest.approx((8 / 6) ** 2) and default["blend"] is True
     assert (default["tile_size"], default["halo"]) == (32, 4)
+    # v1.2 (relative positions) has its own row of the sweep: 6-patch windows, blended 1-patch halo
+    v12 = eoembed.embed_cost(cube, "olmoearth-v1.2-tiny")
+    assert (v12["tile_size"], v12["halo"], v12["blend"]) == (24, 4, True)
     hard = eoembed.embed_cost(cube, "tiny", tile_size=64, halo=16, blend=False)
     assert hard["halo_overhead"] == pytest.approx(4.0) and hard["blend"] is False
     # the same cube 64 px further east straddles two windows along x: the cost says so
