@@ -16,8 +16,12 @@ Models: Galileo-Nano on the real weights (``../shared/weights/galileo-nano``) an
 v1.1 Nano on a checkpoint built by :func:`eoembed.testing.make_checkpoint` in the published
 layout (same architecture and cost as the real weights).
 
-    python benchmarks/bench_overhead.py [--quick] [--windows 36] [--window 48] [--patch-size 4]
-                                        [--times 2] [--repeat 3] [--profile] [--json out.json]
+    python benchmarks/bench_overhead.py [--quick] [--windows 36] [--window 48] [--sizes 25x48,64x64]
+                                        [--patch-size 4] [--times 2] [--repeat 3] [--profile] [--json out.json]
+
+``embed()`` has a fixed cost per call (input checks, band and scale decisions, the graph, the attrs and
+their diagnostics: tens of milliseconds) and a cost per window; ``--sizes`` runs several sizes in one
+call so the table shows both (a small run's ratio is mostly the fixed cost).
 """
 
 from __future__ import annotations
@@ -148,6 +152,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--windows", type=int, default=36, help="windows (rounded to a square)")
     ap.add_argument("--window", type=int, default=48, help="window side in pixels (halo 0)")
+    ap.add_argument("--sizes", default=None, metavar="NxW[,NxW...]",
+                    help="several run sizes in one call: N windows of W px each (overrides --windows/--window), "
+                         "to separate embed()'s fixed cost per call from its cost per window")
     ap.add_argument("--patch-size", type=int, default=4)
     ap.add_argument("--times", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
@@ -168,8 +175,13 @@ def main(argv=None) -> dict:
     windows, repeat = args.windows, args.repeat
     if args.quick:
         models, windows, repeat = ["olmoearth-v1.1-nano"], 9, 1
-    rows = run(models, windows=windows, window=args.window, patch_size=args.patch_size, times=args.times,
-               repeat=repeat, profile=args.profile)
+    sizes = [(windows, args.window)]
+    if args.sizes and not args.quick:
+        sizes = [tuple(int(v) for v in sz.lower().split("x")) for sz in args.sizes.split(",")]
+    rows = []
+    for n, win in sizes:
+        rows += run(models, windows=n, window=win, patch_size=args.patch_size, times=args.times,
+                    repeat=repeat, profile=args.profile)
     print(f"{'model':22s} {'bare s':>8s} {'embed s':>8s} {'ratio':>6s} {'cpu ratio':>9s} {'diag %':>7s} "
           f"{'outside enc %':>13s} {'max|diff|':>10s}")
     for r in rows:

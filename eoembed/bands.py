@@ -206,6 +206,19 @@ def _robust_max(values: np.ndarray) -> float:
     return float(np.percentile(finite, 99)) if finite.size else float("nan")
 
 
+def isel_bands(da: xr.DataArray, index) -> xr.DataArray:
+    """``da.isel(band=index)``, as a view when ``index`` is a run of consecutive bands (a list copies the array)."""
+    index = [int(i) for i in index]
+    if index and index == list(range(index[0], index[-1] + 1)):
+        return da.isel(band=slice(index[0], index[-1] + 1))
+    return da.isel(band=index)
+
+
+def _any_finite(values: np.ndarray) -> bool:
+    """Whether ``values`` holds a finite number: a strided sample first, the whole array only when it has none."""
+    return bool(np.isfinite(sample_values(values)).any() or np.isfinite(values).any())
+
+
 def sample_values(arr, max_values: int = 200_000) -> np.ndarray:
     """A strided subsample of ``arr`` (numpy or dask) that does not depend on chunking."""
     shape = arr.shape
@@ -258,7 +271,7 @@ def detect_scale(cube: xr.DataArray, s2_index: list[int], scale: float | str = "
         message gives the percentiles seen and what is expected.
     """
     idx = [i for i in s2_index if i >= 0]
-    sample = sample_values(cube.isel(band=idx).data) if idx else np.zeros(0)
+    sample = sample_values(isel_bands(cube, idx).data) if idx else np.zeros(0)
     factor, how = _scale_factor(cube, sample, scale)
     _check_physical(sample, factor, how, cube.dtype)
     return factor, how
@@ -446,7 +459,7 @@ class PreparedBands:
 
     def select(self, cube: xr.DataArray) -> xr.DataArray:
         """The used bands of ``cube`` (``(time, band, y, x)``), declared nodata turned into NaN."""
-        sub = cube.isel(band=list(self.band_index))
+        sub = isel_bands(cube, self.band_index)
         if self.nodata is not None and not np.isnan(self.nodata):
             sub = sub.where(sub != self.nodata)
         return sub
@@ -486,13 +499,14 @@ def prepare(
     sources = {m: [remap[s] if s >= 0 else -1 for s in src] for m, src in plan.sources.items()}
     nodata = nodata_value(cube)
     prep_nodata = None if nodata is None or np.isnan(nodata) else nodata
-    sub = cube.isel(band=used)
+    sub = isel_bands(cube, used)
     if prep_nodata is not None:
         sub = sub.where(sub != prep_nodata)
     s2_idx = sources.get(S2, [])
     factor, scale_how = detect_scale(sub, s2_idx, scale)
     offsets, reasons = harmonization_decisions(cube, harmonize)
-    if not sub.chunks and not np.isfinite(sub.isel(band=[i for i in s2_idx if i >= 0]).values).any():
+    s2_used = [i for i in s2_idx if i >= 0]
+    if not sub.chunks and not (s2_used and _any_finite(isel_bands(sub, s2_used).values)):
         raise EmptyDataError(
             "the cube holds no valid Sentinel-2 pixels (all NaN or nodata). Check the area "
             "and dates, the nodata value, or the cloud mask that produced it."

@@ -120,10 +120,13 @@ def _modality_values(block: np.ndarray, plan: BlockPlan, modality: str) -> np.nd
     """``(T, C, Y, X)`` float32 in model units for one modality; absent bands are NaN."""
     sources = plan.modality_sources[modality]
     t, _, y, x = block.shape
-    out = np.full((t, len(sources), y, x), np.nan, dtype="float32")
-    for i, s in enumerate(sources):
-        if s >= 0:
-            out[:, i] = block[:, s]
+    if all(s >= 0 for s in sources):  # every band there: one gather (a new array) instead of fill + copies
+        out = block[:, list(sources)].astype("float32", copy=False)
+    else:
+        out = np.full((t, len(sources), y, x), np.nan, dtype="float32")
+        for i, s in enumerate(sources):
+            if s >= 0:
+                out[:, i] = block[:, s]
     if modality == "sentinel2_l2a":
         out *= np.float32(plan.scale_factor)
         offs = np.asarray(plan.s2_offsets, dtype="float32")[:, None, None, None]

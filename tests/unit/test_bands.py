@@ -245,3 +245,17 @@ def test_embed_makes_no_band_decisions_inline():
     assert "prepare" in called
     assert not called & {"resolve_bands", "detect_scale", "harmonization_offsets", "harmonization_decisions",
                          "nodata_value", "sample_values", "timestamps"}
+
+
+def test_band_selection_is_a_view_for_consecutive_bands_and_equal_to_isel():
+    """embed() selects the used bands of an in-memory cube without copying it when they are consecutive (the
+    common case); any other selection copies, as xarray does. Values and coords are isel's either way."""
+    from eoembed.bands import isel_bands
+    from eoembed.testing import synthetic_cube
+
+    cube = synthetic_cube(height=16, width=16, times=2)
+    for index in ([0, 1, 2, 3], [2, 3, 4], [0, 2, 3], [3, 1]):
+        got, ref = isel_bands(cube, index), cube.isel(band=index)
+        xr.testing.assert_identical(got, ref)
+        consecutive = index == list(range(index[0], index[-1] + 1))
+        assert np.shares_memory(got.values, cube.values) == consecutive
