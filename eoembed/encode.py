@@ -117,7 +117,7 @@ class BlockPlan:
 
 
 def _modality_values(block: np.ndarray, plan: BlockPlan, modality: str) -> np.ndarray:
-    """``(T, C, Y, X)`` float32 in model units for one modality; absent bands are NaN."""
+    """``(T, C, Y, X)`` float32 in model units for one modality (a new array); absent bands are NaN."""
     sources = plan.modality_sources[modality]
     t, _, y, x = block.shape
     if all(s >= 0 for s in sources):  # every band there: one gather (a new array) instead of fill + copies
@@ -128,7 +128,8 @@ def _modality_values(block: np.ndarray, plan: BlockPlan, modality: str) -> np.nd
             if s >= 0:
                 out[:, i] = block[:, s]
     if modality == "sentinel2_l2a":
-        out *= np.float32(plan.scale_factor)
+        if plan.scale_factor != 1.0:
+            out *= np.float32(plan.scale_factor)
         offs = np.asarray(plan.s2_offsets, dtype="float32")[:, None, None, None]
         if offs.any():
             out = np.where(np.isfinite(out), np.maximum(out - offs, 0.0), out)
@@ -154,7 +155,8 @@ def _patch_visibility(
     n_inside = inside.reshape(hp, p, wp, p).sum(axis=(1, 3))
     visible = (n_valid > 0) & (n_valid >= min_valid * np.maximum(n_inside, 1)[None])
     if pix_valid.all():  # nothing to fill (the common case for a clean block): skip the patch means
-        vals[:, ~present] = np.nan  # vals is this call's own array (_modality_values)
+        if not present.all():
+            vals[:, ~present] = np.nan  # vals is this call's own array (_modality_values)
         return visible, vals
     # fill invalid pixels of visible patches with the patch's per-band mean of valid pixels
     v6 = vals.reshape(t, c, hp, p, wp, p)

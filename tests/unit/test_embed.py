@@ -235,3 +235,23 @@ def test_pooled_cube_keeps_its_time_span_as_coordinates(tmp_path):
 
     back = open_embeddings(save_embeddings(emb, tmp_path / "e.zarr"))
     assert back["time_start"].values == emb["time_start"].values and back["time_end"].values == emb["time_end"].values
+
+
+def test_embed_never_writes_into_the_input_cube(checkpoints):
+    """embed() reads an in-memory cube in place where it can (consecutive bands, DN already, float32): it must
+    never write into it. A read-only cube gives the same vectors as a writable copy, eager and lazy, with and
+    without gaps to fill, and the input is unchanged."""
+    cube = synthetic_cube(height=64, width=64, times=2, origin=(599040.0, 5600000.0)).astype("float32")
+    gappy = cube.copy()
+    gappy[0, :, 5:9, 5:7] = np.nan  # a partial gap inside one patch: filled with the patch mean
+    kw = dict(weights=checkpoints["v1.1"], tile_size=32, halo=0, blend=False, progress=False)
+    for c in (cube, gappy):
+        ref = eoembed.embed(c.copy(deep=True), "nano", **kw).values
+        frozen = c.copy(deep=True)
+        before = frozen.values.copy()
+        frozen.values.flags.writeable = False
+        got = eoembed.embed(frozen, "nano", **kw).values
+        lazy = eoembed.embed(frozen.chunk({"y": 32, "x": 32}), "nano", **kw).values
+        np.testing.assert_array_equal(got, ref)
+        np.testing.assert_allclose(lazy, ref, rtol=0, atol=1e-5)
+        np.testing.assert_array_equal(frozen.values, before)
