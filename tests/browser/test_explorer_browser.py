@@ -270,6 +270,7 @@ def test_explorer_in_jupyterlab(lab):
             images.nth(n0 + 2).wait_for(timeout=30_000)  # + class map + probability
             assert images.count() == n0 + 3
             legend = page.locator(".leaflet-control", has_text="field")
+            legend.first.wait_for(timeout=30_000)  # the class map's legend is a control: its own comm message too
             assert legend.count() >= 1 and "other" in legend.first.inner_text()
             state = _run_cell(page, 2, "STATE")
             assert state["trained"] and state["error"] is None
@@ -371,6 +372,7 @@ def test_explorer_tutorial_runs_in_jupyterlab(lab):
             images = page.locator(".leaflet-container img.leaflet-image-layer")
             images.nth(2).wait_for(timeout=60_000)  # true colour, PCA-RGB and the class map of the last exercise
             legend = page.locator(".leaflet-control", has_text="unlike")
+            legend.first.wait_for(timeout=30_000)  # controls arrive in their own comm messages
             assert legend.count() >= 1 and "like" in (legend.first.text_content() or "").replace("unlike", "")
             page.screenshot(path=str(ARTIFACTS / "tutorial-03.png"))
         except Exception:
@@ -409,7 +411,7 @@ def test_explorer_time_clusters_change_in_jupyterlab(lab):
             legend = page.locator(".leaflet-control", has_text="cluster 0")
             legend.first.wait_for(timeout=30_000)
             assert "cluster 2" in legend.first.inner_text()
-            assert page.locator(".leaflet-control", has_text="cosine distance (change)").count() >= 1
+            page.locator(".leaflet-control", has_text="cosine distance (change)").first.wait_for(timeout=30_000)
             # ---- two dates side by side, each side labelled with its date
             left = page.locator(".eoembed-split-left").first
             left.wait_for(timeout=30_000)
@@ -419,8 +421,8 @@ def test_explorer_time_clusters_change_in_jupyterlab(lab):
             # ---- regression of a continuous target: prediction and uncertainty layers with their colour bars
             reg = _output_json(page, 3, "REGRESS")
             assert reg["layers"] == ["regression: ndvi", "uncertainty: ndvi"] and reg["n"] == 144, reg
-            assert page.locator(".leaflet-control", has_text="predicted ndvi").count() >= 1
-            assert page.locator(".leaflet-control", has_text="uncertainty of ndvi").count() >= 1
+            page.locator(".leaflet-control", has_text="predicted ndvi").first.wait_for(timeout=30_000)
+            page.locator(".leaflet-control", has_text="uncertainty of ndvi").first.wait_for(timeout=30_000)
             control = page.locator(".leaflet-control-layers").first.text_content()
             assert "regression: ndvi" in control and "uncertainty: ndvi" in control, control
             assert page.get_by_text(re.compile("Regression of 'ndvi'")).count() >= 1  # the CV report in the panel
