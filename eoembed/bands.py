@@ -209,7 +209,7 @@ def _robust_max(values: np.ndarray) -> float:
 def isel_bands(da: xr.DataArray, index) -> xr.DataArray:
     """``da.isel(band=index)``, as a view when ``index`` is a run of consecutive bands (a list copies the array)."""
     index = [int(i) for i in index]
-    if index and index == list(range(index[0], index[-1] + 1)):
+    if index and index[0] >= 0 and index == list(range(index[0], index[-1] + 1)):  # (negative: counted from the end)
         return da.isel(band=slice(index[0], index[-1] + 1))
     return da.isel(band=index)
 

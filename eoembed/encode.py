@@ -155,8 +155,7 @@ def _patch_visibility(
     n_inside = inside.reshape(hp, p, wp, p).sum(axis=(1, 3))
     visible = (n_valid > 0) & (n_valid >= min_valid * np.maximum(n_inside, 1)[None])
     if pix_valid.all():  # nothing to fill (the common case for a clean block): skip the patch means
-        if not present.all():
-            vals[:, ~present] = np.nan  # vals is this call's own array (_modality_values)
+        vals[:, ~present] = np.nan  # vals is this call's own array (_modality_values)
         return visible, vals
     # fill invalid pixels of visible patches with the patch's per-band mean of valid pixels
     v6 = vals.reshape(t, c, hp, p, wp, p)
