@@ -19,9 +19,10 @@ layout (same architecture and cost as the real weights).
     python benchmarks/bench_overhead.py [--quick] [--windows 36] [--window 48] [--sizes 25x48,64x64]
                                         [--patch-size 4] [--times 2] [--repeat 3] [--profile] [--json out.json]
 
-``embed()`` has a fixed cost per call (input checks, band and scale decisions, the graph, the attrs and
-their diagnostics: tens of milliseconds) and a cost per window; ``--sizes`` runs several sizes in one
-call so the table shows both (a small run's ratio is mostly the fixed cost).
+``--sizes`` runs several sizes in one call, which tells a fixed cost per call (input checks, band and
+scale decisions, the graph, the attrs and their diagnostics) from a cost per window (data preparation):
+a fixed cost shows as a ratio that rises with the run's size, a per-window one as the same ratio at
+every size.
 """
 
 from __future__ import annotations

@@ -187,7 +187,7 @@ def sweep_model(name: str, cube, tcube, labels, tilings, repeat: int, root: Path
     spec = eoembed.get_model_spec(name)
     if not spec.window_positions:  # relative (RoPE) positions, e.g. OlmoEarth v1.2: "raw" is its only mode and
         # already position-free; every tiling runs raw and the published-position rows would repeat w12-h0
-        tilings = [{**t, "position": "raw"} for t in tilings if not t["label"].startswith("raw ")]
+        tilings = [{**t, "position": "raw"} for t in tilings if not published(t)]
     if tcube.sizes["time"] > spec.max_timesteps:  # OlmoEarth reads at most 12: the first 12 monthly composites
         tcube = tcube.isel(time=slice(0, spec.max_timesteps))
     eoembed.embed(cube, name, weights=weights, patch_size=P, progress=False, device="cpu")  # warm
@@ -202,7 +202,7 @@ def sweep_model(name: str, cube, tcube, labels, tilings, repeat: int, root: Path
         core = t["window"] - 2 * t["halo"]
         hard = {"window": core, "halo": 0, "blend": False, "position": t["position"], "phases": 1}
         values, attrs = run_tiling(cube, name, t, weights)  # warm-up (new window shapes) and the quality run
-        raw = t["label"].startswith("raw ")  # the published-position candidates: no hard reference of their own
+        raw = published(t)  # no hard reference of their own
         if not raw:
             run_tiling(cube, name, hard, weights)
         times, times_hard = [], []
@@ -243,17 +243,29 @@ def sweep_model(name: str, cube, tcube, labels, tilings, repeat: int, root: Path
                         "verdict": c.verdict}
         r["worse_than_best"] = c.verdict == f"{best['label']} better" if r is not best else False
     learned = kind == "real"
-    choice = choose(rows, learned, position_free="raw" if not spec.window_positions else "neutral")
+    choice = choose(rows, learned, position_free(spec))
     return {"model": name, "weights": kind, "rows": rows, "best_balanced_accuracy": best["label"],
             "quality_used_in_choice": learned,
             "choice": None if choice is None else {k: choice[k] for k in ("label", "window", "halo", "blend")}}
 
 
-def choose(rows: list[dict], learned: bool, position_free: str = "neutral") -> dict | None:
-    """The cheapest (encoder GMACs per km² of a large area; seconds on ties) position-free tiling (``neutral``;
-    ``raw`` for models whose positions are relative) whose seams were measured and are not visible, whose
-    same-position hits stay ≤ 2× chance and (learned weights only) that is not worse than the best by the rule."""
-    ok = [r for r in rows if r["position"] == position_free and not r["label"].startswith("raw ")
+def published(t: dict) -> bool:
+    """A candidate that keeps the model's published positions (``raw w12-h0 …``); every other row of the grid
+    runs the model's position-free mode (``neutral``, or ``raw`` for relative positions)."""
+    return t["label"].startswith("raw ")
+
+
+def position_free(spec) -> str:
+    """The model's position-free mode: ``neutral``, or ``raw`` for relative positions (no neutral mode)."""
+    return "neutral" if spec.window_positions else "raw"
+
+
+def choose(rows: list[dict], learned: bool, free: str = "neutral") -> dict | None:
+    """The cheapest (encoder GMACs per km² of a large area; seconds on ties) tiling in the model's position-free
+    mode ``free`` (:func:`position_free`; never a :func:`published` candidate) whose seams were measured and are
+    not visible, whose same-position hits stay ≤ 2× chance and (learned weights only) that is not worse than
+    the best by the rule."""
+    ok = [r for r in rows if r["position"] == free and not published(r)
           and np.isfinite(r["seam_ratio"]) and not r["seams_visible"]
           and r.get("same_position_over_chance", 99) <= 2.0 and (not learned or not r["worse_than_best"])]
     return min(ok, key=lambda r: (r["gmacs_per_km2"], r["s_per_km2"])) if ok else None
@@ -305,8 +317,7 @@ def main(argv=None) -> dict:
         for m in res["models"]:
             import eoembed
 
-            free = "neutral" if eoembed.get_model_spec(m["model"]).window_positions else "raw"
-            c = choose(m["rows"], m["quality_used_in_choice"], position_free=free)
+            c = choose(m["rows"], m["quality_used_in_choice"], position_free(eoembed.get_model_spec(m["model"])))
             m["choice"] = None if c is None else {k: c[k] for k in ("label", "window", "halo", "blend")}
         Path(args.rechoose).write_text(json.dumps(res, indent=1) + "\n")
         print(table(res))
